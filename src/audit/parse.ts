@@ -1,0 +1,429 @@
+/**
+ * Decoding of audit webhook payloads: `audit.k8s.io/v1` and `v1beta1` EventList or single Event,
+ * validated field by field, with limits that bound the work one request can cause.
+ *
+ * Pure: no I/O, no clock, no logger.
+ */
+import {
+  AUDIT_V1,
+  AUDIT_V1BETA1,
+  type AuditEvent,
+  isLevel,
+  isStage,
+  LEVELS,
+  STAGES,
+} from './types.ts';
+
+/** Why a payload was rejected; stable, for clients and metrics. */
+export type AuditParseErrorCode =
+  | 'MALFORMED_JSON'
+  | 'TOO_DEEP'
+  | 'WRONG_API_VERSION'
+  | 'WRONG_KIND'
+  | 'INVALID_EVENT'
+  | 'TOO_MANY_EVENTS';
+
+/** A payload that is not an acceptable audit Event or EventList. Never retryable. */
+export class AuditParseError extends Error {
+  override readonly name = 'AuditParseError';
+  /** Stable error code. */
+  readonly code: AuditParseErrorCode;
+  /** Field path of the offending value (e.g. `items[3].stage`), empty for the whole document. */
+  readonly field: string;
+
+  constructor(code: AuditParseErrorCode, field: string, message: string, options?: ErrorOptions) {
+    super(field === '' ? message : `${field}: ${message}`, options);
+    this.code = code;
+    this.field = field;
+  }
+}
+
+/** Limits applied while decoding one payload. */
+export interface ParseLimits {
+  /** Most events accepted in one EventList. */
+  readonly maxEvents: number;
+  /** Deepest JSON nesting accepted anywhere in the document. */
+  readonly maxDepth: number;
+}
+
+/**
+ * Defaults for {@link ParseLimits}.
+ *
+ * - maxEvents 10,000: the kube-apiserver's default webhook buffer size
+ *   (`--audit-webhook-batch-buffer-size`); no batch cut from that buffer can be larger.
+ * - maxDepth 512: far deeper than any Kubernetes object nests, and shallow enough that
+ *   re-serialising a payload can never exhaust the stack.
+ */
+export const DEFAULT_PARSE_LIMITS: ParseLimits = Object.freeze({
+  maxEvents: 10_000,
+  maxDepth: 512,
+});
+
+/** Which apiVersion a payload arrived in. */
+export type AuditApiVersion = typeof AUDIT_V1 | typeof AUDIT_V1BETA1;
+
+/** A decoded payload: its events in v1 form and what it was sent as. */
+export interface DecodedPayload {
+  readonly apiVersion: AuditApiVersion;
+  readonly kind: 'EventList' | 'Event';
+  readonly events: AuditEvent[];
+}
+
+/**
+ * Parses a request body holding an EventList or a single Event.
+ *
+ * @throws AuditParseError for anything that is not a valid payload within `limits`.
+ */
+export function parseAuditPayload(
+  body: string,
+  limits: ParseLimits = DEFAULT_PARSE_LIMITS,
+  options: DecodeOptions = {},
+): DecodedPayload {
+  checkJsonDepth(body, limits.maxDepth);
+  let value: unknown;
+  try {
+    value = JSON.parse(body);
+  } catch (err) {
+    throw new AuditParseError('MALFORMED_JSON', '', `malformed JSON: ${(err as Error).message}`, {
+      cause: err,
+    });
+  }
+  return decodeAuditPayload(value, limits, options);
+}
+
+/** How lenient decoding is about the document's type. */
+export interface DecodeOptions {
+  /**
+   * Accept an object with neither `apiVersion` nor `kind` as an `audit.k8s.io/v1` Event, as audit
+   * tools often store bare items of an EventList. The webhook receiver never sets this.
+   */
+  readonly allowBareEvent?: boolean;
+}
+
+/**
+ * Decodes an already parsed JSON value holding an EventList or a single Event.
+ *
+ * Events are validated in place and returned without copying; v1beta1-only fields are removed.
+ */
+export function decodeAuditPayload(
+  value: unknown,
+  limits: ParseLimits = DEFAULT_PARSE_LIMITS,
+  options: DecodeOptions = {},
+): DecodedPayload {
+  if (!isObject(value)) {
+    throw new AuditParseError(
+      'INVALID_EVENT',
+      '',
+      `expected a JSON object, got ${describe(value)}`,
+    );
+  }
+  if (
+    options.allowBareEvent === true &&
+    value.apiVersion === undefined &&
+    value.kind === undefined
+  ) {
+    return { apiVersion: AUDIT_V1, kind: 'Event', events: [toEvent(value, '', AUDIT_V1)] };
+  }
+  const apiVersion = value.apiVersion;
+  if (apiVersion !== AUDIT_V1 && apiVersion !== AUDIT_V1BETA1) {
+    throw new AuditParseError(
+      'WRONG_API_VERSION',
+      'apiVersion',
+      `unsupported value ${JSON.stringify(apiVersion ?? null)}: supported values: "${AUDIT_V1}", "${AUDIT_V1BETA1}"`,
+    );
+  }
+  const kind = value.kind;
+  if (kind === 'Event') {
+    return { apiVersion, kind, events: [toEvent(value, '', apiVersion)] };
+  }
+  if (kind !== 'EventList') {
+    throw new AuditParseError(
+      'WRONG_KIND',
+      'kind',
+      `unsupported value ${JSON.stringify(kind ?? null)}: supported values: "EventList", "Event"`,
+    );
+  }
+  const items = value.items;
+  if (items === null) {
+    return { apiVersion, kind, events: [] };
+  }
+  if (!Array.isArray(items)) {
+    throw new AuditParseError(
+      'INVALID_EVENT',
+      'items',
+      `expected an array, got ${describe(items)}`,
+    );
+  }
+  if (items.length > limits.maxEvents) {
+    throw new AuditParseError(
+      'TOO_MANY_EVENTS',
+      'items',
+      `${items.length} events exceed the limit of ${limits.maxEvents} per request`,
+    );
+  }
+  const events = new Array<AuditEvent>(items.length);
+  for (let i = 0; i < items.length; i++) {
+    events[i] = toEvent(items[i], `items[${i}]`, apiVersion);
+  }
+  return { apiVersion, kind, events };
+}
+
+/**
+ * Parses one line of an apiserver audit log (`--audit-log-format=json`): a single Event.
+ *
+ * @throws AuditParseError when the line is not a valid Event.
+ */
+export function parseAuditLogLine(
+  line: string,
+  limits: ParseLimits = DEFAULT_PARSE_LIMITS,
+): AuditEvent {
+  const payload = parseAuditPayload(line, limits);
+  if (payload.kind !== 'Event') {
+    throw new AuditParseError('WRONG_KIND', 'kind', 'expected a single Event per line');
+  }
+  // biome-ignore lint/style/noNonNullAssertion: a decoded Event payload always holds one event.
+  return payload.events[0]!;
+}
+
+// Item-level apiVersion/kind are optional inside a list (the apiserver omits them), but when
+// present they must agree with the list's version.
+function toEvent(value: unknown, path: string, listVersion: AuditApiVersion): AuditEvent {
+  if (!isObject(value)) {
+    throw invalid(path, `expected an Event object, got ${describe(value)}`);
+  }
+  if (path !== '') {
+    if (value.apiVersion !== undefined && value.apiVersion !== listVersion) {
+      throw new AuditParseError(
+        'WRONG_API_VERSION',
+        join(path, 'apiVersion'),
+        `${JSON.stringify(value.apiVersion)} does not match the list's "${listVersion}"`,
+      );
+    }
+    if (value.kind !== undefined && value.kind !== 'Event') {
+      throw new AuditParseError(
+        'WRONG_KIND',
+        join(path, 'kind'),
+        `unsupported value ${JSON.stringify(value.kind)}: supported values: "Event"`,
+      );
+    }
+  }
+  if (listVersion === AUDIT_V1BETA1) convertFromV1beta1(value);
+  if (!isLevel(value.level)) {
+    throw enumError(join(path, 'level'), value.level, LEVELS);
+  }
+  if (!isStage(value.stage)) {
+    throw enumError(join(path, 'stage'), value.stage, STAGES);
+  }
+  requireString(value, 'auditID', path, true);
+  requireString(value, 'requestURI', path, true);
+  requireString(value, 'verb', path, true);
+  requireTimestamp(value, 'stageTimestamp', path, true);
+  requireTimestamp(value, 'requestReceivedTimestamp', path, false);
+  requireUser(value.user, join(path, 'user'), true);
+  requireUser(value.impersonatedUser, join(path, 'impersonatedUser'), false);
+  optionalString(value, 'userAgent', path);
+  optionalStringArray(value.sourceIPs, join(path, 'sourceIPs'));
+  optionalObjectRef(value.objectRef, join(path, 'objectRef'));
+  optionalStringMap(value.annotations, join(path, 'annotations'));
+  if (value.responseStatus !== undefined && value.responseStatus !== null) {
+    if (!isObject(value.responseStatus)) {
+      throw invalid(
+        join(path, 'responseStatus'),
+        `expected an object, got ${describe(value.responseStatus)}`,
+      );
+    }
+    const code = value.responseStatus.code;
+    if (code !== undefined && !Number.isInteger(code)) {
+      throw invalid(
+        join(path, 'responseStatus.code'),
+        `expected an integer, got ${describe(code)}`,
+      );
+    }
+  }
+  delete value.apiVersion;
+  delete value.kind;
+  for (const key of [
+    'impersonatedUser',
+    'objectRef',
+    'responseStatus',
+    'requestObject',
+    'responseObject',
+  ] as const) {
+    if (value[key] === null) delete value[key];
+  }
+  return value as unknown as AuditEvent;
+}
+
+/**
+ * v1beta1 carried ObjectMeta and a deprecated `timestamp`; v1 dropped both. As upstream
+ * `v1beta1/conversion.go`: `metadata.creationTimestamp` fills an empty `stageTimestamp`, and
+ * `timestamp` an empty `requestReceivedTimestamp`.
+ */
+function convertFromV1beta1(value: Record<string, unknown>): void {
+  const metadata = value.metadata;
+  if (isEmpty(value.stageTimestamp) && isObject(metadata) && !isEmpty(metadata.creationTimestamp)) {
+    value.stageTimestamp = metadata.creationTimestamp;
+  }
+  if (isEmpty(value.requestReceivedTimestamp) && !isEmpty(value.timestamp)) {
+    value.requestReceivedTimestamp = value.timestamp;
+  }
+  delete value.metadata;
+  delete value.timestamp;
+}
+
+function isEmpty(value: unknown): boolean {
+  return value === undefined || value === null || value === '';
+}
+
+// RFC 3339 with optional fraction, as metav1.MicroTime serialises.
+const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$/;
+
+function requireTimestamp(
+  obj: Record<string, unknown>,
+  key: string,
+  path: string,
+  required: boolean,
+) {
+  const value = obj[key];
+  if (value === undefined || value === null) {
+    if (required) throw invalid(join(path, key), 'Required value');
+    return;
+  }
+  if (typeof value !== 'string' || !RFC3339.test(value) || Number.isNaN(Date.parse(value))) {
+    throw invalid(join(path, key), `expected an RFC 3339 timestamp, got ${describe(value)}`);
+  }
+}
+
+function requireString(obj: Record<string, unknown>, key: string, path: string, nonEmpty: boolean) {
+  const value = obj[key];
+  if (value === undefined || value === null || (nonEmpty && value === '')) {
+    throw invalid(join(path, key), 'Required value');
+  }
+  if (typeof value !== 'string') {
+    throw invalid(join(path, key), `expected a string, got ${describe(value)}`);
+  }
+}
+
+function optionalString(obj: Record<string, unknown>, key: string, path: string) {
+  const value = obj[key];
+  if (value !== undefined && value !== null && typeof value !== 'string') {
+    throw invalid(join(path, key), `expected a string, got ${describe(value)}`);
+  }
+}
+
+function optionalStringArray(value: unknown, path: string) {
+  if (value === undefined || value === null) return;
+  if (!Array.isArray(value))
+    throw invalid(path, `expected an array of strings, got ${describe(value)}`);
+  for (let i = 0; i < value.length; i++) {
+    if (typeof value[i] !== 'string') {
+      throw invalid(`${path}[${i}]`, `expected a string, got ${describe(value[i])}`);
+    }
+  }
+}
+
+function optionalStringMap(value: unknown, path: string) {
+  if (value === undefined || value === null) return;
+  if (!isObject(value))
+    throw invalid(path, `expected an object of strings, got ${describe(value)}`);
+  for (const key in value) {
+    if (typeof value[key] !== 'string') {
+      throw invalid(
+        `${path}[${JSON.stringify(key)}]`,
+        `expected a string, got ${describe(value[key])}`,
+      );
+    }
+  }
+}
+
+function requireUser(value: unknown, path: string, required: boolean) {
+  if (value === undefined || value === null) {
+    if (required) throw invalid(path, 'Required value');
+    return;
+  }
+  if (!isObject(value)) throw invalid(path, `expected an object, got ${describe(value)}`);
+  optionalString(value, 'username', path);
+  optionalString(value, 'uid', path);
+  optionalStringArray(value.groups, join(path, 'groups'));
+  if (value.extra !== undefined && value.extra !== null) {
+    if (!isObject(value.extra))
+      throw invalid(join(path, 'extra'), `expected an object, got ${describe(value.extra)}`);
+    for (const key in value.extra)
+      optionalStringArray(value.extra[key], `${path}.extra[${JSON.stringify(key)}]`);
+  }
+}
+
+const OBJECT_REF_FIELDS = [
+  'resource',
+  'namespace',
+  'name',
+  'uid',
+  'apiGroup',
+  'apiVersion',
+  'resourceVersion',
+  'subresource',
+] as const;
+
+function optionalObjectRef(value: unknown, path: string) {
+  if (value === undefined || value === null) return;
+  if (!isObject(value)) throw invalid(path, `expected an object, got ${describe(value)}`);
+  for (const key of OBJECT_REF_FIELDS) optionalString(value, key, path);
+}
+
+/**
+ * Rejects documents nested deeper than `maxDepth` before `JSON.parse` builds them.
+ *
+ * A single pass over the text that tracks brackets outside string literals; malformed text is
+ * left for `JSON.parse` to report.
+ */
+export function checkJsonDepth(text: string, maxDepth: number): void {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c /* \ */) i++;
+      else if (c === 0x22 /* " */) inString = false;
+    } else if (c === 0x22) {
+      inString = true;
+    } else if (c === 0x7b /* { */ || c === 0x5b /* [ */) {
+      if (++depth > maxDepth) {
+        throw new AuditParseError(
+          'TOO_DEEP',
+          '',
+          `JSON nesting exceeds the limit of ${maxDepth} levels`,
+        );
+      }
+    } else if (c === 0x7d /* } */ || c === 0x5d /* ] */) {
+      depth--;
+    }
+  }
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function describe(value: unknown): string {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'an array';
+  if (typeof value === 'string')
+    return `the string ${JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value)}`;
+  return typeof value === 'object' ? 'an object' : `${typeof value} ${String(value)}`;
+}
+
+function join(path: string, key: string): string {
+  return path === '' ? key : `${path}.${key}`;
+}
+
+function invalid(path: string, message: string): AuditParseError {
+  return new AuditParseError('INVALID_EVENT', path, message);
+}
+
+function enumError(path: string, value: unknown, supported: readonly string[]): AuditParseError {
+  if (value === undefined || value === null || value === '') return invalid(path, 'Required value');
+  return invalid(
+    path,
+    `unsupported value ${JSON.stringify(value)}: supported values: ${supported.map((s) => `"${s}"`).join(', ')}`,
+  );
+}
