@@ -3,8 +3,10 @@ import { defineConfig } from 'vitest/config';
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
-    // CLI tests spawn the built binary; keep them from competing with unit tests on a 2-core runner.
+    // Separate processes: CLI tests spawn the built binary and must not share state with unit tests.
     pool: 'forks',
     testTimeout: 20_000,
+    reporters: ['default', 'json'],
+    outputFile: { json: '.vitest-results.json' },
   },
 });

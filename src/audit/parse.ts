@@ -377,15 +377,16 @@ function optionalObjectRef(value: unknown, path: string) {
  * left for `JSON.parse` to report.
  */
 export function checkJsonDepth(text: string, maxDepth: number): void {
+  const n = text.length;
   let depth = 0;
-  let inString = false;
-  for (let i = 0; i < text.length; i++) {
+  for (let i = 0; i < n; i++) {
     const c = text.charCodeAt(i);
-    if (inString) {
-      if (c === 0x5c /* \ */) i++;
-      else if (c === 0x22 /* " */) inString = false;
-    } else if (c === 0x22) {
-      inString = true;
+    if (c === 0x22 /* " */) {
+      // Jump to the closing quote: most of a payload is strings, and indexOf is native.
+      let end = text.indexOf('"', i + 1);
+      while (end !== -1 && isEscaped(text, end)) end = text.indexOf('"', end + 1);
+      if (end === -1) return; // unterminated: JSON.parse reports it
+      i = end;
     } else if (c === 0x7b /* { */ || c === 0x5b /* [ */) {
       if (++depth > maxDepth) {
         throw new AuditParseError(
@@ -398,6 +399,13 @@ export function checkJsonDepth(text: string, maxDepth: number): void {
       depth--;
     }
   }
+}
+
+// A quote is escaped when an odd number of backslashes precede it.
+function isEscaped(text: string, quote: number): boolean {
+  let k = quote - 1;
+  while (text.charCodeAt(k) === 0x5c) k--;
+  return (quote - 1 - k) % 2 === 1;
 }
 
 function isObject(value: unknown): value is Record<string, unknown> {
