@@ -144,7 +144,8 @@ export function decodeAuditPayload(
     );
   }
   const items = value.items;
-  if (items === null) {
+  // Go decodes an absent or null `items` as an empty list.
+  if (items === undefined || items === null) {
     return { apiVersion, kind, events: [] };
   }
   if (!Array.isArray(items)) {
@@ -242,15 +243,11 @@ function toEvent(value: unknown, path: string, listVersion: AuditApiVersion): Au
   }
   delete value.apiVersion;
   delete value.kind;
-  for (const key of [
-    'impersonatedUser',
-    'objectRef',
-    'responseStatus',
-    'requestObject',
-    'responseObject',
-  ] as const) {
-    if (value[key] === null) delete value[key];
-  }
+  // Go decodes null as absent; so does the AuditEvent type.
+  dropNulls(value);
+  if (isObject(value.user)) dropNulls(value.user);
+  if (isObject(value.impersonatedUser)) dropNulls(value.impersonatedUser);
+  if (isObject(value.objectRef)) dropNulls(value.objectRef);
   return value as unknown as AuditEvent;
 }
 
@@ -276,7 +273,29 @@ function isEmpty(value: unknown): boolean {
 }
 
 // RFC 3339 with optional fraction, as metav1.MicroTime serialises.
-const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$/;
+const RFC3339 =
+  /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.\d{1,9})?(?:Z|([+-])(\d{2}):(\d{2}))$/;
+
+/**
+ * Whether `value` is an RFC 3339 timestamp Go's `time.Parse` accepts: fields in range, the day
+ * existing in its month (no 29 February 2021, no 24:00).
+ */
+export function isRfc3339(value: string): boolean {
+  const m = RFC3339.exec(value);
+  if (m === null) return false;
+  const [year, month, day, hour, minute, second] = m.slice(1, 7).map(Number) as [
+    number,
+    number,
+    number,
+    number,
+    number,
+    number,
+  ];
+  if (month < 1 || month > 12 || hour > 23 || minute > 59 || second > 59) return false;
+  if (m[7] !== undefined && (Number(m[8]) > 23 || Number(m[9]) > 59)) return false;
+  const daysInMonth = new Date(Date.UTC(year, month, 0)).getUTCDate();
+  return day >= 1 && day <= daysInMonth;
+}
 
 function requireTimestamp(
   obj: Record<string, unknown>,
@@ -289,7 +308,7 @@ function requireTimestamp(
     if (required) throw invalid(join(path, key), 'Required value');
     return;
   }
-  if (typeof value !== 'string' || !RFC3339.test(value) || Number.isNaN(Date.parse(value))) {
+  if (typeof value !== 'string' || !isRfc3339(value)) {
     throw invalid(join(path, key), `expected an RFC 3339 timestamp, got ${describe(value)}`);
   }
 }
@@ -401,6 +420,10 @@ export function checkJsonDepth(text: string, maxDepth: number): void {
   }
 }
 
+function dropNulls(obj: Record<string, unknown>): void {
+  for (const key in obj) if (obj[key] === null) delete obj[key];
+}
+
 // A quote is escaped when an odd number of backslashes precede it.
 function isEscaped(text: string, quote: number): boolean {
   let k = quote - 1;
@@ -414,6 +437,7 @@ function isObject(value: unknown): value is Record<string, unknown> {
 
 function describe(value: unknown): string {
   if (value === null) return 'null';
+  if (value === undefined) return 'nothing';
   if (Array.isArray(value)) return 'an array';
   if (typeof value === 'string')
     return `the string ${JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value)}`;

@@ -95,7 +95,15 @@ async function lintCommand(
 ): Promise<void> {
   let failed = 0;
   for (const file of files) {
-    const text = await readTextFile(file, 'policy');
+    let text: string;
+    try {
+      text = await readTextFile(file, 'policy');
+    } catch (err) {
+      if (!(err instanceof CliError)) throw err;
+      failed++;
+      io.stderr.write(`error: ${err.message}\n`);
+      continue;
+    }
     try {
       const loaded = loadPolicies(text, file);
       const warnings = loaded.flatMap((l) => l.warnings);

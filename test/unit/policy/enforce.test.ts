@@ -203,6 +203,90 @@ describe('deciding the level of an event', () => {
   });
 });
 
+describe('event-side edge cases, decided as the apiserver decided them', () => {
+  const decide = (p: Policy, e: AuditEvent) => decideLevel(compilePolicy(p), e);
+
+  it('does not match resourceNames on a create, whose objectRef.name came from the body', () => {
+    const p: Policy = {
+      rules: [
+        {
+          level: 'RequestResponse',
+          resources: [{ group: '', resources: ['configmaps'], resourceNames: ['settings'] }],
+        },
+        { level: 'Metadata' },
+      ],
+    };
+    const create = event({
+      verb: 'create',
+      requestURI:
+        '/api/v1/namespaces/shop/configmaps?fieldManager=kubectl-create&fieldValidation=Strict',
+    });
+    expect(decide(p, create)).toMatchObject({ level: 'Metadata', ruleIndex: 1 });
+    expect(decide(p, event({ verb: 'update' }))).toMatchObject({
+      level: 'RequestResponse',
+      ruleIndex: 0,
+    });
+  });
+
+  it('matches a non-resource URL whatever the query string', () => {
+    const { objectRef: _none, ...version } = event({
+      verb: 'get',
+      requestURI: '/version?timeout=32s',
+    });
+    expect(
+      decide({ rules: [{ level: 'Metadata', nonResourceURLs: ['/version'] }] }, version).emitted,
+    ).toBe(true);
+  });
+
+  it('evaluates a failed authentication (empty user) against user rules as no user', () => {
+    const p: Policy = {
+      rules: [{ level: 'None', userGroups: ['system:unauthenticated'] }, { level: 'Metadata' }],
+    };
+    expect(decide(p, event({ user: {} }))).toMatchObject({ level: 'Metadata', ruleIndex: 1 });
+    const anonymous = event({
+      user: { username: 'system:anonymous', groups: ['system:unauthenticated'] },
+    });
+    expect(decide(p, anonymous)).toMatchObject({ level: 'None', ruleIndex: 0 });
+  });
+
+  it('selects an all-namespaces list with namespaces [""]', () => {
+    const list = event({
+      verb: 'list',
+      requestURI: '/api/v1/pods?limit=500',
+      objectRef: { resource: 'pods', apiVersion: 'v1' },
+    });
+    const p: Policy = { rules: [{ level: 'Request', namespaces: [''] }, { level: 'Metadata' }] };
+    expect(decide(p, list)).toMatchObject({ level: 'Request', ruleIndex: 0 });
+    expect(decide(p, event())).toMatchObject({ level: 'Metadata', ruleIndex: 1 });
+  });
+
+  it('matches pods/* against a plain pods request and */scale against a scale request', () => {
+    const pods = event({
+      objectRef: { resource: 'pods', namespace: 'shop', name: 'web', apiVersion: 'v1' },
+    });
+    expect(
+      decide({ rules: [{ level: 'Request', resources: [{ resources: ['pods/*'] }] }] }, pods).level,
+    ).toBe('Request');
+    const scale = event({
+      verb: 'patch',
+      requestURI: '/apis/apps/v1/namespaces/shop/deployments/api/scale',
+      objectRef: {
+        resource: 'deployments',
+        subresource: 'scale',
+        namespace: 'shop',
+        name: 'api',
+        apiGroup: 'apps',
+      },
+    });
+    expect(
+      decide(
+        { rules: [{ level: 'Request', resources: [{ group: 'apps', resources: ['*/scale'] }] }] },
+        scale,
+      ).level,
+    ).toBe('Request');
+  });
+});
+
 describe('enforcing a level', () => {
   it('strips both objects at Metadata and the response at Request', () => {
     const metadata = enforceLevel(event(), 'Metadata');
