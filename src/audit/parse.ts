@@ -441,7 +441,9 @@ function describe(value: unknown): string {
   if (Array.isArray(value)) return 'an array';
   if (typeof value === 'string')
     return `the string ${JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value)}`;
-  return typeof value === 'object' ? 'an object' : `${typeof value} ${String(value)}`;
+  if (typeof value === 'object') return 'an object';
+  // Only numbers and booleans are left in parsed JSON.
+  return `${typeof value} ${JSON.stringify(value)}`;
 }
 
 function join(path: string, key: string): string {

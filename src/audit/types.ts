@@ -26,12 +26,7 @@ export const AUDIT_V1BETA1 = 'audit.k8s.io/v1beta1';
 
 /** Any JSON value. */
 export type JsonValue =
-  | null
-  | boolean
-  | number
-  | string
-  | JsonValue[]
-  | { [key: string]: JsonValue };
+  null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue };
 
 /** A JSON object. */
 export type JsonObject = { [key: string]: JsonValue };

@@ -4,7 +4,7 @@
  *
  * Pure: a policy is compiled once into sets, then evaluated per request.
  */
-import { canonicalStages, type Level, type Stage } from '../audit/types.ts';
+import { canonicalStages, type Stage } from '../audit/types.ts';
 import type { RequestAttributes } from './attributes.ts';
 import type { GroupResources, Policy, PolicyRule, RequestAuditConfig } from './types.ts';
 
@@ -42,7 +42,7 @@ export function compilePolicy(policy: Policy): CompiledPolicy {
   return {
     rules,
     fallback: Object.freeze({
-      level: 'None' as Level,
+      level: 'None',
       omitStages: Object.freeze(canonicalStages(policyOmit)),
       omitManagedFields: policyOmitManagedFields,
       ruleIndex: -1,

@@ -292,7 +292,7 @@ describe('validating policies (upstream validation_test.go)', () => {
       [
         expect.stringMatching(
           /^rules\[0\]\.resources\[0\]\.group: Invalid value: "rbac.authorization.k8s.io\/v1beta1": a lowercase RFC 1123 subdomain/,
-        ) as unknown as string,
+        ) as string,
       ],
     ],
     [
