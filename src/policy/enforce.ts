@@ -13,7 +13,7 @@ import {
   minLevel,
   type Stage,
 } from '../audit/types.ts';
-import { attributesFromEvent } from './attributes.ts';
+import { attributesFromEvent, type RequestAttributes } from './attributes.ts';
 import { type CompiledPolicy, evaluatePolicy } from './checker.ts';
 
 /** What a policy decides for one received event. */
@@ -32,9 +32,16 @@ export interface Decision {
   readonly ruleIndex: number;
 }
 
-/** Decides what a policy keeps of a received event. */
-export function decideLevel(policy: CompiledPolicy, event: AuditEvent): Decision {
-  const config = evaluatePolicy(policy, attributesFromEvent(event));
+/**
+ * Decides what a policy keeps of a received event. Pass `attrs` when deciding one event for several
+ * policies, to derive them once.
+ */
+export function decideLevel(
+  policy: CompiledPolicy,
+  event: AuditEvent,
+  attrs: RequestAttributes = attributesFromEvent(event),
+): Decision {
+  const config = evaluatePolicy(policy, attrs);
   const level = minLevel(event.level, config.level);
   return {
     level,

@@ -12,7 +12,14 @@ export {
   type PolicyOutcome,
   withoutManagedFields,
 } from './enforce.ts';
-export { type LoadedPolicy, loadPolicies, loadPolicy, PolicyLoadError } from './load.ts';
+export {
+  decodePolicyBody,
+  type DecodedPolicy,
+  type LoadedPolicy,
+  loadPolicies,
+  loadPolicy,
+  PolicyLoadError,
+} from './load.ts';
 export { supersetPolicy } from './superset.ts';
 export type { GroupResources, Policy, PolicyRule, RequestAuditConfig } from './types.ts';
 export { type FieldError, formatFieldError, validatePolicy } from './validate.ts';

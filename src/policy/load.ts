@@ -75,17 +75,9 @@ export function loadPolicies(text: string, source = 'policy'): LoadedPolicy[] {
   const problems: string[] = [];
   const loaded: LoadedPolicy[] = [];
   for (const entry of entries) {
-    const decoded = decodePolicy(entry.value);
-    const errors =
-      decoded.errors.length > 0
-        ? decoded.errors
-        : validatePolicy(decoded.policy).map(formatFieldError);
-    if (errors.length === 0 && decoded.policy.rules.length === 0) {
-      // reader.go: "loaded illegal policy with 0 rules", checked after validation.
-      errors.push('rules: Required value: a policy needs at least one rule');
-    }
-    for (const e of errors) problems.push(`${entry.prefix}${e}`);
-    if (errors.length === 0) {
+    const decoded = decodePolicyBody(entry.value, true);
+    for (const e of decoded.problems) problems.push(`${entry.prefix}${e}`);
+    if (decoded.problems.length === 0) {
       const warnings = decoded.warnings.map((w) => `${entry.prefix}${w}`);
       loaded.push({ source: entry.source, policy: decoded.policy, warnings });
     }
@@ -128,10 +120,12 @@ function parseDocuments(text: string, source: string): unknown[] {
   return values;
 }
 
-interface Decoded {
-  policy: Policy;
-  errors: string[];
-  warnings: string[];
+/** A decoded policy body, with what is wrong with it and what is merely suspicious. */
+export interface DecodedPolicy {
+  readonly policy: Policy;
+  /** Decoding and validation errors, each naming its field path; empty when usable. */
+  readonly problems: string[];
+  readonly warnings: string[];
 }
 
 const POLICY_FIELDS = new Set([
@@ -142,6 +136,7 @@ const POLICY_FIELDS = new Set([
   'omitStages',
   'omitManagedFields',
 ]);
+const BODY_FIELDS = new Set(['rules', 'omitStages', 'omitManagedFields']);
 const RULE_FIELDS = new Set([
   'level',
   'users',
@@ -155,15 +150,46 @@ const RULE_FIELDS = new Set([
 ]);
 const GROUP_RESOURCES_FIELDS = new Set(['group', 'resources', 'resourceNames']);
 
-/** Decodes one Policy document strictly; type errors are collected, not thrown. */
-function decodePolicy(value: unknown): Decoded {
+/**
+ * Decodes and validates a policy given as a parsed value: a whole `audit.k8s.io/v1` Policy
+ * document when `document` is true, or just its body (`rules`, `omitStages`, `omitManagedFields`),
+ * as an AuditPipeline's `spec.policy` carries it.
+ */
+export function decodePolicyBody(value: unknown, document = false): DecodedPolicy {
   const errors: string[] = [];
   const warnings: string[] = [];
   const policy: Policy = { rules: [] };
   if (!isRecord(value)) {
     errors.push(`expected a Policy object, got ${describe(value)}`);
-    return { policy, errors, warnings };
+    return { policy, problems: errors, warnings };
   }
+  if (document) checkTypeMeta(value, errors, warnings);
+  unknownFields(value, document ? POLICY_FIELDS : BODY_FIELDS, '', warnings);
+  const omitStages = stringList(value.omitStages, 'omitStages', errors);
+  if (omitStages !== undefined) policy.omitStages = omitStages as Stage[];
+  const omitManagedFields = bool(value.omitManagedFields, 'omitManagedFields', errors);
+  if (omitManagedFields !== undefined) policy.omitManagedFields = omitManagedFields;
+
+  if (value.rules !== undefined && value.rules !== null) {
+    if (!Array.isArray(value.rules)) {
+      errors.push(`rules: expected an array, got ${describe(value.rules)}`);
+    } else {
+      value.rules.forEach((raw, i) => {
+        const rule = decodeRule(raw, `rules[${i}]`, errors, warnings);
+        if (rule !== undefined) policy.rules.push(rule);
+      });
+    }
+  }
+  if (errors.length > 0) return { policy, problems: errors, warnings };
+  const problems = validatePolicy(policy).map(formatFieldError);
+  if (problems.length === 0 && policy.rules.length === 0) {
+    // reader.go: "loaded illegal policy with 0 rules", checked after validation.
+    problems.push('rules: Required value: a policy needs at least one rule');
+  }
+  return { policy, problems, warnings };
+}
+
+function checkTypeMeta(value: Record<string, unknown>, errors: string[], warnings: string[]) {
   if (!(POLICY_API_VERSIONS as readonly unknown[]).includes(value.apiVersion)) {
     errors.push(
       value.apiVersion === undefined
@@ -181,23 +207,6 @@ function decodePolicy(value: unknown): Decoded {
       `kind: Unsupported value: ${JSON.stringify(value.kind)}: supported values: "Policy"`,
     );
   }
-  unknownFields(value, POLICY_FIELDS, '', warnings);
-  const omitStages = stringList(value.omitStages, 'omitStages', errors);
-  if (omitStages !== undefined) policy.omitStages = omitStages as Stage[];
-  const omitManagedFields = bool(value.omitManagedFields, 'omitManagedFields', errors);
-  if (omitManagedFields !== undefined) policy.omitManagedFields = omitManagedFields;
-
-  if (value.rules !== undefined && value.rules !== null) {
-    if (!Array.isArray(value.rules)) {
-      errors.push(`rules: expected an array, got ${describe(value.rules)}`);
-    } else {
-      value.rules.forEach((raw, i) => {
-        const rule = decodeRule(raw, `rules[${i}]`, errors, warnings);
-        if (rule !== undefined) policy.rules.push(rule);
-      });
-    }
-  }
-  return { policy, errors, warnings };
 }
 
 function decodeRule(
