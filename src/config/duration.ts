@@ -1,41 +1,48 @@
 /**
- * Durations as Kubernetes users write them: Go's `time.ParseDuration` units (`ns` to `h`), plus
- * `d` and `w`, which retention settings commonly use (`30d`, `2w`). Pure.
+ * Durations as Kubernetes users write them: Go's `time.ParseDuration` syntax and units (`ns` to
+ * `h`, fractions such as `1.5h` or `.5s`), plus `d` and `w`, which retention settings commonly use
+ * (`30d`, `2w`). Pure.
  */
 
-const UNIT_MS: Readonly<Record<string, number>> = {
-  ns: 1e-6,
-  us: 1e-3,
-  µs: 1e-3,
-  ms: 1,
-  s: 1_000,
-  m: 60_000,
-  h: 3_600_000,
-  d: 86_400_000,
-  w: 604_800_000,
+// Nanoseconds per unit, as integers: Go computes durations in whole nanoseconds.
+const UNIT_NS: Readonly<Record<string, bigint>> = {
+  ns: 1n,
+  us: 1_000n,
+  µs: 1_000n,
+  μs: 1_000n,
+  ms: 1_000_000n,
+  s: 1_000_000_000n,
+  m: 60_000_000_000n,
+  h: 3_600_000_000_000n,
+  d: 86_400_000_000_000n,
+  w: 604_800_000_000_000n,
 };
 
-const PART = /(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h|d|w)/y;
+const PART = /(\d*)(?:\.(\d*))?(ns|us|µs|μs|ms|s|m|h|d|w)/y;
 
 /**
- * Parses `1h30m`, `500ms`, `30d` or `0` into milliseconds.
+ * Parses `1h30m`, `500ms`, `1.5h`, `30d` or `0` into milliseconds (fractional below 1 ms).
  *
  * @returns the duration, or an error message naming what is wrong.
  */
-export function parseDuration(text: string): number | { error: string } {
+export function parseDuration(input: string): number | { error: string } {
+  const text = input.startsWith('+') ? input.slice(1) : input;
   if (text === '0') return 0;
-  if (text === '') return { error: 'empty duration' };
-  let total = 0;
+  const invalid = (rest: string) => ({
+    error: `invalid duration ${JSON.stringify(input)} at ${JSON.stringify(rest)}: use e.g. "30s", "1h30m" or "30d"`,
+  });
+  if (text === '') return { error: 'empty duration: use e.g. "30s", "1h30m" or "30d"' };
+  let ns = 0n;
   PART.lastIndex = 0;
   while (PART.lastIndex < text.length) {
     const at = PART.lastIndex;
     const m = PART.exec(text);
-    if (m === null) {
-      return {
-        error: `invalid duration ${JSON.stringify(text)} at ${JSON.stringify(text.slice(at))}: use e.g. "30s", "1h30m" or "30d"`,
-      };
-    }
-    total += Number(m[1]) * (UNIT_MS[m[2] as string] as number);
+    const whole = m?.[1] ?? '';
+    const fraction = m?.[2] ?? '';
+    if (m === null || (whole === '' && fraction === '')) return invalid(text.slice(at));
+    const unit = UNIT_NS[m[3] as string] as bigint;
+    ns += BigInt(whole === '' ? '0' : whole) * unit;
+    if (fraction !== '') ns += (BigInt(fraction) * unit) / 10n ** BigInt(fraction.length);
   }
-  return total;
+  return Number(ns) / 1e6;
 }

@@ -136,7 +136,6 @@ const POLICY_FIELDS = new Set([
   'omitStages',
   'omitManagedFields',
 ]);
-const BODY_FIELDS = new Set(['rules', 'omitStages', 'omitManagedFields']);
 const RULE_FIELDS = new Set([
   'level',
   'users',
@@ -152,8 +151,9 @@ const GROUP_RESOURCES_FIELDS = new Set(['group', 'resources', 'resourceNames']);
 
 /**
  * Decodes and validates a policy given as a parsed value: a whole `audit.k8s.io/v1` Policy
- * document when `document` is true, or just its body (`rules`, `omitStages`, `omitManagedFields`),
- * as an AuditPipeline's `spec.policy` carries it.
+ * document when `document` is true, or just its body (`rules`, `omitStages`, `omitManagedFields`,
+ * optionally with the document's `apiVersion` and `kind`), as an AuditPipeline's `spec.policy`
+ * carries it.
  */
 export function decodePolicyBody(value: unknown, document = false): DecodedPolicy {
   const errors: string[] = [];
@@ -163,8 +163,11 @@ export function decodePolicyBody(value: unknown, document = false): DecodedPolic
     errors.push(`expected a Policy object, got ${describe(value)}`);
     return { policy, problems: errors, warnings };
   }
-  if (document) checkTypeMeta(value, errors, warnings);
-  unknownFields(value, document ? POLICY_FIELDS : BODY_FIELDS, '', warnings);
+  // A body may still be a pasted Policy document: then its type must be right too.
+  if (document || value.apiVersion !== undefined || value.kind !== undefined) {
+    checkTypeMeta(value, errors, warnings);
+  }
+  unknownFields(value, POLICY_FIELDS, '', warnings);
   const omitStages = stringList(value.omitStages, 'omitStages', errors);
   if (omitStages !== undefined) policy.omitStages = omitStages as Stage[];
   const omitManagedFields = bool(value.omitManagedFields, 'omitManagedFields', errors);

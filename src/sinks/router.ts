@@ -15,8 +15,11 @@ export type SinkOutcome =
   | {
       readonly sink: Sink;
       readonly kept: true;
+      /** The event as the sink keeps it; its level is the effective one. */
       readonly event: AuditEvent;
       readonly decision: Decision;
+      /** Bodies were removed because the request carries credentials. */
+      readonly redacted: boolean;
     }
   | {
       readonly sink: Sink;
@@ -79,5 +82,6 @@ function routeToSink(
     kept: true,
     event: enforceLevel(event, level, decision.omitManagedFields),
     decision,
+    redacted: level !== decision.level,
   };
 }

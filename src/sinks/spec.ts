@@ -111,18 +111,23 @@ export function sinkFromResource(resource: unknown, settings: SinkSettings): Sin
       : webhookDestination(webhookSpec, v);
   if (
     webhookSpec !== undefined &&
-    webhookSpec.clientConfig === undefined &&
-    webhookSpec.throttle !== undefined
+    (webhookSpec.clientConfig === undefined || webhookSpec.clientConfig === null) &&
+    webhookSpec.throttle !== undefined &&
+    webhookSpec.throttle !== null
   ) {
     v.add('spec.webhook.clientConfig', 'Required value: a throttle needs a webhook to throttle');
   }
-  if (settings.requireDestination && influxdb === undefined && webhook === undefined) {
+  // Only a resource that names no destination at all lacks one; a broken one is reported as such.
+  const namesDestination =
+    (spec.influxdb !== undefined && spec.influxdb !== null) ||
+    (webhookSpec?.clientConfig !== undefined && webhookSpec.clientConfig !== null);
+  if (settings.requireDestination && !namesDestination) {
     v.add('spec', 'Required value: at least one of spec.influxdb and spec.webhook.clientConfig');
   }
   let receiver: ReceiverSettings | undefined;
   if (kind === 'AuditPipeline' && spec.receiver !== undefined && spec.receiver !== null) {
     receiver = receiverSettings(spec.receiver, v);
-  } else if (kind === 'AuditSink' && spec.receiver !== undefined) {
+  } else if (kind === 'AuditSink' && spec.receiver !== undefined && spec.receiver !== null) {
     v.add('spec.receiver', 'unknown field: dedicated receivers are an AuditPipeline setting');
   }
   if (v.problems.length > 0 || policy === undefined) throw new SinkSpecError(what, v.problems);
@@ -136,6 +141,7 @@ export function sinkFromResource(resource: unknown, settings: SinkSettings): Sin
     ...(generation === undefined ? {} : { generation }),
     policy,
     compiledPolicy: compilePolicy(policy),
+    warnings: v.warnings,
     scope: { namespace: clusterWide ? null : namespace },
     ...(influxdb === undefined ? {} : { influxdb }),
     ...(webhook === undefined ? {} : { webhook }),
@@ -194,8 +200,16 @@ function pipelinePolicy(value: unknown, v: FieldCheck): Policy | undefined {
     v.add('spec.policy', 'Required value');
     return undefined;
   }
+  if (!isRecord(value)) {
+    v.add(
+      'spec.policy',
+      `expected a Policy object, got ${Array.isArray(value) ? 'an array' : typeof value}`,
+    );
+    return undefined;
+  }
   const decoded = decodePolicyBody(value);
   for (const problem of decoded.problems) v.addRaw(`spec.policy.${problem}`);
+  for (const warning of decoded.warnings) v.warnings.push(`spec.policy.${warning}`);
   return decoded.problems.length === 0 ? decoded.policy : undefined;
 }
 
@@ -383,7 +397,8 @@ function webhookDestination(
     return undefined;
   }
   let url: string | undefined;
-  if (hasUrl) url = v.httpUrl(cc.url, `${path}.clientConfig.url`, true);
+  // http is allowed, as the removed API allowed it: old manifests must migrate unchanged.
+  if (hasUrl) url = v.httpUrl(cc.url, `${path}.clientConfig.url`);
   else url = serviceUrl(cc.service, `${path}.clientConfig.service`, v);
   let caBundle: string | undefined;
   if (cc.caBundle !== undefined && cc.caBundle !== null) {
@@ -445,6 +460,7 @@ const DNS1123_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[
 /** Collects field problems in `path: message` form. */
 class FieldCheck {
   readonly problems: string[] = [];
+  readonly warnings: string[] = [];
 
   add(path: string, message: string): void {
     this.problems.push(`${path}: ${message}`);
@@ -496,7 +512,7 @@ class FieldCheck {
     return value;
   }
 
-  httpUrl(value: unknown, path: string, httpsOnly = false): string | undefined {
+  httpUrl(value: unknown, path: string): string | undefined {
     const text = this.requiredString(value, path);
     if (text === undefined) return undefined;
     let url: URL;
@@ -506,12 +522,8 @@ class FieldCheck {
       this.add(path, `Invalid value: ${JSON.stringify(text)}: not a URL`);
       return undefined;
     }
-    const schemes = httpsOnly ? ['https:'] : ['http:', 'https:'];
-    if (!schemes.includes(url.protocol)) {
-      this.add(
-        path,
-        `Invalid value: ${JSON.stringify(text)}: the scheme must be ${httpsOnly ? 'https' : 'http or https'}`,
-      );
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+      this.add(path, `Invalid value: ${JSON.stringify(text)}: the scheme must be http or https`);
       return undefined;
     }
     if (url.username !== '' || url.password !== '') {

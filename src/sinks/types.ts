@@ -98,6 +98,8 @@ export interface Sink {
   readonly generation?: number;
   readonly policy: Policy;
   readonly compiledPolicy: CompiledPolicy;
+  /** Accepted but probably unintended, e.g. unknown policy fields; each names its field path. */
+  readonly warnings: readonly string[];
   readonly scope: SinkScope;
   readonly influxdb?: InfluxDestination;
   readonly webhook?: WebhookDestination;
