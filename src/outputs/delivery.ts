@@ -1,0 +1,140 @@
+/**
+ * The delivery loop of one output of one sink: take a batch from the sink's queue, write it, commit
+ * it; on failure keep it queued and retry with backoff. Nothing is removed from the queue before the
+ * destination has it, so an event acknowledged to the apiserver survives any output outage.
+ */
+import type { AuditEvent } from '../audit/types.ts';
+import { type Output, OutputError } from './types.ts';
+
+/** The part of a sink queue the loop consumes (see `spool/`). */
+export interface DeliverySource<B extends { readonly events: readonly AuditEvent[] }> {
+  next(maxEvents: number, maxWaitMs: number, signal?: AbortSignal): Promise<B | null>;
+  commit(batch: B): Promise<void>;
+}
+
+/** Retry timing. */
+export interface BackoffOptions {
+  /** First delay after a retryable failure. */
+  readonly initialMs: number;
+  /** Longest delay between retryable attempts. */
+  readonly maxMs: number;
+  readonly factor: number;
+  /** Fraction of each delay that is randomised, so many sinks do not retry in step. */
+  readonly jitter: number;
+  /** Delay after a permanent failure (bad token, missing bucket): a slow re-check, not a hot loop. */
+  readonly permanentMs: number;
+}
+
+/**
+ * Defaults: 500 ms doubling to 30 s with 20% jitter, the shape of the apiserver's own webhook
+ * backoff; permanent failures re-checked every 60 s, so a rotated token or created bucket is
+ * picked up within a minute.
+ */
+export const DEFAULT_BACKOFF: BackoffOptions = Object.freeze({
+  initialMs: 500,
+  maxMs: 30_000,
+  factor: 2,
+  jitter: 0.2,
+  permanentMs: 60_000,
+});
+
+/** What the loop reports, for metrics and status. */
+export interface DeliveryObserver {
+  delivered(count: number, seconds: number): void;
+  failed(error: OutputError, count: number, attempt: number): void;
+}
+
+/** How one loop runs; clock and sleep are injected so tests never wait for real backoff. */
+export interface DeliveryOptions {
+  readonly batchSize: number;
+  /** How long an idle loop waits for events before checking for shutdown. */
+  readonly idleWaitMs: number;
+  readonly backoff: BackoffOptions;
+  readonly sleep?: (ms: number, signal: AbortSignal) => Promise<void>;
+  readonly random?: () => number;
+  readonly now?: () => number;
+}
+
+/** When a loop stops. */
+export interface DeliverySignals {
+  /** Graceful stop: deliver what is queued, then return (SIGTERM drain). */
+  readonly stop: AbortSignal;
+  /** Hard stop: return as soon as possible (end of the grace period); the queue keeps the rest. */
+  readonly abort: AbortSignal;
+}
+
+/**
+ * Delivers queued batches until `signals.stop` finds the queue empty, or `signals.abort` fires.
+ * Undelivered events stay queued for the next start.
+ */
+export async function runDelivery<B extends { readonly events: readonly AuditEvent[] }>(
+  source: DeliverySource<B>,
+  output: Output,
+  observer: DeliveryObserver,
+  options: DeliveryOptions,
+  signals: DeliverySignals,
+): Promise<void> {
+  const { stop, abort } = signals;
+  const sleep = options.sleep ?? abortableSleep;
+  const random = options.random ?? Math.random;
+  const now = options.now ?? performance.now.bind(performance);
+  while (!abort.aborted) {
+    const batch = await source.next(
+      options.batchSize,
+      stop.aborted ? 0 : options.idleWaitMs,
+      abort,
+    );
+    if (batch === null) {
+      if (stop.aborted) return;
+      continue;
+    }
+    for (let attempt = 1; ; attempt++) {
+      const started = now();
+      try {
+        await output.write(batch.events);
+      } catch (err) {
+        const error =
+          err instanceof OutputError
+            ? err
+            : new OutputError('IO_ERROR', `output failed: ${(err as Error).message}`, {
+                retryable: true,
+                cause: err,
+              });
+        observer.failed(error, batch.events.length, attempt);
+        await sleep(retryDelay(error, attempt, options.backoff, random), abort);
+        if (abort.aborted) return;
+        continue;
+      }
+      observer.delivered(batch.events.length, (now() - started) / 1000);
+      await source.commit(batch);
+      break;
+    }
+  }
+}
+
+/** The wait before retry `attempt` (1-based) after `error`. */
+export function retryDelay(
+  error: OutputError,
+  attempt: number,
+  backoff: BackoffOptions,
+  random: () => number,
+): number {
+  if (!error.retryable) return backoff.permanentMs;
+  const exponential = Math.min(backoff.maxMs, backoff.initialMs * backoff.factor ** (attempt - 1));
+  const jittered = exponential * (1 - backoff.jitter + 2 * backoff.jitter * random());
+  // The server's Retry-After is a floor, never shortened by jitter.
+  return Math.max(jittered, error.retryAfterMs ?? 0);
+}
+
+function abortableSleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const timer = setTimeout(done, ms);
+    function done() {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    }
+    signal.addEventListener('abort', done, { once: true });
+  });
+}

@@ -1,0 +1,60 @@
+/**
+ * The embedded default destination: line protocol appended to one file per sink, importable with
+ * `influx write --file`. Lets standalone mode and `replay` run without an InfluxDB.
+ */
+import { mkdir, open, type FileHandle } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import type { AuditEvent } from '../../audit/types.ts';
+import type { SinkRef } from '../../sinks/types.ts';
+import { LineProtocolEncoder, type PointSchema } from '../influxdb/line-protocol.ts';
+import { type Output, OutputError } from '../types.ts';
+
+/** `<dataDir>/sinks/<name>.lp` for an AuditSink, `<dataDir>/pipelines/<ns>/<name>.lp` for a pipeline. */
+export function lineProtocolPath(dataDir: string, ref: SinkRef): string {
+  return ref.kind === 'AuditSink'
+    ? join(dataDir, 'sinks', `${ref.name}.lp`)
+    : join(dataDir, 'pipelines', ref.namespace, `${ref.name}.lp`);
+}
+
+/** Appends each batch as line protocol, synced to disk before the batch counts as delivered. */
+export class LineProtocolFileOutput implements Output {
+  readonly kind = 'file' as const;
+  readonly target: string;
+  readonly #encoder: LineProtocolEncoder;
+  #file: FileHandle | undefined;
+
+  constructor(path: string, schema: PointSchema) {
+    this.target = path;
+    this.#encoder = new LineProtocolEncoder(schema);
+  }
+
+  async write(events: readonly AuditEvent[]): Promise<void> {
+    if (events.length === 0) return;
+    let text = '';
+    for (const event of events) text += `${this.#encoder.encode(event)}\n`;
+    try {
+      if (this.#file === undefined) {
+        await mkdir(dirname(this.target), { recursive: true });
+        this.#file = await open(this.target, 'a');
+      }
+      await this.#file.write(text);
+      await this.#file.datasync();
+    } catch (err) {
+      // A full or read-only disk may recover; keep the events queued and retry.
+      throw new OutputError(
+        'IO_ERROR',
+        `cannot append to ${this.target}: ${(err as Error).message}`,
+        {
+          retryable: true,
+          cause: err,
+        },
+      );
+    }
+  }
+
+  async close(): Promise<void> {
+    const file = this.#file;
+    this.#file = undefined;
+    await file?.close();
+  }
+}

@@ -1,0 +1,77 @@
+/**
+ * What every output (InfluxDB, webhook, line-protocol file) offers the delivery loop, and how it
+ * says what should happen after a failure.
+ */
+import type { AuditEvent } from '../audit/types.ts';
+
+/** The destinations a sink can deliver to. */
+export type OutputKind = 'influxdb' | 'webhook' | 'file';
+
+/** One destination of one sink. */
+export interface Output {
+  readonly kind: OutputKind;
+  /** Where it writes, for status and logs; never contains credentials. */
+  readonly target: string;
+  /**
+   * Delivers a batch. Resolves once the destination has it; a retried batch must be harmless
+   * (InfluxDB overwrites identical points; webhook receivers see the same auditIDs again).
+   *
+   * @throws OutputError saying whether a retry can help.
+   */
+  write(events: readonly AuditEvent[]): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** Why an output failed; stable, for status reasons and metrics labels. */
+export type OutputErrorCode =
+  | 'UNREACHABLE'
+  | 'TIMEOUT'
+  | 'THROTTLED'
+  | 'SERVER_ERROR'
+  | 'UNAUTHORIZED'
+  | 'NOT_FOUND'
+  | 'REJECTED'
+  | 'IO_ERROR';
+
+/** A failed delivery, typed by what should happen next. */
+export class OutputError extends Error {
+  override readonly name = 'OutputError';
+  readonly code: OutputErrorCode;
+  /**
+   * Whether retrying soon can succeed (network errors, 429, 5xx). Permanent failures (bad token,
+   * missing bucket, rejected data) wait for a configuration change instead of a hot retry loop.
+   */
+  readonly retryable: boolean;
+  /** The server's Retry-After, when it sent one. */
+  readonly retryAfterMs: number | undefined;
+
+  constructor(
+    code: OutputErrorCode,
+    message: string,
+    options: { retryable: boolean; retryAfterMs?: number; cause?: unknown },
+  ) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.code = code;
+    this.retryable = options.retryable;
+    this.retryAfterMs = options.retryAfterMs;
+  }
+}
+
+/** Classifies an HTTP status the way the InfluxDB and webhook outputs both need. */
+export function errorForStatus(
+  status: number,
+  message: string,
+  retryAfterMs?: number,
+): OutputError {
+  const options = retryAfterMs === undefined ? {} : { retryAfterMs };
+  if (status === 401 || status === 403) {
+    return new OutputError('UNAUTHORIZED', message, { retryable: false, ...options });
+  }
+  if (status === 404)
+    return new OutputError('NOT_FOUND', message, { retryable: false, ...options });
+  if (status === 408) return new OutputError('TIMEOUT', message, { retryable: true, ...options });
+  if (status === 429) return new OutputError('THROTTLED', message, { retryable: true, ...options });
+  if (status >= 500)
+    return new OutputError('SERVER_ERROR', message, { retryable: true, ...options });
+  return new OutputError('REJECTED', message, { retryable: false, ...options });
+}

@@ -1,0 +1,221 @@
+// The delivery loop against an in-test queue and output: ordering, commit only after a write,
+// backoff and Retry-After, permanent failures, drain and abort. Starts no process.
+import { describe, expect, it } from 'vitest';
+import type { AuditEvent } from '../../../src/audit/types.ts';
+import {
+  DEFAULT_BACKOFF,
+  type DeliveryObserver,
+  type DeliveryOptions,
+  retryDelay,
+  runDelivery,
+} from '../../../src/outputs/delivery.ts';
+import { type Output, OutputError } from '../../../src/outputs/types.ts';
+
+interface Batch {
+  readonly events: readonly AuditEvent[];
+  readonly upTo: number;
+}
+
+/** A queue of numbered events; `next` never waits (tests drive time themselves). */
+class ListQueue {
+  readonly events: AuditEvent[];
+  committed = 0;
+  constructor(count: number) {
+    this.events = Array.from({ length: count }, (_, i) => ({
+      level: 'Metadata',
+      auditID: `e${i}`,
+      stage: 'ResponseComplete',
+      requestURI: '/version',
+      verb: 'get',
+      user: {},
+      stageTimestamp: '2026-11-22T04:08:57.440160Z',
+    }));
+  }
+  next(max: number): Promise<Batch | null> {
+    if (this.committed >= this.events.length) return Promise.resolve(null);
+    const upTo = Math.min(this.events.length, this.committed + max);
+    return Promise.resolve({ events: this.events.slice(this.committed, upTo), upTo });
+  }
+  commit(batch: Batch): Promise<void> {
+    this.committed = batch.upTo;
+    return Promise.resolve();
+  }
+}
+
+/** An output that fails according to a script, then succeeds. */
+class ScriptedOutput implements Output {
+  readonly kind = 'influxdb' as const;
+  readonly target = 'test';
+  readonly written: string[] = [];
+  readonly #failures: OutputError[];
+  constructor(failures: OutputError[] = []) {
+    this.#failures = failures;
+  }
+  write(events: readonly AuditEvent[]): Promise<void> {
+    const failure = this.#failures.shift();
+    if (failure !== undefined) return Promise.reject(failure);
+    this.written.push(...events.map((e) => e.auditID));
+    return Promise.resolve();
+  }
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
+function recorder() {
+  const log: string[] = [];
+  const observer: DeliveryObserver = {
+    delivered: (count) => log.push(`delivered ${count}`),
+    failed: (error, count, attempt) => log.push(`failed ${error.code} ${count} #${attempt}`),
+  };
+  return { log, observer };
+}
+
+function run(
+  queue: ListQueue,
+  output: Output,
+  observer: DeliveryObserver,
+  extra: Partial<DeliveryOptions> = {},
+) {
+  const delays: number[] = [];
+  const stop = new AbortController();
+  stop.abort(); // drain what is queued, then return
+  const options: DeliveryOptions = {
+    batchSize: 3,
+    idleWaitMs: 10,
+    backoff: DEFAULT_BACKOFF,
+    random: () => 0.5,
+    sleep: (ms) => {
+      delays.push(ms);
+      return Promise.resolve();
+    },
+    ...extra,
+  };
+  return {
+    delays,
+    done: runDelivery(queue, output, observer, options, {
+      stop: stop.signal,
+      abort: new AbortController().signal,
+    }),
+  };
+}
+
+describe('delivery loop', () => {
+  it('writes every queued event in order, in batches, and commits each after its write', async () => {
+    const queue = new ListQueue(7);
+    const output = new ScriptedOutput();
+    const { log, observer } = recorder();
+    await run(queue, output, observer).done;
+    expect(output.written).toEqual(['e0', 'e1', 'e2', 'e3', 'e4', 'e5', 'e6']);
+    expect(queue.committed).toBe(7);
+    expect(log).toEqual(['delivered 3', 'delivered 3', 'delivered 1']);
+  });
+
+  it('keeps a batch queued while the output fails, and retries it with growing delays', async () => {
+    const queue = new ListQueue(2);
+    const down = () => new OutputError('UNREACHABLE', 'connection refused', { retryable: true });
+    const output = new ScriptedOutput([down(), down(), down()]);
+    const { log, observer } = recorder();
+    const { delays, done } = run(queue, output, observer);
+    await done;
+    expect(output.written).toEqual(['e0', 'e1']);
+    expect(log).toEqual([
+      'failed UNREACHABLE 2 #1',
+      'failed UNREACHABLE 2 #2',
+      'failed UNREACHABLE 2 #3',
+      'delivered 2',
+    ]);
+    expect(delays).toEqual([500, 1000, 2000]);
+  });
+
+  it('waits at least as long as the server asks with Retry-After', async () => {
+    const queue = new ListQueue(1);
+    const throttled = new OutputError('THROTTLED', '429', { retryable: true, retryAfterMs: 7_000 });
+    const { delays, done } = run(queue, new ScriptedOutput([throttled]), recorder().observer);
+    await done;
+    expect(delays).toEqual([7_000]);
+  });
+
+  it('re-checks a permanent failure slowly instead of retrying hot', async () => {
+    const queue = new ListQueue(1);
+    const unauthorized = new OutputError('UNAUTHORIZED', 'bad token', { retryable: false });
+    const output = new ScriptedOutput([unauthorized, unauthorized]);
+    const { delays, done } = run(queue, output, recorder().observer);
+    await done;
+    expect(delays).toEqual([60_000, 60_000]);
+    expect(output.written).toEqual(['e0']);
+  });
+
+  it('treats an unexpected exception as a retryable I/O error', async () => {
+    const queue = new ListQueue(1);
+    const output = new ScriptedOutput();
+    let thrown = false;
+    const flaky: Output = {
+      ...output,
+      kind: 'file',
+      target: 'flaky',
+      write: (events) => {
+        if (!thrown) {
+          thrown = true;
+          return Promise.reject(new Error('EIO'));
+        }
+        return output.write(events);
+      },
+      close: () => Promise.resolve(),
+    };
+    const { log, observer } = recorder();
+    await run(queue, flaky, observer).done;
+    expect(log).toEqual(['failed IO_ERROR 1 #1', 'delivered 1']);
+  });
+
+  it('returns on abort during a retry without committing the batch', async () => {
+    const queue = new ListQueue(2);
+    const abort = new AbortController();
+    const output = new ScriptedOutput([
+      new OutputError('UNREACHABLE', 'down', { retryable: true }),
+    ]);
+    const options: DeliveryOptions = {
+      batchSize: 10,
+      idleWaitMs: 10,
+      backoff: DEFAULT_BACKOFF,
+      sleep: () => {
+        abort.abort();
+        return Promise.resolve();
+      },
+    };
+    await runDelivery(queue, output, recorder().observer, options, {
+      stop: new AbortController().signal,
+      abort: abort.signal,
+    });
+    expect(queue.committed).toBe(0);
+    expect(output.written).toEqual([]);
+  });
+});
+
+describe('retry delays', () => {
+  const error = (retryable: boolean, retryAfterMs?: number) =>
+    new OutputError(
+      'SERVER_ERROR',
+      'x',
+      retryAfterMs === undefined ? { retryable } : { retryable, retryAfterMs },
+    );
+
+  it.each([
+    [1, 0.5, 500],
+    [2, 0.5, 1_000],
+    [7, 0.5, 30_000],
+    [20, 0.5, 30_000],
+    [1, 0, 400],
+    [1, 1, 600],
+  ])('waits, before attempt %i with random %f, %i ms', (attempt, random, ms) => {
+    expect(retryDelay(error(true), attempt, DEFAULT_BACKOFF, () => random)).toBeCloseTo(ms);
+  });
+
+  it('never shortens Retry-After with jitter', () => {
+    expect(retryDelay(error(true, 1_000), 1, DEFAULT_BACKOFF, () => 1)).toBe(1_000);
+  });
+
+  it('uses the permanent delay for errors a retry cannot fix', () => {
+    expect(retryDelay(error(false), 1, DEFAULT_BACKOFF, () => 0.5)).toBe(60_000);
+  });
+});
