@@ -1,0 +1,23 @@
+/**
+ * The audit webhook receiver: HTTPS endpoints for the apiserver's audit webhook, authentication,
+ * body limits and backpressure. The only module that imports fastify.
+ */
+export { type AuthResult, authenticate, type ClientCertificateState } from './auth.ts';
+export {
+  CertificateError,
+  type ErrorBody,
+  RECEIVER_ERRORS,
+  ReceiverError,
+  type ReceiverErrorCode,
+  ReceiverOptionsError,
+} from './errors.ts';
+export {
+  isLoopbackHost,
+  RECEIVER_DEFAULTS,
+  type ReceiverOptions,
+  type ReceiverOptionsInput,
+  type ReceiverTlsFiles,
+  validateReceiverOptions,
+} from './options.ts';
+export { RECEIVER_ROUTES, startReceiver } from './server.ts';
+export type { Ingest, IngestResult, IngestTarget, Receiver, ReceiverLogger } from './types.ts';

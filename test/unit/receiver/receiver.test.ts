@@ -1,0 +1,488 @@
+// The receiver's HTTP behaviour through fastify's inject() (no socket), with an Ingest that records
+// what it is handed. Starts no process.
+import { Readable } from 'node:stream';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import type { IngestResult } from '../../../src/receiver/types.ts';
+import {
+  BATCHES,
+  eventList,
+  expectError,
+  item,
+  post,
+  RecordingIngest,
+  TOKEN,
+  type TestReceiver,
+  testReceiver,
+} from './harness.ts';
+
+const open: TestReceiver[] = [];
+
+function receiver(...args: Parameters<typeof testReceiver>): TestReceiver {
+  const r = testReceiver(...args);
+  open.push(r);
+  return r;
+}
+
+afterEach(async () => {
+  await Promise.all(open.splice(0).map((r) => r.app.close()));
+});
+
+describe('POST /audit/v1/events', () => {
+  it('answers 200 with the number accepted and hands every event to all sinks', async () => {
+    const { app, ingest } = receiver();
+    const batch = BATCHES[0];
+    const response = await post(app, '/audit/v1/events', batch.text);
+    expect(response.statusCode).toBe(200);
+    expect(response.json()).toEqual({ accepted: batch.count });
+    expect(ingest.calls).toHaveLength(1);
+    expect(ingest.calls[0]?.target).toEqual({ kind: 'all' });
+    expect(ingest.calls[0]?.events.map((e) => e.auditID)).toEqual(
+      (JSON.parse(batch.text) as { items: { auditID: string }[] }).items.map((e) => e.auditID),
+    );
+  });
+
+  it('answers only after ingest has resolved', async () => {
+    const { app, ingest } = receiver();
+    let resolve: (result: IngestResult) => void = () => undefined;
+    ingest.answer = () => new Promise((r) => (resolve = r));
+    let answered = false;
+    const pending = post(app, '/audit/v1/events', eventList([item()])).then((response) => {
+      answered = true;
+      return response;
+    });
+    await vi.waitFor(() => expect(ingest.calls).toHaveLength(1));
+    await new Promise((r) => setTimeout(r, 20));
+    expect(answered).toBe(false);
+    resolve({ ok: true, accepted: 1 });
+    const response = await pending;
+    expect(response.statusCode).toBe(200);
+    expect(response.json()).toEqual({ accepted: 1 });
+  });
+
+  it('reports what ingest accepted, not what was sent', async () => {
+    const { app, ingest } = receiver();
+    ingest.answer = () => Promise.resolve({ ok: true, accepted: 0 });
+    const response = await post(app, '/audit/v1/events', eventList([item(), item()]));
+    expect(response.json()).toEqual({ accepted: 0 });
+  });
+
+  it('accepts a single Event as well as an EventList', async () => {
+    const { app, ingest } = receiver();
+    const event = { kind: 'Event', apiVersion: 'audit.k8s.io/v1', ...item() };
+    const response = await post(app, '/audit/v1/events', event);
+    expect(response.statusCode).toBe(200);
+    expect(response.json()).toEqual({ accepted: 1 });
+    expect(ingest.calls[0]?.events).toEqual([item()]);
+  });
+
+  it('converts audit.k8s.io/v1beta1 events to v1 before ingest', async () => {
+    const { app, ingest } = receiver();
+    const v1beta1 = item({
+      stageTimestamp: undefined,
+      metadata: { creationTimestamp: '2020-01-02T03:04:05Z' },
+      timestamp: '2020-01-02T03:04:04Z',
+    });
+    const response = await post(
+      app,
+      '/audit/v1/events',
+      eventList([v1beta1], 'audit.k8s.io/v1beta1'),
+    );
+    expect(response.statusCode).toBe(200);
+    const event = ingest.calls[0]?.events[0];
+    expect(event?.stageTimestamp).toBe('2020-01-02T03:04:05Z');
+    expect(event?.requestReceivedTimestamp).toBe('2020-01-02T03:04:04Z');
+    expect(event).not.toHaveProperty('metadata');
+    expect(event).not.toHaveProperty('timestamp');
+  });
+
+  it('ignores the ?timeout= query the apiserver appends', async () => {
+    const { app, ingest } = receiver();
+    const response = await post(app, '/audit/v1/events?timeout=30s', BATCHES[1].text);
+    expect(response.statusCode).toBe(200);
+    expect(ingest.calls[0]?.events).toHaveLength(BATCHES[1].count);
+  });
+
+  it.each([
+    'application/json; charset=utf-8',
+    'application/json;charset=UTF-8',
+    'Application/JSON',
+  ])('accepts the content type %j', async (contentType) => {
+    const { app } = receiver();
+    const response = await post(app, '/audit/v1/events', eventList([item()]), {
+      'content-type': contentType,
+    });
+    expect(response.statusCode).toBe(200);
+  });
+
+  it('answers 200 to an empty EventList without calling ingest', async () => {
+    const { app, ingest } = receiver();
+    for (const body of [eventList([]), '{"kind":"EventList","apiVersion":"audit.k8s.io/v1"}']) {
+      const response = await post(app, '/audit/v1/events', body);
+      expect(response.statusCode).toBe(200);
+      expect(response.json()).toEqual({ accepted: 0 });
+    }
+    expect(ingest.calls).toEqual([]);
+  });
+
+  it('answers 429 with Retry-After in whole seconds when a queue is full', async () => {
+    const { app, ingest } = receiver();
+    ingest.answer = () => Promise.resolve({ ok: false, reason: 'full', retryAfterSeconds: 2.3 });
+    const response = await post(app, '/audit/v1/events', eventList([item()]));
+    expectError(response, 429, 'QUEUE_FULL');
+    expect(response.headers['retry-after']).toBe('3');
+  });
+
+  it('never sends a Retry-After below one second or a non-number', async () => {
+    const { app, ingest } = receiver();
+    for (const [seconds, header] of [
+      [0, '1'],
+      [Number.NaN, '1'],
+      [Number.POSITIVE_INFINITY, '1'],
+    ] as const) {
+      ingest.answer = () =>
+        Promise.resolve({ ok: false, reason: 'full', retryAfterSeconds: seconds });
+      const response = await post(app, '/audit/v1/events', eventList([item()]));
+      expect(response.headers['retry-after']).toBe(header);
+    }
+  });
+
+  it('answers 500 INGEST_FAILED, without the error text, when ingest fails', async () => {
+    const logged: unknown[] = [];
+    const { app, ingest } = receiver({
+      log: (level, bindings) => logged.push({ level, bindings }),
+    });
+    ingest.answer = () => Promise.reject(new Error('disk full at /var/lib/secret-path'));
+    const response = await post(app, '/audit/v1/events', eventList([item()]));
+    expectError(response, 500, 'INGEST_FAILED');
+    expect(response.body).not.toContain('secret-path');
+    expect(logged).toEqual([expect.objectContaining({ level: 'error' })]);
+  });
+
+  it.each([
+    ['MALFORMED_JSON', '{"kind":"EventList",'],
+    ['MALFORMED_JSON', ''],
+    ['TOO_DEEP', `${'['.repeat(600)}${']'.repeat(600)}`],
+    ['WRONG_API_VERSION', eventList([item()], 'audit.k8s.io/v2')],
+    ['WRONG_KIND', JSON.stringify({ kind: 'Policy', apiVersion: 'audit.k8s.io/v1' })],
+    ['INVALID_EVENT', eventList([item({ stage: 'Sometime' })])],
+    ['INVALID_EVENT', '[]'],
+    ['TOO_MANY_EVENTS', eventList(Array.from({ length: 11 }, () => item()))],
+  ])('answers 400 %s for malformed input, without calling ingest', async (code, body) => {
+    const { app, ingest } = receiver({ parseLimits: { maxEvents: 10, maxDepth: 512 } });
+    const response = await post(app, '/audit/v1/events', body);
+    expectError(response, 400, code);
+    expect(ingest.calls).toEqual([]);
+  });
+
+  it('names the offending field in a 400 message', async () => {
+    const { app } = receiver();
+    const response = await post(app, '/audit/v1/events', eventList([item(), item({ stage: 'x' })]));
+    expect(response.json<{ message: string }>().message).toMatch(/^items\[1\]\.stage: /);
+  });
+
+  it.each([
+    'text/plain',
+    'application/x-www-form-urlencoded',
+    'application/yaml',
+    'application/json-patch+json',
+    'application/json; charset=iso-8859-1',
+  ])('answers 415 for Content-Type %j', async (contentType) => {
+    const { app, ingest } = receiver();
+    const response = await post(app, '/audit/v1/events', eventList([item()]), {
+      'content-type': contentType,
+    });
+    expectError(response, 415, 'UNSUPPORTED_MEDIA_TYPE');
+    expect(ingest.calls).toEqual([]);
+  });
+
+  it('answers 415 when there is no Content-Type, with or without a body', async () => {
+    const { app } = receiver();
+    const withBody = await post(app, '/audit/v1/events', eventList([item()]), {}, ['content-type']);
+    expectError(withBody, 415, 'UNSUPPORTED_MEDIA_TYPE');
+    const empty = await app.inject({
+      method: 'POST',
+      url: '/audit/v1/events',
+      headers: { authorization: `Bearer ${TOKEN}` },
+    });
+    expectError(empty, 415, 'UNSUPPORTED_MEDIA_TYPE');
+  });
+
+  it('answers 415 to a compressed body rather than misreading it', async () => {
+    const { app } = receiver();
+    const response = await post(app, '/audit/v1/events', eventList([item()]), {
+      'content-encoding': 'gzip',
+    });
+    expectError(response, 415, 'UNSUPPORTED_CONTENT_ENCODING');
+    const identity = await post(app, '/audit/v1/events', eventList([item()]), {
+      'content-encoding': 'identity',
+    });
+    expect(identity.statusCode).toBe(200);
+  });
+
+  it('answers 413 above bodyLimitBytes, without calling ingest', async () => {
+    const limit = BATCHES[1].text.length;
+    const { app, ingest } = receiver({ bodyLimitBytes: limit });
+    const atLimit = await post(app, '/audit/v1/events', BATCHES[1].text);
+    expect(atLimit.statusCode).toBe(200);
+    const response = await post(app, '/audit/v1/events', `${BATCHES[1].text} `);
+    expectError(response, 413, 'BODY_TOO_LARGE');
+    expect(response.json<{ message: string }>().message).toContain(String(limit));
+    expect(ingest.calls).toHaveLength(1);
+  });
+
+  it('answers 413 to a chunked body that grows past the limit, without a Content-Length', async () => {
+    const { app, ingest } = receiver({ bodyLimitBytes: 4096 });
+    const response = await app.inject({
+      method: 'POST',
+      url: '/audit/v1/events',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${TOKEN}` },
+      // A stream has no length up front, as with Transfer-Encoding: chunked.
+      payload: Readable.from(Array.from({ length: 8 }, () => Buffer.alloc(1024, 0x20))),
+    });
+    expectError(response, 413, 'BODY_TOO_LARGE');
+    expect(ingest.calls).toEqual([]);
+  });
+
+  it('keeps serving after malformed, oversized and unsupported input', async () => {
+    const { app } = receiver({ bodyLimitBytes: 1024 });
+    expect((await post(app, '/audit/v1/events', '{')).statusCode).toBe(400);
+    expect((await post(app, '/audit/v1/events', 'x'.repeat(2048))).statusCode).toBe(413);
+    expect(
+      (await post(app, '/audit/v1/events', 'a', { 'content-type': 'text/plain' })).statusCode,
+    ).toBe(415);
+    expect((await post(app, '/audit/v1/events', eventList([item()]))).statusCode).toBe(200);
+  });
+});
+
+describe('per-sink endpoints', () => {
+  it('hands events posted to /audit/v1/sinks/<name> to AuditSink/<name>', async () => {
+    const { app, ingest } = receiver({}, new RecordingIngest(['AuditSink/everything']));
+    const response = await post(app, '/audit/v1/sinks/everything?timeout=30s', BATCHES[1].text);
+    expect(response.statusCode).toBe(200);
+    expect(ingest.calls[0]?.target).toEqual({ kind: 'sink', key: 'AuditSink/everything' });
+  });
+
+  it('hands events posted to /audit/v1/pipelines/<namespace>/<name> to that pipeline', async () => {
+    const { app, ingest } = receiver({}, new RecordingIngest(['AuditPipeline/shop/trail']));
+    const response = await post(app, '/audit/v1/pipelines/shop/trail', BATCHES[1].text);
+    expect(response.statusCode).toBe(200);
+    expect(ingest.calls[0]?.target).toEqual({ kind: 'sink', key: 'AuditPipeline/shop/trail' });
+  });
+
+  it.each(['/audit/v1/sinks/gone', '/audit/v1/pipelines/shop/gone'])(
+    'answers 404 SINK_NOT_FOUND for %s, a sink that does not exist',
+    async (url) => {
+      const { app, ingest } = receiver({}, new RecordingIngest(['AuditSink/other']));
+      const response = await post(app, url, BATCHES[1].text);
+      expectError(response, 404, 'SINK_NOT_FOUND');
+      expect(ingest.calls).toEqual([]);
+    },
+  );
+
+  it('answers 404 before looking at the body of a request for a missing sink', async () => {
+    const { app } = receiver();
+    const response = await post(app, '/audit/v1/sinks/gone', 'not json', {
+      'content-type': 'text/plain',
+    });
+    expectError(response, 404, 'SINK_NOT_FOUND');
+  });
+
+  it('refuses a percent-encoded slash that would make another key', async () => {
+    const ingest = new RecordingIngest(['AuditSink/a/b', 'AuditPipeline/a/b/c']);
+    const { app } = receiver({}, ingest);
+    expectError(
+      await post(app, '/audit/v1/sinks/a%2Fb', eventList([item()])),
+      404,
+      'SINK_NOT_FOUND',
+    );
+    expectError(
+      await post(app, '/audit/v1/pipelines/a%2Fb/c', eventList([item()])),
+      404,
+      'SINK_NOT_FOUND',
+    );
+    expect(ingest.calls).toEqual([]);
+  });
+
+  it('serves names of the longest length Kubernetes allows (253 characters)', async () => {
+    const name = `${'a'.repeat(63)}.${'b'.repeat(63)}.${'c'.repeat(63)}.${'d'.repeat(61)}`;
+    expect(name).toHaveLength(253);
+    const { app, ingest } = receiver({}, new RecordingIngest([`AuditSink/${name}`]));
+    const response = await post(app, `/audit/v1/sinks/${name}`, eventList([item()]));
+    expect(response.statusCode).toBe(200);
+    expect(ingest.calls[0]?.target).toEqual({ kind: 'sink', key: `AuditSink/${name}` });
+  });
+});
+
+describe('authentication', () => {
+  it('answers 401 with WWW-Authenticate: Bearer when no credentials are sent', async () => {
+    const { app, ingest } = receiver();
+    const response = await post(app, '/audit/v1/events', eventList([item()]), {}, [
+      'authorization',
+    ]);
+    expectError(response, 401, 'UNAUTHENTICATED');
+    expect(response.headers['www-authenticate']).toBe('Bearer');
+    expect(ingest.calls).toEqual([]);
+  });
+
+  it.each(['Basic YWRtaW46YWRtaW4=', 'Bearer', 'Bearer ', 'Token abc'])(
+    'answers 401 to the Authorization header %j, which holds no bearer token',
+    async (authorization) => {
+      const { app } = receiver();
+      const response = await post(app, '/audit/v1/events', eventList([item()]), { authorization });
+      expectError(response, 401, 'UNAUTHENTICATED');
+    },
+  );
+
+  it('answers 403 INVALID_TOKEN for a wrong token and never echoes it', async () => {
+    const { app, ingest } = receiver();
+    const wrong = 'wrong-token-d0e1f2';
+    const response = await post(app, '/audit/v1/events', eventList([item()]), {
+      authorization: `Bearer ${wrong}`,
+    });
+    expectError(response, 403, 'INVALID_TOKEN');
+    expect(response.body).not.toContain(wrong);
+    expect(response.body).not.toContain(TOKEN);
+    expect(ingest.calls).toEqual([]);
+  });
+
+  it('accepts the bearer scheme in any case', async () => {
+    const { app } = receiver();
+    const response = await post(app, '/audit/v1/events', eventList([item()]), {
+      authorization: `bearer ${TOKEN}`,
+    });
+    expect(response.statusCode).toBe(200);
+  });
+
+  it('reads the tokens on every request, so a rotated token applies at once', async () => {
+    const { app, tokens } = receiver();
+    const rotated = 'rotated-token-77aa';
+    const send = (token: string) =>
+      post(app, '/audit/v1/events', eventList([item()]), { authorization: `Bearer ${token}` });
+    expect((await send(rotated)).statusCode).toBe(403);
+    tokens.add(rotated);
+    expect((await send(rotated)).statusCode).toBe(200);
+    tokens.delete(TOKEN);
+    expect((await send(TOKEN)).statusCode).toBe(403);
+  });
+
+  it('checks credentials before readiness, sink existence and the body', async () => {
+    const { app } = receiver({ readiness: () => false });
+    const response = await post(app, '/audit/v1/sinks/unknown', 'not json', {}, ['authorization']);
+    expectError(response, 401, 'UNAUTHENTICATED');
+  });
+
+  it('needs no credentials for health, readiness and metrics', async () => {
+    const { app } = receiver();
+    for (const url of ['/healthz', '/readyz', '/metrics']) {
+      expect((await app.inject({ method: 'GET', url })).statusCode).toBe(200);
+    }
+  });
+
+  it('needs no credentials when insecure on a loopback address', async () => {
+    const { app } = receiver({ insecure: true });
+    const response = await post(app, '/audit/v1/events', eventList([item()]), {}, [
+      'authorization',
+    ]);
+    expect(response.statusCode).toBe(200);
+  });
+});
+
+describe('health, readiness and shutdown', () => {
+  it('answers /healthz 200 while the process is alive, ready or not', async () => {
+    const { app } = receiver({ readiness: () => false });
+    const response = await app.inject({ method: 'GET', url: '/healthz' });
+    expect(response.statusCode).toBe(200);
+    expect(response.json()).toEqual({ status: 'ok' });
+  });
+
+  it('answers /readyz from the readiness callback, on every request', async () => {
+    let ready = false;
+    const { app } = receiver({ readiness: () => ready });
+    const notReady = await app.inject({ method: 'GET', url: '/readyz' });
+    expectError(notReady, 503, 'NOT_READY');
+    ready = true;
+    expect((await app.inject({ method: 'GET', url: '/readyz' })).statusCode).toBe(200);
+  });
+
+  it('answers audit requests 503 with Retry-After while not ready, so the apiserver retries', async () => {
+    const { app, ingest } = receiver({ readiness: () => false });
+    const response = await post(app, '/audit/v1/events', eventList([item()]));
+    expectError(response, 503, 'NOT_READY');
+    expect(response.headers['retry-after']).toBe('1');
+    expect(ingest.calls).toEqual([]);
+  });
+
+  it('answers 503 with Retry-After and closes the connection once shutting down', async () => {
+    const { app, markClosing } = receiver();
+    markClosing();
+    const response = await post(app, '/audit/v1/events', eventList([item()]));
+    expectError(response, 503, 'SHUTTING_DOWN');
+    expect(response.headers['retry-after']).toBe('1');
+    expect(response.headers.connection).toBe('close');
+    expectError(await app.inject({ method: 'GET', url: '/readyz' }), 503, 'SHUTTING_DOWN');
+    expect((await app.inject({ method: 'GET', url: '/healthz' })).statusCode).toBe(200);
+  });
+
+  it('answers 500 INTERNAL and logs it when a callback it was given throws', async () => {
+    const logged: string[] = [];
+    let broken = true;
+    const { app } = receiver({
+      readiness: () => {
+        if (broken) throw new Error('readiness probe crashed with token=hunter2');
+        return true;
+      },
+      log: (level, _bindings, message) => logged.push(`${level}: ${message}`),
+    });
+    const response = await post(app, '/audit/v1/events', eventList([item()]));
+    expectError(response, 500, 'INTERNAL');
+    expect(response.body).not.toContain('hunter2');
+    expect(logged).toEqual(['error: request failed']);
+    broken = false;
+    expect((await post(app, '/audit/v1/events', eventList([item()]))).statusCode).toBe(200);
+  });
+
+  it('answers unknown paths and methods with a JSON 404', async () => {
+    const { app } = receiver();
+    expectError(await post(app, '/audit/v1/event', eventList([item()])), 404, 'NOT_FOUND');
+    expectError(await app.inject({ method: 'GET', url: '/audit/v1/events' }), 404, 'NOT_FOUND');
+  });
+});
+
+describe('GET /metrics', () => {
+  it('serves Prometheus text with requests, events, body bytes and ack latency', async () => {
+    const { app } = receiver();
+    await post(app, '/audit/v1/events', BATCHES[0].text);
+    await post(app, '/audit/v1/events', '{');
+    await post(app, '/audit/v1/events', BATCHES[0].text, {}, ['authorization']);
+    const response = await app.inject({ method: 'GET', url: '/metrics' });
+    expect(response.statusCode).toBe(200);
+    expect(response.headers['content-type']).toMatch(/^text\/plain; version=0\.0\.4/);
+    const text = response.body;
+    expect(text).toContain('kube_audit_receiver_requests_total{endpoint="events",status="200"} 1');
+    expect(text).toContain('kube_audit_receiver_requests_total{endpoint="events",status="400"} 1');
+    expect(text).toContain('kube_audit_receiver_requests_total{endpoint="events",status="401"} 1');
+    expect(text).toContain(
+      `kube_audit_receiver_events_received_total{endpoint="events"} ${BATCHES[0].count}`,
+    );
+    // The 401 body was never read: two bodies, the batch and "{".
+    expect(text).toContain('kube_audit_receiver_request_body_bytes_count{endpoint="events"} 2');
+    expect(text).toContain(
+      `kube_audit_receiver_request_body_bytes_sum{endpoint="events"} ${Buffer.byteLength(BATCHES[0].text) + 1}`,
+    );
+    expect(text).toContain(
+      'kube_audit_receiver_ack_latency_seconds_count{endpoint="events",status="200"} 1',
+    );
+  });
+
+  it('labels requests by route, not by sink name, so cardinality stays bounded', async () => {
+    const { app, registry } = receiver({}, new RecordingIngest(['AuditSink/a', 'AuditSink/b']));
+    await post(app, '/audit/v1/sinks/a', eventList([item()]));
+    await post(app, '/audit/v1/sinks/b', eventList([item()]));
+    await app.inject({ method: 'GET', url: '/nowhere' });
+    const text = await registry.metrics();
+    expect(text).toContain('kube_audit_receiver_requests_total{endpoint="sinks",status="200"} 2');
+    expect(text).toContain(
+      'kube_audit_receiver_requests_total{endpoint="unmatched",status="404"} 1',
+    );
+  });
+});
