@@ -1,0 +1,213 @@
+/**
+ * The operator's settings: one schema, each default documented beside its field, validated once at
+ * start with every bad field named, then frozen. Flags and environment variables both feed it.
+ */
+import { LOG_LEVELS, type LogLevel } from '../telemetry/logger.ts';
+
+/** Validated, frozen settings of `standalone` (and, later, `run`). */
+export interface Settings {
+  /** `host:port` of the shared receiver listener. */
+  readonly listen: { readonly host: string; readonly port: number };
+  /** Plain HTTP without authentication; refused unless `listen` is a loopback address. */
+  readonly insecure: boolean;
+  readonly tlsCertFile: string | undefined;
+  readonly tlsKeyFile: string | undefined;
+  /** CA whose client certificates authenticate (mTLS). */
+  readonly clientCAFile: string | undefined;
+  /** Files holding accepted bearer tokens, one per line; re-read when they change. */
+  readonly tokenFiles: readonly string[];
+  /** Spool and embedded line-protocol files live here. */
+  readonly dataDir: string;
+  /** Cap of each sink's spool, in bytes; beyond it the sink's endpoint answers 429. */
+  readonly spoolMaxBytes: number;
+  /** The operator's own namespace: Secrets of AuditSinks live here. */
+  readonly namespace: string;
+  /** Pipelines in these namespaces see every namespace's events. */
+  readonly clusterWideNamespaces: readonly string[];
+  /** Keep request and response bodies of Secrets and tokens (off: reduced to Metadata). */
+  readonly allowSecretPayloads: boolean;
+  /** Time to drain queues on SIGTERM before exiting. */
+  readonly shutdownGraceSeconds: number;
+  readonly logLevel: LogLevel;
+}
+
+/** What the command line and environment supply; everything optional, strings as typed. */
+export type SettingsInput = Partial<Record<keyof Settings, unknown>>;
+
+/** Defaults, each with where its value comes from. */
+export const SETTINGS_DEFAULTS = Object.freeze({
+  /** 8443: the conventional unprivileged HTTPS port; loopback until TLS is configured. */
+  listen: '127.0.0.1:8443',
+  insecure: false,
+  dataDir: './kube-audit-data',
+  /** 1 GiB per sink: about an hour of a busy apiserver's Metadata events for a sink that is down. */
+  spoolMaxBytes: 1024 ** 3,
+  /** The namespace the Helm chart installs into. */
+  namespace: 'kube-audit',
+  allowSecretPayloads: false,
+  /** 25 s: inside Kubernetes' default 30 s termination grace period, with room to exit. */
+  shutdownGraceSeconds: 25,
+  logLevel: 'info' as LogLevel,
+});
+
+/** Settings that cannot be used; `problems` names every bad field. */
+export class SettingsError extends Error {
+  override readonly name = 'SettingsError';
+  readonly code = 'INVALID_SETTINGS';
+  readonly problems: readonly string[];
+
+  constructor(problems: readonly string[]) {
+    super(`invalid settings:\n  ${problems.join('\n  ')}`);
+    this.problems = problems;
+  }
+}
+
+/**
+ * Validates settings and fills defaults.
+ *
+ * @throws SettingsError naming every bad field.
+ */
+export function validateSettings(input: SettingsInput): Settings {
+  const problems: string[] = [];
+  const str = (key: keyof Settings, fallback: string): string => {
+    const value = input[key] ?? fallback;
+    if (typeof value !== 'string' || value === '') {
+      problems.push(`${key}: expected a non-empty string`);
+      return fallback;
+    }
+    return value;
+  };
+  const optionalStr = (key: keyof Settings): string | undefined => {
+    const value = input[key];
+    if (value === undefined) return undefined;
+    if (typeof value !== 'string' || value === '') {
+      problems.push(`${key}: expected a file path`);
+      return undefined;
+    }
+    return value;
+  };
+  const bool = (key: keyof Settings, fallback: boolean): boolean => {
+    const value = input[key] ?? fallback;
+    if (typeof value === 'boolean') return value;
+    if (value === 'true') return true;
+    if (value === 'false') return false;
+    problems.push(`${key}: expected true or false, got ${JSON.stringify(value)}`);
+    return fallback;
+  };
+  const int = (key: keyof Settings, fallback: number, min: number, max: number): number => {
+    const raw = input[key] ?? fallback;
+    const value = typeof raw === 'string' && /^\d+$/.test(raw) ? Number(raw) : raw;
+    if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+      problems.push(
+        `${key}: expected an integer from ${min} to ${max}, got ${JSON.stringify(raw)}`,
+      );
+      return fallback;
+    }
+    return value;
+  };
+  const list = (key: keyof Settings, fallback: readonly string[]): readonly string[] => {
+    const value = input[key];
+    if (value === undefined) return fallback;
+    const items = typeof value === 'string' ? value.split(',').map((s) => s.trim()) : value;
+    if (!Array.isArray(items) || items.some((s) => typeof s !== 'string' || s === '')) {
+      problems.push(`${key}: expected a comma-separated list of names`);
+      return fallback;
+    }
+    return items as string[];
+  };
+
+  const listen = parseListen(str('listen', SETTINGS_DEFAULTS.listen), problems);
+  const namespace = str('namespace', SETTINGS_DEFAULTS.namespace);
+  const logLevel = str('logLevel', SETTINGS_DEFAULTS.logLevel);
+  if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) {
+    problems.push(
+      `logLevel: expected one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(logLevel)}`,
+    );
+  }
+  const settings: Settings = {
+    listen,
+    insecure: bool('insecure', SETTINGS_DEFAULTS.insecure),
+    tlsCertFile: optionalStr('tlsCertFile'),
+    tlsKeyFile: optionalStr('tlsKeyFile'),
+    clientCAFile: optionalStr('clientCAFile'),
+    tokenFiles: list('tokenFiles', []),
+    dataDir: str('dataDir', SETTINGS_DEFAULTS.dataDir),
+    spoolMaxBytes: int('spoolMaxBytes', SETTINGS_DEFAULTS.spoolMaxBytes, 1024 * 1024, 2 ** 50),
+    namespace,
+    clusterWideNamespaces: list('clusterWideNamespaces', [namespace]),
+    allowSecretPayloads: bool('allowSecretPayloads', SETTINGS_DEFAULTS.allowSecretPayloads),
+    shutdownGraceSeconds: int(
+      'shutdownGraceSeconds',
+      SETTINGS_DEFAULTS.shutdownGraceSeconds,
+      0,
+      3600,
+    ),
+    logLevel: logLevel as LogLevel,
+  };
+  const namespaceFields: [string, readonly string[]][] = [
+    ['namespace', [namespace]],
+    ['clusterWideNamespaces', settings.clusterWideNamespaces],
+  ];
+  for (const [field, names] of namespaceFields) {
+    for (const name of names) {
+      if (!DNS1123_LABEL.test(name)) {
+        problems.push(
+          `${field}: ${JSON.stringify(name)} is not a namespace name (a lowercase RFC 1123 label)`,
+        );
+      }
+    }
+  }
+  if (settings.insecure && !isLoopback(settings.listen.host)) {
+    problems.push(
+      `insecure: plain HTTP without authentication is refused on ${settings.listen.host}: listen on a loopback address`,
+    );
+  }
+  if (
+    settings.insecure &&
+    (settings.tlsCertFile !== undefined || settings.tlsKeyFile !== undefined)
+  ) {
+    problems.push('insecure: give TLS files or insecure, not both');
+  }
+  if (
+    !settings.insecure &&
+    (settings.tlsCertFile === undefined) !== (settings.tlsKeyFile === undefined)
+  ) {
+    problems.push('tlsCertFile, tlsKeyFile: give both or neither');
+  }
+  if (!settings.insecure && settings.tlsCertFile === undefined) {
+    problems.push('tlsCertFile: Required value: the receiver serves HTTPS unless insecure is set');
+  }
+  if (
+    !settings.insecure &&
+    settings.tokenFiles.length === 0 &&
+    settings.clientCAFile === undefined
+  ) {
+    problems.push(
+      'tokenFiles: Required value: receivers authenticate; give token files or a client CA',
+    );
+  }
+  if (problems.length > 0) throw new SettingsError(problems);
+  return Object.freeze({
+    ...settings,
+    listen: Object.freeze({ ...settings.listen }),
+    tokenFiles: Object.freeze([...settings.tokenFiles]),
+    clusterWideNamespaces: Object.freeze([...settings.clusterWideNamespaces]),
+  });
+}
+
+const DNS1123_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
+
+/** Whether `host` names this machine only: `localhost`, 127.0.0.0/8 or ::1. */
+export function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
+}
+
+function parseListen(text: string, problems: string[]): { host: string; port: number } {
+  const m = /^(\[[^\]]+\]|[^:]+):(\d{1,5})$/.exec(text);
+  const port = Number(m?.[2]);
+  if (m === null || port > 65_535) {
+    problems.push(`listen: expected host:port, e.g. 127.0.0.1:8443, got ${JSON.stringify(text)}`);
+    return { host: '127.0.0.1', port: 8443 };
+  }
+  return { host: (m[1] as string).replace(/^\[|\]$/g, ''), port };
+}

@@ -1,0 +1,295 @@
+/**
+ * The live set of sinks: routes received events into each sink's queue, runs each sink's delivery
+ * loops, and applies configuration changes without dropping events of other sinks.
+ */
+import type { AuditEvent } from '../audit/types.ts';
+import {
+  type BackoffOptions,
+  DEFAULT_BACKOFF,
+  type DeliveryObserver,
+  runDelivery,
+} from '../outputs/delivery.ts';
+import type { Output } from '../outputs/types.ts';
+import type { IngestResult, IngestTarget } from '../receiver/types.ts';
+import { QueueFullError, type SinkQueue } from '../spool/index.ts';
+import { type RoutingSettings, routeEvent } from './router.ts';
+import { SinkStatus, type SinkStatusSnapshot } from './status.ts';
+import type { Sink } from './types.ts';
+
+/** Builds what a sink needs at run time; the composition root decides paths and clients. */
+export interface SinkRuntimeFactory {
+  openQueue(sink: Sink): Promise<SinkQueue>;
+  createOutputs(sink: Sink): Promise<Output[]>;
+}
+
+/** Something told about routing and delivery, e.g. metrics. */
+export interface SinkObserver {
+  routed?(
+    sink: Sink,
+    kept: number,
+    dropped: Readonly<Record<'policy' | 'namespace', number>>,
+  ): void;
+  overflowed?(sink: Sink, count: number): void;
+  delivered?(sink: Sink, output: Output, count: number, seconds: number): void;
+  failed?(sink: Sink, output: Output, error: Error, count: number): void;
+}
+
+/** How the registry runs sinks. */
+export interface RegistryOptions {
+  readonly factory: SinkRuntimeFactory;
+  readonly routing: RoutingSettings;
+  readonly backoff?: BackoffOptions;
+  /** How long an idle delivery loop waits for events before re-checking for shutdown. */
+  readonly idleWaitMs?: number;
+  /** How long a deleted sink may keep delivering what it had queued before its queue is removed. */
+  readonly removalDrainMs?: number;
+  readonly observer?: SinkObserver;
+  readonly now?: () => Date;
+}
+
+/** Batches of at most 400 events to a webhook: the apiserver's own default batch size. */
+const WEBHOOK_BATCH_SIZE = 400;
+const DEFAULT_BATCH_SIZE = 1_000;
+
+interface RuntimeCore {
+  /** Replaced on update; delivery reads it on every report, so it always sees the current sink. */
+  sink: Sink;
+  readonly queue: SinkQueue;
+  readonly status: SinkStatus;
+}
+
+interface Runtime extends RuntimeCore {
+  delivery: Delivery;
+}
+
+interface Delivery {
+  readonly outputs: readonly Output[];
+  readonly stop: AbortController;
+  readonly abort: AbortController;
+  readonly loops: Promise<void>;
+}
+
+/** The sinks currently configured, each with its queue and delivery loops. */
+export class SinkRegistry {
+  readonly #runtimes = new Map<string, Runtime>();
+  readonly #options: RegistryOptions;
+  // Configuration changes are applied one at a time, in order.
+  #applying: Promise<void> = Promise.resolve();
+
+  constructor(options: RegistryOptions) {
+    this.#options = options;
+  }
+
+  /** Whether a sink with this key exists. */
+  hasSink(key: string): boolean {
+    return this.#runtimes.has(key);
+  }
+
+  /** The current sinks. */
+  sinks(): Sink[] {
+    return [...this.#runtimes.values()].map((r) => r.sink);
+  }
+
+  /** A sink's status, or undefined for an unknown key. */
+  status(key: string): SinkStatusSnapshot | undefined {
+    return this.#runtimes.get(key)?.status.snapshot();
+  }
+
+  /** Events queued but not yet delivered, per sink key. */
+  queueDepths(): Map<string, number> {
+    return new Map([...this.#runtimes].map(([key, r]) => [key, r.queue.stats().events]));
+  }
+
+  /**
+   * Makes `sinks` the configured set: starts new sinks, updates changed ones, removes the rest.
+   * A new or changed sink receives events before anything of the old state stops.
+   */
+  apply(sinks: readonly Sink[]): Promise<void> {
+    const next = this.#applying.then(() => this.#apply(sinks));
+    this.#applying = next.catch(() => undefined);
+    return next;
+  }
+
+  async #apply(sinks: readonly Sink[]): Promise<void> {
+    const wanted = new Map(sinks.map((s) => [s.key, s]));
+    for (const sink of wanted.values()) {
+      const runtime = this.#runtimes.get(sink.key);
+      if (runtime === undefined) await this.#start(sink);
+      else await this.#update(runtime, sink);
+    }
+    const removed = [...this.#runtimes.values()].filter((r) => !wanted.has(r.sink.key));
+    for (const runtime of removed) this.#runtimes.delete(runtime.sink.key);
+    await Promise.all(removed.map((r) => this.#remove(r)));
+  }
+
+  async #start(sink: Sink): Promise<void> {
+    const queue = await this.#options.factory.openQueue(sink);
+    const core: RuntimeCore = { sink, queue, status: new SinkStatus(this.#options.now) };
+    const runtime: Runtime = Object.assign(core, { delivery: await this.#startDelivery(core) });
+    this.#runtimes.set(sink.key, runtime);
+  }
+
+  async #update(runtime: Runtime, sink: Sink): Promise<void> {
+    const destinationsChanged =
+      destinationFingerprint(runtime.sink) !== destinationFingerprint(sink);
+    // Routing switches at once: the next event already sees the new policy and scope.
+    runtime.sink = sink;
+    if (!destinationsChanged) return;
+    // Same queue, new outputs: what was queued goes to the new destinations.
+    const old = runtime.delivery;
+    old.abort.abort();
+    await old.loops;
+    await Promise.all(old.outputs.map((o) => o.close()));
+    runtime.delivery = await this.#startDelivery(runtime);
+    // A destination that is gone must not hold the queue's space forever.
+    const kinds = new Set(runtime.delivery.outputs.map((o) => o.kind));
+    for (const output of old.outputs) {
+      if (!kinds.has(output.kind)) await runtime.queue.removeConsumer(output.kind);
+    }
+  }
+
+  async #remove(runtime: Runtime): Promise<void> {
+    const { delivery, queue } = runtime;
+    delivery.stop.abort();
+    const drained = await Promise.race([
+      delivery.loops.then(() => true),
+      delay(this.#options.removalDrainMs ?? 5_000).then(() => false),
+    ]);
+    if (!drained) delivery.abort.abort();
+    await delivery.loops;
+    await Promise.all(delivery.outputs.map((o) => o.close()));
+    await queue.destroy();
+  }
+
+  async #startDelivery(runtime: RuntimeCore): Promise<Delivery> {
+    const outputs = await this.#options.factory.createOutputs(runtime.sink);
+    const stop = new AbortController();
+    const abort = new AbortController();
+    const loops = Promise.all(
+      outputs.map((output) => {
+        runtime.status.setDestination(output.kind, false, 'Pending', `writing to ${output.target}`);
+        return runDelivery(
+          runtime.queue.consumer(output.kind),
+          output,
+          this.#observerFor(runtime, output),
+          {
+            batchSize:
+              output.kind === 'webhook'
+                ? WEBHOOK_BATCH_SIZE
+                : (runtime.sink.influxdb?.batchSize ?? DEFAULT_BATCH_SIZE),
+            idleWaitMs: this.#options.idleWaitMs ?? 1_000,
+            backoff: this.#options.backoff ?? DEFAULT_BACKOFF,
+          },
+          { stop: stop.signal, abort: abort.signal },
+        );
+      }),
+    ).then(() => undefined);
+    return { outputs, stop, abort, loops };
+  }
+
+  #observerFor(runtime: RuntimeCore, output: Output): DeliveryObserver {
+    const observer = this.#options.observer;
+    return {
+      delivered: (count, seconds) => {
+        runtime.status.written += count;
+        runtime.status.setDestination(
+          output.kind,
+          true,
+          'Delivered',
+          `writing to ${output.target}`,
+        );
+        observer?.delivered?.(runtime.sink, output, count, seconds);
+      },
+      failed: (error, count) => {
+        runtime.status.failed += 1;
+        runtime.status.setDestination(output.kind, false, error.code, error.message);
+        observer?.failed?.(runtime.sink, output, error, count);
+      },
+    };
+  }
+
+  /**
+   * Routes events to the target sinks and queues what each keeps. Resolves once every kept event
+   * is queued (and spooled). On the fan-in endpoint a full sink drops its share, counted as
+   * overflow, so that one stuck sink never blocks the others; on a sink's own endpoint a full
+   * queue answers "come back later".
+   */
+  async ingest(events: readonly AuditEvent[], target: IngestTarget): Promise<IngestResult> {
+    const runtimes =
+      target.kind === 'all'
+        ? [...this.#runtimes.values()]
+        : [this.#runtimes.get(target.key)].filter((r): r is Runtime => r !== undefined);
+    const sinks = runtimes.map((r) => r.sink);
+    const kept = runtimes.map((): AuditEvent[] => []);
+    const dropped = runtimes.map(() => ({ policy: 0, namespace: 0 }));
+    for (const event of events) {
+      routeEvent(event, sinks, this.#options.routing).forEach((outcome, i) => {
+        const status = (runtimes[i] as Runtime).status;
+        status.received++;
+        if (outcome.decision?.captureInsufficient === true) status.captureInsufficient++;
+        if (outcome.kept) (kept[i] as AuditEvent[]).push(outcome.event);
+        else {
+          status.dropped[outcome.reason]++;
+          (dropped[i] as { policy: number; namespace: number })[outcome.reason]++;
+        }
+      });
+    }
+    const appended = await Promise.allSettled(
+      runtimes.map((r, i) => {
+        const batch = kept[i] as AuditEvent[];
+        this.#options.observer?.routed?.(
+          r.sink,
+          batch.length,
+          dropped[i] as { policy: number; namespace: number },
+        );
+        return batch.length === 0 ? Promise.resolve() : r.queue.append(batch);
+      }),
+    );
+    const now = (this.#options.now ?? (() => new Date()))();
+    for (const [i, result] of appended.entries()) {
+      const runtime = runtimes[i] as Runtime;
+      const count = (kept[i] as AuditEvent[]).length;
+      if (result.status === 'fulfilled') {
+        if (count > 0) runtime.status.lastEventTime = now;
+        continue;
+      }
+      if (!(result.reason instanceof QueueFullError)) throw result.reason;
+      if (target.kind === 'sink') {
+        return { ok: false, reason: 'full', retryAfterSeconds: result.reason.retryAfterSeconds };
+      }
+      runtime.status.dropped.overflow += count;
+      this.#options.observer?.overflowed?.(runtime.sink, count);
+    }
+    return { ok: true, accepted: events.length };
+  }
+
+  /**
+   * Stops every sink: delivery drains what is queued for up to `graceMs`, then stops; durable
+   * queues keep the rest for the next start.
+   */
+  async close(graceMs: number): Promise<void> {
+    await this.#applying;
+    const runtimes = [...this.#runtimes.values()];
+    this.#runtimes.clear();
+    for (const r of runtimes) r.delivery.stop.abort();
+    const all = Promise.all(runtimes.map((r) => r.delivery.loops));
+    const drained = await Promise.race([all.then(() => true), delay(graceMs).then(() => false)]);
+    if (!drained) for (const r of runtimes) r.delivery.abort.abort();
+    await all;
+    await Promise.all(
+      runtimes.map(async (r) => {
+        await Promise.all(r.delivery.outputs.map((o) => o.close()));
+        await r.queue.close();
+      }),
+    );
+  }
+}
+
+// What decides whether outputs must be rebuilt: the destinations, not the policy.
+function destinationFingerprint(sink: Sink): string {
+  return JSON.stringify([sink.influxdb ?? null, sink.webhook ?? null]);
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref());
+}

@@ -1,0 +1,212 @@
+// The sink registry over real in-memory queues and in-test outputs: routing into queues, delivery,
+// status, live changes, overflow, drain. Starts no process.
+import { readFileSync } from 'node:fs';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { AuditEvent } from '../../../src/audit/types.ts';
+import { DEFAULT_BACKOFF } from '../../../src/outputs/delivery.ts';
+import { type Output, OutputError } from '../../../src/outputs/types.ts';
+import { SinkRegistry } from '../../../src/sinks/registry.ts';
+import { sinkFromResource } from '../../../src/sinks/spec.ts';
+import type { Sink } from '../../../src/sinks/types.ts';
+import { openQueue } from '../../../src/spool/index.ts';
+
+const EVENTS: AuditEvent[] = readFileSync(
+  new URL('../../fixtures/apiserver-1.20/events.jsonl', import.meta.url),
+  'utf8',
+)
+  .split('\n')
+  .filter(Boolean)
+  .map((line) => JSON.parse(line) as AuditEvent);
+
+const SETTINGS = { clusterWideNamespaces: ['kube-audit'], requireDestination: false };
+
+function pipeline(namespace: string, name: string, level = 'Metadata', extra: object = {}): Sink {
+  return sinkFromResource(
+    {
+      apiVersion: 'kube-audit.dev/v1alpha1',
+      kind: 'AuditPipeline',
+      metadata: { name, namespace },
+      spec: { policy: { rules: [{ level }] }, ...extra },
+    },
+    SETTINGS,
+  );
+}
+
+/** An output that records what it got, and can be made to fail. */
+class RecordingOutput implements Output {
+  readonly kind = 'file' as const;
+  readonly target: string;
+  readonly got: AuditEvent[] = [];
+  failing: OutputError | undefined;
+  closed = false;
+  constructor(target: string) {
+    this.target = target;
+  }
+  write(events: readonly AuditEvent[]): Promise<void> {
+    if (this.failing !== undefined) return Promise.reject(this.failing);
+    this.got.push(...events);
+    return Promise.resolve();
+  }
+  close(): Promise<void> {
+    this.closed = true;
+    return Promise.resolve();
+  }
+}
+
+let registries: SinkRegistry[] = [];
+afterEach(async () => {
+  await Promise.all(registries.map((r) => r.close(0)));
+  registries = [];
+});
+
+function setup(maxBytes = 10 * 1024 * 1024) {
+  const outputs = new Map<string, RecordingOutput[]>();
+  const registry = new SinkRegistry({
+    routing: { allowSecretPayloads: false },
+    factory: {
+      openQueue: () => openQueue({ maxBytes }),
+      createOutputs: (sink) => {
+        const output = new RecordingOutput(
+          `${sink.key}#${(outputs.get(sink.key)?.length ?? 0) + 1}`,
+        );
+        outputs.set(sink.key, [...(outputs.get(sink.key) ?? []), output]);
+        return Promise.resolve([output]);
+      },
+    },
+    idleWaitMs: 5,
+    backoff: { ...DEFAULT_BACKOFF, initialMs: 5, maxMs: 5, permanentMs: 5 },
+  });
+  registries.push(registry);
+  const latest = (key: string) => outputs.get(key)?.at(-1) as RecordingOutput;
+  return { registry, outputs, latest };
+}
+
+async function until(condition: () => boolean, ms = 2_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+// In the recorded events, objectRef.namespace agrees with the namespace each request addressed.
+const inNamespace = (ns: string) => EVENTS.filter((e) => e.objectRef?.namespace === ns);
+
+describe('sink registry', () => {
+  it('routes each event to the sinks whose scope and policy keep it, and delivers them', async () => {
+    const { registry, latest } = setup();
+    const shop = pipeline('shop', 'orders');
+    const billing = pipeline('billing', 'ledger');
+    await registry.apply([shop, billing]);
+    const result = await registry.ingest(EVENTS, { kind: 'all' });
+    expect(result).toEqual({ ok: true, accepted: EVENTS.length });
+    const shopIDs = new Set(inNamespace('shop').map((e) => e.auditID));
+    await until(() => latest(shop.key).got.length === shopIDs.size);
+    expect(new Set(latest(shop.key).got.map((e) => e.auditID))).toEqual(shopIDs);
+    expect(
+      latest(shop.key).got.every((e) => e.level === 'Metadata' && e.requestObject === undefined),
+    ).toBe(true);
+    const status = registry.status(shop.key);
+    expect(status).toMatchObject({ received: EVENTS.length, written: shopIDs.size });
+    expect(status?.dropped.namespace).toBe(EVENTS.length - shopIDs.size);
+    expect(status?.destinations.file).toMatchObject({ ready: true, reason: 'Delivered' });
+  });
+
+  it('applies a policy change to the next event without restarting the outputs', async () => {
+    const { registry, outputs, latest } = setup();
+    const before = pipeline('shop', 'orders', 'Metadata');
+    await registry.apply([before]);
+    await registry.apply([pipeline('shop', 'orders', 'None')]);
+    await registry.ingest(EVENTS, { kind: 'all' });
+    expect(registry.status(before.key)?.dropped.policy).toBeGreaterThan(0);
+    expect(outputs.get(before.key)).toHaveLength(1);
+    expect(latest(before.key).got).toEqual([]);
+  });
+
+  it('moves queued events to a new destination when the destination changes', async () => {
+    const { registry, outputs } = setup();
+    const first = pipeline('shop', 'orders');
+    await registry.apply([first]);
+    const original = outputs.get(first.key)?.[0] as RecordingOutput;
+    original.failing = new OutputError('UNREACHABLE', 'down', { retryable: true });
+    await registry.ingest(EVENTS, { kind: 'all' });
+    const moved = pipeline('shop', 'orders', 'Metadata', {
+      webhook: { clientConfig: { url: 'https://audit.example.com/in' } },
+    });
+    await registry.apply([moved]);
+    expect(original.closed).toBe(true);
+    const replacement = outputs.get(first.key)?.[1] as RecordingOutput;
+    await until(() => replacement.got.length === inNamespace('shop').length);
+    expect(original.got).toEqual([]);
+  });
+
+  it('reports a failing destination in status and keeps its events queued', async () => {
+    const { registry, latest } = setup();
+    const shop = pipeline('shop', 'orders');
+    await registry.apply([shop]);
+    latest(shop.key).failing = new OutputError('UNAUTHORIZED', 'bad token', { retryable: false });
+    await registry.ingest(EVENTS, { kind: 'all' });
+    await until(() => (registry.status(shop.key)?.failed ?? 0) > 0);
+    expect(registry.status(shop.key)?.destinations.file).toMatchObject({
+      ready: false,
+      reason: 'UNAUTHORIZED',
+    });
+    expect(registry.queueDepths().get(shop.key)).toBe(inNamespace('shop').length);
+    latest(shop.key).failing = undefined;
+    await until(() => registry.queueDepths().get(shop.key) === 0);
+    expect(latest(shop.key).got).toHaveLength(inNamespace('shop').length);
+  });
+
+  it('drops a full sink share on the fan-in endpoint, counted as overflow, without blocking the others', async () => {
+    const { registry, latest } = setup(1024 * 1024 + 1);
+    const stuck = pipeline('kube-audit', 'everything', 'RequestResponse');
+    const shop = pipeline('shop', 'orders');
+    await registry.apply([stuck, shop]);
+    latest(stuck.key).failing = new OutputError('UNREACHABLE', 'down', { retryable: true });
+    let overflowed = false;
+    for (let i = 0; i < 200 && !overflowed; i++) {
+      const batch = EVENTS.map((e) => ({ ...e, auditID: `${e.auditID}-${i}` }));
+      expect((await registry.ingest(batch, { kind: 'all' })).ok).toBe(true);
+      overflowed = (registry.status(stuck.key)?.dropped.overflow ?? 0) > 0;
+    }
+    expect(overflowed).toBe(true);
+    await until(() => registry.queueDepths().get(shop.key) === 0);
+    expect(registry.status(shop.key)?.dropped.overflow).toBe(0);
+  });
+
+  it('answers "full" on a full sink own endpoint', async () => {
+    const { registry, latest } = setup(1024 * 1024 + 1);
+    const stuck = pipeline('kube-audit', 'everything', 'RequestResponse');
+    await registry.apply([stuck]);
+    latest(stuck.key).failing = new OutputError('UNREACHABLE', 'down', { retryable: true });
+    let result;
+    for (let i = 0; i < 200; i++) {
+      const batch = EVENTS.map((e) => ({ ...e, auditID: `${e.auditID}-${i}` }));
+      result = await registry.ingest(batch, { kind: 'sink', key: stuck.key });
+      if (!result.ok) break;
+    }
+    expect(result).toMatchObject({ ok: false, reason: 'full' });
+  });
+
+  it('removes a deleted sink after delivering what it had queued', async () => {
+    const { registry, latest } = setup();
+    const shop = pipeline('shop', 'orders');
+    await registry.apply([shop]);
+    const output = latest(shop.key);
+    await registry.ingest(EVENTS, { kind: 'all' });
+    await registry.apply([]);
+    expect(registry.hasSink(shop.key)).toBe(false);
+    expect(output.got).toHaveLength(inNamespace('shop').length);
+    expect(output.closed).toBe(true);
+  });
+
+  it('drains every queue on close', async () => {
+    const { registry, latest } = setup();
+    const shop = pipeline('shop', 'orders');
+    await registry.apply([shop]);
+    const output = latest(shop.key);
+    await registry.ingest(EVENTS, { kind: 'all' });
+    await registry.close(2_000);
+    expect(output.got).toHaveLength(inNamespace('shop').length);
+  });
+});
