@@ -6,6 +6,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { FULL, QUICK, sink } from './harness.ts';
 import { runPolicyBench } from './policy.ts';
+import { runReceiverBench } from './receiver.ts';
 
 const quick = process.argv.includes('--quick');
 const options = quick ? QUICK : FULL;
@@ -22,6 +23,19 @@ console.table(
   })),
 );
 
+const receiver = await runReceiverBench(quick ? 1_000 : 5_000);
+console.log('\nReceiver over loopback HTTP, 400-event batches, 2 in flight, in-memory queues\n');
+console.table(
+  receiver.map((r) => ({
+    workload: r.name,
+    'events/s': r.eventsPerSecond.toLocaleString('en-US'),
+    'CPU-s per 100k': r.cpuSecondsPer100k,
+    'ack p50 ms': r.ackP50Millis,
+    'ack p99 ms': r.ackP99Millis,
+    'peak RSS MiB': r.peakRssMiB,
+  })),
+);
+
 const dir = new URL('./results/', import.meta.url);
 mkdirSync(dir, { recursive: true });
 const report = {
@@ -30,7 +44,8 @@ const report = {
   cpu: cpus()[0]?.model ?? 'unknown',
   mode: quick ? 'quick' : 'full',
   policy,
+  receiver,
   checksum: sink(),
 };
-writeFileSync(new URL('policy.json', dir), `${JSON.stringify(report, null, 2)}\n`);
-console.log(`\nwritten: bench/results/policy.json`);
+writeFileSync(new URL('bench.json', dir), `${JSON.stringify(report, null, 2)}\n`);
+console.log(`\nwritten: bench/results/bench.json`);

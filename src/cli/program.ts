@@ -5,6 +5,8 @@ import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { CliError } from './errors.ts';
 import { type CommandIO, registerPolicyCommands } from './policy.ts';
+import { registerReplayCommand } from './replay.ts';
+import { registerStandaloneCommand } from './standalone.ts';
 
 /** Builds the command-line program around the given streams. */
 export function buildProgram(io: CommandIO): Command {
@@ -18,6 +20,8 @@ export function buildProgram(io: CommandIO): Command {
     })
     .exitOverride();
   registerPolicyCommands(program, io);
+  registerStandaloneCommand(program, io);
+  registerReplayCommand(program, io);
   for (const command of program.commands) command.exitOverride();
   return program;
 }

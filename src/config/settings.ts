@@ -67,7 +67,10 @@ export class SettingsError extends Error {
  *
  * @throws SettingsError naming every bad field.
  */
-export function validateSettings(input: SettingsInput): Settings {
+export function validateSettings(
+  input: SettingsInput,
+  options: { readonly receiver: boolean } = { receiver: true },
+): Settings {
   const problems: string[] = [];
   const str = (key: keyof Settings, fallback: string): string => {
     const value = input[key] ?? fallback;
@@ -157,6 +160,18 @@ export function validateSettings(input: SettingsInput): Settings {
       }
     }
   }
+  if (options.receiver) checkReceiver(settings, problems);
+  if (problems.length > 0) throw new SettingsError(problems);
+  return Object.freeze({
+    ...settings,
+    listen: Object.freeze({ ...settings.listen }),
+    tokenFiles: Object.freeze([...settings.tokenFiles]),
+    clusterWideNamespaces: Object.freeze([...settings.clusterWideNamespaces]),
+  });
+}
+
+// Receivers authenticate and encrypt unless explicitly insecure, and then only on loopback.
+function checkReceiver(settings: Settings, problems: string[]): void {
   if (settings.insecure && !isLoopback(settings.listen.host)) {
     problems.push(
       `insecure: plain HTTP without authentication is refused on ${settings.listen.host}: listen on a loopback address`,
@@ -186,13 +201,6 @@ export function validateSettings(input: SettingsInput): Settings {
       'tokenFiles: Required value: receivers authenticate; give token files or a client CA',
     );
   }
-  if (problems.length > 0) throw new SettingsError(problems);
-  return Object.freeze({
-    ...settings,
-    listen: Object.freeze({ ...settings.listen }),
-    tokenFiles: Object.freeze([...settings.tokenFiles]),
-    clusterWideNamespaces: Object.freeze([...settings.clusterWideNamespaces]),
-  });
 }
 
 const DNS1123_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;

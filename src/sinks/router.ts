@@ -2,7 +2,7 @@
  * Routing one received event to every sink: tenant scope, the sink's policy, and redaction of
  * credentials. Pure; the event is shared and never mutated.
  */
-import { minLevel, type AuditEvent } from '../audit/types.ts';
+import { type AuditEvent, type Level, minLevel } from '../audit/types.ts';
 import { attributesFromEvent, type RequestAttributes } from '../policy/attributes.ts';
 import { type Decision, decideLevel, enforceLevel } from '../policy/enforce.ts';
 import type { Sink } from './types.ts';
@@ -57,7 +57,9 @@ export function routeEvent(
 ): SinkOutcome[] {
   const attrs = attributesFromEvent(event);
   const redact = !settings.allowSecretPayloads && carriesCredentials(attrs);
-  return sinks.map((sink) => routeToSink(sink, event, attrs, redact));
+  // Sinks that keep the event the same way share one trimmed copy (serialised once downstream).
+  const trimmed = new Map<string, AuditEvent>();
+  return sinks.map((sink) => routeToSink(sink, event, attrs, redact, trimmed));
 }
 
 function routeToSink(
@@ -65,6 +67,7 @@ function routeToSink(
   event: AuditEvent,
   attrs: RequestAttributes,
   redact: boolean,
+  trimmed: Map<string, AuditEvent>,
 ): SinkOutcome {
   // Scope by the namespace the request addressed (the URL's, for a create): a body cannot move an
   // event into another tenant's trail. Non-resource and cluster-scoped requests have namespace "".
@@ -80,8 +83,23 @@ function routeToSink(
   return {
     sink,
     kept: true,
-    event: enforceLevel(event, level, decision.omitManagedFields),
+    event: trimmedCopy(event, level, decision.omitManagedFields, trimmed),
     decision,
     redacted: level !== decision.level,
   };
+}
+
+function trimmedCopy(
+  event: AuditEvent,
+  level: Level,
+  omitManagedFields: boolean,
+  cache: Map<string, AuditEvent>,
+): AuditEvent {
+  const key = `${level}/${omitManagedFields}`;
+  let copy = cache.get(key);
+  if (copy === undefined) {
+    copy = enforceLevel(event, level, omitManagedFields);
+    cache.set(key, copy);
+  }
+  return copy;
 }

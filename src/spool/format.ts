@@ -40,9 +40,18 @@ export interface EncodedEvent {
 
 /** Serializes an event for a segment. */
 export function encodeEvent(event: AuditEvent): EncodedEvent {
-  const json = JSON.stringify(event);
-  return { event, json, bytes: Buffer.byteLength(json, 'utf8') + 1 };
+  // Events are immutable once routed, and one event object is often queued for many sinks:
+  // serialise it once.
+  let encoded = encodedEvents.get(event);
+  if (encoded === undefined) {
+    const json = JSON.stringify(event);
+    encoded = { event, json, bytes: Buffer.byteLength(json, 'utf8') + 1 };
+    encodedEvents.set(event, encoded);
+  }
+  return encoded;
 }
+
+const encodedEvents = new WeakMap<AuditEvent, EncodedEvent>();
 
 /**
  * The lines of `records`, in order, as one buffer of `bytes` (their total size): one allocation

@@ -46,15 +46,7 @@ export async function startStandalone(
   let ready = false;
 
   const metrics = new Registry();
-  const registry: SinkRegistry = new SinkRegistry({
-    routing: { allowSecretPayloads: settings.allowSecretPayloads },
-    factory: {
-      openQueue: (sink) =>
-        openQueue({ dir: spoolDir(settings.dataDir, sink), maxBytes: settings.spoolMaxBytes }),
-      createOutputs: (sink) => Promise.resolve(outputsFor(sink, settings, () => secrets)),
-    },
-    observer: new SinkMetrics(metrics, () => registry.queueDepths()),
-  });
+  const registry = createRegistry(settings, () => secrets, metrics, true);
 
   const apply = async (loaded: LoadedResources) => {
     for (const problem of loaded.problems) log.error({ problem }, 'manifest rejected');
@@ -124,6 +116,31 @@ export async function startStandalone(
       log.info({}, 'stopped');
     },
   };
+}
+
+/**
+ * The sink registry of standalone mode and `replay`: queues spooled under the data directory (or in
+ * memory), outputs from each sink's destinations, or the line-protocol file when it names none.
+ */
+export function createRegistry(
+  settings: Settings,
+  secrets: () => SecretStore,
+  metrics: Registry,
+  durable: boolean,
+): SinkRegistry {
+  const registry: SinkRegistry = new SinkRegistry({
+    routing: { allowSecretPayloads: settings.allowSecretPayloads },
+    factory: {
+      openQueue: (sink) =>
+        openQueue({
+          ...(durable ? { dir: spoolDir(settings.dataDir, sink) } : {}),
+          maxBytes: settings.spoolMaxBytes,
+        }),
+      createOutputs: (sink) => Promise.resolve(outputsFor(sink, settings, secrets)),
+    },
+    observer: new SinkMetrics(metrics, () => registry.queueDepths()),
+  });
+  return registry;
 }
 
 /** Each sink's spool: `<dataDir>/spool/sinks/<name>` or `<dataDir>/spool/pipelines/<ns>/<name>`. */

@@ -1,0 +1,141 @@
+/**
+ * `standalone -f <file|dir>`: the data path without a cluster, sinks from manifest files.
+ */
+import { type Command, Option } from 'commander';
+import { SettingsError, type SettingsInput, validateSettings } from '../config/settings.ts';
+import { startStandalone } from '../standalone/run.ts';
+import { createLogger } from '../telemetry/logger.ts';
+import { CliError } from './errors.ts';
+import type { CommandIO } from './policy.ts';
+
+/** Flags shared by the commands that run receivers (`standalone`, later `run`). */
+export function addReceiverOptions(command: Command): Command {
+  const env = (flag: string, name: string, description: string) =>
+    new Option(flag, description).env(`KUBE_AUDIT_${name}`);
+  return command
+    .addOption(env('--listen <host:port>', 'LISTEN', 'receiver address (default 127.0.0.1:8443)'))
+    .addOption(env('--insecure', 'INSECURE', 'plain HTTP without authentication, loopback only'))
+    .addOption(env('--tls-cert-file <file>', 'TLS_CERT_FILE', 'serving certificate (PEM)'))
+    .addOption(env('--tls-key-file <file>', 'TLS_KEY_FILE', 'serving key (PEM)'))
+    .addOption(
+      env('--client-ca-file <file>', 'CLIENT_CA_FILE', 'CA of accepted client certificates'),
+    )
+    .addOption(
+      env('--token-file <file...>', 'TOKEN_FILES', 'files of accepted bearer tokens, one per line'),
+    )
+    .addOption(
+      env(
+        '--data-dir <dir>',
+        'DATA_DIR',
+        'spool and line-protocol files (default ./kube-audit-data)',
+      ),
+    )
+    .addOption(
+      env('--spool-max-bytes <n>', 'SPOOL_MAX_BYTES', 'cap of each sink spool (default 1 GiB)'),
+    )
+    .addOption(
+      env('--namespace <ns>', 'NAMESPACE', "the operator's namespace (default kube-audit)"),
+    )
+    .addOption(
+      env(
+        '--cluster-wide-namespaces <list>',
+        'CLUSTER_WIDE_NAMESPACES',
+        'pipelines here see every namespace (default: --namespace)',
+      ),
+    )
+    .addOption(
+      env(
+        '--allow-secret-payloads',
+        'ALLOW_SECRET_PAYLOADS',
+        'keep bodies of Secret and token requests',
+      ),
+    )
+    .addOption(
+      env(
+        '--shutdown-grace-seconds <n>',
+        'SHUTDOWN_GRACE_SECONDS',
+        'drain time on SIGTERM (default 25)',
+      ),
+    )
+    .addOption(env('--log-level <level>', 'LOG_LEVEL', 'fatal|error|warn|info|debug|trace|silent'));
+}
+
+/** Commander's parsed receiver flags. */
+interface ReceiverFlags {
+  listen?: string;
+  insecure?: boolean | string;
+  tlsCertFile?: string;
+  tlsKeyFile?: string;
+  clientCaFile?: string;
+  tokenFile?: string[] | string;
+  dataDir?: string;
+  spoolMaxBytes?: string;
+  namespace?: string;
+  clusterWideNamespaces?: string;
+  allowSecretPayloads?: boolean | string;
+  shutdownGraceSeconds?: string;
+  logLevel?: string;
+}
+
+/** Maps flags to the settings schema; validation happens there, once. */
+export function settingsFromFlags(flags: ReceiverFlags): SettingsInput {
+  const input: SettingsInput = {};
+  const set = (key: keyof SettingsInput, value: unknown) => {
+    if (value !== undefined) input[key] = value;
+  };
+  set('listen', flags.listen);
+  set('insecure', flags.insecure);
+  set('tlsCertFile', flags.tlsCertFile);
+  set('tlsKeyFile', flags.tlsKeyFile);
+  set('clientCAFile', flags.clientCaFile);
+  set(
+    'tokenFiles',
+    typeof flags.tokenFile === 'string' ? flags.tokenFile.split(',') : flags.tokenFile,
+  );
+  set('dataDir', flags.dataDir);
+  set('spoolMaxBytes', flags.spoolMaxBytes);
+  set('namespace', flags.namespace);
+  set('clusterWideNamespaces', flags.clusterWideNamespaces);
+  set('allowSecretPayloads', flags.allowSecretPayloads);
+  set('shutdownGraceSeconds', flags.shutdownGraceSeconds);
+  set('logLevel', flags.logLevel);
+  return input;
+}
+
+/** Adds the `standalone` command. */
+export function registerStandaloneCommand(program: Command, io: CommandIO): void {
+  addReceiverOptions(
+    program
+      .command('standalone')
+      .description(
+        'run receivers and sinks from manifest files (AuditSink, AuditPipeline, Secret), without a cluster',
+      )
+      .requiredOption('-f, --filename <file|dir>', 'manifests, reloaded when they change'),
+  ).action(async (flags: ReceiverFlags & { filename: string }) => {
+    let settings;
+    try {
+      settings = validateSettings(settingsFromFlags(flags));
+    } catch (err) {
+      if (err instanceof SettingsError) throw new CliError(err.message, 2, { cause: err });
+      throw err;
+    }
+    const log = createLogger(settings.logLevel);
+    const running = await startStandalone(settings, flags.filename, log).catch((err: unknown) => {
+      throw new CliError(`cannot start: ${(err as Error).message}`, 1, { cause: err });
+    });
+    io.stderr.write(`receiving audit events at ${running.url}\n`);
+    await new Promise<void>((resolve) => {
+      const stop = (signal: NodeJS.Signals) => {
+        log.info({ signal }, 'shutting down');
+        process.off('SIGTERM', stop);
+        process.off('SIGINT', stop);
+        void running.shutdown().then(resolve, (err: unknown) => {
+          log.error({ err }, 'shutdown failed');
+          resolve();
+        });
+      };
+      process.on('SIGTERM', stop);
+      process.on('SIGINT', stop);
+    });
+  });
+}

@@ -1,0 +1,250 @@
+// Runs the built CLI (`node dist/main.js standalone`) against a real influxd (test/harness), posting
+// the batches a real kube-apiserver recorded: points per bucket, duplicates, outages, SIGKILL.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { freePort, type InfluxServer, startInfluxd } from '../harness/influxd.ts';
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const MAIN = join(ROOT, 'dist', 'main.js');
+const FIXTURES = join(ROOT, 'test', 'fixtures', 'apiserver-1.20');
+const BATCHES = ['00001.json', '00002.json'].map((f) =>
+  readFileSync(join(FIXTURES, 'batches', f), 'utf8'),
+);
+interface Recorded {
+  auditID: string;
+  objectRef?: { namespace?: string };
+}
+const EVENTS = readFileSync(join(FIXTURES, 'events.jsonl'), 'utf8')
+  .split('\n')
+  .filter(Boolean)
+  .map((l) => JSON.parse(l) as Recorded);
+const SHOP = EVENTS.filter((e) => e.objectRef?.namespace === 'shop').length;
+
+/** The recorded batches with every auditID suffixed: the same requests, made again. */
+function again(suffix: string): string[] {
+  return BATCHES.map((b) => {
+    const list = JSON.parse(b) as { items: Recorded[] };
+    for (const item of list.items) item.auditID = `${item.auditID}-${suffix}`;
+    return JSON.stringify(list);
+  });
+}
+
+let influx: InfluxServer;
+const cleanups: (() => Promise<void>)[] = [];
+
+beforeAll(async () => {
+  influx = await startInfluxd();
+  await influx.createBucket('cluster-audit');
+  await influx.createBucket('shop-audit');
+});
+afterAll(async () => {
+  await influx.dispose();
+});
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+async function manifests(shopToken = influx.token): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'kao-e2e-influx-'));
+  cleanups.push(() => rm(dir, { recursive: true, force: true }));
+  const destination = (bucket: string) =>
+    `  influxdb:\n    url: ${influx.url}\n    org: ${influx.org}\n    bucket: ${bucket}\n    flushInterval: 100ms\n    tokenSecretRef: {name: influx, key: token}\n`;
+  await mkdir(join(dir, 'manifests'));
+  await writeFile(
+    join(dir, 'manifests', 'sinks.yaml'),
+    `apiVersion: kube-audit.dev/v1alpha1
+kind: AuditSink
+metadata: {name: cluster}
+spec:
+  policy: {level: Metadata, stages: [ResponseComplete]}
+${destination('cluster-audit')}---
+apiVersion: kube-audit.dev/v1alpha1
+kind: AuditPipeline
+metadata: {name: orders, namespace: shop}
+spec:
+  policy:
+    rules: [{level: RequestResponse}]
+${destination('shop-audit')}---
+apiVersion: v1
+kind: Secret
+metadata: {name: influx, namespace: kube-audit}
+stringData: {token: ${influx.token}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: influx, namespace: shop}
+stringData: {token: ${shopToken}}
+`,
+  );
+  return dir;
+}
+
+interface Running {
+  readonly url: string;
+  readonly child: ChildProcess;
+  readonly exited: Promise<number | null>;
+}
+
+async function start(dir: string, port: number, extra: string[] = []): Promise<Running> {
+  const child = spawn(
+    process.execPath,
+    [
+      MAIN,
+      'standalone',
+      '-f',
+      join(dir, 'manifests'),
+      '--insecure',
+      '--listen',
+      `127.0.0.1:${port}`,
+      '--data-dir',
+      join(dir, 'data'),
+      '--log-level',
+      'warn',
+      ...extra,
+    ],
+    { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] },
+  );
+  let stderr = '';
+  child.stderr?.setEncoding('utf8').on('data', (c: string) => (stderr += c));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  cleanups.push(async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGKILL');
+      await exited;
+    }
+  });
+  const url = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 15_000;
+  while (
+    !(await fetch(`${url}/readyz`).then(
+      (r) => r.ok,
+      () => false,
+    ))
+  ) {
+    if (child.exitCode !== null || Date.now() > deadline) throw new Error(`not ready:\n${stderr}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return { url, child, exited };
+}
+
+async function postAll(url: string, batches: readonly string[]): Promise<void> {
+  for (const body of batches) {
+    const res = await fetch(`${url}/audit/v1/events?timeout=30s`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body,
+    });
+    expect(res.status).toBe(200);
+  }
+}
+
+/** Points (one per event) and distinct auditIDs in a bucket. */
+async function counts(bucket: string): Promise<{ points: number; distinct: number }> {
+  const rows = await influx.query(
+    `from(bucket: "${bucket}") |> range(start: 0) |> filter(fn: (r) => r._measurement == "kubernetes_audit" and r._field == "audit_id") |> group() |> keep(columns: ["_value"])`,
+  );
+  return { points: rows.length, distinct: new Set(rows.map((r) => r._value)).size };
+}
+
+async function until(condition: () => Promise<boolean>, ms = 30_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+async function emptyBuckets(): Promise<void> {
+  for (const bucket of ['cluster-audit', 'shop-audit']) {
+    await fetch(`${influx.url}/api/v2/delete?org=${influx.org}&bucket=${bucket}`, {
+      method: 'POST',
+      headers: { authorization: `Token ${influx.token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ start: '1970-01-01T00:00:00Z', stop: '2100-01-01T00:00:00Z' }),
+    });
+  }
+}
+
+describe('standalone mode into a real InfluxDB', () => {
+  it('writes each sink its own points, once each even when batches arrive twice', async () => {
+    await emptyBuckets();
+    const running = await start(await manifests(), await freePort());
+    await postAll(running.url, BATCHES);
+    await postAll(running.url, BATCHES);
+    await until(async () => (await counts('cluster-audit')).distinct === EVENTS.length);
+    await until(async () => (await counts('shop-audit')).distinct === SHOP);
+    expect(await counts('cluster-audit')).toEqual({
+      points: EVENTS.length,
+      distinct: EVENTS.length,
+    });
+    expect(await counts('shop-audit')).toEqual({ points: SHOP, distinct: SHOP });
+  });
+
+  it('keeps answering 200 while InfluxDB is down, then delivers everything, also across SIGKILL', async () => {
+    await emptyBuckets();
+    const dir = await manifests();
+    const port = await freePort();
+    const first = await start(dir, port);
+    await influx.stop();
+    await postAll(first.url, again('outage'));
+    first.child.kill('SIGKILL');
+    await first.exited;
+    const second = await start(dir, port);
+    await postAll(second.url, again('after-restart'));
+    await influx.restart();
+    await until(async () => (await counts('cluster-audit')).distinct === 2 * EVENTS.length, 60_000);
+    expect((await counts('shop-audit')).distinct).toBeLessThanOrEqual(2 * SHOP);
+    await until(async () => (await counts('shop-audit')).distinct === 2 * SHOP, 60_000);
+    second.child.kill('SIGTERM');
+    expect(await second.exited).toBe(0);
+  });
+
+  it('reports a sink with a bad token in metrics without delaying the other sink', async () => {
+    await emptyBuckets();
+    const running = await start(await manifests('not-a-valid-token'), await freePort());
+    await postAll(running.url, again('bad-token'));
+    await until(async () => (await counts('cluster-audit')).distinct === EVENTS.length);
+    await until(async () => {
+      const metrics = await (await fetch(`${running.url}/metrics`)).text();
+      return /kube_audit_sink_write_failures_total\{sink="AuditPipeline\/shop\/orders",output="influxdb",code="UNAUTHORIZED"\} [1-9]/.test(
+        metrics,
+      );
+    });
+    expect((await counts('shop-audit')).points).toBe(0);
+  });
+
+  it('answers 429 on a full sink endpoint and loses nothing it answered 200 for', async () => {
+    await emptyBuckets();
+    const running = await start(await manifests(), await freePort(), [
+      '--spool-max-bytes',
+      String(1024 * 1024),
+    ]);
+    await influx.stop();
+    const acknowledged = new Set<string>();
+    let refused = false;
+    for (let i = 0; i < 400 && !refused; i++) {
+      const [body] = again(`full-${i}`);
+      const res = await fetch(`${running.url}/audit/v1/pipelines/shop/orders?timeout=30s`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body,
+      });
+      if (res.status === 429) {
+        refused = true;
+        expect(Number(res.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+        continue;
+      }
+      expect(res.status).toBe(200);
+      const list = JSON.parse(body as string) as { items: Recorded[] };
+      for (const item of list.items)
+        if (item.objectRef?.namespace === 'shop') acknowledged.add(item.auditID);
+    }
+    expect(refused).toBe(true);
+    await influx.restart();
+    await until(async () => (await counts('shop-audit')).distinct === acknowledged.size, 60_000);
+  });
+});

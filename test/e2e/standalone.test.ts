@@ -1,0 +1,221 @@
+// Runs the built CLI (`node dist/main.js standalone`) as a user would, and a real HTTP server as a
+// webhook destination; posts the batches a real kube-apiserver recorded.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const MAIN = join(ROOT, 'dist', 'main.js');
+const FIXTURES = join(ROOT, 'test', 'fixtures', 'apiserver-1.20');
+const BATCHES = ['00001.json', '00002.json'].map((f) =>
+  readFileSync(join(FIXTURES, 'batches', f), 'utf8'),
+);
+const EVENTS = readFileSync(join(FIXTURES, 'events.jsonl'), 'utf8')
+  .split('\n')
+  .filter(Boolean)
+  .map((l) => JSON.parse(l) as { auditID: string; objectRef?: { namespace?: string } });
+
+const cleanups: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+beforeAll(() => {
+  if (!existsSync(MAIN))
+    throw new Error('dist/main.js is missing: run `npm run build` (npm test does)');
+});
+
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+async function tempDir(): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'kao-e2e-'));
+  cleanups.push(() => rm(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+interface Running {
+  readonly url: string;
+  readonly child: ChildProcess;
+  readonly stderr: () => string;
+  readonly exited: Promise<number | null>;
+}
+
+async function startStandalone(manifests: string, dataDir: string, port: number): Promise<Running> {
+  const child = spawn(
+    process.execPath,
+    [
+      MAIN,
+      'standalone',
+      '-f',
+      manifests,
+      '--insecure',
+      '--listen',
+      `127.0.0.1:${port}`,
+      '--data-dir',
+      dataDir,
+      '--log-level',
+      'warn',
+      '--shutdown-grace-seconds',
+      '5',
+    ],
+    { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  let stderr = '';
+  child.stderr?.setEncoding('utf8').on('data', (c: string) => (stderr += c));
+  child.stdout?.resume();
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  cleanups.push(async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGKILL');
+      await exited;
+    }
+  });
+  const url = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    const ready = await fetch(`${url}/readyz`).then(
+      (r) => r.ok,
+      () => false,
+    );
+    if (ready) break;
+    if (child.exitCode !== null || Date.now() > deadline) {
+      throw new Error(`standalone did not become ready:\n${stderr}`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return { url, child, stderr: () => stderr, exited };
+}
+
+async function post(url: string, body: string): Promise<Response> {
+  return fetch(`${url}/audit/v1/events?timeout=30s`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body,
+  });
+}
+
+async function lines(file: string): Promise<string[]> {
+  return existsSync(file) ? (await readFile(file, 'utf8')).split('\n').filter(Boolean) : [];
+}
+
+async function until(condition: () => Promise<boolean>, ms = 10_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+async function copyExamples(): Promise<string> {
+  const dir = await tempDir();
+  const manifests = join(dir, 'manifests');
+  await mkdir(manifests);
+  for (const file of ['cluster-trail.yaml', 'shop-pipeline.yaml']) {
+    await copyFile(join(ROOT, 'examples', 'standalone', file), join(manifests, file));
+  }
+  return manifests;
+}
+
+describe('standalone mode', () => {
+  it('writes each sink line protocol from recorded apiserver batches, and drains on SIGTERM', async () => {
+    const manifests = await copyExamples();
+    const dataDir = await tempDir();
+    const running = await startStandalone(manifests, dataDir, await freePort());
+    for (const batch of BATCHES) expect((await post(running.url, batch)).status).toBe(200);
+
+    const cluster = join(dataDir, 'sinks', 'cluster-trail.lp');
+    const shop = join(dataDir, 'pipelines', 'shop', 'orders.lp');
+    const billing = join(dataDir, 'pipelines', 'billing', 'ledger.lp');
+    const inNs = (ns: string) => EVENTS.filter((e) => e.objectRef?.namespace === ns).length;
+    await until(async () => (await lines(cluster)).length === EVENTS.length);
+    await until(async () => (await lines(shop)).length === inNs('shop'));
+    await until(async () => (await lines(billing)).length === inNs('billing'));
+    for (const line of await lines(shop))
+      expect(line).toMatch(/^kubernetes_audit,.*namespace=shop,.*sink=shop\/orders/);
+
+    running.child.kill('SIGTERM');
+    expect(await running.exited).toBe(0);
+  });
+
+  it('applies an edited manifest within seconds, without a restart', async () => {
+    const manifests = await copyExamples();
+    const dataDir = await tempDir();
+    const running = await startStandalone(manifests, dataDir, await freePort());
+    const file = join(manifests, 'shop-pipeline.yaml');
+    // Stop the shop pipeline from keeping anything.
+    await writeFile(
+      file,
+      (await readFile(file, 'utf8'))
+        .replaceAll('level: RequestResponse', 'level: None')
+        .replaceAll('level: Metadata', 'level: None'),
+    );
+    await new Promise((r) => setTimeout(r, 2_500));
+    for (const batch of BATCHES) expect((await post(running.url, batch)).status).toBe(200);
+    const cluster = join(dataDir, 'sinks', 'cluster-trail.lp');
+    await until(async () => (await lines(cluster)).length === EVENTS.length);
+    expect(await lines(join(dataDir, 'pipelines', 'shop', 'orders.lp'))).toEqual([]);
+  });
+
+  it('keeps every acknowledged event through SIGKILL while the destination is down, and delivers it after restart', async () => {
+    const dataDir = await tempDir();
+    const manifests = join(await tempDir(), 'manifests');
+    await mkdir(manifests);
+    const webhookPort = await freePort();
+    await writeFile(
+      join(manifests, 'forward.yaml'),
+      `apiVersion: kube-audit.dev/v1alpha1
+kind: AuditSink
+metadata:
+  name: forward
+spec:
+  policy:
+    level: Metadata
+    stages: ["ResponseComplete"]
+  webhook:
+    throttle: {qps: 50, burst: 50}
+    clientConfig:
+      url: http://127.0.0.1:${webhookPort}/audit
+`,
+    );
+    const port = await freePort();
+    const first = await startStandalone(manifests, dataDir, port);
+    for (const batch of BATCHES) expect((await post(first.url, batch)).status).toBe(200);
+    first.child.kill('SIGKILL');
+    await first.exited;
+
+    const received: string[] = [];
+    const server: Server = createServer((req, res) => {
+      let body = '';
+      req.setEncoding('utf8');
+      req.on('data', (c: string) => (body += c));
+      req.on('end', () => {
+        const list = JSON.parse(body) as {
+          kind: string;
+          apiVersion: string;
+          items: { auditID: string }[];
+        };
+        expect(list).toMatchObject({ kind: 'EventList', apiVersion: 'audit.k8s.io/v1' });
+        received.push(...list.items.map((i) => i.auditID));
+        res.writeHead(200).end();
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(webhookPort, '127.0.0.1', resolve));
+    cleanups.push(() => new Promise((resolve) => server.close(() => resolve())));
+
+    await startStandalone(manifests, dataDir, port);
+    await until(async () => new Set(received).size === EVENTS.length);
+    expect(new Set(received)).toEqual(new Set(EVENTS.map((e) => e.auditID)));
+  });
+});
