@@ -161,3 +161,90 @@ export async function runReceiverBench(millis: number): Promise<ReceiverResult[]
   }
   return results;
 }
+
+/** The overload workload's result. */
+export interface OverloadResult {
+  readonly name: string;
+  readonly acceptedEventsPerSecond: number;
+  readonly deliveredEventsPerSecond: number;
+  readonly overflowDropped: number;
+  readonly queueCapMiB: number;
+  readonly rssBeforeMiB: number;
+  readonly peakRssMiB: number;
+}
+
+/**
+ * Input far faster than the destination: RequestResponse batches into one sink whose output
+ * takes 100 ms per batch of at most 1,000 events, with a 64 MiB queue. Memory must stay bounded:
+ * past the cap the fan-in endpoint drops the sink's share (counted) instead of growing.
+ */
+export async function runOverloadBench(millis: number): Promise<OverloadResult> {
+  const cap = 64 * 2 ** 20;
+  let delivered = 0;
+  const slow: Output = {
+    kind: 'influxdb',
+    target: 'slow',
+    write: (events) =>
+      new Promise((resolve) =>
+        setTimeout(() => {
+          delivered += events.length;
+          resolve();
+        }, 100),
+      ),
+    close: () => Promise.resolve(),
+  };
+  const registry = new SinkRegistry({
+    routing: { allowSecretPayloads: false },
+    factory: {
+      openQueue: () => openQueue({ maxBytes: cap }),
+      createOutputs: () => Promise.resolve([slow]),
+    },
+    idleWaitMs: 20,
+  });
+  const [sink] = sinks(2).filter((s) => s.ref.kind === 'AuditSink');
+  await registry.apply([sink as Sink]);
+  const receiver = await startReceiver(
+    validateReceiverOptions({
+      host: '127.0.0.1',
+      port: 0,
+      insecure: true,
+      certificateCheckIntervalMs: 0,
+    }),
+    registry,
+    new Registry(),
+  );
+  const payload = body('RequestResponse');
+  const url = `${receiver.url}/audit/v1/events?timeout=30s`;
+  global.gc?.();
+  const rssBefore = process.memoryUsage.rss();
+  let peak = rssBefore;
+  let accepted = 0;
+  const started = performance.now();
+  await Promise.all(
+    [0, 1].map(async () => {
+      while (performance.now() - started < millis) {
+        const res = await fetch(url, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: payload,
+        });
+        await res.arrayBuffer();
+        if (res.status === 200) accepted += 400;
+        peak = Math.max(peak, process.memoryUsage.rss());
+      }
+    }),
+  );
+  const seconds = (performance.now() - started) / 1000;
+  const overflow = registry.status((sink as Sink).key)?.dropped.overflow ?? 0;
+  await receiver.close();
+  await registry.close(0);
+  return {
+    name: 'RequestResponse into a destination taking 100 ms per batch, 64 MiB queue',
+    acceptedEventsPerSecond: Math.round(accepted / seconds),
+    deliveredEventsPerSecond: Math.round(delivered / seconds),
+    overflowDropped: overflow,
+    queueCapMiB: cap / 2 ** 20,
+    rssBeforeMiB: Math.round(rssBefore / 2 ** 20),
+    peakRssMiB: Math.round(peak / 2 ** 20),
+  };
+}

@@ -6,7 +6,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { FULL, QUICK, sink } from './harness.ts';
 import { runPolicyBench } from './policy.ts';
-import { runReceiverBench } from './receiver.ts';
+import { runOverloadBench, runReceiverBench } from './receiver.ts';
 
 const quick = process.argv.includes('--quick');
 const options = quick ? QUICK : FULL;
@@ -36,6 +36,10 @@ console.table(
   })),
 );
 
+const overload = await runOverloadBench(quick ? 3_000 : 15_000);
+console.log('\nOverload: input faster than the destination\n');
+console.table([overload]);
+
 const dir = new URL('./results/', import.meta.url);
 mkdirSync(dir, { recursive: true });
 const report = {
@@ -45,6 +49,7 @@ const report = {
   mode: quick ? 'quick' : 'full',
   policy,
   receiver,
+  overload,
   checksum: sink(),
 };
 writeFileSync(new URL('bench.json', dir), `${JSON.stringify(report, null, 2)}\n`);

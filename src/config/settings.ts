@@ -47,7 +47,7 @@ export const SETTINGS_DEFAULTS = Object.freeze({
   allowSecretPayloads: false,
   /** 25 s: inside Kubernetes' default 30 s termination grace period, with room to exit. */
   shutdownGraceSeconds: 25,
-  logLevel: 'info' as LogLevel,
+  logLevel: 'info',
 });
 
 /** Settings that cannot be used; `problems` names every bad field. */

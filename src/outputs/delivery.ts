@@ -42,6 +42,8 @@ export const DEFAULT_BACKOFF: BackoffOptions = Object.freeze({
 export interface DeliveryObserver {
   delivered(count: number, seconds: number): void;
   failed(error: OutputError, count: number, attempt: number): void;
+  /** A batch the destination refused as data was skipped, so that it cannot block the queue. */
+  rejected?(count: number, error: OutputError): void;
 }
 
 /** How one loop runs; clock and sleep are injected so tests never wait for real backoff. */
@@ -101,6 +103,13 @@ export async function runDelivery<B extends { readonly events: readonly AuditEve
                 cause: err,
               });
         observer.failed(error, batch.events.length, attempt);
+        if (error.code === 'REJECTED') {
+          // The destination refuses this data itself (400, 422): the same batch can never
+          // succeed, and holding it would block every event behind it. Counted, logged, skipped.
+          observer.rejected?.(batch.events.length, error);
+          await source.commit(batch);
+          break;
+        }
         await sleep(retryDelay(error, attempt, options.backoff, random), abort);
         if (abort.aborted) return;
         continue;

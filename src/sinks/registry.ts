@@ -30,6 +30,7 @@ export interface SinkObserver {
     dropped: Readonly<Record<'policy' | 'namespace', number>>,
   ): void;
   overflowed?(sink: Sink, count: number): void;
+  rejected?(sink: Sink, output: Output, count: number): void;
   delivered?(sink: Sink, output: Output, count: number, seconds: number): void;
   failed?(sink: Sink, output: Output, error: Error, count: number): void;
 }
@@ -199,6 +200,10 @@ export class SinkRegistry {
           `writing to ${output.target}`,
         );
         observer?.delivered?.(runtime.sink, output, count, seconds);
+      },
+      rejected: (count) => {
+        runtime.status.dropped.rejected += count;
+        observer?.rejected?.(runtime.sink, output, count);
       },
       failed: (error, count) => {
         runtime.status.failed += 1;

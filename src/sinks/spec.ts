@@ -228,7 +228,14 @@ function influxDestination(value: unknown, v: FieldCheck): InfluxDestination | u
       : secretKeyRef(value.tokenSecretRef, `${path}.tokenSecretRef`, v);
   const measurement =
     v.optionalString(value.measurement, `${path}.measurement`) ?? INFLUX_DEFAULTS.measurement;
-  if (measurement === '') v.add(`${path}.measurement`, 'Invalid value: "": must not be empty');
+  // InfluxDB drops measurements starting with `#` without an error, and Flux cannot read names
+  // with quotes or `=`: the same rule as tag names keeps every stored point readable.
+  if (!/^[A-Za-z_][A-Za-z0-9_.-]*$/.test(measurement)) {
+    v.add(
+      `${path}.measurement`,
+      `Invalid value: ${JSON.stringify(measurement)}: letters, digits, "_", "." and "-", starting with a letter or "_"`,
+    );
+  }
   const createBucket = v.optionalBoolean(value.createBucket, `${path}.createBucket`) ?? false;
   let retentionSeconds = 0;
   const retention = v.optionalString(value.retention, `${path}.retention`);
@@ -316,6 +323,18 @@ const SCHEMA_FIELDS = [
   'annotations',
   'request_object',
   'response_object',
+  // Written beside a string field cut at InfluxDB's 1 MiB limit.
+  'request_object_bytes',
+  'response_object_bytes',
+  'annotations_bytes',
+  // InfluxDB's own column names: a tag with one of them fails every write or every query.
+  'time',
+  '_time',
+  '_field',
+  '_value',
+  '_measurement',
+  '_start',
+  '_stop',
 ];
 
 function staticTagSet(

@@ -5,8 +5,11 @@
 import type { OutputErrorCode, OutputKind } from '../outputs/types.ts';
 import type { DropReason } from './router.ts';
 
-/** Why a sink dropped events: the router's reasons and a full queue. */
-export type DroppedReason = DropReason | 'overflow';
+/**
+ * Why a sink dropped events: the router's reasons, a full queue, and data its destination refused
+ * (400/422), which can never be written.
+ */
+export type DroppedReason = DropReason | 'overflow' | 'rejected';
 
 /** The state of one destination of a sink. */
 export interface DestinationState {
@@ -32,7 +35,12 @@ export interface SinkStatusSnapshot {
 /** The live, mutable status of one sink. */
 export class SinkStatus {
   received = 0;
-  readonly dropped: Record<DroppedReason, number> = { policy: 0, namespace: 0, overflow: 0 };
+  readonly dropped: Record<DroppedReason, number> = {
+    policy: 0,
+    namespace: 0,
+    overflow: 0,
+    rejected: 0,
+  };
   written = 0;
   failed = 0;
   captureInsufficient = 0;

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { Registry } from 'prom-client';
 import type { Settings } from '../config/settings.ts';
 import { LineProtocolFileOutput, lineProtocolPath } from '../outputs/file/file-output.ts';
-import { InfluxOutput } from '../outputs/influxdb/index.ts';
+import { BucketCreatingOutput, InfluxOutput } from '../outputs/influxdb/index.ts';
 import type { Output } from '../outputs/types.ts';
 import { WebhookOutput } from '../outputs/webhook/webhook-output.ts';
 import { type Receiver, startReceiver, validateReceiverOptions } from '../receiver/index.ts';
@@ -159,7 +159,8 @@ function outputsFor(sink: Sink, settings: Settings, secrets: () => SecretStore):
     const ref = influx.tokenSecretRef;
     const token = () =>
       ref === undefined ? undefined : secrets().get(`${namespace}/${ref.name}`)?.[ref.key];
-    outputs.push(new InfluxOutput(influx, sink.label, token));
+    const output = new InfluxOutput(influx, sink.label, token);
+    outputs.push(influx.createBucket ? new BucketCreatingOutput(output, influx, token) : output);
   }
   if (sink.webhook !== undefined) outputs.push(new WebhookOutput(sink.webhook));
   if (outputs.length === 0) {

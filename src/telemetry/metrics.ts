@@ -25,7 +25,7 @@ export class SinkMetrics implements SinkObserver {
     });
     this.#dropped = new Counter({
       name: 'kube_audit_sink_dropped_events_total',
-      help: 'Events a sink did not keep, by reason: namespace (tenant scope), policy, overflow (queue full).',
+      help: 'Events a sink did not keep, by reason: namespace (tenant scope), policy, overflow (queue full), rejected (refused by the destination).',
       labelNames: ['sink', 'reason'],
       registers,
     });
@@ -74,6 +74,10 @@ export class SinkMetrics implements SinkObserver {
 
   overflowed(sink: Sink, count: number): void {
     this.#dropped.inc({ sink: sink.key, reason: 'overflow' }, count);
+  }
+
+  rejected(sink: Sink, _output: Output, count: number): void {
+    this.#dropped.inc({ sink: sink.key, reason: 'rejected' }, count);
   }
 
   delivered(sink: Sink, output: Output, count: number, seconds: number): void {

@@ -2,7 +2,7 @@
 // the batches a real kube-apiserver recorded: points per bucket, duplicates, outages, SIGKILL.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -227,7 +227,7 @@ describe('standalone mode into a real InfluxDB', () => {
     const acknowledged = new Set<string>();
     let refused = false;
     for (let i = 0; i < 400 && !refused; i++) {
-      const [body] = again(`full-${i}`);
+      const body = again(`full-${i}`)[0] as string;
       const res = await fetch(`${running.url}/audit/v1/pipelines/shop/orders?timeout=30s`, {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
@@ -239,12 +239,35 @@ describe('standalone mode into a real InfluxDB', () => {
         continue;
       }
       expect(res.status).toBe(200);
-      const list = JSON.parse(body as string) as { items: Recorded[] };
+      const list = JSON.parse(body) as { items: Recorded[] };
       for (const item of list.items)
         if (item.objectRef?.namespace === 'shop') acknowledged.add(item.auditID);
     }
     expect(refused).toBe(true);
     await influx.restart();
     await until(async () => (await counts('shop-audit')).distinct === acknowledged.size, 60_000);
+  });
+
+  it('creates a missing bucket with its retention when the sink asks for it', async () => {
+    const dir = await manifests();
+    const file = join(dir, 'manifests', 'sinks.yaml');
+    const text = await readFile(file, 'utf8');
+    await writeFile(
+      file,
+      text.replace(
+        '    bucket: shop-audit\n',
+        '    bucket: shop-created\n    createBucket: true\n    retention: 48h\n',
+      ),
+    );
+    const running = await start(dir, await freePort());
+    await postAll(running.url, again('created'));
+    await until(async () => (await counts('shop-created')).distinct === SHOP);
+    const res = await fetch(`${influx.url}/api/v2/buckets?org=${influx.org}&name=shop-created`, {
+      headers: { authorization: `Token ${influx.token}` },
+    });
+    const { buckets } = (await res.json()) as {
+      buckets: { retentionRules: { everySeconds: number }[] }[];
+    };
+    expect(buckets[0]?.retentionRules[0]?.everySeconds).toBe(48 * 3600);
   });
 });

@@ -215,7 +215,7 @@ spec:
     cleanups.push(() => new Promise((resolve) => server.close(() => resolve())));
 
     await startStandalone(manifests, dataDir, port);
-    await until(async () => new Set(received).size === EVENTS.length);
+    await until(() => Promise.resolve(new Set(received).size === EVENTS.length));
     expect(new Set(received)).toEqual(new Set(EVENTS.map((e) => e.auditID)));
   });
 });

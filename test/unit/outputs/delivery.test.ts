@@ -146,6 +146,24 @@ describe('delivery loop', () => {
     expect(output.written).toEqual(['e0']);
   });
 
+  it('skips a batch the destination refuses as data, so that it cannot block the queue', async () => {
+    const queue = new ListQueue(4);
+    const rejected = new OutputError('REJECTED', '400 bad line protocol', { retryable: false });
+    const output = new ScriptedOutput([rejected]);
+    const { log, observer } = recorder();
+    const skipped: number[] = [];
+    const { delays, done } = run(queue, output, {
+      ...observer,
+      rejected: (count) => skipped.push(count),
+    });
+    await done;
+    expect(skipped).toEqual([3]);
+    expect(delays).toEqual([]);
+    expect(output.written).toEqual(['e3']);
+    expect(queue.committed).toBe(4);
+    expect(log).toEqual(['failed REJECTED 3 #1', 'delivered 1']);
+  });
+
   it('treats an unexpected exception as a retryable I/O error', async () => {
     const queue = new ListQueue(1);
     const output = new ScriptedOutput();

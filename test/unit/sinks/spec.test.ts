@@ -809,3 +809,31 @@ describe('InfluxDB destination validation', () => {
     });
   });
 });
+
+describe('names InfluxDB would refuse or hide', () => {
+  const CATCH_ALL_POLICY = { rules: [{ level: 'Metadata' }] };
+
+  it.each(['#audit', 'audit"log', 'a=b', 'with space', ''])(
+    'rejects the measurement %j',
+    (measurement) => {
+      const problems = problemsOf(
+        pipeline({ policy: CATCH_ALL_POLICY, influxdb: { ...INFLUX, measurement } }),
+      );
+      expect(problems).toEqual([
+        expect.stringMatching(/^spec\.influxdb\.measurement: Invalid value/),
+      ]);
+    },
+  );
+
+  it.each(['time', '_field', '_measurement', '_value', 'request_object_bytes'])(
+    'rejects the static tag %j, which collides with InfluxDB or the schema',
+    (tag) => {
+      const problems = problemsOf(
+        pipeline({ policy: CATCH_ALL_POLICY, influxdb: { ...INFLUX, staticTags: { [tag]: 'x' } } }),
+      );
+      expect(problems).toEqual([
+        `spec.influxdb.staticTags[${JSON.stringify(tag)}]: Invalid value: ${JSON.stringify(tag)} is a tag or field of the audit schema`,
+      ]);
+    },
+  );
+});

@@ -1,0 +1,52 @@
+/**
+ * `createBucket: true`: the bucket is made (with its retention) before the first write succeeds,
+ * and again if it disappears; until then writes fail with the bucket error, so status says why.
+ */
+import type { AuditEvent } from '../../audit/types.ts';
+import type { InfluxDestination } from '../../sinks/types.ts';
+import { type Output, OutputError } from '../types.ts';
+import { BucketError, ensureBucket } from './buckets.ts';
+
+/** Wraps an InfluxDB output so that its bucket exists before it writes. */
+export class BucketCreatingOutput implements Output {
+  readonly kind = 'influxdb' as const;
+  readonly target: string;
+  readonly #output: Output;
+  readonly #destination: InfluxDestination;
+  readonly #token: () => string | undefined;
+  #ready = false;
+
+  constructor(output: Output, destination: InfluxDestination, token: () => string | undefined) {
+    this.#output = output;
+    this.target = output.target;
+    this.#destination = destination;
+    this.#token = token;
+  }
+
+  async write(events: readonly AuditEvent[]): Promise<void> {
+    if (!this.#ready) {
+      try {
+        await ensureBucket(this.#destination, this.#token());
+      } catch (err) {
+        if (!(err instanceof BucketError)) throw err;
+        throw new OutputError(
+          err.code === 'UNSUPPORTED' ? 'NOT_FOUND' : err.code,
+          `cannot create bucket ${this.#destination.bucket}: ${err.message}`,
+          { retryable: err.retryable, cause: err },
+        );
+      }
+      this.#ready = true;
+    }
+    try {
+      await this.#output.write(events);
+    } catch (err) {
+      // Deleted since: create it again before the next attempt.
+      if (err instanceof OutputError && err.code === 'NOT_FOUND') this.#ready = false;
+      throw err;
+    }
+  }
+
+  close(): Promise<void> {
+    return this.#output.close();
+  }
+}

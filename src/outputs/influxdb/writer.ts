@@ -1,0 +1,154 @@
+/**
+ * The InfluxDB output of one sink: encodes a batch as line protocol and POSTs it to the v2 write
+ * API (`/api/v2/write`, precision ns) with @influxdata/influxdb-client's HTTP transport. Works with
+ * InfluxDB 2.x, 3.x, Cloud and 1.8+ (bucket `database/retention-policy`, token `user:password`).
+ *
+ * The client's WriteApi is not used: it buffers lines, retries on its own timer and logs, and the
+ * part of a batch that overflows its buffer is sent in the background with any error swallowed.
+ * Here one `write` is one request (or a few, for a huge batch) whose outcome is the promise's: the
+ * delivery loop owns retries and the durable queue (docs/adr/0008-influxdb-output.md).
+ */
+import { InfluxDB } from '@influxdata/influxdb-client';
+import type { AuditEvent } from '../../audit/types.ts';
+import type { InfluxDestination } from '../../sinks/types.ts';
+import { type Output, OutputError } from '../types.ts';
+import { influxRequest } from './http.ts';
+import { LineProtocolEncoder, type PointTimestamps } from './line-protocol.ts';
+
+/**
+ * Reads the current token (from the sink's Secret) for every request, so a rotated Secret is used
+ * from the next write on; undefined sends no Authorization header.
+ */
+export type TokenProvider = () => string | undefined;
+
+/** Tuning of one InfluxDB output; the defaults suit production. */
+export interface InfluxOutputOptions {
+  /**
+   * Deadline of one request, from connecting to the answer. 10 s: the client library's default,
+   * and influxd's own `--http-write-timeout`.
+   */
+  readonly timeoutMs?: number;
+  /** Bodies larger than this are gzipped. 1,000 bytes: the client library's default. */
+  readonly gzipThreshold?: number;
+  /**
+   * Largest request body; a larger batch is split into several requests. 50 MB: InfluxDB Cloud's
+   * limit, and the client library's default.
+   */
+  readonly maxRequestBytes?: number;
+  /** The sub-microsecond slots to use (by default the encoder's own). */
+  readonly timestamps?: PointTimestamps;
+}
+
+/** The defaults of {@link InfluxOutputOptions}. */
+export const INFLUX_OUTPUT_DEFAULTS = Object.freeze({
+  timeoutMs: 10_000,
+  gzipThreshold: 1_000,
+  maxRequestBytes: 50_000_000,
+});
+
+/** A place for status and logs: host and path, org and bucket; never credentials. */
+export function influxTarget(destination: InfluxDestination): string {
+  const url = new URL(destination.url);
+  // origin and pathname leave out user info, which is a credential.
+  const base = `${url.origin}${url.pathname.replace(/\/$/, '')}`;
+  return `${base} org=${destination.org} bucket=${destination.bucket}`;
+}
+
+/** Writes a sink's events to its InfluxDB bucket; a resolved write is stored by the server. */
+export class InfluxOutput implements Output {
+  readonly kind = 'influxdb' as const;
+  readonly target: string;
+  readonly #client: InfluxDB;
+  readonly #path: string;
+  readonly #encoder: LineProtocolEncoder;
+  readonly #token: TokenProvider;
+  readonly #timeoutMs: number;
+  readonly #gzipThreshold: number;
+  readonly #maxRequestBytes: number;
+  readonly #closing = new AbortController();
+
+  /** `sink` is the sink's label, the value of the `sink` tag. */
+  constructor(
+    destination: InfluxDestination,
+    sink: string,
+    token: TokenProvider,
+    options: InfluxOutputOptions = {},
+  ) {
+    this.target = influxTarget(destination);
+    this.#timeoutMs = options.timeoutMs ?? INFLUX_OUTPUT_DEFAULTS.timeoutMs;
+    this.#gzipThreshold = options.gzipThreshold ?? INFLUX_OUTPUT_DEFAULTS.gzipThreshold;
+    this.#maxRequestBytes = options.maxRequestBytes ?? INFLUX_OUTPUT_DEFAULTS.maxRequestBytes;
+    // No token here: the transport would keep it for its lifetime; it is sent per request.
+    this.#client = new InfluxDB({ url: destination.url, timeout: this.#timeoutMs });
+    this.#path =
+      `/api/v2/write?org=${encodeURIComponent(destination.org)}` +
+      `&bucket=${encodeURIComponent(destination.bucket)}&precision=ns`;
+    this.#encoder = new LineProtocolEncoder(
+      {
+        measurement: destination.measurement,
+        tags: destination.tags,
+        staticTags: destination.staticTags,
+        sink,
+      },
+      options.timestamps,
+    );
+    this.#token = token;
+  }
+
+  async write(events: readonly AuditEvent[]): Promise<void> {
+    if (this.#closing.signal.aborted) {
+      throw new OutputError('UNREACHABLE', `${this.target}: the output is closed`, {
+        retryable: true,
+      });
+    }
+    if (events.length === 0) return;
+    for (const body of this.#bodies(events)) await this.#post(body);
+  }
+
+  /** Aborts requests in flight (their batches stay queued) and refuses further writes. */
+  close(): Promise<void> {
+    this.#closing.abort();
+    return Promise.resolve();
+  }
+
+  /** The batch as line protocol, in bodies of at most maxRequestBytes. */
+  *#bodies(events: readonly AuditEvent[]): Generator<string> {
+    let body = '';
+    let bytes = 0;
+    for (const event of events) {
+      const line = this.#encoder.encode(event);
+      const size = Buffer.byteLength(line);
+      if (body !== '' && bytes + size + 1 > this.#maxRequestBytes) {
+        yield body;
+        body = '';
+        bytes = 0;
+      }
+      body += body === '' ? line : `\n${line}`;
+      bytes += size + 1;
+    }
+    if (body !== '') yield body;
+  }
+
+  async #post(body: string): Promise<void> {
+    let token: string | undefined;
+    try {
+      token = this.#token();
+    } catch (err) {
+      // A Secret that cannot be read is a configuration problem: re-checked, not retried hot.
+      throw new OutputError('UNAUTHORIZED', `${this.target}: cannot read the token`, {
+        retryable: false,
+        cause: err,
+      });
+    }
+    await influxRequest(this.#client, this.target, {
+      method: 'POST',
+      path: this.#path,
+      body,
+      contentType: 'text/plain; charset=utf-8',
+      token,
+      timeoutMs: this.#timeoutMs,
+      gzipThreshold: this.#gzipThreshold,
+      signal: this.#closing.signal,
+    });
+  }
+}

@@ -1,0 +1,369 @@
+// The InfluxDB output against a real influxd 2.7 (built by scripts/build-influxd.sh, started by
+// test/harness/influxd.ts): one server for the file, stopped and restarted by one test. Throttling
+// and hanging servers, which influxd OSS never is, are node:http servers on 127.0.0.1 answering as
+// InfluxDB Cloud does (429 with Retry-After) or not at all.
+import { createServer, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { inspect } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { AuditEvent } from '../../../src/audit/types.ts';
+import { epochMicros } from '../../../src/outputs/influxdb/line-protocol.ts';
+import { InfluxOutput } from '../../../src/outputs/influxdb/writer.ts';
+import { OutputError } from '../../../src/outputs/types.ts';
+import type { InfluxDestination } from '../../../src/sinks/types.ts';
+import {
+  destinationOn,
+  type InfluxServer,
+  recordedEvents,
+  type Row,
+  startInfluxd,
+} from '../../harness/influxd.ts';
+
+const RECORDED = recordedEvents();
+const SINK = 'audit/trail';
+
+let server: InfluxServer;
+let buckets = 0;
+
+beforeAll(async () => {
+  server = await startInfluxd();
+});
+
+afterAll(async () => {
+  await server?.dispose();
+});
+
+/** A fresh bucket per test, so counts never see another test's points. */
+async function freshBucket(retentionSeconds = 0): Promise<InfluxDestination> {
+  const bucket = `writer-${++buckets}`;
+  await server.createBucket(bucket, retentionSeconds);
+  return destinationOn(server, { bucket });
+}
+
+function output(destination: InfluxDestination, token: string | undefined = server.token) {
+  return new InfluxOutput(destination, SINK, () => token);
+}
+
+/** One row per point: tags as columns, fields pivoted into columns. */
+function points(bucket: string): Promise<Row[]> {
+  return server.query(`from(bucket: "${bucket}")
+    |> range(start: 0)
+    |> filter(fn: (r) => r._measurement == "kubernetes_audit")
+    |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")
+    |> map(fn: (r) => ({ r with time_ns: string(v: int(v: r._time)) }))`);
+}
+
+/** The write's failure, which the test expects. */
+async function failure(write: Promise<void>): Promise<OutputError> {
+  const err = await write.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(err).toBeInstanceOf(OutputError);
+  return err as OutputError;
+}
+
+/** What docs/influxdb-schema.md says a point of `event` holds, written out independently. */
+function documentedPoint(event: AuditEvent): Record<string, unknown> {
+  const ref = event.objectRef;
+  const point: Record<string, unknown> = {
+    level: event.level,
+    stage: event.stage,
+    verb: event.verb,
+    api_group: ref?.apiGroup,
+    api_version: ref?.apiVersion,
+    resource: ref?.resource,
+    subresource: ref?.subresource,
+    namespace: ref?.namespace,
+    user: event.user.username,
+    code: event.responseStatus?.code === undefined ? undefined : String(event.responseStatus.code),
+    decision: event.annotations?.['authorization.k8s.io/decision'],
+    sink: SINK,
+    audit_id: event.auditID,
+    request_uri: event.requestURI,
+    name: ref?.name,
+    user_groups: event.user.groups && JSON.stringify(event.user.groups),
+    impersonated_user: event.impersonatedUser?.username,
+    source_ip: event.sourceIPs?.join(','),
+    user_agent: event.userAgent,
+    reason: event.responseStatus?.reason,
+    annotations: event.annotations && JSON.stringify(event.annotations),
+    request_object:
+      event.requestObject === undefined ? undefined : JSON.stringify(event.requestObject),
+    response_object:
+      event.responseObject === undefined ? undefined : JSON.stringify(event.responseObject),
+  };
+  if (event.requestReceivedTimestamp !== undefined) {
+    point.latency_ms =
+      (Number(epochMicros(event.stageTimestamp)) -
+        Number(epochMicros(event.requestReceivedTimestamp))) /
+      1000;
+  }
+  // Flux leaves a missing tag or field out of the row (or empty, when another point has it).
+  for (const key of Object.keys(point)) if (point[key] === undefined) delete point[key];
+  return point;
+}
+
+function withoutEmpty(row: Row): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(row)) {
+    if (k.startsWith('_') || k === 'result' || k === 'table') continue;
+    if (v !== '' && v !== null && v !== undefined) out[k] = v;
+  }
+  return out;
+}
+
+describe('InfluxOutput against a real influxd', () => {
+  it('writes the recorded events with the documented tags and fields', async () => {
+    const destination = await freshBucket();
+    await output(destination).write(RECORDED);
+    const rows = await points(destination.bucket);
+    expect(rows).toHaveLength(RECORDED.length);
+    const byId = new Map(rows.map((r) => [r.audit_id as string, r]));
+    for (const event of RECORDED) {
+      const row = byId.get(event.auditID) as Row;
+      const { time_ns: timeNs, ...columns } = withoutEmpty(row);
+      expect(columns).toEqual(documentedPoint(event));
+      // Time: the stage timestamp's microsecond, then a slot below one microsecond.
+      expect(timeNs).toMatch(new RegExp(`^${epochMicros(event.stageTimestamp)}\\d{3}$`));
+    }
+  });
+
+  it('leaves exactly one copy of each event when the same batch is written again', async () => {
+    const destination = await freshBucket();
+    const out = output(destination);
+    await out.write(RECORDED);
+    await out.write(RECORDED); // a retry by the delivery loop
+    await output(destination).write(RECORDED); // a replay after a restart: a new encoder
+    const rows = await points(destination.bucket);
+    expect(rows).toHaveLength(RECORDED.length);
+  });
+
+  it('keeps 1,000 distinct events with the same stageTimestamp and tags as 1,000 points', async () => {
+    const destination = await freshBucket();
+    const template = RECORDED.find((e) => e.level === 'Metadata');
+    if (template === undefined) throw new Error('the fixtures hold a Metadata event');
+    const events = Array.from({ length: 1000 }, (_, i) => ({
+      ...template,
+      auditID: `same-microsecond-${i}`,
+    }));
+    const out = output(destination);
+    for (let i = 0; i < events.length; i += 400) await out.write(events.slice(i, i + 400));
+    const rows = await server.query(`from(bucket: "${destination.bucket}")
+      |> range(start: 0)
+      |> filter(fn: (r) => r._field == "audit_id")
+      |> group()
+      |> count()`);
+    expect(rows[0]?._value).toBe(1000);
+    const times = await server.query(`from(bucket: "${destination.bucket}")
+      |> range(start: 0)
+      |> filter(fn: (r) => r._field == "audit_id")
+      |> group()
+      |> map(fn: (r) => ({ _value: string(v: r._time) }))
+      |> distinct()
+      |> count()`);
+    expect(times[0]?._value).toBe(1000);
+  });
+
+  it('splits a batch larger than maxRequestBytes into several requests that all land', async () => {
+    const destination = await freshBucket();
+    const out = new InfluxOutput(destination, SINK, () => server.token, { maxRequestBytes: 4096 });
+    await out.write(RECORDED);
+    expect(await points(destination.bucket)).toHaveLength(RECORDED.length);
+  });
+
+  it('cuts an object over the 1 MiB field limit, which the server would refuse, and records its size', async () => {
+    const destination = await freshBucket();
+    const huge = {
+      ...(RECORDED[0] as AuditEvent),
+      responseObject: { data: 'x'.repeat(2_000_000) },
+    };
+    await output(destination).write([huge]);
+    const field = (name: string, value: string) =>
+      server.query(`import "strings"
+        from(bucket: "${destination.bucket}")
+        |> range(start: 0)
+        |> filter(fn: (r) => r._field == "${name}")
+        |> map(fn: (r) => ({ _value: ${value} }))`);
+    const [text] = await field('response_object', 'strings.strlen(v: r._value)');
+    const [bytes] = await field('response_object_bytes', 'r._value');
+    expect(text?._value).toBe(1_048_576);
+    expect(bytes?._value).toBe(JSON.stringify(huge.responseObject).length);
+  });
+  it('answers a bad token with UNAUTHORIZED, not retryable, and never shows the token', async () => {
+    const destination = await freshBucket();
+    const secret = 'not-a-real-token-5f2c9a';
+    const err = await failure(output(destination, secret).write(RECORDED));
+    expect(err.code).toBe('UNAUTHORIZED');
+    expect(err.retryable).toBe(false);
+    expect(err.message).toContain('401');
+    expect(inspect(err, { depth: 10, showHidden: true })).not.toContain(secret);
+    expect(JSON.stringify(err)).not.toContain(secret);
+  });
+
+  it('says when no token is configured', async () => {
+    const destination = await freshBucket();
+    const anonymous = new InfluxOutput(destination, SINK, () => undefined);
+    const err = await failure(anonymous.write(RECORDED));
+    expect(err.code).toBe('UNAUTHORIZED');
+    expect(err.message).toContain('no token configured');
+  });
+
+  it('answers a token of another bucket with UNAUTHORIZED (403), not retryable', async () => {
+    const destination = await freshBucket();
+    const other = await freshBucket();
+    const token = await server.createToken([{ action: 'write', bucket: other.bucket }]);
+    const err = await failure(output(destination, token).write(RECORDED));
+    expect(err.code).toBe('UNAUTHORIZED');
+    expect(err.retryable).toBe(false);
+    expect(err.message).toContain('403');
+  });
+
+  it('answers a missing bucket with NOT_FOUND, not retryable', async () => {
+    const err = await failure(
+      output(destinationOn(server, { bucket: 'no-such-bucket' })).write(RECORDED),
+    );
+    expect(err.code).toBe('NOT_FOUND');
+    expect(err.retryable).toBe(false);
+    expect(err.message).toContain('no-such-bucket');
+  });
+
+  it('answers a missing org with NOT_FOUND, not retryable', async () => {
+    const err = await failure(
+      output(destinationOn(server, { org: 'no-such-org' })).write(RECORDED),
+    );
+    expect(err.code).toBe('NOT_FOUND');
+    expect(err.retryable).toBe(false);
+  });
+
+  it('answers points the server refuses with REJECTED, not retryable', async () => {
+    // "time" is a reserved tag key: influxd answers 400 for the whole batch.
+    const destination = await freshBucket();
+    const reserved = output({ ...destination, staticTags: { time: 'x' } });
+    const err = await failure(reserved.write(RECORDED));
+    expect(err.code).toBe('REJECTED');
+    expect(err.retryable).toBe(false);
+    expect(err.message).toContain('400');
+  });
+
+  it('answers events older than the bucket retention with REJECTED (422)', async () => {
+    const destination = await freshBucket(3600);
+    const err = await failure(output(destination).write(RECORDED.slice(0, 1)));
+    expect(err.code).toBe('REJECTED');
+    expect(err.message).toContain('422');
+  });
+
+  it('takes a rotated token from the provider on the next write', async () => {
+    const destination = await freshBucket();
+    const second = await server.createToken([{ action: 'write', bucket: destination.bucket }]);
+    let current: string | undefined = server.token;
+    const out = new InfluxOutput(destination, SINK, () => current);
+    await out.write(RECORDED.slice(0, 5));
+    current = 'revoked-token';
+    expect((await failure(out.write(RECORDED.slice(5, 10)))).code).toBe('UNAUTHORIZED');
+    current = second;
+    await out.write(RECORDED.slice(5, 10));
+    expect(await points(destination.bucket)).toHaveLength(10);
+  });
+
+  it('reports a stopped server as UNREACHABLE and retryable, and writes the same batch after a restart', async () => {
+    const destination = await freshBucket();
+    const out = output(destination);
+    await server.stop();
+    try {
+      const err = await failure(out.write(RECORDED));
+      expect(err.code).toBe('UNREACHABLE');
+      expect(err.retryable).toBe(true);
+      expect(err.message).toContain('ECONNREFUSED');
+    } finally {
+      await server.restart();
+    }
+    await out.write(RECORDED);
+    expect(await points(destination.bucket)).toHaveLength(RECORDED.length);
+  });
+});
+
+/** A node:http server on 127.0.0.1 whose every answer `respond` decides. */
+async function standIn(
+  respond: (res: ServerResponse) => void,
+): Promise<{ url: string; server: Server }> {
+  const http = createServer((req, res) => {
+    req.resume();
+    req.on('end', () => respond(res));
+  });
+  await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve));
+  return { url: `http://127.0.0.1:${(http.address() as AddressInfo).port}`, server: http };
+}
+
+async function closed(http: Server): Promise<void> {
+  http.closeAllConnections();
+  await new Promise((resolve) => http.close(resolve));
+}
+
+describe('InfluxOutput against servers that throttle or hang', () => {
+  it('honours Retry-After in seconds on 429', async () => {
+    const { url, server: http } = await standIn((res) => {
+      res.writeHead(429, { 'content-type': 'application/json', 'retry-after': '7' });
+      res.end('{"code":"too many requests","message":"org exceeded its write limit"}');
+    });
+    try {
+      const out = new InfluxOutput({ ...destinationOn(server), url }, SINK, () => 't');
+      const err = await failure(out.write(RECORDED));
+      expect(err.code).toBe('THROTTLED');
+      expect(err.retryable).toBe(true);
+      expect(err.retryAfterMs).toBe(7000);
+      expect(err.message).toContain('org exceeded its write limit');
+    } finally {
+      await closed(http);
+    }
+  });
+
+  it('honours Retry-After as an HTTP date on 503', async () => {
+    const { url, server: http } = await standIn((res) => {
+      res.writeHead(503, { 'retry-after': new Date(Date.now() + 60_000).toUTCString() });
+      res.end('overloaded');
+    });
+    try {
+      const out = new InfluxOutput({ ...destinationOn(server), url }, SINK, () => 't');
+      const err = await failure(out.write(RECORDED));
+      expect(err.code).toBe('SERVER_ERROR');
+      expect(err.retryable).toBe(true);
+      expect(err.retryAfterMs).toBeGreaterThan(55_000);
+      expect(err.retryAfterMs).toBeLessThanOrEqual(60_000);
+    } finally {
+      await closed(http);
+    }
+  });
+
+  it('gives up on a server that never answers with TIMEOUT, retryable, at the deadline', async () => {
+    const { url, server: http } = await standIn(() => undefined);
+    try {
+      const out = new InfluxOutput({ ...destinationOn(server), url }, SINK, () => 't', {
+        timeoutMs: 300,
+      });
+      const started = performance.now();
+      const err = await failure(out.write(RECORDED));
+      expect(err.code).toBe('TIMEOUT');
+      expect(err.retryable).toBe(true);
+      expect(performance.now() - started).toBeLessThan(5_000);
+    } finally {
+      await closed(http);
+    }
+  });
+
+  it('aborts a write in flight on close, leaving the batch to be retried', async () => {
+    const { url, server: http } = await standIn(() => undefined);
+    try {
+      const out = new InfluxOutput({ ...destinationOn(server), url }, SINK, () => 't');
+      const pending = failure(out.write(RECORDED));
+      await new Promise((r) => setTimeout(r, 100));
+      await out.close();
+      const err = await pending;
+      expect(err.code).toBe('UNREACHABLE');
+      expect(err.retryable).toBe(true);
+      await expect(out.write(RECORDED)).rejects.toThrow('closed');
+    } finally {
+      await closed(http);
+    }
+  });
+});
