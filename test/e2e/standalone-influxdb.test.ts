@@ -153,7 +153,8 @@ async function counts(bucket: string): Promise<{ points: number; distinct: numbe
 
 async function until(condition: () => Promise<boolean>, ms = 30_000): Promise<void> {
   const deadline = Date.now() + ms;
-  while (!(await condition())) {
+  // A query can fail while the data is not there yet (e.g. a bucket the sink has still to create).
+  while (!(await condition().catch(() => false))) {
     if (Date.now() > deadline) throw new Error('condition not met in time');
     await new Promise((r) => setTimeout(r, 200));
   }
