@@ -18,6 +18,7 @@ import { type Sink, TAG_NAMES } from '../sinks/types.ts';
 import { openQueue } from '../spool/index.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import { SinkMetrics } from '../telemetry/metrics.ts';
+import { DedicatedListeners } from './listeners.ts';
 import { type LoadedResources, loadResources, type SecretStore } from './resources.ts';
 import { watchPaths } from './watch.ts';
 
@@ -48,18 +49,28 @@ export async function startStandalone(
   const metrics = new Registry();
   const registry = createRegistry(settings, () => secrets, metrics, true);
 
+  const tokens = new TokenFiles(settings.tokenFiles);
+  await tokens.reload();
+  const listeners = new DedicatedListeners({
+    settings,
+    registry,
+    metrics,
+    tokens: () => tokens.current,
+    readiness: () => ready,
+    secrets: () => secrets,
+    log,
+  });
   const apply = async (loaded: LoadedResources) => {
     for (const problem of loaded.problems) log.error({ problem }, 'manifest rejected');
     for (const warning of loaded.warnings)
       log.warn({ warning }, 'manifest accepted with a warning');
     secrets = loaded.secrets;
     await registry.apply(loaded.sinks);
+    await listeners.apply(loaded.sinks);
     log.info({ sinks: loaded.sinks.map((s) => s.key) }, 'sinks applied');
   };
   await apply(await loadResources(resourcesPath, sinkSettings, settings.namespace));
 
-  const tokens = new TokenFiles(settings.tokenFiles);
-  await tokens.reload();
   const receiver: Receiver = await startReceiver(
     validateReceiverOptions({
       host: settings.listen.host,
@@ -111,7 +122,7 @@ export async function startStandalone(
       ready = false;
       manifestWatch.stop();
       tokenWatch.stop();
-      await receiver.close();
+      await Promise.all([receiver.close(), listeners.close()]);
       await registry.close(settings.shutdownGraceSeconds * 1000);
       log.info({}, 'stopped');
     },

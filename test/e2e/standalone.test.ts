@@ -1,11 +1,13 @@
 // Runs the built CLI (`node dist/main.js standalone`) as a user would, and a real HTTP server as a
 // webhook destination; posts the batches a real kube-apiserver recorded.
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
+import type { TLSSocket } from 'node:tls';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -217,5 +219,170 @@ spec:
     await startStandalone(manifests, dataDir, port);
     await until(() => Promise.resolve(new Set(received).size === EVENTS.length));
     expect(new Set(received)).toEqual(new Set(EVENTS.map((e) => e.auditID)));
+  });
+
+  it('serves a sink on its dedicated listener, feeding that sink only, and stops it when removed', async () => {
+    const manifests = await copyExamples();
+    const dataDir = await tempDir();
+    const dedicated = await freePort();
+    const file = join(manifests, 'direct.yaml');
+    const manifest = (receiver: string) => `apiVersion: kube-audit.dev/v1alpha1
+kind: AuditPipeline
+metadata: {name: direct, namespace: shop}
+spec:
+  policy:
+    rules: [{level: Metadata}]
+${receiver}`;
+    await writeFile(file, manifest(`  receiver: {port: ${dedicated}}\n`));
+    const running = await startStandalone(manifests, dataDir, await freePort());
+    const url = `http://127.0.0.1:${dedicated}`;
+    for (const batch of BATCHES) expect((await post(url, batch)).status).toBe(200);
+    const direct = join(dataDir, 'pipelines', 'shop', 'direct.lp');
+    const inShop = EVENTS.filter((e) => e.objectRef?.namespace === 'shop').length;
+    await until(async () => (await lines(direct)).length === inShop);
+    // Only that sink: nothing reached the cluster-wide trail through this listener.
+    expect(await lines(join(dataDir, 'sinks', 'cluster-trail.lp'))).toEqual([]);
+    const other = await fetch(`${url}/audit/v1/sinks/cluster-trail`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: BATCHES[0] ?? '',
+    });
+    expect(other.status).toBe(404);
+
+    await writeFile(file, manifest(''));
+    await until(() =>
+      fetch(`${url}/healthz`).then(
+        () => false,
+        () => true,
+      ),
+    );
+    expect((await post(running.url, BATCHES[0] ?? '')).status).toBe(200);
+  });
+
+  it('serves a dedicated listener with the certificate of its own TLS Secret, and authenticates', async () => {
+    const dir = await tempDir();
+    const cert = (name: string) => {
+      execFileSync(
+        'openssl',
+        [
+          'req',
+          '-x509',
+          '-newkey',
+          'rsa:2048',
+          '-nodes',
+          '-days',
+          '1',
+          '-subj',
+          `/CN=${name}`,
+          '-addext',
+          'subjectAltName=IP:127.0.0.1',
+          '-keyout',
+          join(dir, `${name}.key`),
+          '-out',
+          join(dir, `${name}.crt`),
+        ],
+        { stdio: 'ignore' },
+      );
+      return {
+        cert: readFileSync(join(dir, `${name}.crt`), 'utf8'),
+        key: readFileSync(join(dir, `${name}.key`), 'utf8'),
+      };
+    };
+    cert('shared');
+    const own = cert('own');
+    await writeFile(join(dir, 'tokens'), 'sekret-token\n');
+    const manifests = join(dir, 'manifests');
+    await mkdir(manifests);
+    const dedicated = await freePort();
+    const indent = (pem: string) =>
+      pem
+        .trim()
+        .split('\n')
+        .map((l) => `    ${l}`)
+        .join('\n');
+    await writeFile(
+      join(manifests, 'direct.yaml'),
+      `apiVersion: kube-audit.dev/v1alpha1
+kind: AuditPipeline
+metadata: {name: direct, namespace: shop}
+spec:
+  policy: {rules: [{level: Metadata}]}
+  receiver: {port: ${dedicated}, tlsSecretName: direct-tls}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: direct-tls, namespace: shop}
+type: kubernetes.io/tls
+stringData:
+  tls.crt: |
+${indent(own.cert)}
+  tls.key: |
+${indent(own.key)}
+`,
+    );
+    const port = await freePort();
+    const child = spawn(
+      process.execPath,
+      [
+        MAIN,
+        'standalone',
+        '-f',
+        manifests,
+        '--listen',
+        `127.0.0.1:${port}`,
+        '--tls-cert-file',
+        join(dir, 'shared.crt'),
+        '--tls-key-file',
+        join(dir, 'shared.key'),
+        '--token-file',
+        join(dir, 'tokens'),
+        '--data-dir',
+        join(dir, 'data'),
+        '--log-level',
+        'warn',
+      ],
+      { cwd: ROOT, stdio: 'ignore' },
+    );
+    const exited = new Promise((resolve) => child.on('exit', resolve));
+    cleanups.push(async () => {
+      child.kill('SIGKILL');
+      await exited;
+    });
+    const request = (token: string | undefined) =>
+      new Promise<{ status: number; issuer: string }>((resolve, reject) => {
+        const req = httpsRequest(
+          {
+            host: '127.0.0.1',
+            port: dedicated,
+            path: '/audit/v1/events',
+            method: 'POST',
+            ca: own.cert,
+            headers: {
+              'content-type': 'application/json',
+              ...(token === undefined ? {} : { authorization: `Bearer ${token}` }),
+            },
+          },
+          (res) => {
+            res.resume();
+            const peer = (res.socket as TLSSocket).getPeerCertificate();
+            res.on('end', () =>
+              resolve({ status: res.statusCode ?? 0, issuer: peer.subject.CN as string }),
+            );
+          },
+        );
+        req.on('error', reject);
+        req.end(BATCHES[0]);
+      });
+    await until(
+      () =>
+        request('sekret-token').then(
+          (r) => r.status === 200,
+          () => false,
+        ),
+      15_000,
+    );
+    expect(await request('sekret-token')).toEqual({ status: 200, issuer: 'own' });
+    expect((await request(undefined)).status).toBe(401);
+    expect((await request('wrong')).status).toBe(403);
   });
 });
