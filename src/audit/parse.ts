@@ -9,6 +9,7 @@ import {
   AUDIT_V1BETA1,
   type AuditEvent,
   isLevel,
+  isRecord,
   isStage,
   LEVELS,
   STAGES,
@@ -110,7 +111,7 @@ export function decodeAuditPayload(
   limits: ParseLimits = DEFAULT_PARSE_LIMITS,
   options: DecodeOptions = {},
 ): DecodedPayload {
-  if (!isObject(value)) {
+  if (!isRecord(value)) {
     throw new AuditParseError(
       'INVALID_EVENT',
       '',
@@ -189,7 +190,7 @@ export function parseAuditLogLine(
 // Item-level apiVersion/kind are optional inside a list (the apiserver omits them), but when
 // present they must agree with the list's version.
 function toEvent(value: unknown, path: string, listVersion: AuditApiVersion): AuditEvent {
-  if (!isObject(value)) {
+  if (!isRecord(value)) {
     throw invalid(path, `expected an Event object, got ${describe(value)}`);
   }
   if (path !== '') {
@@ -227,7 +228,7 @@ function toEvent(value: unknown, path: string, listVersion: AuditApiVersion): Au
   optionalObjectRef(value.objectRef, join(path, 'objectRef'));
   optionalStringMap(value.annotations, join(path, 'annotations'));
   if (value.responseStatus !== undefined && value.responseStatus !== null) {
-    if (!isObject(value.responseStatus)) {
+    if (!isRecord(value.responseStatus)) {
       throw invalid(
         join(path, 'responseStatus'),
         `expected an object, got ${describe(value.responseStatus)}`,
@@ -245,9 +246,9 @@ function toEvent(value: unknown, path: string, listVersion: AuditApiVersion): Au
   delete value.kind;
   // Go decodes null as absent; so does the AuditEvent type.
   dropNulls(value);
-  if (isObject(value.user)) dropNulls(value.user);
-  if (isObject(value.impersonatedUser)) dropNulls(value.impersonatedUser);
-  if (isObject(value.objectRef)) dropNulls(value.objectRef);
+  if (isRecord(value.user)) dropNulls(value.user);
+  if (isRecord(value.impersonatedUser)) dropNulls(value.impersonatedUser);
+  if (isRecord(value.objectRef)) dropNulls(value.objectRef);
   return value as unknown as AuditEvent;
 }
 
@@ -258,7 +259,7 @@ function toEvent(value: unknown, path: string, listVersion: AuditApiVersion): Au
  */
 function convertFromV1beta1(value: Record<string, unknown>): void {
   const metadata = value.metadata;
-  if (isEmpty(value.stageTimestamp) && isObject(metadata) && !isEmpty(metadata.creationTimestamp)) {
+  if (isEmpty(value.stageTimestamp) && isRecord(metadata) && !isEmpty(metadata.creationTimestamp)) {
     value.stageTimestamp = metadata.creationTimestamp;
   }
   if (isEmpty(value.requestReceivedTimestamp) && !isEmpty(value.timestamp)) {
@@ -343,7 +344,7 @@ function optionalStringArray(value: unknown, path: string) {
 
 function optionalStringMap(value: unknown, path: string) {
   if (value === undefined || value === null) return;
-  if (!isObject(value))
+  if (!isRecord(value))
     throw invalid(path, `expected an object of strings, got ${describe(value)}`);
   for (const key in value) {
     if (typeof value[key] !== 'string') {
@@ -360,12 +361,12 @@ function requireUser(value: unknown, path: string, required: boolean) {
     if (required) throw invalid(path, 'Required value');
     return;
   }
-  if (!isObject(value)) throw invalid(path, `expected an object, got ${describe(value)}`);
+  if (!isRecord(value)) throw invalid(path, `expected an object, got ${describe(value)}`);
   optionalString(value, 'username', path);
   optionalString(value, 'uid', path);
   optionalStringArray(value.groups, join(path, 'groups'));
   if (value.extra !== undefined && value.extra !== null) {
-    if (!isObject(value.extra))
+    if (!isRecord(value.extra))
       throw invalid(join(path, 'extra'), `expected an object, got ${describe(value.extra)}`);
     for (const key in value.extra)
       optionalStringArray(value.extra[key], `${path}.extra[${JSON.stringify(key)}]`);
@@ -385,7 +386,7 @@ const OBJECT_REF_FIELDS = [
 
 function optionalObjectRef(value: unknown, path: string) {
   if (value === undefined || value === null) return;
-  if (!isObject(value)) throw invalid(path, `expected an object, got ${describe(value)}`);
+  if (!isRecord(value)) throw invalid(path, `expected an object, got ${describe(value)}`);
   for (const key of OBJECT_REF_FIELDS) optionalString(value, key, path);
 }
 
@@ -429,10 +430,6 @@ function isEscaped(text: string, quote: number): boolean {
   let k = quote - 1;
   while (text.charCodeAt(k) === 0x5c) k--;
   return (quote - 1 - k) % 2 === 1;
-}
-
-function isObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
 function describe(value: unknown): string {

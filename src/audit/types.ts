@@ -105,3 +105,8 @@ export function canonicalStages(stages: Iterable<Stage>): Stage[] {
   const present = new Set(stages);
   return STAGES.filter((stage) => present.has(stage));
 }
+
+/** Whether `value` is a JSON object (not null, not an array). */
+export function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}

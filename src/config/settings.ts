@@ -2,6 +2,7 @@
  * The operator's settings: one schema, each default documented beside its field, validated once at
  * start with every bad field named, then frozen. Flags and environment variables both feed it.
  */
+import { isLoopbackHost } from '../receiver/options.ts';
 import { LOG_LEVELS, type LogLevel } from '../telemetry/logger.ts';
 
 /** Validated, frozen settings of `standalone` (and, later, `run`). */
@@ -172,7 +173,7 @@ export function validateSettings(
 
 // Receivers authenticate and encrypt unless explicitly insecure, and then only on loopback.
 function checkReceiver(settings: Settings, problems: string[]): void {
-  if (settings.insecure && !isLoopback(settings.listen.host)) {
+  if (settings.insecure && !isLoopbackHost(settings.listen.host)) {
     problems.push(
       `insecure: plain HTTP without authentication is refused on ${settings.listen.host}: listen on a loopback address`,
     );
@@ -204,11 +205,6 @@ function checkReceiver(settings: Settings, problems: string[]): void {
 }
 
 const DNS1123_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
-
-/** Whether `host` names this machine only: `localhost`, 127.0.0.0/8 or ::1. */
-export function isLoopback(host: string): boolean {
-  return host === 'localhost' || host === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
-}
 
 function parseListen(text: string, problems: string[]): { host: string; port: number } {
   const m = /^(\[[^\]]+\]|[^:]+):(\d{1,5})$/.exec(text);

@@ -9,7 +9,7 @@
  * refuses a file with more than one rather than dropping policies silently.
  */
 import { parseAllDocuments } from 'yaml';
-import type { Level, Stage } from '../audit/types.ts';
+import { isRecord, type Level, type Stage } from '../audit/types.ts';
 import type { GroupResources, Policy, PolicyRule } from './types.ts';
 import { formatFieldError, validatePolicy } from './validate.ts';
 
@@ -317,10 +317,6 @@ function bool(value: unknown, path: string, errors: string[]): boolean | undefin
     return undefined;
   }
   return value;
-}
-
-function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
 function describe(value: unknown): string {

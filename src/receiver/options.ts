@@ -4,6 +4,7 @@
  */
 import { BlockList, isIP } from 'node:net';
 import { DEFAULT_PARSE_LIMITS, type ParseLimits } from '../audit/parse.ts';
+import { isRecord } from '../audit/types.ts';
 import { ReceiverOptionsError } from './errors.ts';
 import type { ReceiverLogger } from './types.ts';
 
@@ -252,10 +253,6 @@ export function isLoopbackHost(host: string): boolean {
 
 function isIntegerIn(value: unknown, min: number, max: number): value is number {
   return typeof value === 'number' && Number.isInteger(value) && value >= min && value <= max;
-}
-
-function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
 function describe(value: unknown): string {

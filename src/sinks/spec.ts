@@ -2,7 +2,7 @@
  * Building a {@link Sink} from an AuditSink or AuditPipeline resource, with every problem reported
  * at once and named by its field path (`spec.influxdb.bucket: Required value`). Pure.
  */
-import { STAGES, isLevel, isStage, type Stage } from '../audit/types.ts';
+import { isLevel, isRecord, isStage, STAGES, type Stage } from '../audit/types.ts';
 import { parseDuration } from '../config/duration.ts';
 import { compilePolicy } from '../policy/checker.ts';
 import { decodePolicyBody } from '../policy/load.ts';
@@ -12,7 +12,6 @@ import {
   type ReceiverSettings,
   type SecretKeyRef,
   type Sink,
-  type SinkKind,
   type SinkRef,
   sinkKey,
   TAG_NAMES,
@@ -556,10 +555,3 @@ class FieldCheck {
     return text;
   }
 }
-
-function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
-
-/** The kinds a resource may have. */
-export const SINK_KINDS: readonly SinkKind[] = ['AuditSink', 'AuditPipeline'];

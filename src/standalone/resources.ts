@@ -6,6 +6,7 @@
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { extname, join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
+import { isRecord } from '../audit/types.ts';
 import { type SinkSettings, sinkFromResource, SinkSpecError } from '../sinks/spec.ts';
 import type { Sink } from '../sinks/types.ts';
 
@@ -165,7 +166,3 @@ function decodeSecret(
 
 // Standard base64 with padding, as the apiserver requires for Secret data.
 const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
-
-function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
