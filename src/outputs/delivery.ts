@@ -80,12 +80,26 @@ export async function runDelivery<B extends { readonly events: readonly AuditEve
   const sleep = options.sleep ?? abortableSleep;
   const random = options.random ?? Math.random;
   const now = options.now ?? performance.now.bind(performance);
+  let queueFailures = 0;
+  // The queue itself can fail (disk full while saving a cursor, a read error): report it, back
+  // off and try again, instead of ending the loop and leaving the destination without delivery.
+  const queueFailed = async (err: unknown) => {
+    queueFailures++;
+    const error = new OutputError('IO_ERROR', `queue failed: ${(err as Error).message}`, {
+      retryable: true,
+      cause: err,
+    });
+    observer.failed(error, 0, queueFailures);
+    await sleep(retryDelay(error, queueFailures, options.backoff, random), abort);
+  };
   while (!abort.aborted) {
-    const batch = await source.next(
-      options.batchSize,
-      stop.aborted ? 0 : options.idleWaitMs,
-      abort,
-    );
+    let batch: B | null;
+    try {
+      batch = await source.next(options.batchSize, stop.aborted ? 0 : options.idleWaitMs, abort);
+    } catch (err) {
+      await queueFailed(err);
+      continue;
+    }
     if (batch === null) {
       if (stop.aborted) return;
       continue;
@@ -107,7 +121,7 @@ export async function runDelivery<B extends { readonly events: readonly AuditEve
           // The destination refuses this data itself (400, 422): the same batch can never
           // succeed, and holding it would block every event behind it. Counted, logged, skipped.
           observer.rejected?.(batch.events.length, error);
-          await source.commit(batch);
+          await commit(batch);
           break;
         }
         await sleep(retryDelay(error, attempt, options.backoff, random), abort);
@@ -115,8 +129,18 @@ export async function runDelivery<B extends { readonly events: readonly AuditEve
         continue;
       }
       observer.delivered(batch.events.length, (now() - started) / 1000);
-      await source.commit(batch);
+      // If the commit fails the batch comes again from the queue: a duplicate, never a loss.
+      await commit(batch);
       break;
+    }
+  }
+
+  async function commit(batch: B): Promise<void> {
+    try {
+      await source.commit(batch);
+      queueFailures = 0;
+    } catch (err) {
+      await queueFailed(err);
     }
   }
 }

@@ -31,6 +31,7 @@ export type OutputErrorCode =
   | 'UNAUTHORIZED'
   | 'NOT_FOUND'
   | 'REJECTED'
+  | 'REFUSED'
   | 'IO_ERROR';
 
 /** A failed delivery, typed by what should happen next. */
@@ -73,5 +74,10 @@ export function errorForStatus(
   if (status === 429) return new OutputError('THROTTLED', message, { retryable: true, ...options });
   if (status >= 500)
     return new OutputError('SERVER_ERROR', message, { retryable: true, ...options });
-  return new OutputError('REJECTED', message, { retryable: false, ...options });
+  // Only a refusal of the data itself (400, 422) lets delivery skip a batch; anything else (a
+  // redirect, 413, 405...) is a configuration problem that must keep the events queued.
+  if (status === 400 || status === 422) {
+    return new OutputError('REJECTED', message, { retryable: false, ...options });
+  }
+  return new OutputError('REFUSED', message, { retryable: false, ...options });
 }

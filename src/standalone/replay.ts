@@ -69,7 +69,16 @@ export async function replayAuditLog(
     events += batch.length;
     batch = [];
     progress({ bytesRead: stream.bytesRead, totalBytes, events });
-    while (queued() > MAX_QUEUED) await delay(20);
+    // Wait for room, but not for ever: a destination that stays down stops the replay.
+    let waited = 0;
+    let before = queued();
+    while (queued() > MAX_QUEUED) {
+      await delay(20);
+      const now = queued();
+      waited = now < before ? 0 : waited + 20;
+      before = now;
+      if (waited > settings.shutdownGraceSeconds * 1000) throw new ReplayStalled(now);
+    }
   };
   try {
     for await (const line of createInterface({
@@ -101,6 +110,17 @@ export async function replayAuditLog(
     return { events, invalid, sinks, undelivered };
   } finally {
     await registry.close(0);
+  }
+}
+
+/** Delivery made no progress for the grace period while the queues were full. */
+export class ReplayStalled extends Error {
+  override readonly name = 'ReplayStalled';
+  readonly undelivered: number;
+
+  constructor(undelivered: number) {
+    super(`delivery made no progress; ${undelivered} events queued: is a destination down?`);
+    this.undelivered = undelivered;
   }
 }
 

@@ -69,33 +69,40 @@ export async function startStandalone(
     await listeners.apply(loaded.sinks);
     log.info({ sinks: loaded.sinks.map((s) => s.key) }, 'sinks applied');
   };
-  await apply(await loadResources(resourcesPath, sinkSettings, settings.namespace));
-
-  const receiver: Receiver = await startReceiver(
-    validateReceiverOptions({
-      host: settings.listen.host,
-      port: settings.listen.port,
-      insecure: settings.insecure,
-      ...(settings.tlsCertFile === undefined || settings.tlsKeyFile === undefined
-        ? {}
-        : {
-            tls: {
-              certFile: settings.tlsCertFile,
-              keyFile: settings.tlsKeyFile,
-              ...(settings.clientCAFile === undefined
-                ? {}
-                : { clientCAFile: settings.clientCAFile }),
-            },
-          }),
-      tokens: () => tokens.current,
-      readiness: () => ready,
-      log: (level: 'info' | 'warn' | 'error', bindings: object, message: string) => {
-        log[level](bindings, message);
-      },
-    }),
-    registry,
-    metrics,
-  );
+  let receiver: Receiver;
+  try {
+    await apply(await loadResources(resourcesPath, sinkSettings, settings.namespace));
+    receiver = await startReceiver(
+      validateReceiverOptions({
+        host: settings.listen.host,
+        port: settings.listen.port,
+        insecure: settings.insecure,
+        ...(settings.tlsCertFile === undefined || settings.tlsKeyFile === undefined
+          ? {}
+          : {
+              tls: {
+                certFile: settings.tlsCertFile,
+                keyFile: settings.tlsKeyFile,
+                ...(settings.clientCAFile === undefined
+                  ? {}
+                  : { clientCAFile: settings.clientCAFile }),
+              },
+            }),
+        tokens: () => tokens.current,
+        readiness: () => ready,
+        log: (level: 'info' | 'warn' | 'error', bindings: object, message: string) => {
+          log[level](bindings, message);
+        },
+      }),
+      registry,
+      metrics,
+    );
+  } catch (err) {
+    // Sinks and listeners already run: stop them, or the process would never exit.
+    await listeners.close();
+    await registry.close(0);
+    throw err;
+  }
 
   const manifestWatch = watchPaths(
     () => [resourcesPath],
@@ -120,8 +127,8 @@ export async function startStandalone(
     registry,
     async shutdown() {
       ready = false;
-      manifestWatch.stop();
-      tokenWatch.stop();
+      // A reload in progress finishes first, so that it cannot start listeners after they closed.
+      await Promise.all([manifestWatch.stop(), tokenWatch.stop()]);
       await Promise.all([receiver.close(), listeners.close()]);
       await registry.close(settings.shutdownGraceSeconds * 1000);
       log.info({}, 'stopped');

@@ -39,13 +39,17 @@ export function watchPaths(
   intervalMs: number,
   onChange: () => Promise<void>,
   onError: (err: unknown) => void,
-): { stop(): void } {
+): { stop(): Promise<void> } {
   let last: string | undefined;
-  let running = false;
+  let running: Promise<void> | undefined;
   let stopped = false;
-  const check = async () => {
-    if (running || stopped) return;
-    running = true;
+  const check = () => {
+    if (running !== undefined || stopped) return;
+    running = run().finally(() => {
+      running = undefined;
+    });
+  };
+  const run = async () => {
     const signature = (await Promise.all(paths().map(treeSignature))).join('\n--\n');
     try {
       if (last !== undefined && signature !== last && !stopped) await onChange();
@@ -54,16 +58,17 @@ export function watchPaths(
     } finally {
       // Even after a failure: the next change triggers the next attempt, not every tick.
       last = signature;
-      running = false;
     }
   };
-  void check();
-  const timer = setInterval(() => void check(), intervalMs);
+  check();
+  const timer = setInterval(check, intervalMs);
   timer.unref();
   return {
-    stop: () => {
+    /** Stops watching, and waits for a change being applied to finish. */
+    stop: async () => {
       stopped = true;
       clearInterval(timer);
+      await running;
     },
   };
 }

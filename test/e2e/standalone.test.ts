@@ -385,4 +385,33 @@ ${indent(own.key)}
     expect((await request(undefined)).status).toBe(401);
     expect((await request('wrong')).status).toBe(403);
   });
+
+  it('exits with a clear error, instead of hanging, when its port is taken', async () => {
+    const manifests = await copyExamples();
+    const dataDir = await tempDir();
+    const taken = createServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    cleanups.push(() => new Promise((resolve) => taken.close(() => resolve())));
+    const { port } = taken.address() as AddressInfo;
+    const child = spawn(
+      process.execPath,
+      [
+        MAIN,
+        'standalone',
+        '-f',
+        manifests,
+        '--insecure',
+        '--listen',
+        `127.0.0.1:${port}`,
+        '--data-dir',
+        dataDir,
+      ],
+      { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] },
+    );
+    let stderr = '';
+    child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
+    const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+    expect(code).toBe(1);
+    expect(stderr).toContain('EADDRINUSE');
+  });
 });

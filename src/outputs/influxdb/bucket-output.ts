@@ -30,7 +30,8 @@ export class BucketCreatingOutput implements Output {
       } catch (err) {
         if (!(err instanceof BucketError)) throw err;
         throw new OutputError(
-          err.code === 'UNSUPPORTED' ? 'NOT_FOUND' : err.code,
+          // Never REJECTED: that would skip the events, and the data is not what is wrong.
+          err.code === 'UNSUPPORTED' || err.code === 'REJECTED' ? 'REFUSED' : err.code,
           `cannot create bucket ${this.#destination.bucket}: ${err.message}`,
           { retryable: err.retryable, cause: err },
         );

@@ -9,7 +9,7 @@ import {
   retryDelay,
   runDelivery,
 } from '../../../src/outputs/delivery.ts';
-import { type Output, OutputError } from '../../../src/outputs/types.ts';
+import { errorForStatus, type Output, OutputError } from '../../../src/outputs/types.ts';
 
 interface Batch {
   readonly events: readonly AuditEvent[];
@@ -164,6 +164,20 @@ describe('delivery loop', () => {
     expect(log).toEqual(['failed REJECTED 3 #1', 'delivered 1']);
   });
 
+  it('survives a queue that fails to commit, and delivers the batch again', async () => {
+    const queue = new ListQueue(2);
+    const commit = queue.commit.bind(queue);
+    let failures = 1;
+    queue.commit = (batch) =>
+      failures-- > 0 ? Promise.reject(new Error('ENOSPC')) : commit(batch);
+    const output = new ScriptedOutput();
+    const { log, observer } = recorder();
+    await run(queue, output, observer).done;
+    expect(queue.committed).toBe(2);
+    expect(output.written).toEqual(['e0', 'e1', 'e0', 'e1']);
+    expect(log).toEqual(['delivered 2', 'failed IO_ERROR 0 #1', 'delivered 2']);
+  });
+
   it('treats an unexpected exception as a retryable I/O error', async () => {
     const queue = new ListQueue(1);
     const output = new ScriptedOutput();
@@ -235,5 +249,22 @@ describe('retry delays', () => {
 
   it('uses the permanent delay for errors a retry cannot fix', () => {
     expect(retryDelay(error(false), 1, DEFAULT_BACKOFF, () => 0.5)).toBe(60_000);
+  });
+});
+
+describe('HTTP status classification', () => {
+  it.each([
+    [400, 'REJECTED', false],
+    [422, 'REJECTED', false],
+    [302, 'REFUSED', false],
+    [413, 'REFUSED', false],
+    [405, 'REFUSED', false],
+    [401, 'UNAUTHORIZED', false],
+    [404, 'NOT_FOUND', false],
+    [408, 'TIMEOUT', true],
+    [429, 'THROTTLED', true],
+    [503, 'SERVER_ERROR', true],
+  ] as const)('classifies %i as %s (retryable: %s)', (status, code, retryable) => {
+    expect(errorForStatus(status, 'x')).toMatchObject({ code, retryable });
   });
 });
