@@ -487,10 +487,10 @@ const INTERVAL_MS = 20;
 const SETTLE_MS = 150;
 
 describe('watchPaths', () => {
-  const watches: { stop(): void }[] = [];
+  const watches: { stop(): Promise<void> }[] = [];
   const errors: unknown[] = [];
-  afterEach(() => {
-    for (const watch of watches.splice(0)) watch.stop();
+  afterEach(async () => {
+    for (const watch of watches.splice(0)) await watch.stop();
     errors.splice(0);
   });
 
@@ -596,7 +596,7 @@ describe('watchPaths', () => {
       },
     );
     await sleep(SETTLE_MS);
-    handle.stop();
+    await handle.stop();
     await sleep(INTERVAL_MS * 2);
     await replaceByRename(paths['a.yaml'] as string, `${LEGACY_SINK}# after stop\n`);
     await sleep(SETTLE_MS);
