@@ -258,8 +258,10 @@ export class SinkRegistry {
         if (count > 0) runtime.status.lastEventTime = now;
         continue;
       }
-      if (!(result.reason instanceof QueueFullError)) throw result.reason;
+      // On a sink's own endpoint any failure goes back to the sender (429 when full, else 500,
+      // both retried); on the fan-in endpoint it stays that sink's loss, counted as overflow.
       if (target.kind === 'sink') {
+        if (!(result.reason instanceof QueueFullError)) throw result.reason;
         return { ok: false, reason: 'full', retryAfterSeconds: result.reason.retryAfterSeconds };
       }
       runtime.status.dropped.overflow += count;

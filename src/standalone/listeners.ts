@@ -107,6 +107,9 @@ export class DedicatedListeners {
         ...(await this.#tls(sink)),
         tokens: this.#context.tokens,
         readiness: this.#context.readiness,
+        log: (level: 'info' | 'warn' | 'error', bindings: object, message: string) => {
+          this.#context.log[level]({ ...bindings, sink: sink.key }, message);
+        },
       }),
       ingest,
       this.#context.metrics,
