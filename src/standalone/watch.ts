@@ -24,7 +24,11 @@ export async function treeSignature(path: string): Promise<string> {
           return s?.isFile() === true ? `${file}:${s.size}:${s.mtimeMs}` : '';
         }),
     );
-    return parts.sort().join('\n');
+    // A file removed between listing and stat counts as gone, as it is a moment later.
+    return parts
+      .filter((p) => p !== '')
+      .sort()
+      .join('\n');
   } catch {
     return 'missing';
   }
