@@ -54,29 +54,14 @@ interface Running {
   readonly exited: Promise<number | null>;
 }
 
-async function startStandalone(manifests: string, dataDir: string, port: number): Promise<Running> {
-  const child = spawn(
-    process.execPath,
-    [
-      MAIN,
-      'standalone',
-      '-f',
-      manifests,
-      '--insecure',
-      '--listen',
-      `127.0.0.1:${port}`,
-      '--data-dir',
-      dataDir,
-      '--log-level',
-      'warn',
-      '--shutdown-grace-seconds',
-      '5',
-    ],
-    { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] },
-  );
+/** Starts `standalone` with `args`, collecting its stderr; it is killed after the test. */
+function spawnStandalone(args: readonly string[]): Omit<Running, 'url'> {
+  const child = spawn(process.execPath, [MAIN, 'standalone', ...args], {
+    cwd: ROOT,
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
   let stderr = '';
   child.stderr?.setEncoding('utf8').on('data', (c: string) => (stderr += c));
-  child.stdout?.resume();
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
   cleanups.push(async () => {
     if (child.exitCode === null && child.signalCode === null) {
@@ -84,6 +69,23 @@ async function startStandalone(manifests: string, dataDir: string, port: number)
       await exited;
     }
   });
+  return { child, stderr: () => stderr, exited };
+}
+
+async function startStandalone(manifests: string, dataDir: string, port: number): Promise<Running> {
+  const { child, stderr, exited } = spawnStandalone([
+    '-f',
+    manifests,
+    '--insecure',
+    '--listen',
+    `127.0.0.1:${port}`,
+    '--data-dir',
+    dataDir,
+    '--log-level',
+    'warn',
+    '--shutdown-grace-seconds',
+    '5',
+  ]);
   const url = `http://127.0.0.1:${port}`;
   const deadline = Date.now() + 15_000;
   for (;;) {
@@ -93,11 +95,11 @@ async function startStandalone(manifests: string, dataDir: string, port: number)
     );
     if (ready) break;
     if (child.exitCode !== null || Date.now() > deadline) {
-      throw new Error(`standalone did not become ready:\n${stderr}`);
+      throw new Error(`standalone did not become ready:\n${stderr()}`);
     }
     await new Promise((r) => setTimeout(r, 100));
   }
-  return { url, child, stderr: () => stderr, exited };
+  return { url, child, stderr, exited };
 }
 
 async function post(url: string, body: string): Promise<Response> {
@@ -321,33 +323,22 @@ ${indent(own.key)}
 `,
     );
     const port = await freePort();
-    const child = spawn(
-      process.execPath,
-      [
-        MAIN,
-        'standalone',
-        '-f',
-        manifests,
-        '--listen',
-        `127.0.0.1:${port}`,
-        '--tls-cert-file',
-        join(dir, 'shared.crt'),
-        '--tls-key-file',
-        join(dir, 'shared.key'),
-        '--token-file',
-        join(dir, 'tokens'),
-        '--data-dir',
-        join(dir, 'data'),
-        '--log-level',
-        'warn',
-      ],
-      { cwd: ROOT, stdio: 'ignore' },
-    );
-    const exited = new Promise((resolve) => child.on('exit', resolve));
-    cleanups.push(async () => {
-      child.kill('SIGKILL');
-      await exited;
-    });
+    spawnStandalone([
+      '-f',
+      manifests,
+      '--listen',
+      `127.0.0.1:${port}`,
+      '--tls-cert-file',
+      join(dir, 'shared.crt'),
+      '--tls-key-file',
+      join(dir, 'shared.key'),
+      '--token-file',
+      join(dir, 'tokens'),
+      '--data-dir',
+      join(dir, 'data'),
+      '--log-level',
+      'warn',
+    ]);
     const request = (token: string | undefined) =>
       new Promise<{ status: number; issuer: string }>((resolve, reject) => {
         const req = httpsRequest(
@@ -393,25 +384,17 @@ ${indent(own.key)}
     await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
     cleanups.push(() => new Promise((resolve) => taken.close(() => resolve())));
     const { port } = taken.address() as AddressInfo;
-    const child = spawn(
-      process.execPath,
-      [
-        MAIN,
-        'standalone',
-        '-f',
-        manifests,
-        '--insecure',
-        '--listen',
-        `127.0.0.1:${port}`,
-        '--data-dir',
-        dataDir,
-      ],
-      { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] },
-    );
-    let stderr = '';
-    child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
-    const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+    const launched = spawnStandalone([
+      '-f',
+      manifests,
+      '--insecure',
+      '--listen',
+      `127.0.0.1:${port}`,
+      '--data-dir',
+      dataDir,
+    ]);
+    const code = await launched.exited;
     expect(code).toBe(1);
-    expect(stderr).toContain('EADDRINUSE');
+    expect(launched.stderr()).toContain('EADDRINUSE');
   });
 });
