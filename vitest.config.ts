@@ -1,4 +1,4 @@
-import { defineConfig } from 'vitest/config';
+import { configDefaults, defineConfig } from 'vitest/config';
 
 export default defineConfig({
   test: {
@@ -20,11 +20,25 @@ export default defineConfig({
         test: {
           name: 'integration',
           include: ['test/integration/**/*.test.ts', 'test/e2e/**/*.test.ts'],
-          // Builds influxd once per machine before any test, so no test timeout pays for it.
+          exclude: [...configDefaults.exclude, 'test/e2e/controlplane/**'],
+          // Builds influxd and the control plane's binaries once per machine before any test, so
+          // no test timeout pays for it.
           globalSetup: ['test/harness/global-setup.ts'],
           // Real servers: starting one takes about a second, a loaded CI machine far longer.
           testTimeout: 60_000,
           hookTimeout: 60_000,
+        },
+      },
+      {
+        extends: true,
+        test: {
+          name: 'e2e',
+          include: ['test/e2e/controlplane/**/*.test.ts'],
+          globalSetup: ['test/harness/global-setup.ts'],
+          // A control plane starts in about 10 s on 2 idle cores; a dynamic AuditSink batches for
+          // up to 30 s; both take far longer while other test files run beside them.
+          testTimeout: 120_000,
+          hookTimeout: 180_000,
         },
       },
     ],

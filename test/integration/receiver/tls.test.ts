@@ -2,7 +2,6 @@
 // to it with node:https and node:tls clients, and runs the `openssl` command-line tool to issue the
 // CA, server and client certificates. The Ingest behind it is a small recording object.
 import { execFile } from 'node:child_process';
-import { randomBytes, X509Certificate } from 'node:crypto';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { request as httpsRequest } from 'node:https';
 import type { IncomingHttpHeaders } from 'node:http';
@@ -24,6 +23,7 @@ import {
   startReceiver,
   validateReceiverOptions,
 } from '../../../src/receiver/index.ts';
+import { type Issued, TestPki } from '../../harness/pki.ts';
 
 const run = promisify(execFile);
 
@@ -33,132 +33,6 @@ const BATCH_FILES = [
   { file: '00001.json', count: 13 },
   { file: '00002.json', count: 10 },
 ] as const;
-
-// Our own configuration, so that no distribution's openssl.cnf defaults change the certificates.
-const OPENSSL_CONF = `
-[req]
-distinguished_name = dn
-prompt = no
-[dn]
-CN = placeholder
-[ca]
-basicConstraints = critical,CA:TRUE
-keyUsage = critical,keyCertSign,cRLSign
-subjectKeyIdentifier = hash
-[server]
-basicConstraints = critical,CA:FALSE
-keyUsage = critical,digitalSignature
-extendedKeyUsage = serverAuth
-subjectAltName = IP:127.0.0.1
-authorityKeyIdentifier = keyid
-[client]
-basicConstraints = critical,CA:FALSE
-keyUsage = critical,digitalSignature
-extendedKeyUsage = clientAuth
-authorityKeyIdentifier = keyid
-`;
-
-interface Issued {
-  readonly certFile: string;
-  readonly keyFile: string;
-  readonly cert: Buffer;
-  readonly key: Buffer;
-  readonly fingerprint: string;
-}
-
-/** Issues certificates with the openssl command-line tool into one directory. */
-class TestPki {
-  readonly dir: string;
-  readonly #conf: string;
-
-  constructor(dir: string) {
-    this.dir = dir;
-    this.#conf = join(dir, 'openssl.cnf');
-  }
-
-  async init(): Promise<void> {
-    await writeFile(this.#conf, OPENSSL_CONF);
-  }
-
-  async ca(name: string): Promise<Issued> {
-    await this.#openssl([
-      'req',
-      '-x509',
-      '-new',
-      ...this.#newKey(name),
-      '-out',
-      `${name}.crt`,
-      '-days',
-      '2',
-      '-subj',
-      `/CN=${name}`,
-      '-extensions',
-      'ca',
-    ]);
-    return this.#read(name);
-  }
-
-  async leaf(name: string, ca: string, profile: 'server' | 'client'): Promise<Issued> {
-    await this.#openssl([
-      'req',
-      '-new',
-      ...this.#newKey(name),
-      '-out',
-      `${name}.csr`,
-      '-subj',
-      `/CN=${name}`,
-    ]);
-    await this.#openssl([
-      'x509',
-      '-req',
-      '-in',
-      `${name}.csr`,
-      '-CA',
-      `${ca}.crt`,
-      '-CAkey',
-      `${ca}.key`,
-      '-set_serial',
-      `0x${randomBytes(8).toString('hex')}`,
-      '-days',
-      '2',
-      '-out',
-      `${name}.crt`,
-      '-extfile',
-      this.#conf,
-      '-extensions',
-      profile,
-    ]);
-    return this.#read(name);
-  }
-
-  #newKey(name: string): string[] {
-    return [
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:prime256v1',
-      '-nodes',
-      '-keyout',
-      `${name}.key`,
-      '-config',
-      this.#conf,
-    ];
-  }
-
-  async #openssl(args: string[]): Promise<void> {
-    await run('openssl', args, {
-      cwd: this.dir,
-      env: { ...process.env, OPENSSL_CONF: this.#conf },
-    });
-  }
-
-  async #read(name: string): Promise<Issued> {
-    const certFile = join(this.dir, `${name}.crt`);
-    const keyFile = join(this.dir, `${name}.key`);
-    const [cert, key] = await Promise.all([readFile(certFile), readFile(keyFile)]);
-    return { certFile, keyFile, cert, key, fingerprint: new X509Certificate(cert).fingerprint256 };
-  }
-}
 
 /** Records what the receiver hands on and accepts all of it. */
 class RecordingIngest implements Ingest {
