@@ -3,9 +3,11 @@
  */
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
+import { registerApiserverConfigCommand } from './apiserver-config.ts';
 import { CliError } from './errors.ts';
 import { type CommandIO, registerPolicyCommands } from './policy.ts';
 import { registerReplayCommand } from './replay.ts';
+import { registerRunCommand } from './run.ts';
 import { registerStandaloneCommand } from './standalone.ts';
 
 /** Builds the command-line program around the given streams. */
@@ -20,6 +22,8 @@ export function buildProgram(io: CommandIO): Command {
     })
     .exitOverride();
   registerPolicyCommands(program, io);
+  registerRunCommand(program, io);
+  registerApiserverConfigCommand(program, io);
   registerStandaloneCommand(program, io);
   registerReplayCommand(program, io);
   for (const command of program.commands) command.exitOverride();

@@ -3,12 +3,11 @@
  * manifest files, with a progress bar on a terminal.
  */
 import type { Command } from 'commander';
-import { SettingsError, validateSettings } from '../config/settings.ts';
 import { type ReplayProgress, replayAuditLog } from '../standalone/replay.ts';
 import { createLogger } from '../telemetry/logger.ts';
 import { CliError } from './errors.ts';
 import type { CommandIO } from './policy.ts';
-import { settingsFromFlags } from './standalone.ts';
+import { settingsFromFlags, settingsOrUsageError } from './standalone.ts';
 
 /** Adds the `replay` command. */
 export function registerReplayCommand(program: Command, io: CommandIO): void {
@@ -32,13 +31,7 @@ export function registerReplayCommand(program: Command, io: CommandIO): void {
         allowSecretPayloads?: boolean;
         logLevel?: string;
       }) => {
-        let settings;
-        try {
-          settings = validateSettings(settingsFromFlags(flags), { receiver: false });
-        } catch (err) {
-          if (err instanceof SettingsError) throw new CliError(err.message, 2, { cause: err });
-          throw err;
-        }
+        const settings = settingsOrUsageError(settingsFromFlags(flags), { receiver: false });
         const bar = progressBar(io);
         const summary = await replayAuditLog(
           settings,

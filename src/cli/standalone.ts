@@ -2,9 +2,14 @@
  * `standalone -f <file|dir>`: the data path without a cluster, sinks from manifest files.
  */
 import { type Command, Option } from 'commander';
-import { SettingsError, type SettingsInput, validateSettings } from '../config/settings.ts';
+import {
+  type Settings,
+  SettingsError,
+  type SettingsInput,
+  validateSettings,
+} from '../config/settings.ts';
 import { startStandalone } from '../standalone/run.ts';
-import { createLogger } from '../telemetry/logger.ts';
+import { createLogger, type Logger } from '../telemetry/logger.ts';
 import { CliError } from './errors.ts';
 import type { CommandIO } from './policy.ts';
 
@@ -61,7 +66,7 @@ export function addReceiverOptions(command: Command): Command {
 }
 
 /** Commander's parsed receiver flags. */
-interface ReceiverFlags {
+export interface ReceiverFlags {
   listen?: string;
   insecure?: boolean | string;
   tlsCertFile?: string;
@@ -102,6 +107,19 @@ export function settingsFromFlags(flags: ReceiverFlags): SettingsInput {
   return input;
 }
 
+/** Validates settings once; invalid ones are a usage error (exit 2) naming every bad field. */
+export function settingsOrUsageError(
+  input: SettingsInput,
+  options?: { readonly receiver: boolean },
+): Settings {
+  try {
+    return validateSettings(input, options);
+  } catch (err) {
+    if (err instanceof SettingsError) throw new CliError(err.message, 2, { cause: err });
+    throw err;
+  }
+}
+
 /** Adds the `standalone` command. */
 export function registerStandaloneCommand(program: Command, io: CommandIO): void {
   addReceiverOptions(
@@ -112,30 +130,29 @@ export function registerStandaloneCommand(program: Command, io: CommandIO): void
       )
       .requiredOption('-f, --filename <file|dir>', 'manifests, reloaded when they change'),
   ).action(async (flags: ReceiverFlags & { filename: string }) => {
-    let settings;
-    try {
-      settings = validateSettings(settingsFromFlags(flags));
-    } catch (err) {
-      if (err instanceof SettingsError) throw new CliError(err.message, 2, { cause: err });
-      throw err;
-    }
+    const settings = settingsOrUsageError(settingsFromFlags(flags));
     const log = createLogger(settings.logLevel);
     const running = await startStandalone(settings, flags.filename, log).catch((err: unknown) => {
       throw new CliError(`cannot start: ${(err as Error).message}`, 1, { cause: err });
     });
     io.stderr.write(`receiving audit events at ${running.url}\n`);
-    await new Promise<void>((resolve) => {
-      const stop = (signal: NodeJS.Signals) => {
-        log.info({ signal }, 'shutting down');
-        process.off('SIGTERM', stop);
-        process.off('SIGINT', stop);
-        void running.shutdown().then(resolve, (err: unknown) => {
-          log.error({ err }, 'shutdown failed');
-          resolve();
-        });
-      };
-      process.on('SIGTERM', stop);
-      process.on('SIGINT', stop);
-    });
+    await untilSignal(() => running.shutdown(), log);
+  });
+}
+
+/** Resolves after SIGTERM or SIGINT, once `shutdown` has finished (or failed, which is logged). */
+export async function untilSignal(shutdown: () => Promise<void>, log: Logger): Promise<void> {
+  await new Promise<void>((resolve) => {
+    const stop = (signal: NodeJS.Signals) => {
+      log.info({ signal }, 'shutting down');
+      process.off('SIGTERM', stop);
+      process.off('SIGINT', stop);
+      void shutdown().then(resolve, (err: unknown) => {
+        log.error({ err }, 'shutdown failed');
+        resolve();
+      });
+    };
+    process.on('SIGTERM', stop);
+    process.on('SIGINT', stop);
   });
 }

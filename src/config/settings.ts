@@ -30,6 +30,25 @@ export interface Settings {
   /** Time to drain queues on SIGTERM before exiting. */
   readonly shutdownGraceSeconds: number;
   readonly logLevel: LogLevel;
+  /** `run`: a kubeconfig file; absent means the pod's service account (in cluster). */
+  readonly kubeconfig: string | undefined;
+  /**
+   * `run`: the receivers' base URL as the kube-apiserver reaches them (the Service's stable
+   * ClusterIP, say `https://10.96.0.50`); shown as each sink's `status.endpoint` and used for
+   * native AuditSinks. Absent: the shared listener's own URL.
+   */
+  readonly advertiseUrl: string | undefined;
+  /** `run`: how often the leader writes each resource's status, at most. */
+  readonly statusIntervalSeconds: number;
+  /** `run`: the Lease (in {@link namespace}) that elects the replica writing status. */
+  readonly leaseName: string;
+  /** `run`: register native AuditSinks when the apiserver serves auditregistration (`auto`). */
+  readonly nativeAuditSinks: 'auto' | 'off';
+  /**
+   * `run`: a file holding the secret key that signs native AuditSink endpoints, which carry no
+   * credentials of their own; native mode needs it.
+   */
+  readonly nativeKeyFile: string | undefined;
 }
 
 /** What the command line and environment supply; everything optional, strings as typed. */
@@ -49,6 +68,10 @@ export const SETTINGS_DEFAULTS = Object.freeze({
   /** 25 s: inside Kubernetes' default 30 s termination grace period, with room to exit. */
   shutdownGraceSeconds: 25,
   logLevel: 'info',
+  /** 5 s: fresh enough for `kubectl get`, a few writes per minute per resource at most. */
+  statusIntervalSeconds: 5,
+  leaseName: 'kube-audit-operator',
+  nativeAuditSinks: 'auto',
 });
 
 /** Settings that cannot be used; `problems` names every bad field. */
@@ -128,6 +151,10 @@ export function validateSettings(
       `logLevel: expected one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(logLevel)}`,
     );
   }
+  const nativeMode = str('nativeAuditSinks', SETTINGS_DEFAULTS.nativeAuditSinks);
+  if (nativeMode !== 'auto' && nativeMode !== 'off') {
+    problems.push(`nativeAuditSinks: expected auto or off, got ${JSON.stringify(nativeMode)}`);
+  }
   const settings: Settings = {
     listen,
     insecure: bool('insecure', SETTINGS_DEFAULTS.insecure),
@@ -147,7 +174,23 @@ export function validateSettings(
       3600,
     ),
     logLevel: logLevel as LogLevel,
+    kubeconfig: optionalStr('kubeconfig'),
+    advertiseUrl: optionalStr('advertiseUrl'),
+    statusIntervalSeconds: int(
+      'statusIntervalSeconds',
+      SETTINGS_DEFAULTS.statusIntervalSeconds,
+      1,
+      3600,
+    ),
+    leaseName: str('leaseName', SETTINGS_DEFAULTS.leaseName),
+    nativeAuditSinks: nativeMode === 'off' ? 'off' : 'auto',
+    nativeKeyFile: optionalStr('nativeKeyFile'),
   };
+  if (settings.advertiseUrl !== undefined && !isHttpUrl(settings.advertiseUrl)) {
+    problems.push(
+      `advertiseUrl: expected an http(s) URL without path, query or credentials, got ${JSON.stringify(settings.advertiseUrl)}`,
+    );
+  }
   const namespaceFields: [string, readonly string[]][] = [
     ['namespace', [namespace]],
     ['clusterWideNamespaces', settings.clusterWideNamespaces],
@@ -201,6 +244,22 @@ function checkReceiver(settings: Settings, problems: string[]): void {
     problems.push(
       'tokenFiles: Required value: receivers authenticate; give token files or a client CA',
     );
+  }
+}
+
+function isHttpUrl(text: string): boolean {
+  try {
+    const url = new URL(text);
+    return (
+      (url.protocol === 'https:' || url.protocol === 'http:') &&
+      url.username === '' &&
+      url.password === '' &&
+      (url.pathname === '/' || url.pathname === '') &&
+      url.search === '' &&
+      url.hash === ''
+    );
+  } catch {
+    return false;
   }
 }
 

@@ -63,6 +63,11 @@ export interface DeliverySignals {
   readonly stop: AbortSignal;
   /** Hard stop: return as soon as possible (end of the grace period); the queue keeps the rest. */
   readonly abort: AbortSignal;
+  /**
+   * The signal that cuts a retry wait short, asked for at each wait: e.g. fired when the token
+   * Secret changes, so that a fixed credential is used at once rather than at the next re-check.
+   */
+  readonly retryNow?: () => AbortSignal;
 }
 
 /**
@@ -124,7 +129,11 @@ export async function runDelivery<B extends { readonly events: readonly AuditEve
           await commit(batch);
           break;
         }
-        await sleep(retryDelay(error, attempt, options.backoff, random), abort);
+        const wake = signals.retryNow?.();
+        await sleep(
+          retryDelay(error, attempt, options.backoff, random),
+          wake === undefined ? abort : AbortSignal.any([abort, wake]),
+        );
         if (abort.aborted) return;
         continue;
       }

@@ -2,7 +2,7 @@
  * Authentication of audit webhook requests, as the apiserver's webhook kubeconfig can present it: a
  * bearer token, or a client certificate signed by the client CA.
  */
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 import type { Socket } from 'node:net';
 import { TLSSocket } from 'node:tls';
 
@@ -66,4 +66,17 @@ function tokenMatches(token: string, tokens: ReadonlySet<string>): boolean {
 
 function sha256(text: string): Buffer {
   return createHash('sha256').update(text, 'utf8').digest();
+}
+
+/**
+ * The signature in a native AuditSink endpoint's path: an HMAC of the sink key, so that each
+ * native endpoint admits posts for its own sink only, and knowing one reveals no other.
+ */
+export function nativeSignature(key: string, sinkKey: string): string {
+  return createHmac('sha256', key).update(sinkKey).digest('base64url');
+}
+
+/** Whether `signature` is the native signature of `sinkKey`, compared in constant time. */
+export function nativeSignatureMatches(key: string, sinkKey: string, signature: string): boolean {
+  return timingSafeEqual(sha256(nativeSignature(key, sinkKey)), sha256(signature));
 }

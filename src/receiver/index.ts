@@ -2,7 +2,12 @@
  * The audit webhook receiver: HTTPS endpoints for the apiserver's audit webhook, authentication,
  * body limits and backpressure. The only module that imports fastify.
  */
-export { type AuthResult, authenticate, type ClientCertificateState } from './auth.ts';
+export {
+  type AuthResult,
+  authenticate,
+  type ClientCertificateState,
+  nativeSignature,
+} from './auth.ts';
 export {
   CertificateError,
   type ErrorBody,

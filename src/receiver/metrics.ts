@@ -3,7 +3,15 @@ import { Counter, exponentialBuckets, Histogram, type Registry } from 'prom-clie
 
 /** Bounded label values naming the route a request matched. */
 export type EndpointLabel =
-  'events' | 'sinks' | 'pipelines' | 'healthz' | 'readyz' | 'metrics' | 'unmatched';
+  | 'events'
+  | 'sinks'
+  | 'pipelines'
+  | 'nativeSinks'
+  | 'nativePipelines'
+  | 'healthz'
+  | 'readyz'
+  | 'metrics'
+  | 'unmatched';
 
 /** The metrics one receiver records. */
 export interface ReceiverMetrics {

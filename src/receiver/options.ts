@@ -38,6 +38,11 @@ export interface ReceiverOptions {
   readonly certificateCheckIntervalMs: number;
   /** Where certificate reloads and failed ingests are reported. */
   readonly log?: ReceiverLogger;
+  /**
+   * The key that signs native AuditSink endpoints (`/audit/v1/native/<signature>/...`), which
+   * the apiserver calls without credentials; absent, those endpoints do not exist.
+   */
+  readonly nativeKey?: string;
 }
 
 /** What callers pass to {@link validateReceiverOptions}: the settings, defaults left out. */
@@ -74,6 +79,7 @@ const KNOWN_FIELDS = new Set<string>([
   'readiness',
   'certificateCheckIntervalMs',
   'log',
+  'nativeKey',
 ]);
 const TLS_FIELDS = new Set<string>(['certFile', 'keyFile', 'clientCAFile']);
 const PARSE_LIMIT_FIELDS = new Set<string>(['maxEvents', 'maxDepth']);
@@ -157,6 +163,12 @@ export function validateReceiverOptions(input: unknown): ReceiverOptions {
   if (log !== undefined && typeof log !== 'function')
     add('log', `expected a function, got ${describe(log)}`);
 
+  const nativeKey = input.nativeKey;
+  // 16 characters: a guessable key would make every native endpoint guessable.
+  if (nativeKey !== undefined && (typeof nativeKey !== 'string' || nativeKey.length < 16)) {
+    add('nativeKey', 'expected a secret of at least 16 characters');
+  }
+
   if (problems.length > 0) throw new ReceiverOptionsError(problems);
 
   // Every check above passed, so the values have the types the narrowing could not carry over.
@@ -171,6 +183,7 @@ export function validateReceiverOptions(input: unknown): ReceiverOptions {
     readiness: readiness as () => boolean,
     certificateCheckIntervalMs: interval as number,
     ...(log === undefined ? {} : { log: log as ReceiverLogger }),
+    ...(nativeKey === undefined ? {} : { nativeKey: nativeKey as string }),
   };
   return Object.freeze(options);
 }

@@ -13,7 +13,7 @@ import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
 import { AuditParseError, parseAuditPayload } from '../audit/parse.ts';
 import { sinkKey } from '../sinks/types.ts';
-import { authenticate, clientCertificateState } from './auth.ts';
+import { authenticate, clientCertificateState, nativeSignatureMatches } from './auth.ts';
 import { type ErrorBody, ReceiverError } from './errors.ts';
 import { type EndpointLabel, receiverMetrics } from './metrics.ts';
 import { type ReceiverOptions, validateReceiverOptions } from './options.ts';
@@ -25,17 +25,25 @@ export const RECEIVER_ROUTES = Object.freeze({
   events: '/audit/v1/events',
   sinks: '/audit/v1/sinks/:name',
   pipelines: '/audit/v1/pipelines/:namespace/:name',
+  nativeSinks: '/audit/v1/native/:signature/sinks/:name',
+  nativePipelines: '/audit/v1/native/:signature/pipelines/:namespace/:name',
   healthz: '/healthz',
   readyz: '/readyz',
   metrics: '/metrics',
 });
 
-type AuditEndpoint = 'events' | 'sinks' | 'pipelines';
+type AuditEndpoint = 'events' | 'sinks' | 'pipelines' | 'nativeSinks' | 'nativePipelines';
 
 const ENDPOINT_BY_ROUTE = new Map<string, EndpointLabel>(
   Object.entries(RECEIVER_ROUTES).map(([label, url]) => [url, label as EndpointLabel]),
 );
-const AUDIT_ENDPOINTS = new Set<EndpointLabel>(['events', 'sinks', 'pipelines']);
+const AUDIT_ENDPOINTS = new Set<EndpointLabel>([
+  'events',
+  'sinks',
+  'pipelines',
+  'nativeSinks',
+  'nativePipelines',
+]);
 
 // The apiserver abandons a webhook request after 30 s (the `?timeout=30s` it appends), so a request
 // still open after twice that is stuck or hostile (slowloris) and only holds memory.
@@ -146,7 +154,17 @@ export function createReceiverApp(
     target: IngestTarget | undefined,
   ): ReceiverError | undefined => {
     if (closing) return shuttingDown();
-    if (!options.insecure) {
+    const signature = request.params.signature;
+    if (signature !== undefined) {
+      // Native AuditSinks post without credentials: the signed path is the credential.
+      if (
+        options.nativeKey === undefined ||
+        target?.kind !== 'sink' ||
+        !nativeSignatureMatches(options.nativeKey, target.key, signature)
+      ) {
+        return new ReceiverError('SINK_NOT_FOUND');
+      }
+    } else if (!options.insecure) {
       const auth = authenticate(
         request.headers.authorization,
         clientCertificateState(request.raw.socket),
@@ -218,6 +236,17 @@ export function createReceiverApp(
       : undefined,
   );
   receive('pipelines', ({ namespace, name }) =>
+    isNameSegment(namespace) && isNameSegment(name)
+      ? { kind: 'sink', key: sinkKey({ kind: 'AuditPipeline', namespace, name }) }
+      : undefined,
+  );
+
+  receive('nativeSinks', ({ name }) =>
+    isNameSegment(name)
+      ? { kind: 'sink', key: sinkKey({ kind: 'AuditSink', namespace: '', name }) }
+      : undefined,
+  );
+  receive('nativePipelines', ({ namespace, name }) =>
     isNameSegment(namespace) && isNameSegment(name)
       ? { kind: 'sink', key: sinkKey({ kind: 'AuditPipeline', namespace, name }) }
       : undefined,

@@ -16,7 +16,7 @@ import {
 import type { SinkRegistry } from '../sinks/registry.ts';
 import type { Sink } from '../sinks/types.ts';
 import type { Logger } from '../telemetry/logger.ts';
-import type { SecretStore } from './resources.ts';
+import type { SecretStore } from './secrets.ts';
 
 interface Listener {
   readonly signature: string;

@@ -57,6 +57,8 @@ interface RuntimeCore {
   sink: Sink;
   readonly queue: SinkQueue;
   readonly status: SinkStatus;
+  /** Fired (and replaced) by {@link SinkRegistry.retryNow}: ends the delivery loops' waits. */
+  retry: AbortController;
 }
 
 interface Runtime extends RuntimeCore {
@@ -96,6 +98,18 @@ export class SinkRegistry {
     return this.#runtimes.get(key)?.status.snapshot();
   }
 
+  /**
+   * Ends every retry wait of a sink's delivery loops, e.g. once its token Secret changed: a
+   * destination refused for a credential is tried again at once.
+   */
+  retryNow(key: string): void {
+    const runtime = this.#runtimes.get(key);
+    if (runtime === undefined) return;
+    const fired = runtime.retry;
+    runtime.retry = new AbortController();
+    fired.abort();
+  }
+
   /** Events queued but not yet delivered, per sink key. */
   queueDepths(): Map<string, number> {
     return new Map([...this.#runtimes].map(([key, r]) => [key, r.queue.stats().events]));
@@ -125,7 +139,12 @@ export class SinkRegistry {
 
   async #start(sink: Sink): Promise<void> {
     const queue = await this.#options.factory.openQueue(sink);
-    const core: RuntimeCore = { sink, queue, status: new SinkStatus(this.#options.now) };
+    const core: RuntimeCore = {
+      sink,
+      queue,
+      status: new SinkStatus(this.#options.now),
+      retry: new AbortController(),
+    };
     const runtime: Runtime = Object.assign(core, { delivery: await this.#startDelivery(core) });
     this.#runtimes.set(sink.key, runtime);
   }
@@ -181,7 +200,7 @@ export class SinkRegistry {
             idleWaitMs: this.#options.idleWaitMs ?? 1_000,
             backoff: this.#options.backoff ?? DEFAULT_BACKOFF,
           },
-          { stop: stop.signal, abort: abort.signal },
+          { stop: stop.signal, abort: abort.signal, retryNow: () => runtime.retry.signal },
         );
       }),
     ).then(() => undefined);
@@ -231,7 +250,7 @@ export class SinkRegistry {
       routeEvent(event, sinks, this.#options.routing).forEach((outcome, i) => {
         const status = (runtimes[i] as Runtime).status;
         status.received++;
-        if (outcome.decision?.captureInsufficient === true) status.captureInsufficient++;
+        if (outcome.decision?.captureInsufficient === true) status.noteCaptureInsufficient();
         if (outcome.kept) (kept[i] as AuditEvent[]).push(outcome.event);
         else {
           status.dropped[outcome.reason]++;

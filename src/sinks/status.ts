@@ -28,6 +28,8 @@ export interface SinkStatusSnapshot {
   readonly failed: number;
   /** Events whose sink policy asked for more than the apiserver captured. */
   readonly captureInsufficient: number;
+  /** When the last of them arrived. */
+  readonly lastCaptureInsufficient?: Date;
   readonly lastEventTime: Date | undefined;
   readonly destinations: Readonly<Partial<Record<OutputKind, DestinationState>>>;
 }
@@ -44,6 +46,7 @@ export class SinkStatus {
   written = 0;
   failed = 0;
   captureInsufficient = 0;
+  lastCaptureInsufficient: Date | undefined;
   lastEventTime: Date | undefined;
   readonly #destinations: Partial<Record<OutputKind, DestinationState>> = {};
   readonly #now: () => Date;
@@ -65,6 +68,12 @@ export class SinkStatus {
     this.#destinations[kind] = { ready, reason, message, since };
   }
 
+  /** Counts an event captured at a lower level than the sink's policy asks for. */
+  noteCaptureInsufficient(): void {
+    this.captureInsufficient++;
+    this.lastCaptureInsufficient = this.#now();
+  }
+
   /** A copy safe to hand to other modules. */
   snapshot(): SinkStatusSnapshot {
     return {
@@ -73,6 +82,9 @@ export class SinkStatus {
       written: this.written,
       failed: this.failed,
       captureInsufficient: this.captureInsufficient,
+      ...(this.lastCaptureInsufficient === undefined
+        ? {}
+        : { lastCaptureInsufficient: this.lastCaptureInsufficient }),
       lastEventTime: this.lastEventTime,
       destinations: { ...this.#destinations },
     };

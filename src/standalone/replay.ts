@@ -13,7 +13,7 @@ import type { Settings } from '../config/settings.ts';
 import type { SinkStatusSnapshot } from '../sinks/status.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import { loadResources } from './resources.ts';
-import { createRegistry } from './run.ts';
+import { createRegistry } from '../runtime/dataplane.ts';
 
 /** How far a replay has got. */
 export interface ReplayProgress {
@@ -54,7 +54,10 @@ export async function replayAuditLog(
   );
   for (const problem of loaded.problems) log.error({ problem }, 'manifest rejected');
   for (const warning of loaded.warnings) log.warn({ warning }, 'manifest accepted with a warning');
-  const registry = createRegistry(settings, () => loaded.secrets, new Registry(), false);
+  const registry = createRegistry(settings, () => loaded.secrets, new Registry(), {
+    durable: false,
+    embeddedDestination: true,
+  });
   await registry.apply(loaded.sinks);
 
   const stream = createReadStream(eventsPath, { encoding: 'utf8' });

@@ -10,8 +10,7 @@ import { isRecord } from '../audit/types.ts';
 import { type SinkSettings, sinkFromResource, SinkSpecError } from '../sinks/spec.ts';
 import type { Sink } from '../sinks/types.ts';
 
-/** A Secret's data, decoded, keyed by `<namespace>/<name>`. */
-export type SecretStore = ReadonlyMap<string, Readonly<Record<string, string>>>;
+import type { SecretStore } from '../runtime/secrets.ts';
 
 /** What a set of manifest files declares. */
 export interface LoadedResources {

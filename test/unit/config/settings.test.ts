@@ -43,6 +43,9 @@ describe('settings defaults', () => {
       allowSecretPayloads: false,
       shutdownGraceSeconds: 25,
       logLevel: 'info',
+      statusIntervalSeconds: 5,
+      leaseName: 'kube-audit-operator',
+      nativeAuditSinks: 'auto',
     });
     expect(Object.isFrozen(SETTINGS_DEFAULTS)).toBe(true);
   });
@@ -62,6 +65,12 @@ describe('settings defaults', () => {
       allowSecretPayloads: false,
       shutdownGraceSeconds: 25,
       logLevel: 'info',
+      kubeconfig: undefined,
+      advertiseUrl: undefined,
+      statusIntervalSeconds: 5,
+      leaseName: 'kube-audit-operator',
+      nativeAuditSinks: 'auto',
+      nativeKeyFile: undefined,
     } satisfies Settings);
   });
 

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { loadResources } from '../../../src/standalone/resources.ts';
-import { treeSignature, watchPaths } from '../../../src/standalone/watch.ts';
+import { treeSignature, watchPaths } from '../../../src/runtime/watch.ts';
 import type { SinkSettings } from '../../../src/sinks/spec.ts';
 
 /** Standalone mode: no cluster-wide namespaces; a sink without destination gets a local file. */

@@ -1,0 +1,187 @@
+/**
+ * `apiserver-config`: what the kube-apiserver needs to send audit events to the operator's fan-in
+ * endpoint: the webhook kubeconfig (`--audit-webhook-config-file`) and a superset of every
+ * current sink's policy (`--audit-policy-file`), so that each sink gets at least what it asks for.
+ */
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Command } from 'commander';
+import { stringify } from 'yaml';
+import { KubeApi, loadKubeConfig } from '../operator/kube.ts';
+import { supersetPolicy } from '../policy/index.ts';
+import type { Policy } from '../policy/types.ts';
+import { RECEIVER_ROUTES } from '../receiver/index.ts';
+import { sinkFromResource, SinkSpecError } from '../sinks/spec.ts';
+import type { Sink } from '../sinks/types.ts';
+import { loadResources } from '../standalone/resources.ts';
+import { CliError } from './errors.ts';
+import type { CommandIO } from './policy.ts';
+
+interface ApiserverConfigFlags {
+  server: string;
+  caFile?: string;
+  tokenFile?: string;
+  clientCertFile?: string;
+  clientKeyFile?: string;
+  filename?: string;
+  kubeconfig?: string;
+  namespace: string;
+  outputDir?: string;
+}
+
+/** File names written by `--output-dir`. */
+export const APISERVER_CONFIG_FILES = Object.freeze({
+  webhook: 'audit-webhook.kubeconfig',
+  policy: 'audit-policy.yaml',
+});
+
+/** Adds the `apiserver-config` command. */
+export function registerApiserverConfigCommand(program: Command, io: CommandIO): void {
+  program
+    .command('apiserver-config')
+    .description(
+      'print the audit webhook kubeconfig and the superset audit policy of the current sinks, for --audit-webhook-config-file and --audit-policy-file',
+    )
+    .requiredOption(
+      '--server <url>',
+      "the operator's receivers as the apiserver reaches them, e.g. https://10.96.0.50 (the Service's ClusterIP)",
+    )
+    .option('--ca-file <file>', "CA that signed the receivers' serving certificate (PEM)")
+    .option(
+      '--token-file <file>',
+      'bearer token the apiserver presents (one of the accepted tokens)',
+    )
+    .option('--client-cert-file <file>', 'client certificate the apiserver presents (mTLS)')
+    .option('--client-key-file <file>', 'key of --client-cert-file')
+    .option('-f, --filename <file|dir>', 'read sinks from manifests instead of the cluster')
+    .option('--kubeconfig <file>', 'read sinks from this cluster (default: in-cluster)')
+    .option('--namespace <ns>', "the operator's namespace", 'kube-audit')
+    .option(
+      '-o, --output-dir <dir>',
+      `write ${APISERVER_CONFIG_FILES.webhook} and ${APISERVER_CONFIG_FILES.policy} here`,
+    )
+    .action(async (flags: ApiserverConfigFlags) => {
+      const kubeconfig = await webhookKubeconfig(flags);
+      const sinks = await currentSinks(flags, io);
+      const policy = policyDocument(supersetPolicy(sinks.map((s) => s.policy)));
+      const webhookText = stringify(kubeconfig);
+      const policyText = `# Superset of the policies of: ${sinks.map((s) => s.key).join(', ') || '(no sinks)'}\n${stringify(policy)}`;
+      if (flags.outputDir === undefined) {
+        io.stdout.write(
+          `# ${APISERVER_CONFIG_FILES.webhook}\n${webhookText}---\n# ${APISERVER_CONFIG_FILES.policy}\n${policyText}`,
+        );
+        return;
+      }
+      await mkdir(flags.outputDir, { recursive: true });
+      const webhookPath = join(flags.outputDir, APISERVER_CONFIG_FILES.webhook);
+      const policyPath = join(flags.outputDir, APISERVER_CONFIG_FILES.policy);
+      // The kubeconfig may hold a token: readable by its owner only.
+      await writeFile(webhookPath, webhookText, { mode: 0o600 });
+      await writeFile(policyPath, policyText);
+      io.stdout.write(
+        `wrote ${webhookPath} and ${policyPath}; start the kube-apiserver with\n` +
+          `  --audit-webhook-config-file=${webhookPath}\n  --audit-policy-file=${policyPath}\n`,
+      );
+    });
+}
+
+async function webhookKubeconfig(flags: ApiserverConfigFlags): Promise<object> {
+  let server: URL;
+  try {
+    server = new URL(flags.server);
+  } catch {
+    throw new CliError(`--server: expected a URL, got ${JSON.stringify(flags.server)}`, 2);
+  }
+  if (
+    (server.protocol !== 'https:' && server.protocol !== 'http:') ||
+    (server.pathname !== '/' && server.pathname !== '') ||
+    server.search !== '' ||
+    server.username !== ''
+  ) {
+    throw new CliError(
+      `--server: expected the receivers' base URL (https://host[:port], no path), got ${JSON.stringify(flags.server)}`,
+      2,
+    );
+  }
+  if ((flags.clientCertFile === undefined) !== (flags.clientKeyFile === undefined)) {
+    throw new CliError('--client-cert-file and --client-key-file go together', 2);
+  }
+  if (flags.tokenFile === undefined && flags.clientCertFile === undefined) {
+    throw new CliError(
+      'the receivers authenticate: give --token-file or --client-cert-file and --client-key-file',
+      2,
+    );
+  }
+  const read = async (file: string, what: string) => {
+    try {
+      return await readFile(file);
+    } catch (err) {
+      throw new CliError(`${what}: cannot read ${file}: ${(err as Error).message}`, 1, {
+        cause: err,
+      });
+    }
+  };
+  const b64 = (data: Buffer) => data.toString('base64');
+  const user: Record<string, string> = {};
+  if (flags.tokenFile !== undefined) {
+    user.token =
+      (await read(flags.tokenFile, '--token-file')).toString('utf8').split('\n')[0]?.trim() ?? '';
+    if (user.token === '') throw new CliError(`--token-file: ${flags.tokenFile} holds no token`, 1);
+  }
+  if (flags.clientCertFile !== undefined && flags.clientKeyFile !== undefined) {
+    user['client-certificate-data'] = b64(await read(flags.clientCertFile, '--client-cert-file'));
+    user['client-key-data'] = b64(await read(flags.clientKeyFile, '--client-key-file'));
+  }
+  const cluster: Record<string, string> = {
+    server: `${server.origin}${RECEIVER_ROUTES.events}`,
+  };
+  if (flags.caFile !== undefined) {
+    cluster['certificate-authority-data'] = b64(await read(flags.caFile, '--ca-file'));
+  }
+  return {
+    apiVersion: 'v1',
+    kind: 'Config',
+    clusters: [{ name: 'kube-audit-operator', cluster }],
+    users: [{ name: 'kube-apiserver', user }],
+    contexts: [
+      { name: 'default', context: { cluster: 'kube-audit-operator', user: 'kube-apiserver' } },
+    ],
+    'current-context': 'default',
+  };
+}
+
+async function currentSinks(flags: ApiserverConfigFlags, io: CommandIO): Promise<Sink[]> {
+  const settings = { clusterWideNamespaces: [flags.namespace], requireDestination: false };
+  if (flags.filename !== undefined) {
+    const loaded = await loadResources(flags.filename, settings, flags.namespace);
+    for (const problem of loaded.problems) io.stderr.write(`warning: skipped: ${problem}\n`);
+    return loaded.sinks;
+  }
+  let api: KubeApi;
+  try {
+    api = new KubeApi(loadKubeConfig(flags.kubeconfig));
+  } catch (err) {
+    throw new CliError(`cannot read the cluster: ${(err as Error).message}`, 1, { cause: err });
+  }
+  const sinks: Sink[] = [];
+  for (const kind of ['AuditSink', 'AuditPipeline'] as const) {
+    const objects = await api.listSinkResources(kind).catch((err: unknown) => {
+      throw new CliError(`cannot list ${kind} resources: ${(err as Error).message}`, 1, {
+        cause: err,
+      });
+    });
+    for (const obj of objects) {
+      try {
+        sinks.push(sinkFromResource(obj, settings));
+      } catch (err) {
+        if (!(err instanceof SinkSpecError)) throw err;
+        io.stderr.write(`warning: skipped: ${err.message}\n`);
+      }
+    }
+  }
+  return sinks;
+}
+
+function policyDocument(policy: Policy): object {
+  return { apiVersion: 'audit.k8s.io/v1', kind: 'Policy', ...policy };
+}

@@ -1,0 +1,115 @@
+/**
+ * `run`: the operator, in a cluster (service account) or against a cluster with `--kubeconfig`.
+ */
+import { type Command, Option } from 'commander';
+import type { SettingsInput } from '../config/settings.ts';
+import { startOperator } from '../operator/run.ts';
+import { createLogger } from '../telemetry/logger.ts';
+import { CliError } from './errors.ts';
+import type { CommandIO } from './policy.ts';
+import {
+  addReceiverOptions,
+  type ReceiverFlags,
+  settingsFromFlags,
+  settingsOrUsageError,
+  untilSignal,
+} from './standalone.ts';
+
+/** The flags only `run` has. */
+interface OperatorFlags extends ReceiverFlags {
+  kubeconfig?: string;
+  advertiseUrl?: string;
+  statusIntervalSeconds?: string;
+  leaseName?: string;
+  nativeAuditSinks?: string;
+  nativeKeyFile?: string;
+}
+
+/** Adds the `run` command. */
+export function registerRunCommand(program: Command, io: CommandIO): void {
+  const env = (flag: string, name: string, description: string) =>
+    new Option(flag, description).env(name);
+  addReceiverOptions(
+    program
+      .command('run')
+      .description('run the operator: AuditSink and AuditPipeline resources of a cluster')
+      .addOption(
+        env(
+          '--kubeconfig <file>',
+          'KUBECONFIG',
+          'kubeconfig file (default: in-cluster service account)',
+        ),
+      )
+      .addOption(
+        env(
+          '--advertise-url <url>',
+          'KUBE_AUDIT_ADVERTISE_URL',
+          "receivers' base URL as the apiserver reaches them (status endpoint, native AuditSinks)",
+        ),
+      )
+      .addOption(
+        env(
+          '--status-interval-seconds <n>',
+          'KUBE_AUDIT_STATUS_INTERVAL_SECONDS',
+          'how often status is written, at most (default 5)',
+        ),
+      )
+      .addOption(
+        env(
+          '--lease-name <name>',
+          'KUBE_AUDIT_LEASE_NAME',
+          'leader election Lease (default kube-audit-operator)',
+        ),
+      )
+      .addOption(
+        env(
+          '--native-audit-sinks <mode>',
+          'KUBE_AUDIT_NATIVE_AUDIT_SINKS',
+          'auto: register native AuditSinks where auditregistration is served; off',
+        ),
+      )
+      .addOption(
+        env(
+          '--native-key-file <file>',
+          'KUBE_AUDIT_NATIVE_KEY_FILE',
+          'secret key signing native AuditSink endpoints',
+        ),
+      ),
+  ).action(async (flags: OperatorFlags) => {
+    const settings = settingsOrUsageError(operatorSettingsFromFlags(flags));
+    const log = createLogger(settings.logLevel);
+    // Until the operator is ready nothing has been acknowledged (readiness is off, the receiver
+    // answers 503), so a signal during start-up, e.g. while the apiserver is unreachable, may end
+    // the process at once.
+    const early = (signal: NodeJS.Signals) => {
+      log.info({ signal }, 'stopped before ready');
+      process.exit(0);
+    };
+    process.once('SIGTERM', early);
+    process.once('SIGINT', early);
+    const running = await startOperator(settings, log)
+      .catch((err: unknown) => {
+        throw new CliError(`cannot start: ${(err as Error).message}`, 1, { cause: err });
+      })
+      .finally(() => {
+        process.off('SIGTERM', early);
+        process.off('SIGINT', early);
+      });
+    io.stderr.write(`operator receiving audit events at ${running.url}\n`);
+    await untilSignal(() => running.shutdown(), log);
+  });
+}
+
+function operatorSettingsFromFlags(flags: OperatorFlags): SettingsInput {
+  const input = settingsFromFlags(flags);
+  const set = (key: keyof SettingsInput, value: unknown) => {
+    if (value !== undefined) input[key] = value;
+  };
+  set('kubeconfig', flags.kubeconfig);
+  set('advertiseUrl', flags.advertiseUrl);
+  set('statusIntervalSeconds', flags.statusIntervalSeconds);
+  set('leaseName', flags.leaseName);
+  set('nativeAuditSinks', flags.nativeAuditSinks);
+  set('nativeKeyFile', flags.nativeKeyFile);
+  return input;
+}

@@ -1,0 +1,153 @@
+/**
+ * Publishes status (SPEC 2.4) and Events: only while this replica leads, at most once per
+ * interval per resource, and only when something changed. A condition that turns False becomes a
+ * Warning Event on the resource; recovery becomes a Normal one.
+ */
+import type { SinkRegistry } from '../sinks/registry.ts';
+import { sinkKey } from '../sinks/types.ts';
+import type { Logger } from '../telemetry/logger.ts';
+import type { ResourceState, SinkController } from './controller.ts';
+import { GROUP, type KubeApi, statusOf, VERSION } from './kube.ts';
+import { buildStatus, changedConditions, type Condition } from './status.ts';
+
+/** The reporting component of our Events. */
+export const EVENT_COMPONENT = 'kube-audit-operator';
+
+/** What the publisher needs. */
+export interface PublisherOptions {
+  readonly api: KubeApi;
+  readonly controller: SinkController;
+  readonly registry: SinkRegistry;
+  readonly log: Logger;
+  readonly intervalMs: number;
+  readonly leading: () => boolean;
+  readonly now?: () => Date;
+}
+
+/** Writes status and Events for every resource the controller knows. */
+export class StatusPublisher {
+  readonly #options: PublisherOptions;
+  // What this replica last wrote, per resource key: unchanged status is not written again.
+  readonly #written = new Map<string, { json: string; conditions: readonly Condition[] }>();
+  #timer: NodeJS.Timeout | undefined;
+  #running: Promise<void> = Promise.resolve();
+
+  constructor(options: PublisherOptions) {
+    this.#options = options;
+  }
+
+  /** Publishes once per interval until stopped. */
+  start(): void {
+    this.#timer = setInterval(() => {
+      void this.publish();
+    }, this.#options.intervalMs);
+    this.#timer.unref();
+  }
+
+  /** Stops the interval and waits for a publish in progress. */
+  async stop(): Promise<void> {
+    clearInterval(this.#timer);
+    await this.#running;
+  }
+
+  /** Forgets what was written, so a new leader writes everything once. */
+  reset(): void {
+    this.#written.clear();
+  }
+
+  /** Publishes every resource's status now (if leading); one pass at a time. */
+  publish(): Promise<void> {
+    this.#running = this.#running.then(() => this.#publishAll());
+    return this.#running;
+  }
+
+  async #publishAll(): Promise<void> {
+    if (!this.#options.leading()) return;
+    const states = this.#options.controller.states();
+    const live = new Set<string>();
+    for (const state of states) {
+      const key = keyOf(state);
+      live.add(key);
+      try {
+        await this.#publishOne(key, state);
+      } catch (err) {
+        // Deleted meanwhile: the next pass no longer sees it.
+        if (statusOf(err) !== 404) this.#options.log.warn({ err, key }, 'status not written');
+      }
+    }
+    for (const key of this.#written.keys()) if (!live.has(key)) this.#written.delete(key);
+  }
+
+  async #publishOne(key: string, state: ResourceState): Promise<void> {
+    const { controller, registry } = this.#options;
+    const sink = state.sink;
+    const previous = this.#written.get(key)?.conditions ?? conditionsOf(state.object.status);
+    const status = buildStatus(
+      {
+        generation: state.generation,
+        specProblems: state.problems,
+        missingSecrets: sink === undefined ? [] : controller.missingSecrets(sink),
+        endpoint: sink === undefined ? undefined : controller.endpoint(sink),
+        receiverProblem:
+          sink?.receiver?.port !== undefined && controller.endpoint(sink) === undefined
+            ? `the dedicated listener on port ${sink.receiver.port} is not running (see the operator log)`
+            : undefined,
+        snapshot: sink === undefined ? undefined : registry.status(sink.key),
+      },
+      previous,
+      this.#options.now?.() ?? new Date(),
+    );
+    const json = JSON.stringify(status);
+    if (this.#written.get(key)?.json === json) return;
+    const name = state.object.metadata?.name ?? '';
+    const namespace = state.object.metadata?.namespace ?? '';
+    await this.#options.api.patchStatus(state.kind, namespace, name, status);
+    this.#written.set(key, { json, conditions: status.conditions });
+    await this.#recordEvents(state, previous, status.conditions);
+  }
+
+  async #recordEvents(
+    state: ResourceState,
+    before: readonly Condition[],
+    after: readonly Condition[],
+  ): Promise<void> {
+    const metadata = state.object.metadata ?? {};
+    const involved = {
+      apiVersion: `${GROUP}/${VERSION}`,
+      kind: state.kind,
+      name: metadata.name ?? '',
+      namespace: state.kind === 'AuditSink' ? '' : (metadata.namespace ?? ''),
+      uid: metadata.uid ?? '',
+    };
+    const now = this.#options.now?.() ?? new Date();
+    for (const c of changedConditions(before, after)) {
+      const wasFalse = before.find((b) => b.type === c.type)?.status === 'False';
+      let event: { type: 'Normal' | 'Warning'; reason: string; message: string } | undefined;
+      if (c.status === 'False') {
+        event = { type: 'Warning', reason: c.reason, message: `${c.type}: ${c.message}` };
+      } else if (c.type === 'Ready' && c.status === 'True' && wasFalse) {
+        event = { type: 'Normal', reason: 'Ready', message: 'receiving and delivering again' };
+      }
+      if (event === undefined) continue;
+      try {
+        await this.#options.api.createEvent({ involved, ...event }, EVENT_COMPONENT, now);
+      } catch (err) {
+        this.#options.log.warn({ err, reason: event.reason }, 'Event not recorded');
+      }
+    }
+  }
+}
+
+function keyOf(state: ResourceState): string {
+  const metadata = state.object.metadata ?? {};
+  return sinkKey({
+    kind: state.kind,
+    namespace: state.kind === 'AuditSink' ? '' : (metadata.namespace ?? ''),
+    name: metadata.name ?? '',
+  });
+}
+
+function conditionsOf(status: unknown): readonly Condition[] {
+  const conditions = (status as { conditions?: unknown } | undefined)?.conditions;
+  return Array.isArray(conditions) ? (conditions as Condition[]) : [];
+}

@@ -1,0 +1,243 @@
+/**
+ * The data plane that `standalone` and `run` share: the sink registry with its queues and outputs,
+ * the shared receiver, the dedicated listeners and the receiver's bearer tokens. What differs
+ * between the two modes is only where sinks and Secrets come from (files or the cluster).
+ */
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Registry } from 'prom-client';
+import type { Settings } from '../config/settings.ts';
+import { LineProtocolFileOutput, lineProtocolPath } from '../outputs/file/file-output.ts';
+import { BucketCreatingOutput, InfluxOutput } from '../outputs/influxdb/index.ts';
+import type { Output } from '../outputs/types.ts';
+import { WebhookOutput } from '../outputs/webhook/webhook-output.ts';
+import { type Receiver, startReceiver, validateReceiverOptions } from '../receiver/index.ts';
+import { SinkRegistry } from '../sinks/registry.ts';
+import { INFLUX_DEFAULTS } from '../sinks/spec.ts';
+import { type Sink, TAG_NAMES } from '../sinks/types.ts';
+import { openQueue } from '../spool/index.ts';
+import type { Logger } from '../telemetry/logger.ts';
+import { SinkMetrics } from '../telemetry/metrics.ts';
+import { DedicatedListeners } from './listeners.ts';
+import { secretNamespace, type SecretStore } from './secrets.ts';
+import { watchPaths } from './watch.ts';
+
+/** How often token files are checked for changes (mounted Secrets are replaced, not written). */
+const TOKEN_RELOAD_INTERVAL_MS = 1_000;
+
+/** How the data plane is fed. */
+export interface DataPlaneOptions {
+  readonly settings: Settings;
+  /** The current Secrets, by `namespace/name`. */
+  readonly secrets: () => SecretStore;
+  readonly log: Logger;
+  /**
+   * Whether a sink without a destination writes the embedded line-protocol file (standalone) or
+   * cannot exist (the operator requires a destination).
+   */
+  readonly embeddedDestination: boolean;
+  /** The key signing native AuditSink endpoints of the shared listener (operator only). */
+  readonly nativeKey?: string;
+}
+
+/** A running data plane. */
+export interface DataPlane {
+  /** The shared listener's base URL. */
+  readonly url: string;
+  readonly registry: SinkRegistry;
+  readonly metrics: Registry;
+  /** Makes `sinks` the configured set, in the registry and the dedicated listeners. */
+  apply(sinks: readonly Sink[]): Promise<void>;
+  /** The dedicated listener URL of each sink that has one, by sink key. */
+  dedicatedUrls(): Map<string, string>;
+  /** Turns readiness on or off (`/readyz` answers 503 while off). */
+  setReady(ready: boolean): void;
+  /** Readiness off, stop receiving, drain queues within the grace period, release everything. */
+  shutdown(): Promise<void>;
+}
+
+/**
+ * Starts the registry with `initial` sinks, then the listeners. Readiness stays off until
+ * {@link DataPlane.setReady}.
+ */
+export async function startDataPlane(
+  options: DataPlaneOptions,
+  initial: readonly Sink[],
+): Promise<DataPlane> {
+  const { settings, log } = options;
+  let ready = false;
+  const metrics = new Registry();
+  const registry = createRegistry(settings, options.secrets, metrics, {
+    durable: true,
+    embeddedDestination: options.embeddedDestination,
+  });
+  const tokens = new TokenFiles(settings.tokenFiles);
+  await tokens.reload();
+  const listeners = new DedicatedListeners({
+    settings,
+    registry,
+    metrics,
+    tokens: () => tokens.current,
+    readiness: () => ready,
+    secrets: options.secrets,
+    log,
+  });
+  const apply = async (sinks: readonly Sink[]) => {
+    await registry.apply(sinks);
+    await listeners.apply(sinks);
+  };
+  let receiver: Receiver;
+  try {
+    await apply(initial);
+    receiver = await startReceiver(
+      validateReceiverOptions({
+        host: settings.listen.host,
+        port: settings.listen.port,
+        insecure: settings.insecure,
+        ...(settings.tlsCertFile === undefined || settings.tlsKeyFile === undefined
+          ? {}
+          : {
+              tls: {
+                certFile: settings.tlsCertFile,
+                keyFile: settings.tlsKeyFile,
+                ...(settings.clientCAFile === undefined
+                  ? {}
+                  : { clientCAFile: settings.clientCAFile }),
+              },
+            }),
+        tokens: () => tokens.current,
+        readiness: () => ready,
+        log: (level: 'info' | 'warn' | 'error', bindings: object, message: string) => {
+          log[level](bindings, message);
+        },
+        ...(options.nativeKey === undefined ? {} : { nativeKey: options.nativeKey }),
+      }),
+      registry,
+      metrics,
+    );
+  } catch (err) {
+    // Sinks and listeners already run: stop them, or the process would never exit.
+    await listeners.close();
+    await registry.close(0);
+    throw err;
+  }
+  const tokenWatch = watchPaths(
+    () => settings.tokenFiles,
+    TOKEN_RELOAD_INTERVAL_MS,
+    async () => {
+      await tokens.reload();
+      log.info({ files: settings.tokenFiles.length }, 'receiver tokens reloaded');
+    },
+    (err) => log.error({ err }, 'token files could not be reloaded; keeping the current tokens'),
+  );
+
+  return {
+    url: receiver.url,
+    registry,
+    metrics,
+    apply,
+    dedicatedUrls: () => listeners.urls(),
+    setReady(value) {
+      ready = value;
+    },
+    async shutdown() {
+      ready = false;
+      await tokenWatch.stop();
+      await Promise.all([receiver.close(), listeners.close()]);
+      await registry.close(settings.shutdownGraceSeconds * 1000);
+    },
+  };
+}
+
+/** How {@link createRegistry} builds queues and outputs. */
+export interface RegistryMode {
+  /** Spool under the data directory (true) or keep queues in memory (`replay`). */
+  readonly durable: boolean;
+  /** A sink without a destination writes the embedded line-protocol file. */
+  readonly embeddedDestination: boolean;
+}
+
+/**
+ * The sink registry: queues spooled under the data directory (or in memory), outputs from each
+ * sink's destinations, or the line-protocol file when it names none.
+ */
+export function createRegistry(
+  settings: Settings,
+  secrets: () => SecretStore,
+  metrics: Registry,
+  mode: RegistryMode,
+): SinkRegistry {
+  const registry: SinkRegistry = new SinkRegistry({
+    routing: { allowSecretPayloads: settings.allowSecretPayloads },
+    factory: {
+      openQueue: (sink) =>
+        openQueue({
+          ...(mode.durable ? { dir: spoolDir(settings.dataDir, sink) } : {}),
+          maxBytes: settings.spoolMaxBytes,
+        }),
+      createOutputs: (sink) =>
+        Promise.resolve(outputsFor(sink, settings, secrets, mode.embeddedDestination)),
+    },
+    observer: new SinkMetrics(metrics, () => registry.queueDepths()),
+  });
+  return registry;
+}
+
+/** Each sink's spool: `<dataDir>/spool/sinks/<name>` or `<dataDir>/spool/pipelines/<ns>/<name>`. */
+export function spoolDir(dataDir: string, sink: Sink): string {
+  return sink.ref.kind === 'AuditSink'
+    ? join(dataDir, 'spool', 'sinks', sink.ref.name)
+    : join(dataDir, 'spool', 'pipelines', sink.ref.namespace, sink.ref.name);
+}
+
+function outputsFor(
+  sink: Sink,
+  settings: Settings,
+  secrets: () => SecretStore,
+  embeddedDestination: boolean,
+): Output[] {
+  const outputs: Output[] = [];
+  const influx = sink.influxdb;
+  if (influx !== undefined) {
+    const namespace = secretNamespace(sink.ref, settings.namespace);
+    const ref = influx.tokenSecretRef;
+    const token = () =>
+      ref === undefined ? undefined : secrets().get(`${namespace}/${ref.name}`)?.[ref.key];
+    const output = new InfluxOutput(influx, sink.label, token);
+    outputs.push(influx.createBucket ? new BucketCreatingOutput(output, influx, token) : output);
+  }
+  if (sink.webhook !== undefined) outputs.push(new WebhookOutput(sink.webhook));
+  if (outputs.length === 0 && embeddedDestination) {
+    // The embedded default destination, so standalone mode works without an InfluxDB.
+    outputs.push(
+      new LineProtocolFileOutput(lineProtocolPath(settings.dataDir, sink.ref), {
+        measurement: INFLUX_DEFAULTS.measurement,
+        tags: TAG_NAMES,
+        staticTags: {},
+        sink: sink.label,
+      }),
+    );
+  }
+  return outputs;
+}
+
+/** Bearer tokens from files, one per line; blank lines and `#` comments ignored. */
+class TokenFiles {
+  current: ReadonlySet<string> = new Set();
+  readonly #files: readonly string[];
+
+  constructor(files: readonly string[]) {
+    this.#files = files;
+  }
+
+  async reload(): Promise<void> {
+    const tokens = new Set<string>();
+    for (const file of this.#files) {
+      for (const line of (await readFile(file, 'utf8')).split('\n')) {
+        const token = line.trim();
+        if (token !== '' && !token.startsWith('#')) tokens.add(token);
+      }
+    }
+    this.current = tokens;
+  }
+}
