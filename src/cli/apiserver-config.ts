@@ -5,7 +5,7 @@
  */
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Command } from 'commander';
+import { type Command, Option } from 'commander';
 import { stringify } from 'yaml';
 import { KubeApi, loadKubeConfig } from '../operator/kube.ts';
 import { supersetPolicy } from '../policy/index.ts';
@@ -54,7 +54,11 @@ export function registerApiserverConfigCommand(program: Command, io: CommandIO):
     .option('--client-cert-file <file>', 'client certificate the apiserver presents (mTLS)')
     .option('--client-key-file <file>', 'key of --client-cert-file')
     .option('-f, --filename <file|dir>', 'read sinks from manifests instead of the cluster')
-    .option('--kubeconfig <file>', 'read sinks from this cluster (default: in-cluster)')
+    .addOption(
+      new Option('--kubeconfig <file>', 'read sinks from this cluster (default: in-cluster)').env(
+        'KUBECONFIG',
+      ),
+    )
     .option('--namespace <ns>', "the operator's namespace", 'kube-audit')
     .option(
       '-o, --output-dir <dir>',
@@ -124,8 +128,13 @@ async function webhookKubeconfig(flags: ApiserverConfigFlags): Promise<object> {
   const b64 = (data: Buffer) => data.toString('base64');
   const user: Record<string, string> = {};
   if (flags.tokenFile !== undefined) {
+    // The format of the receivers' --token-file: the first token, skipping blanks and comments.
     user.token =
-      (await read(flags.tokenFile, '--token-file')).toString('utf8').split('\n')[0]?.trim() ?? '';
+      (await read(flags.tokenFile, '--token-file'))
+        .toString('utf8')
+        .split('\n')
+        .map((line) => line.trim())
+        .find((line) => line !== '' && !line.startsWith('#')) ?? '';
     if (user.token === '') throw new CliError(`--token-file: ${flags.tokenFile} holds no token`, 1);
   }
   if (flags.clientCertFile !== undefined && flags.clientKeyFile !== undefined) {

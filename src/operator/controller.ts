@@ -11,7 +11,7 @@ import { type SinkSettings, sinkFromResource, SinkSpecError } from '../sinks/spe
 import { type Sink, type SinkKind, type SinkRef, sinkKey } from '../sinks/types.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import { type ChangeType, Informer } from './informer.ts';
-import type { KubeApi, KubeObject, SecretObject } from './kube.ts';
+import { type KubeApi, type KubeObject, SECRET_OPT_IN_LABEL, type SecretObject } from './kube.ts';
 import { DONE, type ReconcileResult, TerminalError, WorkQueue } from './workqueue.ts';
 
 /** What the controller needs. */
@@ -58,13 +58,17 @@ export class SinkController {
   readonly #states = new Map<string, ResourceState>();
   readonly #secretWatches = new Map<string, SecretWatch>();
   readonly #secrets = new Map<string, Readonly<Record<string, string>>>();
+  #applying: Promise<void> = Promise.resolve();
 
   constructor(options: ControllerOptions) {
     this.#options = options;
     const { log } = options;
     this.#queue = new WorkQueue({
       reconcile: (key) => this.#reconcile(key),
+      // A few keys at once: a reconcile mostly waits (Secret lists, spool opening), and applies
+      // are serialised anyway.
       concurrency: 4,
+      // 500 ms doubling: a failed apply (disk, a Secret's first list) is retried soon, not hot.
       baseDelayMs: 500,
       onError: (key, err, retryInMs) => {
         if (retryInMs === undefined) log.warn({ key, err }, 'resource not applied');
@@ -100,7 +104,7 @@ export class SinkController {
   missingSecrets(sink: Sink): string[] {
     return referencedSecrets(sink, this.#options.namespace).flatMap(({ id, keys }) => {
       const data = this.#secrets.get(id);
-      if (data === undefined) return [`Secret ${id}`];
+      if (data === undefined) return [`Secret ${id} labelled ${SECRET_OPT_IN_LABEL}=true`];
       return keys.filter((k) => data[k] === undefined).map((k) => `key ${k} of Secret ${id}`);
     });
   }
@@ -132,7 +136,13 @@ export class SinkController {
     const key = objectKey(kind, obj);
     // A status write changes resourceVersion, not generation: nothing to reconcile.
     const known = this.#states.get(key);
-    if (type === 'update' && known !== undefined && known.generation === generationOf(obj)) {
+    // The same object (uid: a delete and re-create missed in a watch gap arrives as an update).
+    if (
+      type === 'update' &&
+      known !== undefined &&
+      known.generation === generationOf(obj) &&
+      known.object.metadata?.uid === obj.metadata?.uid
+    ) {
       this.#states.set(key, { ...known, object: obj });
       return;
     }
@@ -159,9 +169,10 @@ export class SinkController {
       if (!(err instanceof SinkSpecError)) throw err;
       problems = err.problems;
     }
-    // An invalid change keeps the last valid sink running: audit events keep flowing, and the
-    // status says which generation is in effect.
-    const running = sink ?? previous?.sink;
+    // An invalid change keeps the last valid sink of the same object running: audit events keep
+    // flowing, and the status says which generation is in effect.
+    const sameObject = previous?.object.metadata?.uid === obj.metadata?.uid;
+    const running = sink ?? (sameObject ? previous?.sink : undefined);
     this.#states.set(key, { kind, object: obj, generation, problems, sink: running });
     if (sink !== undefined) await this.#watchSecrets(key, sink);
     await this.#applySinks();
@@ -172,10 +183,18 @@ export class SinkController {
     return DONE;
   }
 
-  async #applySinks(): Promise<void> {
-    const sinks = [...this.#states.values()].flatMap((s) => (s.sink === undefined ? [] : [s.sink]));
-    await this.#options.plane.apply(sinks);
-    this.#options.onSinksChanged?.(sinks);
+  // One apply at a time, each of the state as it is when its turn comes: concurrent reconciles
+  // must not apply an older set after a newer one (listeners and native sinks included).
+  #applySinks(): Promise<void> {
+    const next = this.#applying.then(async () => {
+      const sinks = [...this.#states.values()].flatMap((s) =>
+        s.sink === undefined ? [] : [s.sink],
+      );
+      await this.#options.plane.apply(sinks);
+      this.#options.onSinksChanged?.(sinks);
+    });
+    this.#applying = next.catch(() => undefined);
+    return next;
   }
 
   // Starts watching the Secrets a sink references (and stops those it no longer does), and waits

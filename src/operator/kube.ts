@@ -26,6 +26,12 @@ export const NATIVE_VERSION = 'v1alpha1';
 
 const LEASES = { group: 'coordination.k8s.io', version: 'v1', plural: 'leases' } as const;
 
+/**
+ * The label a Secret must carry (value `true`) before a sink may use it. Without it, whoever may
+ * create an AuditPipeline could have any Secret of the namespace sent to a URL of their choice.
+ */
+export const SECRET_OPT_IN_LABEL = 'kube-audit.dev/usable-by-sinks';
+
 /** The resource (plural) of each kind. */
 export const PLURALS: Readonly<Record<SinkKind, string>> = {
   AuditSink: 'auditsinks',
@@ -65,28 +71,46 @@ export interface EventRecord {
  */
 export class KubeApiError extends Error {
   override readonly name = 'KubeApiError';
-  /** The HTTP status. */
-  readonly code: number;
-  /** The Status reason, e.g. `NotFound`, `Conflict`, `Forbidden`. */
+  readonly code = 'KUBE_API';
+  /** The HTTP status; 0 when no answer came in time. */
+  readonly status: number;
+  /** The Status reason, e.g. `NotFound`, `Conflict`, `Forbidden`, or `Timeout`. */
   readonly reason: string | undefined;
 
-  constructor(code: number, message: string, reason: string | undefined) {
-    super(message);
-    this.code = code;
+  constructor(status: number, message: string, reason: string | undefined, options?: ErrorOptions) {
+    super(message, options);
+    this.status = status;
     this.reason = reason;
   }
 }
 
 /** The HTTP status of a failed API call, or undefined for transport errors. */
 export function statusOf(err: unknown): number | undefined {
-  if (err instanceof KubeApiError || err instanceof ApiException) return err.code;
+  if (err instanceof KubeApiError) return err.status === 0 ? undefined : err.status;
+  if (err instanceof ApiException) return err.code;
   return undefined;
 }
 
-/** Rethrows client-node's ApiException as a {@link KubeApiError}. */
+/**
+ * How long one API call may take. client-go bounds every leader-election call with its renew
+ * deadline; 10 s also keeps a stuck call from holding up shutdown or a status pass for long.
+ */
+export const API_CALL_TIMEOUT_MS = 10_000;
+
+/**
+ * Runs an API call with a deadline, and rethrows client-node's ApiException as a
+ * {@link KubeApiError}. A call past its deadline is abandoned, not cancelled.
+ */
 async function call<T>(what: string, request: () => Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      reject(new KubeApiError(0, `${what}: no answer within ${API_CALL_TIMEOUT_MS} ms`, 'Timeout'));
+    }, API_CALL_TIMEOUT_MS);
+    timer.unref();
+  });
   try {
-    return await request();
+    return await Promise.race([request(), deadline]);
   } catch (err) {
     if (!(err instanceof ApiException)) throw err;
     const status = parseStatus(err.body);
@@ -95,6 +119,8 @@ async function call<T>(what: string, request: () => Promise<T>): Promise<T> {
       `${what}: ${status?.message ?? `HTTP ${err.code}`}`,
       status?.reason,
     );
+  } finally {
+    clearTimeout(timer);
   }
 }
 
@@ -187,15 +213,22 @@ export class KubeApi {
     return list.items;
   }
 
-  /** A list-then-watch of one Secret (by field selector): only referenced Secrets are read. */
+  /**
+   * A list-then-watch of one Secret, by name, and only if it carries {@link SECRET_OPT_IN_LABEL}:
+   * only referenced Secrets are read, and only those their owners made available to sinks.
+   */
   secretWatch(namespace: string, name: string): ListWatch<SecretObject> {
     const fieldSelector = `metadata.name=${name}`;
+    const labelSelector = `${SECRET_OPT_IN_LABEL}=true`;
     return new ListWatch<SecretObject>(
       `/api/v1/namespaces/${namespace}/secrets`,
       this.#watch,
-      () => this.#core.listNamespacedSecret({ namespace, fieldSelector }),
+      () =>
+        call(`list Secret ${namespace}/${name}`, () =>
+          this.#core.listNamespacedSecret({ namespace, fieldSelector, labelSelector }),
+        ),
       false,
-      undefined,
+      labelSelector,
       fieldSelector,
     );
   }

@@ -20,14 +20,21 @@ export const NATIVE_MANAGED_BY = Object.freeze({
 /** The annotation naming the sink a native AuditSink belongs to. */
 export const NATIVE_SINK_ANNOTATION = 'kube-audit.dev/sink';
 
+/** A minute: a renewed serving certificate reaches the apiserver well before the old one expires. */
+const NATIVE_RESYNC_MS = 60_000;
+/** After a failed sync (apiserver busy, a conflict): soon, but not in a hot loop. */
+const NATIVE_RETRY_MS = 2_000;
+
 /** What native mode needs. */
 export interface NativeSinksOptions {
   readonly api: KubeApi;
   /** The receivers' base URL as the apiserver reaches it. */
   readonly endpointBase: string;
   readonly key: string;
-  /** PEM the apiserver verifies the receiver with; absent means the system roots. */
-  readonly caBundle: string | undefined;
+  /** PEM the apiserver verifies the receiver with (read at every sync); none: the system roots. */
+  readonly caBundle: () => Promise<string | undefined>;
+  /** How often the native sinks are checked even without a change (a renewed certificate). */
+  readonly resyncMs?: number;
   readonly log: Logger;
   readonly leading: () => boolean;
 }
@@ -99,9 +106,14 @@ export class NativeSinks {
   #again = false;
   #busy = false;
   #stopped = false;
+  readonly #timer: NodeJS.Timeout;
 
   constructor(options: NativeSinksOptions) {
     this.#options = options;
+    this.#timer = setInterval(() => {
+      this.sync(this.#wanted);
+    }, options.resyncMs ?? NATIVE_RESYNC_MS);
+    this.#timer.unref();
   }
 
   /** Records the current sinks and syncs (one sync at a time; the latest set wins). */
@@ -112,33 +124,35 @@ export class NativeSinks {
       return;
     }
     this.#busy = true;
-    this.#syncing = this.#loop().finally(() => {
-      this.#busy = false;
-    });
+    this.#syncing = this.#loop();
   }
 
   /** Waits for a sync in progress; native sinks stay, as the endpoints stay on other replicas. */
   async stop(): Promise<void> {
     this.#stopped = true;
+    clearInterval(this.#timer);
     await this.#syncing;
   }
 
   async #loop(): Promise<void> {
     do {
       this.#again = false;
-      if (this.#stopped || !this.#options.leading()) return;
+      if (this.#stopped || !this.#options.leading()) break;
       try {
         await this.#syncOnce(this.#wanted);
       } catch (err) {
         this.#options.log.error({ err }, 'native AuditSinks not synced; retrying');
-        await new Promise((resolve) => setTimeout(resolve, 2_000).unref());
+        await new Promise((resolve) => setTimeout(resolve, NATIVE_RETRY_MS).unref());
         this.#again = true;
       }
     } while (this.#again);
+    // In the same turn as the last check of #again: a sync() from now on starts a new loop.
+    this.#busy = false;
   }
 
   async #syncOnce(sinks: readonly Sink[]): Promise<void> {
-    const { api, endpointBase, key, caBundle, log } = this.#options;
+    const { api, endpointBase, key, log } = this.#options;
+    const caBundle = await this.#options.caBundle();
     const selector = Object.entries(NATIVE_MANAGED_BY)
       .map(([k, v]) => `${k}=${v}`)
       .join(',');
@@ -153,9 +167,7 @@ export class NativeSinks {
     );
     for (const [name, body] of wanted) {
       const current = existing.get(name);
-      if (current !== undefined && JSON.stringify(current.spec) === JSON.stringify(body.spec)) {
-        continue;
-      }
+      if (current !== undefined && sameNativeSpec(current, body)) continue;
       await api.applyNativeSink(body, current);
       log.info(
         { nativeSink: name, sink: body.metadata?.annotations?.[NATIVE_SINK_ANNOTATION] },
@@ -168,4 +180,27 @@ export class NativeSinks {
       log.info({ nativeSink: name }, 'native AuditSink removed');
     }
   }
+}
+
+// What the operator sets, compared field by field: the apiserver returns the spec with its own
+// key order and defaults.
+function sameNativeSpec(current: KubeObject, wanted: KubeObject): boolean {
+  const pick = (o: KubeObject) => {
+    const spec = (o.spec ?? {}) as {
+      policy?: { level?: string; stages?: string[] };
+      webhook?: {
+        throttle?: { qps?: number; burst?: number };
+        clientConfig?: { url?: string; caBundle?: string };
+      };
+    };
+    return JSON.stringify([
+      spec.policy?.level,
+      spec.policy?.stages,
+      spec.webhook?.throttle?.qps,
+      spec.webhook?.throttle?.burst,
+      spec.webhook?.clientConfig?.url,
+      spec.webhook?.clientConfig?.caBundle,
+    ]);
+  };
+  return pick(current) === pick(wanted);
 }

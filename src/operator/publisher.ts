@@ -31,6 +31,7 @@ export class StatusPublisher {
   readonly #written = new Map<string, { json: string; conditions: readonly Condition[] }>();
   #timer: NodeJS.Timeout | undefined;
   #running: Promise<void> = Promise.resolve();
+  #stopped = false;
 
   constructor(options: PublisherOptions) {
     this.#options = options;
@@ -44,10 +45,10 @@ export class StatusPublisher {
     this.#timer.unref();
   }
 
-  /** Stops the interval and waits for a publish in progress. */
-  async stop(): Promise<void> {
+  /** Stops publishing; only {@link flush} still writes. */
+  stop(): void {
+    this.#stopped = true;
     clearInterval(this.#timer);
-    await this.#running;
   }
 
   /** Forgets what was written, so a new leader writes everything once. */
@@ -55,9 +56,20 @@ export class StatusPublisher {
     this.#written.clear();
   }
 
-  /** Publishes every resource's status now (if leading); one pass at a time. */
+  /** Publishes every resource's status now (if leading and not stopped); one pass at a time. */
   publish(): Promise<void> {
-    this.#running = this.#running.then(() => this.#publishAll());
+    if (this.#stopped) return this.#running;
+    return this.flush();
+  }
+
+  /** One last pass, after the queues drained: the final counters. Never rejects. */
+  flush(): Promise<void> {
+    // A failed pass is logged and does not end the chain: the next pass runs regardless.
+    this.#running = this.#running
+      .then(() => this.#publishAll())
+      .catch((err: unknown) => {
+        this.#options.log.warn({ err }, 'status pass failed');
+      });
     return this.#running;
   }
 
@@ -86,6 +98,7 @@ export class StatusPublisher {
       {
         generation: state.generation,
         specProblems: state.problems,
+        runningGeneration: state.problems.length > 0 ? sink?.generation : undefined,
         missingSecrets: sink === undefined ? [] : controller.missingSecrets(sink),
         endpoint: sink === undefined ? undefined : controller.endpoint(sink),
         receiverProblem:

@@ -35,19 +35,8 @@ export async function startOperator(settings: Settings, log: Logger): Promise<Op
     clusterWideNamespaces: settings.clusterWideNamespaces,
     requireDestination: true,
   };
-  const nativeKey =
-    settings.nativeKeyFile === undefined
-      ? undefined
-      : (await readFile(settings.nativeKeyFile, 'utf8')).trim();
-  const nativeServed =
-    settings.nativeAuditSinks === 'auto' ? await api.servesNativeAuditSinks() : false;
-  if (nativeServed && nativeKey === undefined) {
-    log.warn(
-      {},
-      'the apiserver serves auditregistration.k8s.io/v1alpha1, but no native key file is set: native AuditSinks are not registered',
-    );
-  }
-  const native = nativeServed && nativeKey !== undefined;
+  const nativeKey = await readNativeKey(settings.nativeKeyFile);
+  const native = await nativeModeWanted(api, settings, nativeKey !== undefined, log);
 
   let secrets: () => SecretStore = () => new Map();
   const plane = await startDataPlane(
@@ -56,27 +45,29 @@ export async function startOperator(settings: Settings, log: Logger): Promise<Op
       secrets: () => secrets(),
       log,
       embeddedDestination: false,
-      ...(nativeKey === undefined ? {} : { nativeKey }),
+      // Signed endpoints exist only where native AuditSinks use them: nowhere else does a
+      // path alone admit events.
+      ...(native && nativeKey !== undefined ? { nativeKey } : {}),
     },
     [],
   );
   const endpointBase = settings.advertiseUrl?.replace(/\/$/, '') ?? plane.url;
   // Set by the elector below; read by everything that only the leader does.
   let leading = false;
-  const nativeSinks =
-    native && nativeKey !== undefined
-      ? new NativeSinks({
-          api,
-          endpointBase,
-          key: nativeKey,
-          caBundle:
-            settings.tlsCertFile === undefined
-              ? undefined
-              : await readFile(settings.tlsCertFile, 'utf8'),
-          log,
-          leading: () => leading,
-        })
-      : undefined;
+  const nativeSinks = native
+    ? new NativeSinks({
+        api,
+        endpointBase,
+        key: nativeKey as string,
+        // Read at every sync: a renewed serving certificate reaches the native sinks.
+        caBundle: async () =>
+          settings.tlsCertFile === undefined
+            ? undefined
+            : await readFile(settings.tlsCertFile, 'utf8'),
+        log,
+        leading: () => leading,
+      })
+    : undefined;
   const controller = new SinkController({
     api,
     plane,
@@ -131,14 +122,58 @@ export async function startOperator(settings: Settings, log: Logger): Promise<Op
     native,
     async shutdown() {
       plane.setReady(false);
+      // Acknowledged events first: stop watching and drain the queues within the grace period;
+      // only then the final status, and the Lease last, each API call bounded by its deadline.
       await controller.stop();
-      // The final counters, then another replica may lead.
-      await publisher.publish();
-      await publisher.stop();
+      await plane.shutdown();
+      publisher.stop();
+      await publisher.flush();
       await nativeSinks?.stop();
       await elector.stop();
-      await plane.shutdown();
       log.info({}, 'stopped');
     },
   };
+}
+
+async function readNativeKey(file: string | undefined): Promise<string | undefined> {
+  if (file === undefined) return undefined;
+  try {
+    return (await readFile(file, 'utf8')).trim();
+  } catch (err) {
+    throw new Error(`--native-key-file ${file}: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+// Native AuditSinks only where the apiserver serves them and can reach the operator by a URL
+// that is not the listener's own bind address.
+async function nativeModeWanted(
+  api: KubeApi,
+  settings: Settings,
+  haveKey: boolean,
+  log: Logger,
+): Promise<boolean> {
+  if (settings.nativeAuditSinks === 'off') return false;
+  let served: boolean;
+  try {
+    served = await api.servesNativeAuditSinks();
+  } catch (err) {
+    log.warn({ err }, 'discovery failed: native AuditSinks are not registered');
+    return false;
+  }
+  if (!served) return false;
+  if (!haveKey) {
+    log.warn(
+      {},
+      'the apiserver serves auditregistration.k8s.io/v1alpha1, but --native-key-file is not set: native AuditSinks are not registered',
+    );
+    return false;
+  }
+  if (settings.advertiseUrl === undefined) {
+    log.warn(
+      {},
+      'the apiserver serves auditregistration.k8s.io/v1alpha1, but --advertise-url is not set: native AuditSinks are not registered',
+    );
+    return false;
+  }
+  return true;
 }

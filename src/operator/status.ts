@@ -44,6 +44,11 @@ export interface SinkObservation {
   readonly generation: number;
   /** Every problem of an invalid spec; empty when the spec became a sink. */
   readonly specProblems: readonly string[];
+  /**
+   * With an invalid spec: the generation whose sink still runs (the last valid one), if any.
+   * Receiver and destination conditions then describe that sink.
+   */
+  readonly runningGeneration?: number | undefined;
   /** Secrets (or keys) the sink references that do not exist, as `namespace/name[key]`. */
   readonly missingSecrets: readonly string[];
   /** The sink's endpoint URL when it is being served. */
@@ -96,12 +101,20 @@ export function buildStatus(
 }
 
 function conditionVerdicts(o: SinkObservation): Record<ConditionType, Verdict> {
-  const policy: Verdict =
-    o.specProblems.length === 0
-      ? { status: 'True', reason: 'Valid', message: 'the spec is valid' }
-      : { status: 'False', reason: 'InvalidSpec', message: o.specProblems.join('; ') };
+  const invalid = o.specProblems.length > 0;
+  // An invalid change with an earlier valid generation still running: that one is served.
+  const stillRunning = invalid && o.runningGeneration !== undefined;
+  const policy: Verdict = !invalid
+    ? { status: 'True', reason: 'Valid', message: 'the spec is valid' }
+    : {
+        status: 'False',
+        reason: 'InvalidSpec',
+        message:
+          o.specProblems.join('; ') +
+          (stillRunning ? `; generation ${o.runningGeneration} keeps running` : ''),
+      };
   const receiver: Verdict =
-    o.specProblems.length > 0
+    invalid && !stillRunning
       ? { status: 'False', reason: 'InvalidSpec', message: 'not served: the spec is invalid' }
       : o.receiverProblem !== undefined
         ? { status: 'False', reason: 'ListenerFailed', message: o.receiverProblem }
@@ -159,7 +172,7 @@ function captureVerdict(o: SinkObservation, previous: readonly Condition[], now:
 }
 
 function destinationVerdict(o: SinkObservation): Verdict {
-  if (o.specProblems.length > 0) {
+  if (o.specProblems.length > 0 && o.runningGeneration === undefined) {
     return { status: 'Unknown', reason: 'InvalidSpec', message: 'the spec is invalid' };
   }
   if (o.missingSecrets.length > 0) {

@@ -83,8 +83,12 @@ export async function startDataPlane(
     log,
   });
   const apply = async (sinks: readonly Sink[]) => {
-    await registry.apply(sinks);
-    await listeners.apply(sinks);
+    try {
+      await registry.apply(sinks);
+    } finally {
+      // Listeners for every sink that runs, even when another could not start.
+      await listeners.apply(sinks.filter((s) => registry.hasSink(s.key)));
+    }
   };
   let receiver: Receiver;
   try {

@@ -127,14 +127,24 @@ export class SinkRegistry {
 
   async #apply(sinks: readonly Sink[]): Promise<void> {
     const wanted = new Map(sinks.map((s) => [s.key, s]));
+    // One sink that cannot start (its spool unreadable, say) must not hold up the others' changes.
+    const failures: Error[] = [];
     for (const sink of wanted.values()) {
       const runtime = this.#runtimes.get(sink.key);
-      if (runtime === undefined) await this.#start(sink);
-      else await this.#update(runtime, sink);
+      try {
+        if (runtime === undefined) await this.#start(sink);
+        else await this.#update(runtime, sink);
+      } catch (err) {
+        failures.push(new Error(`${sink.key}: ${(err as Error).message}`, { cause: err }));
+      }
     }
     const removed = [...this.#runtimes.values()].filter((r) => !wanted.has(r.sink.key));
     for (const runtime of removed) this.#runtimes.delete(runtime.sink.key);
     await Promise.all(removed.map((r) => this.#remove(r)));
+    const [first] = failures;
+    if (first !== undefined && failures.length === 1) throw first;
+    if (failures.length > 1)
+      throw new AggregateError(failures, failures.map((f) => f.message).join('; '));
   }
 
   async #start(sink: Sink): Promise<void> {

@@ -96,7 +96,11 @@ beforeAll(async () => {
   const secret = {
     apiVersion: 'v1',
     kind: 'Secret',
-    metadata: { namespace: TENANT_NS, name: 'influxdb' },
+    metadata: {
+      namespace: TENANT_NS,
+      name: 'influxdb',
+      labels: { 'kube-audit.dev/usable-by-sinks': 'true' },
+    },
     stringData: { token: influxToken },
   };
   const resources = [

@@ -135,6 +135,7 @@ beforeAll(async () => {
       ns,
       `--from-literal=token=${influx.token}`,
     ]);
+    await kubectl(['label', 'secret', 'influxdb', '-n', ns, 'kube-audit.dev/usable-by-sinks=true']);
   }
   const resources = resourcesFor(influx);
   await kubectl(

@@ -166,7 +166,8 @@ beforeAll(async () => {
   const secret = (namespace: string, name: string, token: string) => ({
     apiVersion: 'v1',
     kind: 'Secret',
-    metadata: { namespace, name },
+    // Secrets are usable by sinks only when their owners say so.
+    metadata: { namespace, name, labels: { 'kube-audit.dev/usable-by-sinks': 'true' } },
     stringData: { token },
   });
   const secrets = [
@@ -456,6 +457,19 @@ describe('the operator against a real kube-apiserver', () => {
       'team-b',
       `--from-literal=token=${env.influx.token}`,
     ]);
+    // Not yet labelled usable by sinks: still as good as missing.
+    await new Promise((resolve) => setTimeout(resolve, 2_000));
+    expect(condition(await getStatus('auditpipeline', 'c-late'), 'DestinationReady')?.status).toBe(
+      'False',
+    );
+    await must([
+      'label',
+      'secret',
+      'late-token',
+      '-n',
+      'team-b',
+      'kube-audit.dev/usable-by-sinks=true',
+    ]);
     await eventually('DestinationReady=True', async () => {
       const s = await getStatus('auditpipeline', 'c-late');
       return (
@@ -491,19 +505,22 @@ describe('the operator against a real kube-apiserver', () => {
   });
 
   it('reports a spec the schema cannot catch in status, keeps the last valid sink, and disturbs no other sink', async () => {
-    const invalid = {
+    const valid = {
       apiVersion: 'kube-audit.dev/v1alpha1',
       kind: 'AuditPipeline',
       metadata: { name: 'd-invalid', namespace: 'team-a' },
       spec: {
         policy: { rules: [{ level: 'Metadata' }] },
-        influxdb: {
-          ...influxSpec('team-a', 'influxdb'),
-          url: 'http://influxdb:99999',
-          org: env.influx.org,
-        },
+        influxdb: { ...influxSpec('team-a', 'influxdb'), url: env.influx.url, org: env.influx.org },
       },
     };
+    await must(['apply', '-f', '-'], stringify(valid));
+    await eventually('d-invalid Ready', async () => {
+      const s = await getStatus('auditpipeline', 'd-invalid');
+      return condition(s, 'Ready')?.status === 'True';
+    });
+    const invalid = structuredClone(valid);
+    invalid.spec.influxdb.url = 'http://influxdb:99999';
     await must(['apply', '-f', '-'], stringify(invalid));
     const policyValid = await eventually('PolicyValid=False', async () => {
       const c = condition(await getStatus('auditpipeline', 'd-invalid'), 'PolicyValid');
@@ -511,6 +528,10 @@ describe('the operator against a real kube-apiserver', () => {
     });
     expect(policyValid.reason).toBe('InvalidSpec');
     expect(policyValid.message).toContain('spec.influxdb.url');
+    expect(policyValid.message).toContain('generation 1 keeps running');
+    const status = await getStatus('auditpipeline', 'd-invalid');
+    expect(condition(status, 'ReceiverReady')?.status).toBe('True');
+    expect(condition(status, 'Ready')?.status).toBe('False');
 
     const rejected = await kubectl(['apply', '-f', '-'], {
       input: stringify({
@@ -521,7 +542,13 @@ describe('the operator against a real kube-apiserver', () => {
     expect(rejected.code).not.toBe(0);
     expect(rejected.stderr).toContain('spec.policy.rules[0].level');
 
+    // The last valid generation still writes, and nothing else was disturbed.
     await must(['create', 'configmap', 'still-flowing', '-n', 'team-a']);
+    await eventually('the last valid sink to write the new event', async () => {
+      const id = (await loggedEvents()).find((e) => e.objectRef?.name === 'still-flowing')?.auditID;
+      const written = await env.oracle.written({ bucket: 'team-a', sink: 'team-a/d-invalid' });
+      return id !== undefined && [...written].some((k) => k.startsWith(id));
+    });
     await sameSets('a-trail', async () =>
       expectedFor(env.resources['a-trail'], await loggedEvents()),
     );

@@ -275,6 +275,24 @@ describe('conditions', () => {
     expect(conditionOf(old, 'CaptureSufficient').status).toBe('True');
   });
 
+  it('describes the last valid generation while an invalid change is refused', () => {
+    const { conditions } = buildStatus(
+      observation({ specProblems: ['spec.influxdb.url: Invalid value'], runningGeneration: 2 }),
+      [],
+      NOW,
+    );
+    expect(conditionOf(conditions, 'PolicyValid')).toMatchObject({
+      status: 'False',
+      message: 'spec.influxdb.url: Invalid value; generation 2 keeps running',
+    });
+    expect(conditionOf(conditions, 'ReceiverReady').status).toBe('True');
+    expect(conditionOf(conditions, 'DestinationReady').status).toBe('True');
+    expect(conditionOf(conditions, 'Ready')).toMatchObject({
+      status: 'False',
+      reason: 'InvalidSpec',
+    });
+  });
+
   it('carries the listener problem as the ReceiverReady message', () => {
     const problem = 'listen EADDRINUSE: address already in use 0.0.0.0:9443';
     const { conditions } = buildStatus(observation({ receiverProblem: problem }), [], NOW);

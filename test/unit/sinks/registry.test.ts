@@ -59,12 +59,15 @@ afterEach(async () => {
   registries = [];
 });
 
-function setup(maxBytes = 10 * 1024 * 1024) {
+function setup(maxBytes = 10 * 1024 * 1024, unopenable = new Set<string>()) {
   const outputs = new Map<string, RecordingOutput[]>();
   const registry = new SinkRegistry({
     routing: { allowSecretPayloads: false },
     factory: {
-      openQueue: () => openQueue({ maxBytes }),
+      openQueue: (sink) =>
+        unopenable.has(sink.key)
+          ? Promise.reject(new Error('EACCES: permission denied'))
+          : openQueue({ maxBytes }),
       createOutputs: (sink) => {
         const output = new RecordingOutput(
           `${sink.key}#${(outputs.get(sink.key)?.length ?? 0) + 1}`,
@@ -110,6 +113,20 @@ describe('sink registry', () => {
     expect(status).toMatchObject({ received: EVENTS.length, written: shopIDs.size });
     expect(status?.dropped.namespace).toBe(EVENTS.length - shopIDs.size);
     expect(status?.destinations.file).toMatchObject({ ready: true, reason: 'Delivered' });
+  });
+
+  it('applies every other sink when one cannot start, then reports that one', async () => {
+    const broken = pipeline('shop', 'orders');
+    const fine = pipeline('billing', 'ledger');
+    const gone = pipeline('ops', 'old');
+    const { registry } = setup(undefined, new Set([broken.key]));
+    await registry.apply([gone]);
+    await expect(registry.apply([broken, fine])).rejects.toThrow(
+      `${broken.key}: EACCES: permission denied`,
+    );
+    expect(registry.hasSink(fine.key)).toBe(true);
+    expect(registry.hasSink(gone.key)).toBe(false);
+    expect(registry.hasSink(broken.key)).toBe(false);
   });
 
   it('applies a policy change to the next event without restarting the outputs', async () => {
