@@ -38,6 +38,7 @@ import { fileURLToPath } from 'node:url';
 import { stringify as toYaml } from 'yaml';
 import { freePort } from './influxd.ts';
 import { TestPki } from './pki.ts';
+import { alive, trackServer } from './processes.ts';
 
 /** The kube-apiserver release for the static audit webhook mode. */
 export const KUBE_VERSION = '1.35.4';
@@ -288,48 +289,12 @@ export async function ensureControlPlaneBinaries(opts: { legacy?: boolean } = {}
   if (opts.legacy === true) await kubeApiserverBinary(true);
 }
 
-// ---- cleanup of servers this process started, even when a test fails or the process exits ----
-
-const live = new Map<number, { child: ChildProcess; dir: string }>();
-let exitHookInstalled = false;
-
-function installExitHook(): void {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  // Synchronous, as 'exit' handlers must be: kill by pid and remove the directories.
-  const cleanUp = () => {
-    for (const { child, dir } of live.values()) {
-      child.kill('SIGKILL');
-      rmSync(dir, { recursive: true, force: true });
-    }
-    live.clear();
-  };
-  process.on('exit', cleanUp);
-  // A signal ends the process without 'exit': clean up, then let the signal do what it would have.
-  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-    process.once(signal, () => {
-      cleanUp();
-      // Others listening (a test runner) decide themselves; alone, die of the signal as usual.
-      if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
-    });
-  }
-}
-
 /** Record of one control plane on disk, for the reaper. */
 interface ControlPlaneRecord {
   readonly owner: number;
   readonly pids: readonly number[];
   /** Every process's command line names this directory, so a reused pid is never hit. */
   readonly dir: string;
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /**
@@ -407,11 +372,7 @@ class ServerProcess {
     this.exited = new Promise((resolve) => child.once('exit', () => resolve()));
     // A missing binary: reported by waitUntil.
     child.once('error', (err) => (this.#spawnError = err));
-    if (child.pid !== undefined) {
-      installExitHook();
-      live.set(child.pid, { child, dir });
-      void this.exited.then(() => live.delete(child.pid as number));
-    }
+    trackServer(child, dir, this.exited);
   }
 
   get pid(): number {

@@ -18,6 +18,7 @@ import { fileURLToPath } from 'node:url';
 import { InfluxDB } from '@influxdata/influxdb-client';
 import type { AuditEvent } from '../../src/audit/types.ts';
 import { type InfluxDestination, TAG_NAMES } from '../../src/sinks/types.ts';
+import { alive, trackServer } from './processes.ts';
 
 /** The InfluxDB version the tests run against; change together with the build script's default. */
 export const INFLUXD_VERSION = 'v2.7.12';
@@ -105,33 +106,6 @@ export function ensureInfluxd(): Promise<string> {
   return binary;
 }
 
-// ---- cleanup of servers this process started, even when a test fails or the process exits ----
-
-const live = new Map<number, { child: ChildProcess; dir: string }>();
-let exitHookInstalled = false;
-
-function installExitHook(): void {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  // Synchronous, as 'exit' handlers must be: kill by pid and remove the data directories.
-  const cleanUp = () => {
-    for (const { child, dir } of live.values()) {
-      child.kill('SIGKILL');
-      rmSync(dir, { recursive: true, force: true });
-    }
-    live.clear();
-  };
-  process.on('exit', cleanUp);
-  // A signal ends the process without 'exit': clean up, then let the signal do what it would have.
-  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-    process.once(signal, () => {
-      cleanUp();
-      // Others listening (a test runner) decide themselves; alone, die of the signal as usual.
-      if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
-    });
-  }
-}
-
 /** Record of one server on disk, for the reaper. */
 interface ServerRecord {
   readonly owner: number;
@@ -141,15 +115,6 @@ interface ServerRecord {
 
 function writeRecord(dir: string, record: ServerRecord): void {
   writeFileSync(join(dir, 'server.json'), JSON.stringify(record));
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /**
@@ -262,10 +227,8 @@ class InfluxdProcess {
     child.stderr?.on('data', keep);
     this.#exited = new Promise((resolve) => child.once('exit', () => resolve()));
     if (child.pid === undefined) throw new Error(`cannot start ${this.#binary}`);
-    installExitHook();
-    live.set(child.pid, { child, dir: this.#dir });
+    trackServer(child, this.#dir, this.#exited);
     writeRecord(this.#dir, { owner: process.pid, pid: child.pid, dataDir: data });
-    void this.#exited.then(() => live.delete(child.pid as number));
 
     const deadline = Date.now() + START_TIMEOUT_MS;
     let exited = false;

@@ -16,6 +16,7 @@ import {
   startControlPlane,
 } from '../../harness/controlplane.ts';
 import { type Issued, TestPki } from '../../harness/pki.ts';
+import { alive } from '../../harness/processes.ts';
 
 const WEBHOOK_TOKEN = 'static-audit-webhook-token-4d1e';
 
@@ -100,15 +101,6 @@ function listening(url: string): Promise<boolean> {
     });
     socket.once('error', () => resolve(false));
   });
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 let pki: TestPki;
