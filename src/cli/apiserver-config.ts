@@ -7,7 +7,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type Command, Option } from 'commander';
 import { stringify } from 'yaml';
-import { KubeApi, loadKubeConfig } from '../operator/kube.ts';
+import type { KubeApi } from '../operator/kube.ts';
 import { supersetPolicy } from '../policy/index.ts';
 import type { Policy } from '../policy/types.ts';
 import { RECEIVER_ROUTES } from '../receiver/index.ts';
@@ -26,6 +26,7 @@ interface ApiserverConfigFlags {
   filename?: string;
   kubeconfig?: string;
   namespace: string;
+  tlsServerName?: string;
   outputDir?: string;
 }
 
@@ -60,6 +61,10 @@ export function registerApiserverConfigCommand(program: Command, io: CommandIO):
       ),
     )
     .option('--namespace <ns>', "the operator's namespace", 'kube-audit')
+    .option(
+      '--tls-server-name <name>',
+      'name the serving certificate is checked against, e.g. the Service DNS name, when --server is an IP the certificate does not name',
+    )
     .option(
       '-o, --output-dir <dir>',
       `write ${APISERVER_CONFIG_FILES.webhook} and ${APISERVER_CONFIG_FILES.policy} here`,
@@ -144,6 +149,7 @@ async function webhookKubeconfig(flags: ApiserverConfigFlags): Promise<object> {
   const cluster: Record<string, string> = {
     server: `${server.origin}${RECEIVER_ROUTES.events}`,
   };
+  if (flags.tlsServerName !== undefined) cluster['tls-server-name'] = flags.tlsServerName;
   if (flags.caFile !== undefined) {
     cluster['certificate-authority-data'] = b64(await read(flags.caFile, '--ca-file'));
   }
@@ -160,15 +166,18 @@ async function webhookKubeconfig(flags: ApiserverConfigFlags): Promise<object> {
 }
 
 async function currentSinks(flags: ApiserverConfigFlags, io: CommandIO): Promise<Sink[]> {
+  // Scope does not change what the apiserver must capture: the superset is of policies alone.
   const settings = { clusterWideNamespaces: [flags.namespace], requireDestination: false };
   if (flags.filename !== undefined) {
     const loaded = await loadResources(flags.filename, settings, flags.namespace);
     for (const problem of loaded.problems) io.stderr.write(`warning: skipped: ${problem}\n`);
     return loaded.sinks;
   }
+  // Loaded only when reading a cluster, as `run` does.
+  const { KubeApi: Api, loadKubeConfig } = await import('../operator/kube.ts');
   let api: KubeApi;
   try {
-    api = new KubeApi(loadKubeConfig(flags.kubeconfig));
+    api = new Api(loadKubeConfig(flags.kubeconfig));
   } catch (err) {
     throw new CliError(`cannot read the cluster: ${(err as Error).message}`, 1, { cause: err });
   }

@@ -3,7 +3,6 @@
  */
 import { type Command, Option } from 'commander';
 import type { SettingsInput } from '../config/settings.ts';
-import { startOperator } from '../operator/run.ts';
 import { createLogger } from '../telemetry/logger.ts';
 import { CliError } from './errors.ts';
 import type { CommandIO } from './policy.ts';
@@ -87,6 +86,12 @@ export function registerRunCommand(program: Command, io: CommandIO): void {
     };
     process.once('SIGTERM', early);
     process.once('SIGINT', early);
+    // Loaded here, not at the top: the Kubernetes client needs Node.js 22 or later, and the other
+    // commands must not pay for it (or fail on an older Node.js).
+    if (Number(process.versions.node.split('.')[0]) < 22) {
+      throw new CliError(`run needs Node.js 22 or later; this is ${process.version}`, 1);
+    }
+    const { startOperator } = await import('../operator/run.ts');
     const running = await startOperator(settings, log)
       .catch((err: unknown) => {
         throw new CliError(`cannot start: ${(err as Error).message}`, 1, { cause: err });

@@ -5,7 +5,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Registry } from 'prom-client';
+import { collectDefaultMetrics, Registry } from 'prom-client';
 import type { Settings } from '../config/settings.ts';
 import { LineProtocolFileOutput, lineProtocolPath } from '../outputs/file/file-output.ts';
 import { BucketCreatingOutput, InfluxOutput } from '../outputs/influxdb/index.ts';
@@ -67,6 +67,8 @@ export async function startDataPlane(
   const { settings, log } = options;
   let ready = false;
   const metrics = new Registry();
+  // Memory, CPU and event-loop lag of the process: what "memory stays bounded" is alerted on.
+  collectDefaultMetrics({ register: metrics });
   const registry = createRegistry(settings, options.secrets, metrics, {
     durable: true,
     embeddedDestination: options.embeddedDestination,

@@ -1,0 +1,47 @@
+# The operator's container image: built on Debian with the full toolchain, run on a distroless
+# Node.js 24 base that has no shell, no package manager and runs as an unprivileged user.
+# test/unit/dockerfile.test.ts checks the invariants below; keep them when changing this file.
+
+# ---- build: compile the TypeScript sources and collect the production dependencies ----------
+FROM node:24-bookworm-slim AS build
+WORKDIR /app
+
+# The lockfile first, so a change to the sources alone reuses the installed dependencies.
+COPY package.json package-lock.json ./
+# Installs the dev dependencies too: tsc, and the `node` package whose install script (allowed in
+# package.json `allowScripts`) provides the Node.js 24 that every npm script runs on.
+RUN npm ci --no-fund --no-audit
+
+COPY tsconfig.json tsconfig.build.json ./
+COPY src ./src
+RUN npm run build
+
+# Production dependencies only: drops tsc, the linters, vitest and the `node` package's own Node.js
+# binary, which the runtime image must not carry. No production dependency has an install script.
+RUN npm ci --omit=dev --ignore-scripts --no-fund --no-audit
+
+# ---- runtime ----------------------------------------------------------------------------------
+# distroless nodejs24: Node.js 24 on Debian 12; the :nonroot tag's default user is 65532.
+FROM gcr.io/distroless/nodejs24-debian12:nonroot
+WORKDIR /app
+
+LABEL org.opencontainers.image.title="kube-audit-operator" \
+      org.opencontainers.image.description="Dynamic Kubernetes audit sinks: per-sink audit policies with kube-apiserver semantics, written to InfluxDB" \
+      org.opencontainers.image.licenses="Apache-2.0"
+
+ENV NODE_ENV=production
+
+# Only what `node dist/main.js` loads: the compiled code, its dependencies, and package.json (the
+# `--version` text and `"type": "module"`). Owned by root, so the process cannot modify them.
+COPY --from=build /app/package.json ./package.json
+COPY --from=build /app/node_modules ./node_modules
+COPY --from=build /app/dist ./dist
+
+# Numeric, so that Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
+USER 65532
+
+# 8443: the receiver's conventional unprivileged HTTPS port (--listen).
+EXPOSE 8443
+
+ENTRYPOINT ["/nodejs/bin/node", "/app/dist/main.js"]
+CMD ["run"]

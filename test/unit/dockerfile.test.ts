@@ -1,0 +1,191 @@
+// The container image's invariants, read from the Dockerfile and .dockerignore (no Docker engine is
+// needed): a multi-stage build, a distroless Node.js 24 runtime that matches the project's Node.js,
+// a non-root user, and nothing in the runtime stage but the compiled code, the production
+// dependencies and package.json. Pure: starts no process.
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+
+const root = new URL('../../', import.meta.url);
+const read = (path: string) => readFileSync(new URL(path, root), 'utf8');
+
+/** One Dockerfile instruction: `COPY --from=build /a /b` is `{ keyword: 'COPY', args: '...' }`. */
+interface Instruction {
+  readonly keyword: string;
+  readonly args: string;
+}
+
+/** A build stage: its base image, its name and its instructions after FROM. */
+interface Stage {
+  readonly from: string;
+  readonly name: string | undefined;
+  readonly instructions: Instruction[];
+}
+
+/** Splits a Dockerfile into stages: comments dropped, `\` continuation lines joined. */
+function parseDockerfile(text: string): Stage[] {
+  const logical: string[] = [];
+  let pending = '';
+  for (const raw of text.split('\n')) {
+    const line = raw.trim();
+    if (pending === '' && (line === '' || line.startsWith('#'))) continue;
+    if (line.startsWith('#')) continue; // a comment inside a continued instruction
+    if (line.endsWith('\\')) {
+      pending += `${line.slice(0, -1).trim()} `;
+      continue;
+    }
+    logical.push(`${pending}${line}`.trim());
+    pending = '';
+  }
+  expect(pending, 'a continued line at the end of the file').toBe('');
+  const stages: Stage[] = [];
+  for (const line of logical) {
+    const match = /^(\w+)\s+(.*)$/s.exec(line);
+    if (match === null) throw new Error(`not an instruction: ${line}`);
+    const keyword = (match[1] as string).toUpperCase();
+    const args = match[2] as string;
+    if (keyword === 'FROM') {
+      const [image, as, name] = args.split(/\s+/);
+      stages.push({
+        from: image as string,
+        name: as?.toUpperCase() === 'AS' ? name : undefined,
+        instructions: [],
+      });
+    } else {
+      const stage = stages.at(-1);
+      if (stage === undefined) throw new Error(`${keyword} before the first FROM`);
+      stage.instructions.push({ keyword, args });
+    }
+  }
+  return stages;
+}
+
+/** The JSON (exec) form of ENTRYPOINT or CMD; the shell form would need a shell distroless lacks. */
+function execForm(stage: Stage, keyword: string): unknown {
+  const found = stage.instructions.filter((i) => i.keyword === keyword);
+  expect(found, `one ${keyword}`).toHaveLength(1);
+  return JSON.parse((found[0] as Instruction).args);
+}
+
+const stages = parseDockerfile(read('Dockerfile'));
+const build = stages[0] as Stage;
+const runtime = stages.at(-1) as Stage;
+const pkg = JSON.parse(read('package.json')) as {
+  devDependencies: Record<string, string>;
+  dependencies: Record<string, string>;
+};
+
+describe('Dockerfile', () => {
+  it('builds in one stage and runs in another', () => {
+    expect(stages.length).toBeGreaterThanOrEqual(2);
+    expect(build.name).toBeDefined();
+    expect(runtime.name).toBeUndefined();
+  });
+
+  it('builds on a Debian Node.js 24 image', () => {
+    expect(build.from).toMatch(/^node:24-(bookworm|trixie)(-slim)?$/);
+  });
+
+  it('runs on the distroless Node.js 24 image as its non-root variant', () => {
+    expect(runtime.from).toBe('gcr.io/distroless/nodejs24-debian12:nonroot');
+  });
+
+  it('uses the Node.js major version the project itself runs on', () => {
+    // package.json pins Node.js through the `node` dev dependency (ADR 0001).
+    const major = /^\^?(\d+)/.exec(pkg.devDependencies.node ?? '')?.[1];
+    expect(major).toBe('24');
+    expect(build.from).toContain(`node:${major}-`);
+    expect(runtime.from).toContain(`nodejs${major}-`);
+  });
+
+  it('installs with the lockfile, builds, then keeps production dependencies only', () => {
+    const runs = build.instructions.filter((i) => i.keyword === 'RUN').map((i) => i.args);
+    const ci = runs.findIndex((r) => /\bnpm ci\b/.test(r) && !r.includes('--omit=dev'));
+    const compile = runs.findIndex((r) => /\bnpm run build\b/.test(r));
+    const prune = runs.findIndex((r) => /\bnpm ci\b.*--omit=dev/.test(r));
+    expect(ci).toBeGreaterThanOrEqual(0);
+    expect(compile).toBeGreaterThan(ci);
+    expect(prune).toBeGreaterThan(compile);
+    // `node` is a dev dependency: its own Node.js binary must not reach the runtime image.
+    expect(pkg.devDependencies).toHaveProperty('node');
+    expect(pkg.dependencies).not.toHaveProperty('node');
+  });
+
+  it('copies the lockfile and sources the build needs, and nothing of the tests', () => {
+    const sources = build.instructions
+      .filter((i) => i.keyword === 'COPY')
+      .flatMap((i) =>
+        i.args
+          .split(/\s+/)
+          .filter((a) => !a.startsWith('--'))
+          .slice(0, -1),
+      );
+    expect(sources).toEqual(
+      expect.arrayContaining(['package.json', 'package-lock.json', 'tsconfig.build.json', 'src']),
+    );
+    for (const source of sources) expect(source).not.toMatch(/^(test|bench|\.)($|\/)/);
+  });
+
+  it('copies only dist, the production node_modules and package.json into the runtime image', () => {
+    const copies = runtime.instructions.filter((i) => i.keyword === 'COPY' || i.keyword === 'ADD');
+    const copied = copies.map((i) => {
+      expect(i.keyword).toBe('COPY');
+      const words = i.args.split(/\s+/);
+      expect(words).toContain(`--from=${build.name}`);
+      return words.filter((w) => !w.startsWith('--')).slice(0, -1);
+    });
+    expect(copied.flat().sort()).toEqual(['/app/dist', '/app/node_modules', '/app/package.json']);
+  });
+
+  it('runs nothing in the runtime stage, which has no shell', () => {
+    expect(runtime.instructions.filter((i) => i.keyword === 'RUN')).toEqual([]);
+  });
+
+  it('runs as the numeric non-root user 65532', () => {
+    const users = runtime.instructions.filter((i) => i.keyword === 'USER');
+    expect(users).toHaveLength(1);
+    const uid = (users[0] as Instruction).args.split(':')[0];
+    expect(uid).toBe('65532');
+  });
+
+  it('starts the compiled main module with `run` as the default command', () => {
+    expect(execForm(runtime, 'ENTRYPOINT')).toEqual(['/nodejs/bin/node', '/app/dist/main.js']);
+    expect(execForm(runtime, 'CMD')).toEqual(['run']);
+  });
+
+  it('points at the file tsc writes for src/main.ts', () => {
+    const build = JSON.parse(read('tsconfig.build.json')) as {
+      compilerOptions: { rootDir: string; outDir: string };
+    };
+    expect(build.compilerOptions).toMatchObject({ rootDir: 'src', outDir: 'dist' });
+    expect(read('src/main.ts')).toContain('run(process.argv.slice(2)');
+  });
+});
+
+describe('.dockerignore', () => {
+  const entries = read('.dockerignore')
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l !== '' && !l.startsWith('#'));
+
+  it.each(['node_modules', '.git', 'test', 'bench', 'dist'])('keeps %s out of the context', (p) => {
+    expect(entries).toContain(p);
+  });
+
+  it('keeps in everything the build stage copies', () => {
+    const copied = build.instructions
+      .filter((i) => i.keyword === 'COPY')
+      .flatMap((i) =>
+        i.args
+          .split(/\s+/)
+          .filter((a) => !a.startsWith('--'))
+          .slice(0, -1),
+      );
+    for (const path of copied) {
+      const excluded = entries.some(
+        (e) =>
+          !e.startsWith('!') && (e === path || (e.startsWith('*') && path.endsWith(e.slice(1)))),
+      );
+      expect(excluded, `${path} is excluded by .dockerignore`).toBe(false);
+    }
+  });
+});
