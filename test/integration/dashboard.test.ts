@@ -7,14 +7,13 @@
 import { readFileSync } from 'node:fs';
 import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { AuditEvent } from '../../src/audit/types.ts';
-import { epochMicros } from '../../src/outputs/influxdb/line-protocol.ts';
 import { InfluxOutput } from '../../src/outputs/influxdb/writer.ts';
 import { receiverMetrics } from '../../src/receiver/metrics.ts';
 import { SinkMetrics } from '../../src/telemetry/metrics.ts';
 import {
   destinationOn,
   type InfluxServer,
+  recentRecordedEvents,
   recordedEvents,
   type Row,
   startInfluxd,
@@ -135,14 +134,6 @@ function interpolate(flux: string, values: Record<string, string>, range: TimeRa
   return out.replace(/\$__interval_ms/g, String(range.intervalMs));
 }
 
-/** An RFC 3339 timestamp `deltaMicros` later, keeping microseconds. */
-function shifted(timestamp: string, deltaMicros: number): string {
-  const micros = Number(epochMicros(timestamp)) + deltaMicros;
-  const seconds = Math.floor(micros / 1e6);
-  const fraction = String(micros % 1e6).padStart(6, '0');
-  return `${new Date(seconds * 1000).toISOString().slice(0, 19)}.${fraction}Z`;
-}
-
 describe('the Grafana dashboard', () => {
   it('is a Grafana 10 dashboard with a stable uid', () => {
     // schemaVersion 38 is Grafana 10.0's.
@@ -231,16 +222,7 @@ describe('the dashboard Flux queries against a real influxd', () => {
 
   beforeAll(async () => {
     server = await startInfluxd();
-    // The newest recorded event lands a minute ago; order and spacing stay as recorded.
-    const newest = Math.max(...RECORDED.map((e) => Number(epochMicros(e.stageTimestamp))));
-    const delta = (now.getTime() - 60_000) * 1000 - newest;
-    const events: AuditEvent[] = RECORDED.map((e) => ({
-      ...e,
-      stageTimestamp: shifted(e.stageTimestamp, delta),
-      ...(e.requestReceivedTimestamp === undefined
-        ? {}
-        : { requestReceivedTimestamp: shifted(e.requestReceivedTimestamp, delta) }),
-    }));
+    const events = recentRecordedEvents(now.getTime());
     await new InfluxOutput(destinationOn(server), 'shop/trail', () => server.token).write(events);
   });
 

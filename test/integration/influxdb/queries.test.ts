@@ -3,12 +3,11 @@
 // events recorded from kube-apiserver 1.20, moved to the last minutes for `range(start: -24h)`.
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { AuditEvent } from '../../../src/audit/types.ts';
-import { epochMicros } from '../../../src/outputs/influxdb/line-protocol.ts';
 import { InfluxOutput } from '../../../src/outputs/influxdb/writer.ts';
 import {
   destinationOn,
   type InfluxServer,
+  recentRecordedEvents,
   recordedEvents,
   type Row,
   startInfluxd,
@@ -24,29 +23,12 @@ const QUERIES = new Map(
   ]),
 );
 
-/** An RFC 3339 timestamp `deltaMicros` later, keeping microseconds. */
-function shifted(timestamp: string, deltaMicros: number): string {
-  const micros = Number(epochMicros(timestamp)) + deltaMicros;
-  const seconds = Math.floor(micros / 1e6);
-  const fraction = String(micros % 1e6).padStart(6, '0');
-  return `${new Date(seconds * 1000).toISOString().slice(0, 19)}.${fraction}Z`;
-}
-
 const RECORDED = recordedEvents();
 let server: InfluxServer;
 
 beforeAll(async () => {
   server = await startInfluxd();
-  // The newest recorded event lands a minute ago; order and spacing stay as recorded.
-  const newest = Math.max(...RECORDED.map((e) => Number(epochMicros(e.stageTimestamp))));
-  const delta = (Date.now() - 60_000) * 1000 - newest;
-  const events: AuditEvent[] = RECORDED.map((e) => ({
-    ...e,
-    stageTimestamp: shifted(e.stageTimestamp, delta),
-    ...(e.requestReceivedTimestamp === undefined
-      ? {}
-      : { requestReceivedTimestamp: shifted(e.requestReceivedTimestamp, delta) }),
-  }));
+  const events = recentRecordedEvents(Date.now());
   // The documented queries name the bucket "audit", the harness's onboarding bucket.
   expect(server.bucket).toBe('audit');
   await new InfluxOutput(destinationOn(server), 'audit-trail', () => server.token).write(events);
