@@ -59,21 +59,28 @@ export class StatusPublisher {
   /** Publishes every resource's status now (if leading and not stopped); one pass at a time. */
   publish(): Promise<void> {
     if (this.#stopped) return this.#running;
-    return this.flush();
+    return this.#pass(false);
   }
 
-  /** One last pass, after the queues drained: the final counters. Never rejects. */
+  /**
+   * One last pass, after the queues drained: the final counters, with the conditions as they
+   * were (the listeners are closed by now, which is no failure of the sinks). Never rejects.
+   */
   flush(): Promise<void> {
+    return this.#pass(true);
+  }
+
+  #pass(final: boolean): Promise<void> {
     // A failed pass is logged and does not end the chain: the next pass runs regardless.
     this.#running = this.#running
-      .then(() => this.#publishAll())
+      .then(() => this.#publishAll(final))
       .catch((err: unknown) => {
         this.#options.log.warn({ err }, 'status pass failed');
       });
     return this.#running;
   }
 
-  async #publishAll(): Promise<void> {
+  async #publishAll(final: boolean): Promise<void> {
     if (!this.#options.leading()) return;
     const states = this.#options.controller.states();
     const live = new Set<string>();
@@ -81,7 +88,7 @@ export class StatusPublisher {
       const key = keyOf(state);
       live.add(key);
       try {
-        await this.#publishOne(key, state);
+        await this.#publishOne(key, state, final);
       } catch (err) {
         // Deleted meanwhile: the next pass no longer sees it.
         if (statusOf(err) !== 404) this.#options.log.warn({ err, key }, 'status not written');
@@ -90,11 +97,11 @@ export class StatusPublisher {
     for (const key of this.#written.keys()) if (!live.has(key)) this.#written.delete(key);
   }
 
-  async #publishOne(key: string, state: ResourceState): Promise<void> {
+  async #publishOne(key: string, state: ResourceState, final: boolean): Promise<void> {
     const { controller, registry } = this.#options;
     const sink = state.sink;
     const previous = this.#written.get(key)?.conditions ?? conditionsOf(state.object.status);
-    const status = buildStatus(
+    const built = buildStatus(
       {
         generation: state.generation,
         specProblems: state.problems,
@@ -110,13 +117,14 @@ export class StatusPublisher {
       previous,
       this.#options.now?.() ?? new Date(),
     );
+    const status = final && previous.length > 0 ? { ...built, conditions: previous } : built;
     const json = JSON.stringify(status);
     if (this.#written.get(key)?.json === json) return;
     const name = state.object.metadata?.name ?? '';
     const namespace = state.object.metadata?.namespace ?? '';
     await this.#options.api.patchStatus(state.kind, namespace, name, status);
     this.#written.set(key, { json, conditions: status.conditions });
-    await this.#recordEvents(state, previous, status.conditions);
+    if (!final) await this.#recordEvents(state, previous, status.conditions);
   }
 
   async #recordEvents(

@@ -75,6 +75,7 @@ interface Delivery {
 /** The sinks currently configured, each with its queue and delivery loops. */
 export class SinkRegistry {
   readonly #runtimes = new Map<string, Runtime>();
+  readonly #closed = new Map<string, SinkStatus>();
   readonly #options: RegistryOptions;
   // Configuration changes are applied one at a time, in order.
   #applying: Promise<void> = Promise.resolve();
@@ -93,9 +94,9 @@ export class SinkRegistry {
     return [...this.#runtimes.values()].map((r) => r.sink);
   }
 
-  /** A sink's status, or undefined for an unknown key. */
+  /** A sink's status, or undefined for an unknown key; after {@link close}, the final one. */
   status(key: string): SinkStatusSnapshot | undefined {
-    return this.#runtimes.get(key)?.status.snapshot();
+    return (this.#runtimes.get(key)?.status ?? this.#closed.get(key))?.snapshot();
   }
 
   /**
@@ -307,6 +308,8 @@ export class SinkRegistry {
     await this.#applying;
     const runtimes = [...this.#runtimes.values()];
     this.#runtimes.clear();
+    // Kept for status(): the operator publishes the counters as they are once drained.
+    for (const r of runtimes) this.#closed.set(r.sink.key, r.status);
     for (const r of runtimes) r.delivery.stop.abort();
     const all = Promise.all(runtimes.map((r) => r.delivery.loops));
     const drained = await Promise.race([all.then(() => true), delay(graceMs).then(() => false)]);

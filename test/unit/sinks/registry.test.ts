@@ -129,6 +129,18 @@ describe('sink registry', () => {
     expect(registry.hasSink(broken.key)).toBe(false);
   });
 
+  it("keeps each sink's final status readable after close, for the last status write", async () => {
+    const { registry, latest } = setup();
+    const shop = pipeline('shop', 'orders');
+    await registry.apply([shop]);
+    await registry.ingest(EVENTS, { kind: 'all' });
+    const kept = inNamespace('shop').length;
+    await until(() => latest(shop.key).got.length === kept);
+    await registry.close(1_000);
+    expect(registry.hasSink(shop.key)).toBe(false);
+    expect(registry.status(shop.key)).toMatchObject({ received: EVENTS.length, written: kept });
+  });
+
   it('applies a policy change to the next event without restarting the outputs', async () => {
     const { registry, outputs, latest } = setup();
     const before = pipeline('shop', 'orders', 'Metadata');
