@@ -1,0 +1,554 @@
+// What docs/security.md promises, checked against real processes: who may post audit events, which
+// tenant sees which events, which Secrets the operator may use, and that no credential reaches its
+// log. Real processes: etcd and kube-apiserver (current release, static audit webhook to the
+// operator's fan-in endpoint with a bearer token), influxd, kubectl, and `kube-audit-operator run`
+// (the built binary, with a token file and a client CA for mTLS, run as a user with exactly the
+// documented RBAC). One AuditPipeline has a dedicated listener, one has not; one AuditSink sees the
+// whole cluster.
+import { randomBytes, randomUUID } from 'node:crypto';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { request as httpsRequest } from 'node:https';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { stringify } from 'yaml';
+import type { AuditEvent } from '../../../src/audit/types.ts';
+import { type ControlPlane, startControlPlane } from '../../harness/controlplane.ts';
+import { freePort, type InfluxServer, type Row, startInfluxd } from '../../harness/influxd.ts';
+import { type OperatorProcess, startOperatorProcess } from '../../harness/operator.ts';
+import { type Issued, TestPki } from '../../harness/pki.ts';
+import { eventually } from '../../support/wait.ts';
+
+const OPERATOR_NS = 'kube-audit';
+const USABLE = { 'kube-audit.dev/usable-by-sinks': 'true' };
+/** The pipeline with a catch-all RequestResponse policy and its own listener. */
+const A_ALL = { namespace: 'team-a', name: 'a-all', sink: 'team-a/a-all', bucket: 'team-a' };
+/** A pipeline on the shared listener only. */
+const B_META = { namespace: 'team-b', name: 'b-meta', sink: 'team-b/b-meta', bucket: 'team-b' };
+/** A pipeline whose token Secret exists but does not carry the opt-in label. */
+const A_UNLABELLED = { namespace: 'team-a', name: 'a-unlabelled', sink: 'team-a/a-unlabelled' };
+const CLUSTER = { name: 'cluster', sink: 'cluster', bucket: 'cluster' };
+
+// Set up step by step in beforeAll; afterAll stops whatever was started.
+let cp: ControlPlane | undefined;
+let influx: InfluxServer | undefined;
+let operator: OperatorProcess | undefined;
+let dir = '';
+let ca = '';
+let receiverUrl = '';
+let dedicatedUrl = '';
+let receiverToken = '';
+let trustedClient: Issued;
+let strangerClient: Issued;
+/** Every credential and Secret value the test hands out: none may reach the operator's log. */
+const secrets = new Map<string, string>();
+
+const pipeline = (
+  server: InfluxServer,
+  ref: { namespace: string; name: string },
+  bucket: string,
+  tokenSecret: string,
+  spec: Record<string, unknown>,
+) => ({
+  apiVersion: 'kube-audit.dev/v1alpha1',
+  kind: 'AuditPipeline',
+  metadata: { name: ref.name, namespace: ref.namespace },
+  spec: {
+    ...spec,
+    influxdb: {
+      url: server.url,
+      org: server.org,
+      bucket,
+      tokenSecretRef: { name: tokenSecret, key: 'token' },
+      flushInterval: '200ms',
+    },
+  },
+});
+
+const secret = (
+  namespace: string,
+  name: string,
+  data: Record<string, string>,
+  labelled = true,
+) => ({
+  apiVersion: 'v1',
+  kind: 'Secret',
+  metadata: { namespace, name, ...(labelled ? { labels: USABLE } : {}) },
+  stringData: data,
+});
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'kao-security-e2e-'));
+  const pki = new TestPki(dir);
+  await pki.init();
+  await pki.ca('ca');
+  await pki.ca('stranger-ca');
+  const serving = await pki.leaf('receiver', 'ca', 'server');
+  trustedClient = await pki.leaf('trusted-client', 'ca', 'client');
+  strangerClient = await pki.leaf('stranger-client', 'stranger-ca', 'client');
+  ca = await readFile(join(dir, 'ca.crt'), 'utf8');
+  receiverToken = randomBytes(24).toString('base64url');
+  secrets.set('receiver token', receiverToken);
+  const tokenFile = join(dir, 'receiver-tokens');
+  await writeFile(tokenFile, `${receiverToken}\n`);
+  const port = await freePort();
+  let dedicatedPort = await freePort();
+  while (dedicatedPort === port) dedicatedPort = await freePort();
+  receiverUrl = `https://127.0.0.1:${port}`;
+  dedicatedUrl = `https://127.0.0.1:${dedicatedPort}`;
+
+  const [server, controlPlane] = await Promise.all([
+    startInfluxd(),
+    // The default policy captures RequestResponse: Secret bodies reach the operator, which must
+    // drop them.
+    startControlPlane({
+      auditWebhook: {
+        url: `${receiverUrl}/audit/v1/events`,
+        token: receiverToken,
+        caFile: join(dir, 'ca.crt'),
+      },
+    }),
+  ]);
+  influx = server;
+  cp = controlPlane;
+  secrets.set('InfluxDB operator token', server.token);
+  for (const [name, user] of Object.entries(controlPlane.users)) {
+    secrets.set(`apiserver user ${name}'s token`, user.token);
+  }
+
+  await must(['apply', '-f', 'crds/']);
+  await must(['wait', '--for=condition=Established', 'crd', '--all', '--timeout=60s']);
+  for (const ns of [OPERATOR_NS, 'team-a', 'team-b']) await must(['create', 'namespace', ns]);
+  // The operator runs as a user with exactly the documented RBAC.
+  await must(['apply', '-f', 'examples/operator/rbac.yaml']);
+
+  const writeToken = async (bucket: string) => {
+    await server.createBucket(bucket);
+    const token = await server.createToken([
+      { action: 'write', bucket },
+      { action: 'read', bucket },
+    ]);
+    secrets.set(`InfluxDB token of ${bucket}`, token);
+    return token;
+  };
+  const [clusterToken, teamAToken, teamBToken] = await Promise.all(
+    [CLUSTER.bucket, A_ALL.bucket, B_META.bucket].map(writeToken),
+  );
+  // A token that would work, so that only the missing label keeps the pipeline from writing.
+  const unlabelledToken = await server.createToken([{ action: 'write', bucket: A_ALL.bucket }]);
+  secrets.set('token in the unlabelled Secret', unlabelledToken);
+
+  const resources = [
+    secret(OPERATOR_NS, 'cluster-token', { token: clusterToken as string }),
+    secret('team-a', 'influxdb', { token: teamAToken as string }),
+    secret('team-b', 'influxdb', { token: teamBToken as string }),
+    secret('team-a', 'database', { token: unlabelledToken }, false),
+    {
+      apiVersion: 'kube-audit.dev/v1alpha1',
+      kind: 'AuditSink',
+      metadata: { name: CLUSTER.name },
+      spec: {
+        policy: { level: 'Metadata', stages: ['ResponseComplete'] },
+        influxdb: {
+          url: server.url,
+          org: server.org,
+          bucket: CLUSTER.bucket,
+          tokenSecretRef: { name: 'cluster-token', key: 'token' },
+          flushInterval: '200ms',
+        },
+      },
+    },
+    pipeline(server, A_ALL, A_ALL.bucket, 'influxdb', {
+      policy: { omitStages: ['RequestReceived'], rules: [{ level: 'RequestResponse' }] },
+      receiver: { port: dedicatedPort },
+    }),
+    pipeline(server, B_META, B_META.bucket, 'influxdb', {
+      policy: { omitStages: ['RequestReceived'], rules: [{ level: 'Metadata' }] },
+    }),
+    pipeline(server, A_UNLABELLED, A_ALL.bucket, 'database', {
+      policy: { rules: [{ level: 'Metadata' }] },
+    }),
+  ];
+  await must(['apply', '-f', '-'], resources.map((o) => stringify(o)).join('---\n'));
+
+  operator = await startOperatorProcess(
+    [
+      'run',
+      `--kubeconfig=${controlPlane.kubeconfig('operator')}`,
+      `--listen=127.0.0.1:${port}`,
+      `--tls-cert-file=${serving.certFile}`,
+      `--tls-key-file=${serving.keyFile}`,
+      `--token-file=${tokenFile}`,
+      `--client-ca-file=${join(dir, 'ca.crt')}`,
+      `--data-dir=${join(dir, 'data')}`,
+      `--namespace=${OPERATOR_NS}`,
+      '--status-interval-seconds=1',
+    ],
+    { url: receiverUrl, ca },
+    join(dir, 'operator.log'),
+  );
+  const started = operator;
+  for (const [kind, name, namespace] of [
+    ['auditsink', CLUSTER.name, undefined],
+    ['auditpipeline', A_ALL.name, A_ALL.namespace],
+    ['auditpipeline', B_META.name, B_META.namespace],
+  ] as const) {
+    await eventually(`${kind} ${name} Ready`, async () => {
+      return condition(await getStatus(kind, name, namespace), 'Ready')?.status === 'True';
+    }).catch((err: unknown) => {
+      throw new Error(`${String(err)}\noperator log:\n${started.log().slice(-4000)}`);
+    });
+  }
+}, 120_000);
+
+afterAll(async () => {
+  await operator?.stop();
+  await Promise.all([cp?.stop(), influx?.dispose()]);
+  if (dir !== '') await rm(dir, { recursive: true, force: true });
+});
+
+// ---- helpers ---------------------------------------------------------------------------------
+
+function running<T>(what: string, value: T | undefined): T {
+  if (value === undefined) throw new Error(`${what} is not running`);
+  return value;
+}
+
+function kubectl(args: string[], input?: string) {
+  return running('the control plane', cp).kubectl(args, input === undefined ? {} : { input });
+}
+
+async function must(args: string[], input?: string): Promise<string> {
+  const r = await kubectl(args, input);
+  if (r.code !== 0) throw new Error(`kubectl ${args.join(' ')}: ${r.stderr}`);
+  return r.stdout;
+}
+
+interface Condition {
+  type: string;
+  status: string;
+  reason: string;
+  message: string;
+}
+
+interface Status {
+  conditions?: Condition[];
+  received?: number;
+  written?: number;
+}
+
+async function getStatus(
+  kind: 'auditsink' | 'auditpipeline',
+  name: string,
+  namespace?: string,
+): Promise<Status> {
+  const ns = namespace === undefined ? [] : ['-n', namespace];
+  const out = await must(['get', kind, name, ...ns, '-o', 'json']);
+  return (JSON.parse(out) as { status?: Status }).status ?? {};
+}
+
+function condition(status: Status, type: string): Condition | undefined {
+  return status.conditions?.find((c) => c.type === type);
+}
+
+/** Every point a sink wrote, one row per point with its fields as columns. */
+function rowsOf(bucket: string, sink: string): Promise<Row[]> {
+  return running('influxd', influx).query(`
+    import "influxdata/influxdb/schema"
+    from(bucket: "${bucket}")
+      |> range(start: 0)
+      |> filter(fn: (r) => r._measurement == "kubernetes_audit" and r.sink == "${sink}")
+      |> schema.fieldsAsCols()`);
+}
+
+/** How a request authenticates, if at all. */
+interface Credentials {
+  token?: string;
+  client?: Issued;
+}
+
+/** The status code of a POST, or `refused` when the TLS handshake or connection failed. */
+function post(
+  url: string,
+  body: string,
+  credentials: Credentials,
+): Promise<{ status: number | 'refused'; wwwAuthenticate?: string | undefined }> {
+  const headers: Record<string, string> = { 'content-type': 'application/json' };
+  if (credentials.token !== undefined) headers.authorization = `Bearer ${credentials.token}`;
+  const client =
+    credentials.client === undefined
+      ? {}
+      : { cert: credentials.client.cert, key: credentials.client.key };
+  return new Promise((resolve, reject) => {
+    const req = httpsRequest(
+      url,
+      // No agent: a pooled connection would carry another test's client certificate.
+      { method: 'POST', ca, headers, agent: false, timeout: 10_000, ...client },
+      (res) => {
+        res.resume();
+        resolve({ status: res.statusCode ?? 0, wwwAuthenticate: res.headers['www-authenticate'] });
+      },
+    );
+    req.on('timeout', () => req.destroy(new Error(`POST ${url} timed out`)));
+    req.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'ECONNRESET' || err.code?.startsWith('ERR_SSL') === true) {
+        resolve({ status: 'refused' });
+      } else reject(err);
+    });
+    req.end(body);
+  });
+}
+
+const EMPTY_LIST = JSON.stringify({ apiVersion: 'audit.k8s.io/v1', kind: 'EventList', items: [] });
+
+function eventList(events: readonly AuditEvent[]): string {
+  return JSON.stringify({ apiVersion: 'audit.k8s.io/v1', kind: 'EventList', items: events });
+}
+
+/** A ResponseComplete configmap event at RequestResponse, as the apiserver would send it. */
+function configmapEvent(
+  verb: 'create' | 'update',
+  objectNamespace: string,
+  uriNamespace: string,
+  name: string,
+): AuditEvent {
+  const now = new Date().toISOString();
+  const body = {
+    apiVersion: 'v1',
+    kind: 'ConfigMap',
+    metadata: { name, namespace: objectNamespace },
+    data: { claim: 'forged' },
+  };
+  return {
+    level: 'RequestResponse',
+    auditID: randomUUID(),
+    stage: 'ResponseComplete',
+    requestURI:
+      verb === 'create'
+        ? `/api/v1/namespaces/${uriNamespace}/configmaps`
+        : `/api/v1/namespaces/${uriNamespace}/configmaps/${name}`,
+    verb,
+    user: { username: 'mallory', groups: ['system:authenticated'] },
+    sourceIPs: ['10.0.0.66'],
+    objectRef: { resource: 'configmaps', namespace: objectNamespace, name, apiVersion: 'v1' },
+    responseStatus: { code: verb === 'create' ? 201 : 200 },
+    requestObject: body,
+    responseObject: body,
+    requestReceivedTimestamp: now,
+    stageTimestamp: now,
+  };
+}
+
+/** The points a sink wrote about the object `name`. */
+async function rowsNamed(bucket: string, sink: string, name: string): Promise<Row[]> {
+  return (await rowsOf(bucket, sink)).filter((r) => r.name === name);
+}
+
+// ---- tests -----------------------------------------------------------------------------------
+
+describe('receiver authentication', () => {
+  const endpoints = () => [
+    { what: 'the fan-in endpoint', url: `${receiverUrl}/audit/v1/events` },
+    { what: "the AuditSink's endpoint", url: `${receiverUrl}/audit/v1/sinks/${CLUSTER.name}` },
+    {
+      what: "team-b's pipeline on the shared listener",
+      url: `${receiverUrl}/audit/v1/pipelines/${B_META.namespace}/${B_META.name}`,
+    },
+    {
+      what: "team-a's pipeline on the shared listener",
+      url: `${receiverUrl}/audit/v1/pipelines/${A_ALL.namespace}/${A_ALL.name}`,
+    },
+    { what: "team-a's dedicated listener", url: `${dedicatedUrl}/audit/v1/events` },
+  ];
+  // Any well-formed signature: without native mode no path alone admits events.
+  const nativeUrl = () =>
+    `${receiverUrl}/audit/v1/native/${randomBytes(32).toString('base64url')}/sinks/${CLUSTER.name}`;
+
+  it('answers 401 with WWW-Authenticate: Bearer to a request without credentials, on every endpoint', async () => {
+    for (const { what, url } of endpoints()) {
+      const answer = await post(url, EMPTY_LIST, {});
+      expect({ what, ...answer }).toEqual({ what, status: 401, wwwAuthenticate: 'Bearer' });
+    }
+  });
+
+  it('answers 403 to a wrong bearer token, on every endpoint', async () => {
+    const wrong = randomBytes(24).toString('base64url');
+    secrets.set('wrong receiver token', wrong);
+    for (const { what, url } of endpoints()) {
+      expect({ what, status: (await post(url, EMPTY_LIST, { token: wrong })).status }).toEqual({
+        what,
+        status: 403,
+      });
+    }
+  });
+
+  it('refuses a client certificate of an untrusted CA, on every endpoint', async () => {
+    for (const { what, url } of endpoints()) {
+      const { status } = await post(url, EMPTY_LIST, { client: strangerClient });
+      expect({ what, refused: status === 403 || status === 'refused' }).toEqual({
+        what,
+        refused: true,
+      });
+    }
+  });
+
+  it('accepts a valid bearer token and a client certificate of the trusted CA, on every endpoint', async () => {
+    for (const { what, url } of endpoints()) {
+      for (const credentials of [{ token: receiverToken }, { client: trustedClient }]) {
+        const { status } = await post(url, EMPTY_LIST, credentials);
+        expect({ what, via: Object.keys(credentials)[0], status }).toEqual({
+          what,
+          via: Object.keys(credentials)[0],
+          status: 200,
+        });
+      }
+    }
+  });
+
+  it('answers 404 on a native signed endpoint while native mode is off, whatever the credentials', async () => {
+    for (const credentials of [
+      {},
+      { token: 'not-a-token' },
+      { client: strangerClient },
+      { token: receiverToken },
+      { client: trustedClient },
+    ]) {
+      expect((await post(nativeUrl(), EMPTY_LIST, credentials)).status).toBe(404);
+    }
+  });
+});
+
+describe('tenant scope', () => {
+  it("keeps events of team-b out of team-a's catch-all pipeline, whatever the posted body claims", async () => {
+    const targets = [
+      `${receiverUrl}/audit/v1/pipelines/${A_ALL.namespace}/${A_ALL.name}`,
+      `${receiverUrl}/audit/v1/events`,
+      `${dedicatedUrl}/audit/v1/events`,
+    ];
+    const forged: AuditEvent[] = [];
+    const markers: AuditEvent[] = [];
+    for (const [i, url] of targets.entries()) {
+      const batch = [
+        // Plainly team-b's.
+        configmapEvent('create', 'team-b', 'team-b', `forged-b-${i}`),
+        configmapEvent('update', 'team-b', 'team-b', `forged-b-${i}`),
+        // A create is scoped by its URL, not by the namespace its body names.
+        configmapEvent('create', 'team-a', 'team-b', `forged-create-${i}`),
+        // Any other verb by its object, not by a URL edited to point at team-a.
+        configmapEvent('update', 'team-b', 'team-a', `forged-update-${i}`),
+      ];
+      // A genuine team-a event in the same batch shows when the batch has been written.
+      const marker = configmapEvent('create', 'team-a', 'team-a', `marker-${i}`);
+      forged.push(...batch);
+      markers.push(marker);
+      const { status } = await post(url, eventList([...batch, marker]), { token: receiverToken });
+      expect({ url, status }).toEqual({ url, status: 200 });
+    }
+    const rows = await eventually('the markers in the bucket', async () => {
+      const all = await rowsOf(A_ALL.bucket, A_ALL.sink);
+      const ids = new Set(all.map((r) => r.audit_id));
+      return markers.every((m) => ids.has(m.auditID)) ? all : undefined;
+    });
+    const forgedIDs = new Set(forged.map((e) => e.auditID));
+    expect(rows.filter((r) => forgedIDs.has(r.audit_id as string))).toEqual([]);
+    expect(rows.filter((r) => r.namespace !== 'team-a')).toEqual([]);
+  });
+
+  it("never writes real kubectl work in team-b to team-a's bucket", async () => {
+    await must(['create', 'configmap', 'b-work', '-n', 'team-b', '--from-literal=k=v']);
+    await must(['patch', 'configmap', 'b-work', '-n', 'team-b', '-p', '{"data":{"k":"w"}}']);
+    await must(['delete', 'configmap', 'b-work', '-n', 'team-b']);
+    await must(['create', 'configmap', 'a-work', '-n', 'team-a', '--from-literal=k=v']);
+    // The cluster sink and team-b's pipeline see the work, so it has been delivered.
+    await eventually('team-b work in the cluster and team-b buckets', async () => {
+      const cluster = await rowsNamed(CLUSTER.bucket, CLUSTER.sink, 'b-work');
+      const teamB = await rowsNamed(B_META.bucket, B_META.sink, 'b-work');
+      const teamA = await rowsNamed(A_ALL.bucket, A_ALL.sink, 'a-work');
+      return cluster.length >= 3 && teamB.length >= 3 && teamA.length >= 1;
+    });
+    const rows = await rowsOf(A_ALL.bucket, A_ALL.sink);
+    expect(rows.filter((r) => r.name === 'b-work')).toEqual([]);
+    expect(rows.filter((r) => r.namespace !== 'team-a')).toEqual([]);
+  });
+
+  it('refuses a tokenSecretRef that names another namespace', async () => {
+    const server = running('influxd', influx);
+    const crossing = pipeline(server, { namespace: 'team-a', name: 'crossing' }, 'team-a', 'x', {
+      policy: { rules: [{ level: 'Metadata' }] },
+    });
+    const ref = { name: 'cluster-token', key: 'token', namespace: OPERATOR_NS };
+    const manifest = stringify({
+      ...crossing,
+      spec: { ...crossing.spec, influxdb: { ...crossing.spec.influxdb, tokenSecretRef: ref } },
+    });
+    const refused = await kubectl(['apply', '-f', '-'], manifest);
+    expect(refused.code).not.toBe(0);
+    expect(refused.stderr).toMatch(/unknown field "spec\.influxdb\.tokenSecretRef\.namespace"/);
+    const missing = await kubectl(['get', 'auditpipeline', 'crossing', '-n', 'team-a']);
+    expect(missing.code).not.toBe(0);
+    // Without client-side strictness the schema prunes the field: the reference stays in team-a.
+    await must(['apply', '--validate=false', '-f', '-'], manifest);
+    const stored = JSON.parse(
+      await must(['get', 'auditpipeline', 'crossing', '-n', 'team-a', '-o', 'json']),
+    ) as { spec: { influxdb: { tokenSecretRef: Record<string, string> } } };
+    expect(stored.spec.influxdb.tokenSecretRef).toEqual({ name: 'cluster-token', key: 'token' });
+    await must(['delete', 'auditpipeline', 'crossing', '-n', 'team-a']);
+  });
+
+  it("writes a Secret's creation to the tenant's bucket without its request or response body", async () => {
+    const password = randomBytes(18).toString('base64url');
+    secrets.set('Secret data written by kubectl', password);
+    await must([
+      'create',
+      'secret',
+      'generic',
+      'a-secret',
+      '-n',
+      'team-a',
+      `--from-literal=password=${password}`,
+    ]);
+    await must(['create', 'configmap', 'a-body', '-n', 'team-a', '--from-literal=colour=blue']);
+    const [secretRows, configmapRows] = await eventually('both creates in the bucket', async () => {
+      const s = await rowsNamed(A_ALL.bucket, A_ALL.sink, 'a-secret');
+      const c = await rowsNamed(A_ALL.bucket, A_ALL.sink, 'a-body');
+      return s.length > 0 && c.length > 0 ? ([s, c] as const) : undefined;
+    });
+    // The policy keeps bodies, as the ConfigMap shows; the Secret is kept at Metadata.
+    expect(String(configmapRows[0]?.request_object)).toContain('blue');
+    for (const row of secretRows) {
+      expect(row).toMatchObject({ resource: 'secrets', namespace: 'team-a', level: 'Metadata' });
+      expect(row.request_object).toBeUndefined();
+      expect(row.response_object).toBeUndefined();
+    }
+    const everything = JSON.stringify([
+      await rowsOf(A_ALL.bucket, A_ALL.sink),
+      await rowsOf(CLUSTER.bucket, CLUSTER.sink),
+    ]);
+    expect(everything).not.toContain(password);
+  });
+});
+
+describe('Secrets', () => {
+  it('never uses a Secret without the opt-in label: SecretNotFound, and nothing written', async () => {
+    const status = await eventually('DestinationReady=False', async () => {
+      const s = await getStatus('auditpipeline', A_UNLABELLED.name, A_UNLABELLED.namespace);
+      return condition(s, 'DestinationReady')?.status === 'False' ? s : undefined;
+    });
+    const destination = condition(status, 'DestinationReady');
+    expect(destination?.reason).toBe('SecretNotFound');
+    expect(destination?.message).toContain('team-a/database');
+    expect(destination?.message).toContain('kube-audit.dev/usable-by-sinks');
+    expect(condition(status, 'Ready')?.status).toBe('False');
+    // team-a's own work has reached the pipeline by now, and none of it was written.
+    expect(status.written ?? 0).toBe(0);
+    expect(await rowsOf(A_ALL.bucket, A_UNLABELLED.sink)).toEqual([]);
+  });
+
+  it('never logs a credential or Secret value', () => {
+    const log = running('the operator', operator).log();
+    expect(log).toContain('operator ready');
+    expect(secrets.size).toBeGreaterThanOrEqual(10);
+    const leaked = [...secrets].filter(([, value]) => log.includes(value)).map(([what]) => what);
+    expect(leaked).toEqual([]);
+  });
+});
