@@ -111,7 +111,14 @@ function parseDocuments(text: string, source: string): unknown[] {
     for (const err of doc.errors)
       problems.push(`malformed YAML/JSON: ${err.message.split('\n')[0]}`);
     if (doc.errors.length === 0) {
-      const value: unknown = doc.toJS({ maxAliasCount: 100 });
+      let value: unknown;
+      try {
+        // Aliases are resolved here: an unknown anchor or an alias bomb throws.
+        value = doc.toJS({ maxAliasCount: 100 });
+      } catch (err) {
+        problems.push(`malformed YAML/JSON: ${(err as Error).message.split('\n')[0]}`);
+        continue;
+      }
       // A document holding only comments or `---` is no document.
       if (value !== null && value !== undefined) values.push(value);
     }

@@ -72,13 +72,13 @@ export function sinkFromResource(resource: unknown, settings: SinkSettings): Sin
   const kind = resource.kind;
   if (kind !== 'AuditSink' && kind !== 'AuditPipeline') {
     throw new SinkSpecError('resource', [
-      `kind: Unsupported value: ${JSON.stringify(kind ?? null)}: supported values: "AuditSink", "AuditPipeline"`,
+      `kind: Unsupported value: ${quoted(kind ?? null)}: supported values: "AuditSink", "AuditPipeline"`,
     ]);
   }
   if (resource.apiVersion !== SINK_API_VERSION) {
     v.add(
       'apiVersion',
-      `Unsupported value: ${JSON.stringify(resource.apiVersion ?? null)}: supported values: "${SINK_API_VERSION}"`,
+      `Unsupported value: ${quoted(resource.apiVersion ?? null)}: supported values: "${SINK_API_VERSION}"`,
     );
   }
   const metadata = isRecord(resource.metadata) ? resource.metadata : {};
@@ -163,7 +163,7 @@ function legacyPolicy(value: unknown, v: FieldCheck): Policy | undefined {
   else if (!isLevel(level)) {
     v.add(
       'spec.policy.level',
-      `Unsupported value: ${JSON.stringify(level)}: supported values: "None", "Metadata", "Request", "RequestResponse"`,
+      `Unsupported value: ${quoted(level)}: supported values: "None", "Metadata", "Request", "RequestResponse"`,
     );
   }
   const stages: Stage[] = [];
@@ -176,7 +176,7 @@ function legacyPolicy(value: unknown, v: FieldCheck): Policy | undefined {
         else
           v.add(
             `spec.policy.stages[${i}]`,
-            `Unsupported value: ${JSON.stringify(stage)}: supported values: ${STAGES.map((s) => `"${s}"`).join(', ')}`,
+            `Unsupported value: ${quoted(stage)}: supported values: ${STAGES.map((s) => `"${s}"`).join(', ')}`,
           );
       });
     }
@@ -232,7 +232,7 @@ function influxDestination(value: unknown, v: FieldCheck): InfluxDestination | u
   if (!/^[A-Za-z_][A-Za-z0-9_.-]*$/.test(measurement)) {
     v.add(
       `${path}.measurement`,
-      `Invalid value: ${JSON.stringify(measurement)}: letters, digits, "_", "." and "-", starting with a letter or "_"`,
+      `Invalid value: ${quoted(measurement)}: letters, digits, "_", "." and "-", starting with a letter or "_"`,
     );
   }
   const createBucket = v.optionalBoolean(value.createBucket, `${path}.createBucket`) ?? false;
@@ -241,11 +241,11 @@ function influxDestination(value: unknown, v: FieldCheck): InfluxDestination | u
   if (retention !== undefined) {
     const ms = parseDuration(retention);
     if (typeof ms !== 'number')
-      v.add(`${path}.retention`, `Invalid value: ${JSON.stringify(retention)}: ${ms.error}`);
+      v.add(`${path}.retention`, `Invalid value: ${quoted(retention)}: ${ms.error}`);
     else if (ms !== 0 && ms < MIN_RETENTION_SECONDS * 1000) {
       v.add(
         `${path}.retention`,
-        `Invalid value: ${JSON.stringify(retention)}: InfluxDB needs at least 1h, or 0 to keep data forever`,
+        `Invalid value: ${quoted(retention)}: InfluxDB needs at least 1h, or 0 to keep data forever`,
       );
     } else retentionSeconds = Math.round(ms / 1000);
     if (!createBucket)
@@ -262,11 +262,11 @@ function influxDestination(value: unknown, v: FieldCheck): InfluxDestination | u
   if (flush !== undefined) {
     const ms = parseDuration(flush);
     if (typeof ms !== 'number')
-      v.add(`${path}.flushInterval`, `Invalid value: ${JSON.stringify(flush)}: ${ms.error}`);
+      v.add(`${path}.flushInterval`, `Invalid value: ${quoted(flush)}: ${ms.error}`);
     else if (ms < 10 || ms > 3_600_000)
       v.add(
         `${path}.flushInterval`,
-        `Invalid value: ${JSON.stringify(flush)}: must be between 10ms and 1h`,
+        `Invalid value: ${quoted(flush)}: must be between 10ms and 1h`,
       );
     else flushIntervalMs = ms;
   }
@@ -299,10 +299,10 @@ function tagSet(value: unknown, path: string, v: FieldCheck): readonly TagName[]
     if (!(TAG_NAMES as readonly unknown[]).includes(tag)) {
       v.add(
         `${path}[${i}]`,
-        `Unsupported value: ${JSON.stringify(tag)}: supported values: ${TAG_NAMES.map((t) => `"${t}"`).join(', ')}`,
+        `Unsupported value: ${quoted(tag)}: supported values: ${TAG_NAMES.map((t) => `"${t}"`).join(', ')}`,
       );
     } else if (tags.includes(tag as TagName))
-      v.add(`${path}[${i}]`, `Duplicate value: ${JSON.stringify(tag)}`);
+      v.add(`${path}[${i}]`, `Duplicate value: ${quoted(tag)}`);
     else tags.push(tag as TagName);
   });
   return TAG_NAMES.filter((t) => tags.includes(t));
@@ -348,14 +348,14 @@ function staticTagSet(
   }
   const tags: Record<string, string> = {};
   for (const [key, tagValue] of Object.entries(value)) {
-    const at = `${path}[${JSON.stringify(key)}]`;
+    const at = `${path}[${quoted(key)}]`;
     if (!/^[A-Za-z_][A-Za-z0-9_.-]*$/.test(key)) {
       v.add(
         at,
         'Invalid value: a tag name is letters, digits, "_", "." and "-", starting with a letter or "_"',
       );
     } else if ((TAG_NAMES as readonly string[]).includes(key) || SCHEMA_FIELDS.includes(key)) {
-      v.add(at, `Invalid value: ${JSON.stringify(key)} is a tag or field of the audit schema`);
+      v.add(at, `Invalid value: ${quoted(key)} is a tag or field of the audit schema`);
     } else if (typeof tagValue !== 'string' || tagValue === '') {
       v.add(at, 'Invalid value: must be a non-empty string');
     } else if (/[\n\r]/.test(tagValue)) {
@@ -375,13 +375,13 @@ function secretKeyRef(value: unknown, path: string, v: FieldCheck): SecretKeyRef
   if (name !== undefined && !DNS1123_SUBDOMAIN.test(name)) {
     v.add(
       `${path}.name`,
-      `Invalid value: ${JSON.stringify(name)}: a Secret name is a lowercase RFC 1123 subdomain`,
+      `Invalid value: ${quoted(name)}: a Secret name is a lowercase RFC 1123 subdomain`,
     );
   }
   if (key !== undefined && !/^[-._a-zA-Z0-9]+$/.test(key)) {
     v.add(
       `${path}.key`,
-      `Invalid value: ${JSON.stringify(key)}: a Secret key is letters, digits, "-", "_" and "."`,
+      `Invalid value: ${quoted(key)}: a Secret key is letters, digits, "-", "_" and "."`,
     );
   }
   return name === undefined || key === undefined ? undefined : { name, key };
@@ -437,7 +437,7 @@ function serviceUrl(value: unknown, path: string, v: FieldCheck): string | undef
   const port = v.optionalInteger(value.port, `${path}.port`, 1, 65_535) ?? 443;
   const urlPath = v.optionalString(value.path, `${path}.path`) ?? '';
   if (urlPath !== '' && !urlPath.startsWith('/'))
-    v.add(`${path}.path`, `Invalid value: ${JSON.stringify(urlPath)}: must start with "/"`);
+    v.add(`${path}.path`, `Invalid value: ${quoted(urlPath)}: must start with "/"`);
   if (namespace === undefined || name === undefined) return undefined;
   return `https://${name}.${namespace}.svc:${port}${urlPath}`;
 }
@@ -521,10 +521,7 @@ class FieldCheck {
   optionalInteger(value: unknown, path: string, min: number, max: number): number | undefined {
     if (value === undefined || value === null) return undefined;
     if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
-      this.add(
-        path,
-        `Invalid value: ${JSON.stringify(value)}: must be an integer from ${min} to ${max}`,
-      );
+      this.add(path, `Invalid value: ${quoted(value)}: must be an integer from ${min} to ${max}`);
       return undefined;
     }
     return value;
@@ -537,11 +534,11 @@ class FieldCheck {
     try {
       url = new URL(text);
     } catch {
-      this.add(path, `Invalid value: ${JSON.stringify(text)}: not a URL`);
+      this.add(path, `Invalid value: ${quoted(text)}: not a URL`);
       return undefined;
     }
     if (url.protocol !== 'http:' && url.protocol !== 'https:') {
-      this.add(path, `Invalid value: ${JSON.stringify(text)}: the scheme must be http or https`);
+      this.add(path, `Invalid value: ${quoted(text)}: the scheme must be http or https`);
       return undefined;
     }
     if (url.username !== '' || url.password !== '') {
@@ -549,9 +546,31 @@ class FieldCheck {
       return undefined;
     }
     if (url.hash !== '') {
-      this.add(path, `Invalid value: ${JSON.stringify(text)}: fragments are not allowed`);
+      this.add(path, `Invalid value: ${quoted(text)}: fragments are not allowed`);
       return undefined;
     }
     return text;
   }
+}
+
+/**
+ * A value as error messages quote it: JSON, cut to 100 characters, and never deeper than a few
+ * levels, so that a hostile manifest (nested thousands deep, megabytes long) costs nothing to
+ * report.
+ */
+function quoted(value: unknown): string {
+  const text = JSON.stringify(shallow(value, 3)) ?? String(value);
+  return text.length > 100 ? `${text.slice(0, 97)}...` : text;
+}
+
+function shallow(value: unknown, depth: number): unknown {
+  if (typeof value === 'bigint') return `${value}n`;
+  if (value === null || typeof value !== 'object') return value;
+  if (depth === 0) return Array.isArray(value) ? '[...]' : '{...}';
+  if (Array.isArray(value)) return value.slice(0, 10).map((v) => shallow(v, depth - 1));
+  return Object.fromEntries(
+    Object.entries(value)
+      .slice(0, 10)
+      .map(([k, v]) => [k, shallow(v, depth - 1)]),
+  );
 }
