@@ -24,8 +24,8 @@ import { destinationOn, startInfluxd } from '../test/harness/influxd.ts';
 import { FULL, type HarnessOptions, type Measurement, measure, QUICK, sink } from './harness.ts';
 
 const FIXTURES = new URL('../test/fixtures/apiserver-1.20/', import.meta.url);
-const BATCH_SIZE = 400;
-type Level = 'Metadata' | 'RequestResponse';
+export const BATCH_SIZE = 400;
+export type Level = 'Metadata' | 'RequestResponse';
 
 const SCHEMA: PointSchema = {
   measurement: 'kubernetes_audit',
@@ -51,7 +51,7 @@ function timestamp(micros: number): string {
  * `count` batches of distinct events cut from the recorded ones: each its own auditID and a
  * microsecond of its own, ending `endMicros` (as a busy apiserver produces them).
  */
-function batches(level: Level, count: number, endMicros: number): AuditEvent[][] {
+export function batches(level: Level, count: number, endMicros: number): AuditEvent[][] {
   const recorded = recordedEvents();
   let n = 0;
   const start = endMicros - count * BATCH_SIZE * 50;
