@@ -37,19 +37,13 @@ OUT_DIR="$CACHE_ROOT/$VERSION"
 OUT="$OUT_DIR/influxd"
 JOBS="${INFLUXD_BUILD_JOBS:-$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 2)}"
 NICE="${INFLUXD_NICE:-0}"
+BUILD_NAME=build-influxd
+VERSION_ARGS=(version)
+FORCE="${INFLUXD_FORCE:-0}"
+# shellcheck source=lib/cached-build.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/cached-build.sh"
 
-log() { printf '[build-influxd] %s\n' "$*" >&2; }
-die() {
-  log "ERROR: $*"
-  exit 1
-}
-built() { [[ -x "$OUT" && "${INFLUXD_FORCE:-0}" != 1 ]] && "$OUT" version >/dev/null 2>&1; }
-
-if built; then
-  log "cached: $("$OUT" version) at $OUT"
-  echo "$OUT"
-  exit 0
-fi
+exit_if_built
 
 # ---- tools ------------------------------------------------------------------------------------
 if ! command -v pkg-config >/dev/null 2>&1; then
@@ -64,26 +58,12 @@ if ! command -v pkg-config >/dev/null 2>&1; then
     die "pkg-config is missing: install it (Debian/Ubuntu: sudo apt-get install pkg-config); the libflux build hands off to it"
   fi
 fi
-command -v go >/dev/null 2>&1 || die "go is missing: install Go >= 1.23 (https://go.dev/dl/)"
+require_go 23 "influxdb $VERSION"
 command -v cargo >/dev/null 2>&1 || die "cargo is missing: install Rust with rustup (https://rustup.rs)"
 command -v "${CC:-cc}" >/dev/null 2>&1 || command -v gcc >/dev/null 2>&1 ||
   die "no C compiler: cgo needs gcc or cc (Debian/Ubuntu: apt-get install gcc)"
-go_minor="$(go env GOVERSION | sed -n 's/^go1\.\([0-9]*\).*/\1/p')"
-[[ -n "$go_minor" && "$go_minor" -ge 23 ]] ||
-  die "go $(go env GOVERSION) is too old: influxdb $VERSION needs Go >= 1.23"
 
-# ---- one build at a time (parallel test workers, two checkouts) ---------------------------------
-mkdir -p "$OUT_DIR"
-exec 9>"$OUT_DIR/.lock"
-if ! flock -n 9; then
-  log "another build is running; waiting for it"
-  flock 9
-fi
-if built; then
-  log "built by a concurrent run: $("$OUT" version)"
-  echo "$OUT"
-  exit 0
-fi
+lock_build
 
 WORK="$OUT_DIR/build"
 mkdir -p "$WORK/bin"

@@ -49,37 +49,16 @@ OUT_DIR="$CACHE_ROOT/v$VERSION"
 OUT="$OUT_DIR/kube-apiserver"
 JOBS="${KUBE_APISERVER_BUILD_JOBS:-$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 2)}"
 NICE="${KUBE_APISERVER_NICE:-0}"
+BUILD_NAME=build-kube-apiserver
+VERSION_ARGS=(--version)
+FORCE="${KUBE_APISERVER_FORCE:-0}"
+# shellcheck source=lib/cached-build.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/cached-build.sh"
 
-log() { printf '[build-kube-apiserver] %s\n' "$*" >&2; }
-die() {
-  log "ERROR: $*"
-  exit 1
-}
-built() { [[ -x "$OUT" && "${KUBE_APISERVER_FORCE:-0}" != 1 ]] && "$OUT" --version >/dev/null 2>&1; }
+exit_if_built
+require_go 24 "kube-apiserver $VERSION (as built here)"
 
-if built; then
-  log "cached: $("$OUT" --version) at $OUT"
-  echo "$OUT"
-  exit 0
-fi
-
-command -v go >/dev/null 2>&1 || die "go is missing: install Go >= 1.24 (https://go.dev/dl/)"
-go_minor="$(go env GOVERSION | sed -n 's/^go1\.\([0-9]*\).*/\1/p')"
-[[ -n "$go_minor" && "$go_minor" -ge 24 ]] ||
-  die "go $(go env GOVERSION) is too old: kube-apiserver $VERSION is built with Go >= 1.24 here"
-
-# ---- one build at a time (parallel test workers, two checkouts) ---------------------------------
-mkdir -p "$OUT_DIR"
-exec 9>"$OUT_DIR/.lock"
-if ! flock -n 9; then
-  log "another build is running; waiting for it"
-  flock 9
-fi
-if built; then
-  log "built by a concurrent run: $("$OUT" --version)"
-  echo "$OUT"
-  exit 0
-fi
+lock_build
 
 WORK="$OUT_DIR/build"
 rm -rf "$WORK"

@@ -36,36 +36,16 @@ OUT="$OUT_DIR/telegraf"
 JOBS="${TELEGRAF_BUILD_JOBS:-$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 2)}"
 TAGS="custom,inputs.http_listener_v2,parsers.json_v2,outputs.influxdb_v2"
 
-log() { printf '[build-telegraf] %s\n' "$*" >&2; }
-die() {
-  log "ERROR: $*"
-  exit 1
-}
-built() { [[ -x "$OUT" && "${TELEGRAF_FORCE:-0}" != 1 ]] && "$OUT" --version >/dev/null 2>&1; }
+BUILD_NAME=build-telegraf
+VERSION_ARGS=(--version)
+FORCE="${TELEGRAF_FORCE:-0}"
+# shellcheck source=lib/cached-build.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/cached-build.sh"
 
-if built; then
-  log "cached: $("$OUT" --version) at $OUT"
-  echo "$OUT"
-  exit 0
-fi
+exit_if_built
+require_go 25 "telegraf $VERSION"
 
-command -v go >/dev/null 2>&1 || die "go is missing: install Go >= 1.25 (https://go.dev/dl/)"
-go_minor="$(go env GOVERSION | sed -n 's/^go1\.\([0-9]*\).*/\1/p')"
-[[ -n "$go_minor" && "$go_minor" -ge 25 ]] ||
-  die "go $(go env GOVERSION) is too old: telegraf $VERSION needs Go >= 1.25"
-
-# ---- one build at a time ----------------------------------------------------------------------
-mkdir -p "$OUT_DIR"
-exec 9>"$OUT_DIR/.lock"
-if ! flock -n 9; then
-  log "another build is running; waiting for it"
-  flock 9
-fi
-if built; then
-  log "built by a concurrent run: $("$OUT" --version)"
-  echo "$OUT"
-  exit 0
-fi
+lock_build
 
 WORK="$OUT_DIR/build"
 mkdir -p "$WORK"

@@ -21,11 +21,9 @@ VERSION="${ETCD_VERSION:-3.4.23}"
 GO_VERSION="${ETCD_GO_VERSION:-3.5.21}"
 CACHE_ROOT="${ETCD_CACHE_ROOT:-${XDG_CACHE_HOME:-$HOME/.cache}/kube-audit-operator/etcd}"
 
-log() { printf '[get-etcd] %s\n' "$*" >&2; }
-die() {
-  log "ERROR: $*"
-  exit 1
-}
+BUILD_NAME=get-etcd
+# shellcheck source=lib/cached-build.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/cached-build.sh"
 usable() { [[ -x "$1" && "${ETCD_FORCE:-0}" != 1 ]] && "$1" --version >/dev/null 2>&1; }
 
 for candidate in "$CACHE_ROOT/v$VERSION/etcd" "$CACHE_ROOT/v$GO_VERSION/etcd"; do
