@@ -95,3 +95,32 @@ function tail(file: string): string {
     return '(no log)';
   }
 }
+
+/** What every test runs the operator with. */
+export interface OperatorRunOptions {
+  readonly kubeconfig: string;
+  readonly port: number;
+  readonly serving: { readonly certFile: string; readonly keyFile: string };
+  readonly tokenFile: string;
+  readonly dataDir: string;
+  readonly namespace: string;
+}
+
+/**
+ * `run` on loopback with TLS, a token file and status written every second (tests wait on it),
+ * followed by `extra` flags.
+ */
+export function operatorRunArgs(o: OperatorRunOptions, ...extra: string[]): string[] {
+  return [
+    'run',
+    `--kubeconfig=${o.kubeconfig}`,
+    `--listen=127.0.0.1:${o.port}`,
+    `--tls-cert-file=${o.serving.certFile}`,
+    `--tls-key-file=${o.serving.keyFile}`,
+    `--token-file=${o.tokenFile}`,
+    `--data-dir=${o.dataDir}`,
+    `--namespace=${o.namespace}`,
+    '--status-interval-seconds=1',
+    ...extra,
+  ];
+}

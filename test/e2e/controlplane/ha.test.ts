@@ -19,7 +19,11 @@ import {
   recordedEvents,
   startInfluxd,
 } from '../../harness/influxd.ts';
-import { type OperatorProcess, startOperatorProcess } from '../../harness/operator.ts';
+import {
+  type OperatorProcess,
+  operatorRunArgs,
+  startOperatorProcess,
+} from '../../harness/operator.ts';
 import { TestPki } from '../../harness/pki.ts';
 import { eventually } from '../../support/wait.ts';
 
@@ -116,17 +120,14 @@ beforeAll(async () => {
     const port = await freePort();
     const url = `https://127.0.0.1:${port}`;
     const process = await startOperatorProcess(
-      [
-        'run',
-        `--kubeconfig=${controlPlane.kubeconfig('operator')}`,
-        `--listen=127.0.0.1:${port}`,
-        `--tls-cert-file=${serving.certFile}`,
-        `--tls-key-file=${serving.keyFile}`,
-        `--token-file=${tokenFile}`,
-        `--data-dir=${join(dir, `data-${name}`)}`,
-        `--namespace=${OPERATOR_NS}`,
-        '--status-interval-seconds=1',
-      ],
+      operatorRunArgs({
+        kubeconfig: controlPlane.kubeconfig('operator'),
+        port,
+        serving,
+        tokenFile,
+        dataDir: join(dir, `data-${name}`),
+        namespace: OPERATOR_NS,
+      }),
       { url, ca },
       join(dir, `operator-${name}.log`),
     );

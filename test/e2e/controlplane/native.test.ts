@@ -12,7 +12,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { type ControlPlane, startControlPlane } from '../../harness/controlplane.ts';
 import { freePort, type InfluxServer, startInfluxd } from '../../harness/influxd.ts';
-import { type OperatorProcess, startOperatorProcess } from '../../harness/operator.ts';
+import {
+  type OperatorProcess,
+  operatorRunArgs,
+  startOperatorProcess,
+} from '../../harness/operator.ts';
 import { TestPki } from '../../harness/pki.ts';
 import { eventually } from '../../support/wait.ts';
 import { AuditOracle, type WrittenBy } from './oracle.ts';
@@ -147,19 +151,18 @@ beforeAll(async () => {
 
   const receiverUrl = `https://127.0.0.1:${port}`;
   const operator = await startOperatorProcess(
-    [
-      'run',
-      `--kubeconfig=${cp.kubeconfig('operator')}`,
-      `--listen=127.0.0.1:${port}`,
-      `--tls-cert-file=${serving.certFile}`,
-      `--tls-key-file=${serving.keyFile}`,
-      `--token-file=${tokenFile}`,
+    operatorRunArgs(
+      {
+        kubeconfig: cp.kubeconfig('operator'),
+        port,
+        serving,
+        tokenFile,
+        dataDir: join(dir, 'data'),
+        namespace: OPERATOR_NS,
+      },
       `--native-key-file=${keyFile}`,
       `--advertise-url=${receiverUrl}`,
-      `--data-dir=${join(dir, 'data')}`,
-      `--namespace=${OPERATOR_NS}`,
-      '--status-interval-seconds=1',
-    ],
+    ),
     { url: receiverUrl, ca },
     join(dir, 'operator.log'),
   );

@@ -16,7 +16,11 @@ import { stringify } from 'yaml';
 import type { AuditEvent } from '../../../src/audit/types.ts';
 import { type ControlPlane, startControlPlane } from '../../harness/controlplane.ts';
 import { freePort, type InfluxServer, startInfluxd } from '../../harness/influxd.ts';
-import { type OperatorProcess, startOperatorProcess } from '../../harness/operator.ts';
+import {
+  type OperatorProcess,
+  operatorRunArgs,
+  startOperatorProcess,
+} from '../../harness/operator.ts';
 import { TestPki } from '../../harness/pki.ts';
 import { eventually } from '../../support/wait.ts';
 import { AuditOracle, type WrittenBy } from './oracle.ts';
@@ -186,17 +190,14 @@ beforeAll(async () => {
   );
 
   const operator = await startOperatorProcess(
-    [
-      'run',
-      `--kubeconfig=${cp.kubeconfig('operator')}`,
-      `--listen=127.0.0.1:${port}`,
-      `--tls-cert-file=${serving.certFile}`,
-      `--tls-key-file=${serving.keyFile}`,
-      `--token-file=${tokenFile}`,
-      `--data-dir=${join(dir, 'data')}`,
-      `--namespace=${OPERATOR_NS}`,
-      '--status-interval-seconds=1',
-    ],
+    operatorRunArgs({
+      kubeconfig: cp.kubeconfig('operator'),
+      port,
+      serving,
+      tokenFile,
+      dataDir: join(dir, 'data'),
+      namespace: OPERATOR_NS,
+    }),
     { url: receiverUrl, ca },
     join(dir, 'operator.log'),
   );

@@ -15,7 +15,11 @@ import { stringify } from 'yaml';
 import type { AuditEvent } from '../../../src/audit/types.ts';
 import { type ControlPlane, startControlPlane } from '../../harness/controlplane.ts';
 import { freePort, type InfluxServer, type Row, startInfluxd } from '../../harness/influxd.ts';
-import { type OperatorProcess, startOperatorProcess } from '../../harness/operator.ts';
+import {
+  type OperatorProcess,
+  operatorRunArgs,
+  startOperatorProcess,
+} from '../../harness/operator.ts';
 import { type Issued, TestPki } from '../../harness/pki.ts';
 import { eventually } from '../../support/wait.ts';
 
@@ -172,18 +176,17 @@ beforeAll(async () => {
   await must(['apply', '-f', '-'], resources.map((o) => stringify(o)).join('---\n'));
 
   operator = await startOperatorProcess(
-    [
-      'run',
-      `--kubeconfig=${controlPlane.kubeconfig('operator')}`,
-      `--listen=127.0.0.1:${port}`,
-      `--tls-cert-file=${serving.certFile}`,
-      `--tls-key-file=${serving.keyFile}`,
-      `--token-file=${tokenFile}`,
+    operatorRunArgs(
+      {
+        kubeconfig: controlPlane.kubeconfig('operator'),
+        port,
+        serving,
+        tokenFile,
+        dataDir: join(dir, 'data'),
+        namespace: OPERATOR_NS,
+      },
       `--client-ca-file=${join(dir, 'ca.crt')}`,
-      `--data-dir=${join(dir, 'data')}`,
-      `--namespace=${OPERATOR_NS}`,
-      '--status-interval-seconds=1',
-    ],
+    ),
     { url: receiverUrl, ca },
     join(dir, 'operator.log'),
   );
