@@ -97,50 +97,62 @@ export async function runDelivery<B extends { readonly events: readonly AuditEve
     observer.failed(error, 0, queueFailures);
     await sleep(retryDelay(error, queueFailures, options.backoff, random), abort);
   };
-  while (!abort.aborted) {
-    let batch: B | null;
-    try {
-      batch = await source.next(options.batchSize, stop.aborted ? 0 : options.idleWaitMs, abort);
-    } catch (err) {
-      await queueFailed(err);
-      continue;
-    }
-    if (batch === null) {
-      if (stop.aborted) return;
-      continue;
-    }
-    for (let attempt = 1; ; attempt++) {
-      const started = now();
+  let committing: Promise<void> = Promise.resolve();
+  try {
+    await deliver();
+  } finally {
+    await committing;
+  }
+
+  async function deliver(): Promise<void> {
+    while (!abort.aborted) {
+      let batch: B | null;
       try {
-        await output.write(batch.events);
+        batch = await source.next(options.batchSize, stop.aborted ? 0 : options.idleWaitMs, abort);
       } catch (err) {
-        const error =
-          err instanceof OutputError
-            ? err
-            : new OutputError('IO_ERROR', `output failed: ${(err as Error).message}`, {
-                retryable: true,
-                cause: err,
-              });
-        observer.failed(error, batch.events.length, attempt);
-        if (error.code === 'REJECTED') {
-          // The destination refuses this data itself (400, 422): the same batch can never
-          // succeed, and holding it would block every event behind it. Counted, logged, skipped.
-          observer.rejected?.(batch.events.length, error);
-          await commit(batch);
-          break;
-        }
-        const wake = signals.retryNow?.();
-        await sleep(
-          retryDelay(error, attempt, options.backoff, random),
-          wake === undefined ? abort : AbortSignal.any([abort, wake]),
-        );
-        if (abort.aborted) return;
+        await queueFailed(err);
         continue;
       }
-      observer.delivered(batch.events.length, (now() - started) / 1000);
-      // If the commit fails the batch comes again from the queue: a duplicate, never a loss.
-      await commit(batch);
-      break;
+      if (batch === null) {
+        if (stop.aborted) return;
+        continue;
+      }
+      for (let attempt = 1; ; attempt++) {
+        const started = now();
+        try {
+          await output.write(batch.events);
+        } catch (err) {
+          const error =
+            err instanceof OutputError
+              ? err
+              : new OutputError('IO_ERROR', `output failed: ${(err as Error).message}`, {
+                  retryable: true,
+                  cause: err,
+                });
+          observer.failed(error, batch.events.length, attempt);
+          if (error.code === 'REJECTED') {
+            // The destination refuses this data itself (400, 422): the same batch can never
+            // succeed, and holding it would block every event behind it. Counted, logged, skipped.
+            observer.rejected?.(batch.events.length, error);
+            await committing;
+            committing = commit(batch);
+            break;
+          }
+          const wake = signals.retryNow?.();
+          await sleep(
+            retryDelay(error, attempt, options.backoff, random),
+            wake === undefined ? abort : AbortSignal.any([abort, wake]),
+          );
+          if (abort.aborted) return;
+          continue;
+        }
+        observer.delivered(batch.events.length, (now() - started) / 1000);
+        // The next batch is read and written while this commit is persisted: the queue reads from
+        // the last commit, persisted or not. One commit at a time; the queue coalesces them.
+        await committing;
+        committing = commit(batch);
+        break;
+      }
     }
   }
 

@@ -12,7 +12,7 @@ import {
 import type { Output } from '../outputs/types.ts';
 import type { IngestResult, IngestTarget } from '../receiver/types.ts';
 import { QueueFullError, type SinkQueue } from '../spool/index.ts';
-import { type RoutingSettings, routeEvent } from './router.ts';
+import { EventRouting, RouteIndex, type RoutingSettings } from './router.ts';
 import { SinkStatus, type SinkStatusSnapshot } from './status.ts';
 import type { Sink } from './types.ts';
 
@@ -65,6 +65,15 @@ interface Runtime extends RuntimeCore {
   delivery: Delivery;
 }
 
+/** What one sink made of one ingested batch. */
+interface Tally {
+  readonly kept: AuditEvent[];
+  /** Events in the sink's scope. */
+  inScope: number;
+  /** Of those, events its policy dropped. */
+  policy: number;
+}
+
 interface Delivery {
   readonly outputs: readonly Output[];
   readonly stop: AbortController;
@@ -77,6 +86,8 @@ export class SinkRegistry {
   readonly #runtimes = new Map<string, Runtime>();
   readonly #closed = new Map<string, SinkStatus>();
   readonly #options: RegistryOptions;
+  // Rebuilt on the first ingest after the set of sinks or any sink changed.
+  #index: RouteIndex<Runtime> | null = null;
   // Configuration changes are applied one at a time, in order.
   #applying: Promise<void> = Promise.resolve();
 
@@ -141,6 +152,7 @@ export class SinkRegistry {
     }
     const removed = [...this.#runtimes.values()].filter((r) => !wanted.has(r.sink.key));
     for (const runtime of removed) this.#runtimes.delete(runtime.sink.key);
+    this.#index = null;
     await Promise.all(removed.map((r) => this.#remove(r)));
     const [first] = failures;
     if (first !== undefined && failures.length === 1) throw first;
@@ -158,6 +170,7 @@ export class SinkRegistry {
     };
     const runtime: Runtime = Object.assign(core, { delivery: await this.#startDelivery(core) });
     this.#runtimes.set(sink.key, runtime);
+    this.#index = null;
   }
 
   async #update(runtime: Runtime, sink: Sink): Promise<void> {
@@ -165,6 +178,7 @@ export class SinkRegistry {
       destinationFingerprint(runtime.sink) !== destinationFingerprint(sink);
     // Routing switches at once: the next event already sees the new policy and scope.
     runtime.sink = sink;
+    this.#index = null;
     if (!destinationsChanged) return;
     // Same queue, new outputs: what was queued goes to the new destinations.
     const old = runtime.delivery;
@@ -250,42 +264,50 @@ export class SinkRegistry {
    * queue answers "come back later".
    */
   async ingest(events: readonly AuditEvent[], target: IngestTarget): Promise<IngestResult> {
-    const runtimes =
-      target.kind === 'all'
-        ? [...this.#runtimes.values()]
-        : [this.#runtimes.get(target.key)].filter((r): r is Runtime => r !== undefined);
-    const sinks = runtimes.map((r) => r.sink);
-    const kept = runtimes.map((): AuditEvent[] => []);
-    const dropped = runtimes.map(() => ({ policy: 0, namespace: 0 }));
+    const index = this.#routesFor(target);
+    const tallies = new Map<Runtime, Tally>();
     for (const event of events) {
-      routeEvent(event, sinks, this.#options.routing).forEach((outcome, i) => {
-        const status = (runtimes[i] as Runtime).status;
-        status.received++;
-        if (outcome.decision?.captureInsufficient === true) status.noteCaptureInsufficient();
-        if (outcome.kept) (kept[i] as AuditEvent[]).push(outcome.event);
-        else {
-          status.dropped[outcome.reason]++;
-          (dropped[i] as { policy: number; namespace: number })[outcome.reason]++;
+      const routing = new EventRouting(event, this.#options.routing);
+      for (const runtime of index.candidates(routing)) {
+        const outcome = routing.route(runtime.sink);
+        let tally = tallies.get(runtime);
+        if (tally === undefined) {
+          tally = { kept: [], inScope: 0, policy: 0 };
+          tallies.set(runtime, tally);
         }
-      });
+        if (outcome.decision?.captureInsufficient === true) {
+          runtime.status.noteCaptureInsufficient();
+        }
+        if (outcome.kept) {
+          tally.inScope++;
+          tally.kept.push(outcome.event);
+        } else if (outcome.reason === 'policy') {
+          tally.inScope++;
+          tally.policy++;
+        }
+      }
     }
-    const appended = await Promise.allSettled(
-      runtimes.map((r, i) => {
-        const batch = kept[i] as AuditEvent[];
-        this.#options.observer?.routed?.(
-          r.sink,
-          batch.length,
-          dropped[i] as { policy: number; namespace: number },
-        );
-        return batch.length === 0 ? Promise.resolve() : r.queue.append(batch);
-      }),
-    );
+    // Counters of every sink, also of those the batch did not concern: one step per sink and batch.
+    const appending: [Runtime, AuditEvent[]][] = [];
+    for (const runtime of index.all) {
+      const tally = tallies.get(runtime);
+      const kept = tally?.kept ?? [];
+      const dropped = {
+        policy: tally?.policy ?? 0,
+        namespace: events.length - (tally?.inScope ?? 0),
+      };
+      runtime.status.received += events.length;
+      runtime.status.dropped.policy += dropped.policy;
+      runtime.status.dropped.namespace += dropped.namespace;
+      this.#options.observer?.routed?.(runtime.sink, kept.length, dropped);
+      if (kept.length > 0) appending.push([runtime, kept]);
+    }
+    const appended = await Promise.allSettled(appending.map(([r, batch]) => r.queue.append(batch)));
     const now = (this.#options.now ?? (() => new Date()))();
     for (const [i, result] of appended.entries()) {
-      const runtime = runtimes[i] as Runtime;
-      const count = (kept[i] as AuditEvent[]).length;
+      const [runtime, batch] = appending[i] as [Runtime, AuditEvent[]];
       if (result.status === 'fulfilled') {
-        if (count > 0) runtime.status.lastEventTime = now;
+        runtime.status.lastEventTime = now;
         continue;
       }
       // On a sink's own endpoint any failure goes back to the sender (429 when full, else 500,
@@ -294,10 +316,19 @@ export class SinkRegistry {
         if (!(result.reason instanceof QueueFullError)) throw result.reason;
         return { ok: false, reason: 'full', retryAfterSeconds: result.reason.retryAfterSeconds };
       }
-      runtime.status.dropped.overflow += count;
-      this.#options.observer?.overflowed?.(runtime.sink, count);
+      runtime.status.dropped.overflow += batch.length;
+      this.#options.observer?.overflowed?.(runtime.sink, batch.length);
     }
     return { ok: true, accepted: events.length };
+  }
+
+  #routesFor(target: IngestTarget): RouteIndex<Runtime> {
+    if (target.kind === 'all') {
+      this.#index ??= new RouteIndex([...this.#runtimes.values()]);
+      return this.#index;
+    }
+    const runtime = this.#runtimes.get(target.key);
+    return new RouteIndex(runtime === undefined ? [] : [runtime]);
   }
 
   /**
@@ -308,6 +339,7 @@ export class SinkRegistry {
     await this.#applying;
     const runtimes = [...this.#runtimes.values()];
     this.#runtimes.clear();
+    this.#index = null;
     // Kept for status(): the operator publishes the counters as they are once drained.
     for (const r of runtimes) this.#closed.set(r.sink.key, r.status);
     for (const r of runtimes) r.delivery.stop.abort();

@@ -55,51 +55,95 @@ export function routeEvent(
   sinks: readonly Sink[],
   settings: RoutingSettings,
 ): SinkOutcome[] {
-  const attrs = attributesFromEvent(event);
-  const redact = !settings.allowSecretPayloads && carriesCredentials(attrs);
+  const routing = new EventRouting(event, settings);
+  return sinks.map((sink) => routing.route(sink));
+}
+
+/**
+ * One event on its way to several sinks: what every sink shares (request attributes, whether
+ * bodies carry credentials, trimmed copies) is worked out once.
+ */
+export class EventRouting {
+  readonly event: AuditEvent;
+  readonly attrs: RequestAttributes;
+  readonly #redact: boolean;
   // Sinks that keep the event the same way share one trimmed copy (serialised once downstream).
-  const trimmed = new Map<string, AuditEvent>();
-  return sinks.map((sink) => routeToSink(sink, event, attrs, redact, trimmed));
+  readonly #trimmed = new Map<string, AuditEvent>();
+
+  constructor(event: AuditEvent, settings: RoutingSettings) {
+    this.event = event;
+    this.attrs = attributesFromEvent(event);
+    this.#redact = !settings.allowSecretPayloads && carriesCredentials(this.attrs);
+  }
+
+  /**
+   * The namespace whose tenant sinks may see the event: the one the request addressed (the URL's,
+   * for a create), so that a body cannot move an event into another tenant's trail; null for
+   * non-resource requests, which no tenant sees. Cluster-scoped requests have namespace "".
+   */
+  get tenantNamespace(): string | null {
+    return this.attrs.resourceRequest ? this.attrs.namespace : null;
+  }
+
+  /** What `sink` makes of the event. */
+  route(sink: Sink): SinkOutcome {
+    if (sink.scope.namespace !== null && this.tenantNamespace !== sink.scope.namespace) {
+      return { sink, kept: false, reason: 'namespace' };
+    }
+    const decision = decideLevel(sink.compiledPolicy, this.event, this.attrs);
+    if (!decision.emitted) return { sink, kept: false, reason: 'policy', decision };
+    const level = this.#redact ? minLevel(decision.level, 'Metadata') : decision.level;
+    return {
+      sink,
+      kept: true,
+      event: this.#trimmedCopy(level, decision.omitManagedFields),
+      decision,
+      redacted: level !== decision.level,
+    };
+  }
+
+  #trimmedCopy(level: Level, omitManagedFields: boolean): AuditEvent {
+    const key = `${level}/${omitManagedFields}`;
+    let copy = this.#trimmed.get(key);
+    if (copy === undefined) {
+      copy = enforceLevel(this.event, level, omitManagedFields);
+      this.#trimmed.set(key, copy);
+    }
+    return copy;
+  }
 }
 
-function routeToSink(
-  sink: Sink,
-  event: AuditEvent,
-  attrs: RequestAttributes,
-  redact: boolean,
-  trimmed: Map<string, AuditEvent>,
-): SinkOutcome {
-  // Scope by the namespace the request addressed (the URL's, for a create): a body cannot move an
-  // event into another tenant's trail. Non-resource and cluster-scoped requests have namespace "".
-  if (
-    sink.scope.namespace !== null &&
-    (!attrs.resourceRequest || attrs.namespace !== sink.scope.namespace)
-  ) {
-    return { sink, kept: false, reason: 'namespace' };
-  }
-  const decision = decideLevel(sink.compiledPolicy, event, attrs);
-  if (!decision.emitted) return { sink, kept: false, reason: 'policy', decision };
-  const level = redact ? minLevel(decision.level, 'Metadata') : decision.level;
-  return {
-    sink,
-    kept: true,
-    event: trimmedCopy(event, level, decision.omitManagedFields, trimmed),
-    decision,
-    redacted: level !== decision.level,
-  };
-}
+/**
+ * The sinks an event can reach: cluster-wide sinks see every event, a tenant's sinks only the
+ * events of its namespace. Routing looks up the event's namespace instead of asking every sink,
+ * so the cost per event does not grow with the number of tenants.
+ */
+export class RouteIndex<T extends { readonly sink: Sink }> {
+  /** Every entry, in the order given. */
+  readonly all: readonly T[];
+  readonly #clusterWide: T[] = [];
+  readonly #byNamespace = new Map<string, T[]>();
 
-function trimmedCopy(
-  event: AuditEvent,
-  level: Level,
-  omitManagedFields: boolean,
-  cache: Map<string, AuditEvent>,
-): AuditEvent {
-  const key = `${level}/${omitManagedFields}`;
-  let copy = cache.get(key);
-  if (copy === undefined) {
-    copy = enforceLevel(event, level, omitManagedFields);
-    cache.set(key, copy);
+  constructor(entries: readonly T[]) {
+    this.all = entries;
+    for (const entry of entries) {
+      const namespace = entry.sink.scope.namespace;
+      if (namespace === null) {
+        this.#clusterWide.push(entry);
+        continue;
+      }
+      const tenants = this.#byNamespace.get(namespace);
+      if (tenants === undefined) this.#byNamespace.set(namespace, [entry]);
+      else tenants.push(entry);
+    }
   }
-  return copy;
+
+  /** The entries whose scope includes the event: cluster-wide ones, then its tenant's. */
+  *candidates(routing: EventRouting): Generator<T> {
+    yield* this.#clusterWide;
+    const namespace = routing.tenantNamespace;
+    if (namespace === null) return;
+    const tenants = this.#byNamespace.get(namespace);
+    if (tenants !== undefined) yield* tenants;
+  }
 }

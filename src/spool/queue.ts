@@ -407,7 +407,8 @@ class Consumer implements QueueConsumer {
     // it failed when the consumer was created).
     if (!this.#persisted) await this.#persist();
     const store = this.#queue.store;
-    let from = this.#cursor;
+    // From the last commit, persisted or not: what was committed was delivered.
+    let from = this.#target;
     let waited = false;
     for (;;) {
       if (this.#queue.closing || this.#removed || signal?.aborted === true) return null;

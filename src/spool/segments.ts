@@ -31,6 +31,7 @@ import {
   scanSegment,
   segmentFileName,
 } from './format.ts';
+import { RecentRecords } from './recent.ts';
 import type { EventStore, StoreRead, StoreRecovery } from './store.ts';
 
 /** Where and how a segment store keeps its files. */
@@ -131,6 +132,8 @@ export class SegmentStore implements EventStore {
   #directoryDirty = false;
   // Set when the file can no longer be trusted to hold what a write reported (see #abandon).
   #broken: unknown = null;
+  // The last records written, so that consumers who keep up skip reading and decoding the file.
+  readonly #recent = new RecentRecords();
 
   private constructor(
     options: SegmentStoreOptions,
@@ -294,10 +297,15 @@ export class SegmentStore implements EventStore {
       offset += record.bytes;
       segment.ends.push(offset);
     }
+    this.#recent.add(this.#end, records);
     this.#end += records.length;
   }
 
   async read(from: number, max: number): Promise<StoreRead> {
+    const cached = this.#recent.read(Math.max(from, this.start), max);
+    if (cached !== null) {
+      return { events: cached, end: Math.max(from, this.start) + cached.length, corrupt: [] };
+    }
     const events: StoreRead['events'] = [];
     const corrupt: number[] = [];
     let seq = Math.max(from, this.start);
@@ -353,6 +361,7 @@ export class SegmentStore implements EventStore {
   }
 
   async release(before: number): Promise<void> {
+    this.#recent.release(before);
     // Take every droppable segment out of the index at once, before awaiting anything, so that a
     // consumer registering meanwhile never starts inside a segment about to be deleted.
     const doomed: Segment[] = [];
@@ -409,6 +418,7 @@ export class SegmentStore implements EventStore {
   }
 
   async close(): Promise<void> {
+    this.#recent.clear();
     const handle = this.#handle;
     this.#handle = null;
     // Appends were synced when they were acknowledged; closing only releases the descriptor.

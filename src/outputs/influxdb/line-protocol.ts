@@ -124,7 +124,10 @@ export class LineProtocolEncoder {
     add('request_uri', event.requestURI);
     add('name', event.objectRef?.name);
     // JSON, not a joined list: group names may contain commas (LDAP DNs from OIDC claims do).
-    add('user_groups', event.user.groups && JSON.stringify(event.user.groups));
+    const addJson = (key: string, value: unknown) => {
+      if (value !== undefined) fields += `,${key}=${this.#jsonField(key, JSON.stringify(value))}`;
+    };
+    addJson('user_groups', event.user.groups);
     add('impersonated_user', event.impersonatedUser?.username);
     add('source_ip', event.sourceIPs?.join(','));
     add('user_agent', event.userAgent);
@@ -134,15 +137,22 @@ export class LineProtocolEncoder {
       fields += `,latency_ms=${formatFloat((Number(micros) - Number(received)) / 1000)}`;
     }
     add('reason', event.responseStatus?.reason);
-    add('annotations', event.annotations && JSON.stringify(event.annotations));
-    if (event.requestObject !== undefined)
-      add('request_object', JSON.stringify(event.requestObject));
-    if (event.responseObject !== undefined)
-      add('response_object', JSON.stringify(event.responseObject));
+    addJson('annotations', event.annotations);
+    addJson('request_object', event.requestObject);
+    addJson('response_object', event.responseObject);
     for (const tag of this.#tagsAsFields) add(tag, tagValue(tag, event, this.#sink));
 
     const offset = this.#timestamps.slot(series, micros, `${event.auditID}\u0000${event.stage}`);
     return `${series} ${fields} ${micros}${offset < 10 ? '00' : offset < 100 ? '0' : ''}${offset}`;
+  }
+
+  /**
+   * A JSON text as a string field: JSON.stringify never leaves a lone surrogate, so only quotes
+   * and backslashes need escaping; as long as the size limit allows.
+   */
+  #jsonField(key: string, json: string): string {
+    if (json.length * 3 > this.#maxFieldBytes) return this.#stringField(key, json);
+    return `"${json.replaceAll('\\', '\\\\').replaceAll('"', '\\"')}"`;
   }
 
   /** A quoted string field, cut to the size limit (with `<key>_bytes` added) when longer. */
@@ -179,7 +189,7 @@ export class PointTimestamps {
   readonly #buckets = new Map<number, number | Map<number, number>>();
   // Bucket hashes in creation order, in a ring: the oldest is forgotten first. (Iterating the Map
   // from its start instead walks over every deleted entry V8 has not compacted yet.)
-  readonly #order: Int32Array;
+  #order: Int32Array;
   #head = 0;
   #count = 0;
   readonly #maxEvents: number;
@@ -191,8 +201,9 @@ export class PointTimestamps {
    */
   constructor(maxEvents = 65_536) {
     this.#maxEvents = maxEvents;
-    // Every bucket holds an event: never more buckets than events, plus the one being added.
-    this.#order = new Int32Array(maxEvents + 1);
+    // Grown as needed up to one entry per event, plus the one being added (every bucket holds an
+    // event): a quiet sink among a thousand should not hold a quarter megabyte for nothing.
+    this.#order = new Int32Array(Math.min(maxEvents + 1, 1024));
   }
 
   /** How many events are remembered now. */
@@ -210,6 +221,7 @@ export class PointTimestamps {
     const bucket = this.#buckets.get(bucketKey);
     if (bucket === undefined) {
       this.#buckets.set(bucketKey, event);
+      if (this.#count === this.#order.length) this.#growOrder();
       this.#order[(this.#head + this.#count) % this.#order.length] = bucketKey;
       this.#count++;
       this.#grew();
@@ -235,6 +247,15 @@ export class PointTimestamps {
     }
     // 1,000 events in one series and microsecond: nothing left to keep them apart.
     return start;
+  }
+
+  #growOrder(): void {
+    const grown = new Int32Array(Math.min(this.#order.length * 2, this.#maxEvents + 1));
+    for (let i = 0; i < this.#count; i++) {
+      grown[i] = this.#order[(this.#head + i) % this.#order.length] as number;
+    }
+    this.#order = grown;
+    this.#head = 0;
   }
 
   #grew(): void {
@@ -283,9 +304,19 @@ const SECONDS = new Map<string, number>();
 
 /** Microseconds since the epoch of an RFC 3339 timestamp, as exact decimal digits. */
 export function epochMicros(timestamp: string): string {
+  // What the apiserver writes: UTC with exactly six fraction digits (metav1.MicroTime).
+  if (timestamp.length === 27 && timestamp.charCodeAt(26) === 0x5a && MICRO_UTC.test(timestamp)) {
+    return fromSeconds(timestamp, `${timestamp.slice(0, 19)}Z`, timestamp.slice(20, 26));
+  }
   const m = TIMESTAMP.exec(timestamp);
   if (m === null) throw new RangeError(`not an RFC 3339 timestamp: ${timestamp}`);
-  const second = `${m[1] as string}${m[3] as string}`;
+  const fraction = (m[2] ?? '').slice(0, 6).padEnd(6, '0');
+  return fromSeconds(timestamp, `${m[1] as string}${m[3] as string}`, fraction);
+}
+
+const MICRO_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$/;
+
+function fromSeconds(timestamp: string, second: string, fraction: string): string {
   let seconds = SECONDS.get(second);
   if (seconds === undefined) {
     const ms = Date.parse(second);
@@ -294,7 +325,6 @@ export function epochMicros(timestamp: string): string {
     if (SECONDS.size >= 64) SECONDS.clear();
     SECONDS.set(second, seconds);
   }
-  const fraction = (m[2] ?? '').slice(0, 6).padEnd(6, '0');
   // Digits after the seconds' digits: exact, and cheaper than formatting a 16-digit number.
   if (seconds > 0) return `${seconds}${fraction}`;
   return String(seconds * 1_000_000 + Number(fraction));

@@ -7,6 +7,7 @@ import {
   AuditParseError,
   type AuditParseErrorCode,
   checkJsonDepth,
+  isRfc3339,
   DEFAULT_PARSE_LIMITS,
   type DecodedPayload,
   type DecodeOptions,
@@ -1033,5 +1034,31 @@ describe('mutations of a recorded batch', () => {
       ),
       { numRuns: 300 },
     );
+  });
+});
+
+describe('isRfc3339', () => {
+  it('checks the whole timestamp even when its second was seen before', () => {
+    expect(isRfc3339('2026-11-22T04:08:57.440160Z')).toBe(true);
+    expect(isRfc3339('2026-11-22T04:08:57.440161Z')).toBe(true);
+    expect(isRfc3339('2026-11-22T04:08:57Z')).toBe(true);
+    expect(isRfc3339('2026-11-22T04:08:57.5+01:30')).toBe(true);
+    for (const bad of [
+      '2026-11-22T04:08:57.Z',
+      '2026-11-22T04:08:57.1234567890Z',
+      '2026-11-22T04:08:57+24:00',
+      '2026-11-22T04:08:57+01:60',
+      '2026-11-22T04:08:57',
+      '2026-11-22T04:08:57z',
+      '2026-11-22T04:08:57.440160Z ',
+      '2026-11-22T04:08:5',
+    ]) {
+      expect(isRfc3339(bad), bad).toBe(false);
+    }
+  });
+
+  it('never lets an invalid date vouch for its second', () => {
+    expect(isRfc3339('2021-02-29T00:00:00Z')).toBe(false);
+    expect(isRfc3339('2021-02-29T00:00:00.1Z')).toBe(false);
   });
 });

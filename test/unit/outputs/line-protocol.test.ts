@@ -292,6 +292,19 @@ describe('PointTimestamps', () => {
     expect(extra).toBe(new PointTimestamps().slot('x', '1', 'one-too-many'));
   });
 
+  it('keeps its memory in order while it grows to maxEvents, forgetting the oldest first', () => {
+    const slots = new PointTimestamps(5_000);
+    const [a, b] = collidingKeys(2) as [string, string];
+    const hashed = slots.slot('s', '0', a);
+    // Past the first growth steps, and past maxEvents: the bucket of `a` is the oldest.
+    for (let i = 1; i < 4_999; i++) slots.slot('s', String(i), `e${i}`);
+    expect(slots.slot('s', '0', b)).toBe((hashed + 1) % 1000);
+    for (let i = 5_000; i < 5_010; i++) slots.slot('s', String(i), `e${i}`);
+    expect(slots.size).toBe(5_000);
+    // Forgotten: a colliding event now gets the hashed slot again.
+    expect(slots.slot('s', '0', b)).toBe(hashed);
+  });
+
   it('remembers at most maxEvents events, forgetting the oldest buckets first', () => {
     const slots = new PointTimestamps(100);
     const [a, b] = collidingKeys(2) as [string, string];

@@ -229,6 +229,37 @@ describe('sink registry', () => {
     expect(output.closed).toBe(true);
   });
 
+  it('routes each event only to its own tenant among many, with every counter as if all were asked', async () => {
+    const { registry, latest } = setup();
+    const tenants = Array.from({ length: 50 }, (_, i) => pipeline(`tenant-${i}`, 'trail'));
+    const cluster = pipeline('kube-audit', 'everything');
+    await registry.apply([...tenants, cluster]);
+    const batch = EVENTS.map((e, i) => {
+      const namespace = `tenant-${i % 60}`;
+      return e.objectRef?.namespace === undefined
+        ? e
+        : {
+            ...e,
+            requestURI: e.requestURI.replace(/\/namespaces\/[^/]+/, `/namespaces/${namespace}`),
+            objectRef: { ...e.objectRef, namespace },
+          };
+    });
+    await registry.ingest(batch, { kind: 'all' });
+    for (const [i, tenant] of tenants.entries()) {
+      const own = batch.filter(
+        (e) => e.objectRef?.namespace === `tenant-${i}` && e.requestURI.includes('/namespaces/'),
+      );
+      await until(() => latest(tenant.key).got.length === own.length);
+      expect(latest(tenant.key).got.map((e) => e.auditID)).toEqual(own.map((e) => e.auditID));
+      expect(registry.status(tenant.key)).toMatchObject({
+        received: batch.length,
+        dropped: { namespace: batch.length - own.length, policy: 0 },
+      });
+    }
+    await until(() => latest(cluster.key).got.length === batch.length);
+    expect(registry.status(cluster.key)?.dropped.namespace).toBe(0);
+  });
+
   it('drains every queue on close', async () => {
     const { registry, latest } = setup();
     const shop = pipeline('shop', 'orders');
