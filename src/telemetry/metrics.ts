@@ -7,6 +7,12 @@ import type { Output } from '../outputs/types.ts';
 import type { SinkObserver } from '../sinks/registry.ts';
 import type { Sink } from '../sinks/types.ts';
 
+interface RoutingCounters {
+  readonly received: { inc(value: number): void };
+  readonly policy: { inc(value: number): void };
+  readonly namespace: { inc(value: number): void };
+}
+
 /** Sink metrics, registered in the given registry; also the registry's observer. */
 export class SinkMetrics implements SinkObserver {
   readonly #received: Counter<'sink'>;
@@ -14,6 +20,7 @@ export class SinkMetrics implements SinkObserver {
   readonly #written: Counter<'sink' | 'output'>;
   readonly #failed: Counter<'sink' | 'output' | 'code'>;
   readonly #latency: Histogram<'sink' | 'output'>;
+  readonly #routing = new Map<string, RoutingCounters>();
 
   constructor(registry: Registry, queueDepths: () => ReadonlyMap<string, number>) {
     const registers = [registry];
@@ -65,11 +72,19 @@ export class SinkMetrics implements SinkObserver {
     kept: number,
     dropped: Readonly<Record<'policy' | 'namespace', number>>,
   ): void {
-    this.#received.inc({ sink: sink.key }, kept + dropped.policy + dropped.namespace);
-    if (dropped.policy > 0) this.#dropped.inc({ sink: sink.key, reason: 'policy' }, dropped.policy);
-    if (dropped.namespace > 0) {
-      this.#dropped.inc({ sink: sink.key, reason: 'namespace' }, dropped.namespace);
+    // Called for every sink on every batch: the labelled children are looked up once per sink.
+    let counters = this.#routing.get(sink.key);
+    if (counters === undefined) {
+      counters = {
+        received: this.#received.labels({ sink: sink.key }),
+        policy: this.#dropped.labels({ sink: sink.key, reason: 'policy' }),
+        namespace: this.#dropped.labels({ sink: sink.key, reason: 'namespace' }),
+      };
+      this.#routing.set(sink.key, counters);
     }
+    counters.received.inc(kept + dropped.policy + dropped.namespace);
+    if (dropped.policy > 0) counters.policy.inc(dropped.policy);
+    if (dropped.namespace > 0) counters.namespace.inc(dropped.namespace);
   }
 
   overflowed(sink: Sink, count: number): void {

@@ -1,0 +1,34 @@
+// Sink metrics as Prometheus reads them.
+import { Registry } from 'prom-client';
+import { describe, expect, it } from 'vitest';
+import type { Sink } from '../../../src/sinks/types.ts';
+import { SinkMetrics } from '../../../src/telemetry/metrics.ts';
+
+const sink = (key: string) => ({ key }) as Sink;
+
+describe('sink metrics', () => {
+  it('adds up what each sink received and dropped by reason, batch after batch', async () => {
+    const registry = new Registry();
+    const metrics = new SinkMetrics(registry, () => new Map([['AuditSink/all', 3]]));
+    metrics.routed(sink('AuditSink/all'), 7, { policy: 3, namespace: 0 });
+    metrics.routed(sink('AuditSink/all'), 2, { policy: 0, namespace: 0 });
+    metrics.routed(sink('AuditPipeline/shop/orders'), 1, { policy: 1, namespace: 8 });
+    metrics.routed(sink('AuditPipeline/shop/orders'), 0, { policy: 0, namespace: 2 });
+    metrics.overflowed(sink('AuditSink/all'), 4);
+    const text = await registry.metrics();
+    expect(text).toContain('kube_audit_sink_received_events_total{sink="AuditSink/all"} 12');
+    expect(text).toContain(
+      'kube_audit_sink_received_events_total{sink="AuditPipeline/shop/orders"} 12',
+    );
+    expect(text).toContain(
+      'kube_audit_sink_dropped_events_total{sink="AuditSink/all",reason="policy"} 3',
+    );
+    expect(text).toContain(
+      'kube_audit_sink_dropped_events_total{sink="AuditSink/all",reason="overflow"} 4',
+    );
+    expect(text).toContain(
+      'kube_audit_sink_dropped_events_total{sink="AuditPipeline/shop/orders",reason="namespace"} 10',
+    );
+    expect(text).toContain('kube_audit_sink_queue_events{sink="AuditSink/all"} 3');
+  });
+});
