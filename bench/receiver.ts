@@ -168,6 +168,8 @@ export interface OverloadResult {
   readonly acceptedEventsPerSecond: number;
   readonly deliveredEventsPerSecond: number;
   readonly overflowDropped: number;
+  /** Batches answered 429 (no sink took them): the sender keeps and retries them. */
+  readonly refusedBatches: number;
   readonly queueCapMiB: number;
   readonly rssBeforeMiB: number;
   readonly peakRssMiB: number;
@@ -219,6 +221,8 @@ export async function runOverloadBench(millis: number): Promise<OverloadResult> 
   const rssBefore = process.memoryUsage.rss();
   let peak = rssBefore;
   let accepted = 0;
+  // Sent back with 429: the only sink is full, so the sender keeps the batch and retries.
+  let refused = 0;
   const started = performance.now();
   await Promise.all(
     [0, 1].map(async () => {
@@ -230,6 +234,8 @@ export async function runOverloadBench(millis: number): Promise<OverloadResult> 
         });
         await res.arrayBuffer();
         if (res.status === 200) accepted += 400;
+        else if (res.status === 429) refused++;
+        else throw new Error(`POST ${url}: ${res.status}`);
         peak = Math.max(peak, process.memoryUsage.rss());
       }
     }),
@@ -243,6 +249,7 @@ export async function runOverloadBench(millis: number): Promise<OverloadResult> 
     acceptedEventsPerSecond: Math.round(accepted / seconds),
     deliveredEventsPerSecond: Math.round(delivered / seconds),
     overflowDropped: overflow,
+    refusedBatches: refused,
     queueCapMiB: cap / 2 ** 20,
     rssBeforeMiB: Math.round(rssBefore / 2 ** 20),
     peakRssMiB: Math.round(peak / 2 ** 20),

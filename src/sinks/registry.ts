@@ -260,8 +260,8 @@ export class SinkRegistry {
   /**
    * Routes events to the target sinks and queues what each keeps. Resolves once every kept event
    * is queued (and spooled). On the fan-in endpoint a full sink drops its share, counted as
-   * overflow, so that one stuck sink never blocks the others; on a sink's own endpoint a full
-   * queue answers "come back later".
+   * overflow, so that one stuck sink never blocks the others, unless no sink took its share; on
+   * a sink's own endpoint a full queue answers "come back later".
    */
   async ingest(events: readonly AuditEvent[], target: IngestTarget): Promise<IngestResult> {
     const index = this.#routesFor(target);
@@ -287,11 +287,16 @@ export class SinkRegistry {
         }
       }
     }
+    const appending = index.all.flatMap((runtime): [Runtime, AuditEvent[]][] => {
+      const kept = tallies.get(runtime)?.kept;
+      return kept === undefined || kept.length === 0 ? [] : [[runtime, kept]];
+    });
+    const appended = await Promise.allSettled(appending.map(([r, batch]) => r.queue.append(batch)));
+    const refused = refusal(appended, target);
+    if (refused !== null) return refused;
     // Counters of every sink, also of those the batch did not concern: one step per sink and batch.
-    const appending: [Runtime, AuditEvent[]][] = [];
     for (const runtime of index.all) {
       const tally = tallies.get(runtime);
-      const kept = tally?.kept ?? [];
       const dropped = {
         policy: tally?.policy ?? 0,
         namespace: events.length - (tally?.inScope ?? 0),
@@ -299,10 +304,8 @@ export class SinkRegistry {
       runtime.status.received += events.length;
       runtime.status.dropped.policy += dropped.policy;
       runtime.status.dropped.namespace += dropped.namespace;
-      this.#options.observer?.routed?.(runtime.sink, kept.length, dropped);
-      if (kept.length > 0) appending.push([runtime, kept]);
+      this.#options.observer?.routed?.(runtime.sink, tally?.kept.length ?? 0, dropped);
     }
-    const appended = await Promise.allSettled(appending.map(([r, batch]) => r.queue.append(batch)));
     const now = (this.#options.now ?? (() => new Date()))();
     for (const [i, result] of appended.entries()) {
       const [runtime, batch] = appending[i] as [Runtime, AuditEvent[]];
@@ -310,12 +313,8 @@ export class SinkRegistry {
         runtime.status.lastEventTime = now;
         continue;
       }
-      // On a sink's own endpoint any failure goes back to the sender (429 when full, else 500,
-      // both retried); on the fan-in endpoint it stays that sink's loss, counted as overflow.
-      if (target.kind === 'sink') {
-        if (!(result.reason instanceof QueueFullError)) throw result.reason;
-        return { ok: false, reason: 'full', retryAfterSeconds: result.reason.retryAfterSeconds };
-      }
+      // Another sink took the batch: this one's share is its loss, counted as overflow, so that
+      // its outage never holds up the others (see refusal()).
       runtime.status.dropped.overflow += batch.length;
       this.#options.observer?.overflowed?.(runtime.sink, batch.length);
     }
@@ -354,6 +353,32 @@ export class SinkRegistry {
       }),
     );
   }
+}
+
+/**
+ * The answer that sends a batch back to its sender (429 when full, else an error for a 500, both
+ * retried), or null to accept it. On a sink's own endpoint any failure goes back. On the fan-in
+ * endpoint only when no sink took its share: a retry then costs nobody anything, while sending it
+ * back after another sink took its share would make one stuck sink hold up the apiserver's
+ * buffer, and so every other sink's events.
+ */
+function refusal(
+  appended: readonly PromiseSettledResult<void>[],
+  target: IngestTarget,
+): IngestResult | null {
+  const failures = appended.flatMap((r) =>
+    r.status === 'rejected'
+      ? [r.reason instanceof Error ? r.reason : new Error(String(r.reason))]
+      : [],
+  );
+  if (failures.length === 0) return null;
+  if (target.kind === 'all' && failures.length < appended.length) return null;
+  const other = failures.find((f) => !(f instanceof QueueFullError));
+  if (other !== undefined) throw other;
+  const retryAfterSeconds = Math.max(
+    ...failures.map((f) => (f as QueueFullError).retryAfterSeconds),
+  );
+  return { ok: false, reason: 'full', retryAfterSeconds };
 }
 
 // What decides whether outputs must be rebuilt: the destinations, not the policy.

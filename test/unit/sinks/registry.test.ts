@@ -203,6 +203,29 @@ describe('sink registry', () => {
     expect(registry.status(shop.key)?.dropped.overflow).toBe(0);
   });
 
+  it('answers "full" on the fan-in endpoint when no sink took its share, counting nothing twice', async () => {
+    const { registry, latest } = setup(1024 * 1024 + 1);
+    const stuck = pipeline('kube-audit', 'everything', 'RequestResponse');
+    const elsewhere = pipeline('nowhere', 'quiet');
+    await registry.apply([stuck, elsewhere]);
+    latest(stuck.key).failing = new OutputError('UNREACHABLE', 'down', { retryable: true });
+    let result;
+    let accepted = 0;
+    for (let i = 0; i < 200; i++) {
+      const batch = EVENTS.map((e) => ({ ...e, auditID: `${e.auditID}-${i}` }));
+      result = await registry.ingest(batch, { kind: 'all' });
+      if (!result.ok) break;
+      accepted += batch.length;
+    }
+    expect(result).toMatchObject({ ok: false, reason: 'full', retryAfterSeconds: 1 });
+    // Sent back, not dropped: the sender retries it, and the counters wait for that.
+    expect(registry.status(stuck.key)).toMatchObject({
+      received: accepted,
+      dropped: { overflow: 0 },
+    });
+    expect(registry.status(elsewhere.key)?.received).toBe(accepted);
+  });
+
   it('answers "full" on a full sink own endpoint', async () => {
     const { registry, latest } = setup(1024 * 1024 + 1);
     const stuck = pipeline('kube-audit', 'everything', 'RequestResponse');
