@@ -18,6 +18,7 @@ import {
   startOperatorProcess,
 } from '../../harness/operator.ts';
 import { TestPki } from '../../harness/pki.ts';
+import { grantedPermissions, OPERATOR_RBAC, requestsBy } from '../../support/rbac.ts';
 import { eventually } from '../../support/wait.ts';
 import { AuditOracle, type WrittenBy } from './oracle.ts';
 
@@ -34,6 +35,8 @@ interface Env {
   influx: InfluxServer;
   operator: OperatorProcess;
   oracle: AuditOracle;
+  /** The apiserver's own audit log: the oracle, and what the operator called. */
+  auditLog: string;
   dir: string;
   ca: string;
   resources: Record<string, Record<string, unknown>>;
@@ -171,6 +174,7 @@ beforeAll(async () => {
     influx,
     operator,
     oracle: new AuditOracle(cp, influx, auditLog, [OPERATOR_NS]),
+    auditLog,
     dir,
     ca,
     resources,
@@ -276,10 +280,36 @@ describe('native dynamic AuditSinks on a 1.18 kube-apiserver', () => {
     }
   });
 
+  it("updates a native AuditSink when its sink's policy changes", async () => {
+    await must([
+      'patch',
+      // Not `auditsink`: that name is the native kind's too on this apiserver.
+      'auditsinks.kube-audit.dev',
+      'everything',
+      '--type=merge',
+      '-p',
+      '{"spec":{"policy":{"level":"Request","stages":["ResponseComplete"]}}}',
+    ]);
+    await eventually('the native AuditSink at level Request', async () => {
+      const sink = (await nativeSinks()).find(
+        (s) => s.metadata.annotations?.['kube-audit.dev/sink'] === 'AuditSink/everything',
+      );
+      return sink?.spec.policy.level === 'Request';
+    });
+  });
+
   it('removes the native AuditSink with its sink', async () => {
     await must(['delete', 'auditpipeline', 'a-trail', '-n', 'team-a']);
     await eventually('one native AuditSink left', async () => (await nativeSinks()).length === 1);
     const [left] = await nativeSinks();
     expect(left?.metadata.annotations?.['kube-audit.dev/sink']).toBe('AuditSink/everything');
+  });
+
+  it('is granted exactly the native AuditSink verbs it calls, none refused', async () => {
+    const granted = grantedPermissions(OPERATOR_RBAC, (g) => g === 'auditregistration.k8s.io');
+    expect(granted).toHaveLength(4);
+    const { used, refused } = await requestsBy(env.auditLog, env.cp.users.operator.name);
+    expect(granted.filter((p) => !used.has(p))).toEqual([]);
+    expect(refused).toEqual([]);
   });
 });

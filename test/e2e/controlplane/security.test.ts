@@ -3,16 +3,15 @@
 // log. Real processes: etcd and kube-apiserver (current release, static audit webhook to the
 // operator's fan-in endpoint with a bearer token), influxd, kubectl, and `kube-audit-operator run`
 // (the built binary, with a token file and a client CA for mTLS, run as a user with exactly the
-// documented RBAC). One AuditPipeline has a dedicated listener, one has not; one AuditSink sees the
+// documented RBAC, which is checked against what it calls). One AuditPipeline has a dedicated listener, one has not; one AuditSink sees the
 // whole cluster.
 import { randomBytes, randomUUID } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseAllDocuments, stringify } from 'yaml';
+import { stringify } from 'yaml';
 import type { AuditEvent } from '../../../src/audit/types.ts';
 import { type ControlPlane, startControlPlane } from '../../harness/controlplane.ts';
 import { freePort, type InfluxServer, type Row, startInfluxd } from '../../harness/influxd.ts';
@@ -22,10 +21,10 @@ import {
   startOperatorProcess,
 } from '../../harness/operator.ts';
 import { type Issued, TestPki } from '../../harness/pki.ts';
+import { grantedPermissions, OPERATOR_RBAC, requestsBy } from '../../support/rbac.ts';
 import { eventually } from '../../support/wait.ts';
 
 const OPERATOR_NS = 'kube-audit';
-const RBAC_EXAMPLE = new URL('../../../examples/operator/rbac.yaml', import.meta.url);
 const USABLE = { 'kube-audit.dev/usable-by-sinks': 'true' };
 /** The pipeline with a catch-all RequestResponse policy and its own listener. */
 const A_ALL = { namespace: 'team-a', name: 'a-all', sink: 'team-a/a-all', bucket: 'team-a' };
@@ -561,37 +560,12 @@ describe('Secrets', () => {
 
   it('is granted exactly what it calls: every rule of the documented RBAC used, no call refused', async () => {
     const operatorUser = running('the control plane', cp).users.operator.name;
-    const operatorCalls = async () =>
-      (await readFile(join(dir, 'apiserver-audit.log'), 'utf8'))
-        .split('\n')
-        .filter(Boolean)
-        .map((line) => JSON.parse(line) as AuditEvent)
-        // ResponseStarted for watches, which end only when the operator stops.
-        .filter((e) => e.user.username === operatorUser && e.stage !== 'RequestReceived');
-    const permission = (e: AuditEvent) => {
-      const ref = e.objectRef;
-      if (ref === undefined) return `nonResource ${e.requestURI.split('?')[0] ?? ''} ${e.verb}`;
-      const resource =
-        ref.subresource === undefined ? ref.resource : `${ref.resource}/${ref.subresource}`;
-      return `${ref.apiGroup ?? ''} ${resource ?? ''} ${e.verb}`;
-    };
-    type Rule = { apiGroups: string[]; resources: string[]; verbs: string[] };
-    const granted = parseAllDocuments(readFileSync(RBAC_EXAMPLE, 'utf8'))
-      .map((d) => d.toJS() as { kind: string; rules?: Rule[] })
-      .filter((d) => d.kind === 'ClusterRole' || d.kind === 'Role')
-      .flatMap((d) => d.rules ?? [])
-      // Served only by apiservers with dynamic audit (1.13 to 1.18): native.test.ts uses them.
-      .filter((rule) => !rule.apiGroups.includes('auditregistration.k8s.io'))
-      .flatMap((rule) =>
-        rule.apiGroups.flatMap((group) =>
-          rule.resources.flatMap((resource) =>
-            rule.verbs.map((verb) => `${group} ${resource} ${verb}`),
-          ),
-        ),
-      );
+    const log = join(dir, 'apiserver-audit.log');
+    // Served only by apiservers with dynamic audit (1.13 to 1.18): native.test.ts checks those.
+    const granted = grantedPermissions(OPERATOR_RBAC, (g) => g !== 'auditregistration.k8s.io');
     expect(granted.length).toBeGreaterThanOrEqual(9);
     const unused = async () => {
-      const used = new Set((await operatorCalls()).map(permission));
+      const { used } = await requestsBy(log, operatorUser);
       return granted.filter((p) => !used.has(p));
     };
     // The Lease is renewed every few seconds: wait for that much, then nothing may stay unused.
@@ -600,9 +574,6 @@ describe('Secrets', () => {
       async () => (await unused()).length === 0,
     ).catch(() => undefined);
     expect(await unused()).toEqual([]);
-    const refused = (await operatorCalls()).filter(
-      (e) => e.annotations?.['authorization.k8s.io/decision'] === 'forbid',
-    );
-    expect(refused.map(permission)).toEqual([]);
+    expect((await requestsBy(log, operatorUser)).refused).toEqual([]);
   });
 });
