@@ -2,9 +2,10 @@
  * The on-disk format of a durable queue, version 1. Plain enough to inspect with `cat` and `jq`:
  *
  * - `<dir>/<n>.jsonl`, `n` a 20-digit zero-padded sequence number: a segment. One event per line,
- *   `JSON.stringify(event)` then `\n`; JSON escapes every newline inside strings, so `\n` frames
- *   records exactly. Sequence numbers are implicit: line `k` (from 0) of segment `n` is event
- *   `n + k`. Segments only grow at the end; a new one starts when the last reaches its size limit.
+ *   the event as JSON (`requestObject` and `responseObject` last) then `\n`; JSON escapes every
+ *   newline inside strings, so `\n` frames records exactly. Sequence numbers are implicit: line `k`
+ *   (from 0) of segment `n` is event `n + k`. Segments only grow at the end; a new one starts when
+ *   the last reaches its size limit.
  * - `<dir>/cursor-<consumer>.json`: `{"version":1,"consumer":"<name>","next":<n>}`, the sequence
  *   number of the first event that consumer has not committed. Replaced atomically: written to
  *   `<file>.tmp`, fsynced, renamed over the old one, and the directory fsynced.
@@ -20,6 +21,7 @@
  *
  * Pure: no I/O.
  */
+import { bodyJson } from '../audit/body-json.ts';
 import type { AuditEvent } from '../audit/types.ts';
 
 /** Version written into cursor files; bump it with any change to this format. */
@@ -44,7 +46,7 @@ export function encodeEvent(event: AuditEvent): EncodedEvent {
   // serialise it once.
   let encoded = encodedEvents.get(event);
   if (encoded === undefined) {
-    const json = JSON.stringify(event);
+    const json = eventJson(event);
     encoded = { event, json, bytes: Buffer.byteLength(json, 'utf8') + 1 };
     encodedEvents.set(event, encoded);
   }
@@ -52,6 +54,25 @@ export function encodeEvent(event: AuditEvent): EncodedEvent {
 }
 
 const encodedEvents = new WeakMap<AuditEvent, EncodedEvent>();
+
+/**
+ * `JSON.stringify(event)`, up to the order of keys: the bodies come last, as texts shared with
+ * the line-protocol encoder (see `audit/body-json.ts`).
+ */
+function eventJson(event: AuditEvent): string {
+  if (event.requestObject === undefined && event.responseObject === undefined) {
+    return JSON.stringify(event);
+  }
+  const { requestObject, responseObject, ...rest } = event;
+  let json = JSON.stringify(rest).slice(0, -1);
+  const separator = () => (json.length > 1 ? ',' : '');
+  if (requestObject !== undefined)
+    json += `${separator()}"requestObject":${bodyJson(requestObject)}`;
+  if (responseObject !== undefined) {
+    json += `${separator()}"responseObject":${bodyJson(responseObject)}`;
+  }
+  return `${json}}`;
+}
 
 /**
  * The lines of `records`, in order, as one buffer of `bytes` (their total size): one allocation

@@ -17,6 +17,7 @@
  * - a string field longer than {@link MAX_FIELD_BYTES} is cut to that many bytes, and
  *   `<field>_bytes` records its full size.
  */
+import { bodyJson } from '../../audit/body-json.ts';
 import type { AuditEvent } from '../../audit/types.ts';
 import { TAG_NAMES, type TagName } from '../../sinks/types.ts';
 
@@ -124,10 +125,10 @@ export class LineProtocolEncoder {
     add('request_uri', event.requestURI);
     add('name', event.objectRef?.name);
     // JSON, not a joined list: group names may contain commas (LDAP DNs from OIDC claims do).
-    const addJson = (key: string, value: unknown) => {
-      if (value !== undefined) fields += `,${key}=${this.#jsonField(key, JSON.stringify(value))}`;
+    const addJson = (key: string, json: string | undefined) => {
+      if (json !== undefined) fields += `,${key}=${this.#jsonField(key, json)}`;
     };
-    addJson('user_groups', event.user.groups);
+    addJson('user_groups', event.user.groups && JSON.stringify(event.user.groups));
     add('impersonated_user', event.impersonatedUser?.username);
     add('source_ip', event.sourceIPs?.join(','));
     add('user_agent', event.userAgent);
@@ -137,9 +138,13 @@ export class LineProtocolEncoder {
       fields += `,latency_ms=${formatFloat((Number(micros) - Number(received)) / 1000)}`;
     }
     add('reason', event.responseStatus?.reason);
-    addJson('annotations', event.annotations);
-    addJson('request_object', event.requestObject);
-    addJson('response_object', event.responseObject);
+    addJson('annotations', event.annotations && JSON.stringify(event.annotations));
+    if (event.requestObject !== undefined) {
+      addJson('request_object', bodyJson(event.requestObject));
+    }
+    if (event.responseObject !== undefined) {
+      addJson('response_object', bodyJson(event.responseObject));
+    }
     for (const tag of this.#tagsAsFields) add(tag, tagValue(tag, event, this.#sink));
 
     const offset = this.#timestamps.slot(series, micros, `${event.auditID}\u0000${event.stage}`);

@@ -37,6 +37,25 @@ describe('records', () => {
     expect(decodeRecord(buf, 0, buf.length)).toEqual(e);
   });
 
+  it('stores an event with bodies as JSON that reads back equal, of the size JSON.stringify gives', () => {
+    const body = fc.dictionary(fc.string(), fc.jsonValue({ maxDepth: 3 }), { maxKeys: 5 });
+    fc.assert(
+      fc.property(
+        fc.option(body, { nil: undefined }),
+        fc.option(body, { nil: undefined }),
+        (request, response) => {
+          const e: AuditEvent = { ...event('b'), level: 'RequestResponse' };
+          if (request !== undefined) e.requestObject = request as AuditEvent['requestObject'];
+          if (response !== undefined) e.responseObject = response as AuditEvent['responseObject'];
+          const encoded = encodeEvent(e);
+          const line = encodeLines([encoded], encoded.bytes);
+          expect(decodeRecord(line, 0, line.length)).toEqual(JSON.parse(JSON.stringify(e)));
+          expect(encoded.bytes).toBe(Buffer.byteLength(JSON.stringify(e)) + 1);
+        },
+      ),
+    );
+  });
+
   it('lays several events out as consecutive lines', () => {
     const records = [event('a'), event('b'), event('c')].map(encodeEvent);
     const bytes = records.reduce((n, r) => n + r.bytes, 0);
