@@ -1,6 +1,5 @@
 // Runs the built CLI (`node dist/main.js standalone`) against a real influxd (test/harness), posting
 // the batches a real kube-apiserver recorded: points per bucket, duplicates, outages, SIGKILL.
-import { type ChildProcess, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -8,9 +7,9 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { freePort, type InfluxServer, startInfluxd } from '../harness/influxd.ts';
+import { type StandaloneProcess, startStandalone } from '../harness/standalone.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const MAIN = join(ROOT, 'dist', 'main.js');
 const FIXTURES = join(ROOT, 'test', 'fixtures', 'apiserver-1.20');
 const BATCHES = ['00001.json', '00002.json'].map((f) =>
   readFileSync(join(FIXTURES, 'batches', f), 'utf8'),
@@ -84,52 +83,17 @@ stringData: {token: ${shopToken}}
   return dir;
 }
 
-interface Running {
-  readonly url: string;
-  readonly child: ChildProcess;
-  readonly exited: Promise<number | null>;
-}
-
-async function start(dir: string, port: number, extra: string[] = []): Promise<Running> {
-  const child = spawn(
-    process.execPath,
-    [
-      MAIN,
-      'standalone',
-      '-f',
-      join(dir, 'manifests'),
-      '--insecure',
-      '--listen',
-      `127.0.0.1:${port}`,
-      '--data-dir',
-      join(dir, 'data'),
-      '--log-level',
-      'warn',
-      ...extra,
-    ],
-    { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] },
-  );
-  let stderr = '';
-  child.stderr?.setEncoding('utf8').on('data', (c: string) => (stderr += c));
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  cleanups.push(async () => {
-    if (child.exitCode === null && child.signalCode === null) {
-      child.kill('SIGKILL');
-      await exited;
-    }
+async function start(dir: string, port: number, args: string[] = []): Promise<StandaloneProcess> {
+  const running = await startStandalone({
+    manifests: join(dir, 'manifests'),
+    port,
+    dataDir: join(dir, 'data'),
+    args,
   });
-  const url = `http://127.0.0.1:${port}`;
-  const deadline = Date.now() + 15_000;
-  while (
-    !(await fetch(`${url}/readyz`).then(
-      (r) => r.ok,
-      () => false,
-    ))
-  ) {
-    if (child.exitCode !== null || Date.now() > deadline) throw new Error(`not ready:\n${stderr}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  return { url, child, exited };
+  cleanups.push(async () => {
+    await running.stop('SIGKILL');
+  });
+  return running;
 }
 
 async function postAll(url: string, batches: readonly string[]): Promise<void> {
@@ -192,16 +156,14 @@ describe('standalone mode into a real InfluxDB', () => {
     const first = await start(dir, port);
     await influx.stop();
     await postAll(first.url, again('outage'));
-    first.child.kill('SIGKILL');
-    await first.exited;
+    await first.stop('SIGKILL');
     const second = await start(dir, port);
     await postAll(second.url, again('after-restart'));
     await influx.restart();
     await until(async () => (await counts('cluster-audit')).distinct === 2 * EVENTS.length, 60_000);
     expect((await counts('shop-audit')).distinct).toBeLessThanOrEqual(2 * SHOP);
     await until(async () => (await counts('shop-audit')).distinct === 2 * SHOP, 60_000);
-    second.child.kill('SIGTERM');
-    expect(await second.exited).toBe(0);
+    expect(await second.stop('SIGTERM')).toBe(0);
   });
 
   it('reports a sink with a bad token in metrics without delaying the other sink', async () => {

@@ -15,7 +15,7 @@ import {
   scanSegment,
   segmentFileName,
 } from '../../../src/spool/format.ts';
-import type { AuditEvent } from '../../../src/audit/types.ts';
+import type { AuditEvent, JsonValue } from '../../../src/audit/types.ts';
 import { event } from './support.ts';
 
 /** The segment line of one event. */
@@ -45,8 +45,8 @@ describe('records', () => {
         fc.option(body, { nil: undefined }),
         (request, response) => {
           const e: AuditEvent = { ...event('b'), level: 'RequestResponse' };
-          if (request !== undefined) e.requestObject = request as AuditEvent['requestObject'];
-          if (response !== undefined) e.responseObject = response as AuditEvent['responseObject'];
+          if (request !== undefined) e.requestObject = request as JsonValue;
+          if (response !== undefined) e.responseObject = response as JsonValue;
           const encoded = encodeEvent(e);
           const line = encodeLines([encoded], encoded.bytes);
           expect(decodeRecord(line, 0, line.length)).toEqual(JSON.parse(JSON.stringify(e)));

@@ -1,0 +1,95 @@
+/**
+ * `kube-audit-operator standalone` under test as a real process: the built binary (`node
+ * dist/main.js`), plain HTTP on 127.0.0.1 (`--insecure`), a data directory for its spool. Waits
+ * until `/readyz` answers 200; killed when the test process exits.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const MAIN = fileURLToPath(new URL('../../dist/main.js', import.meta.url));
+const LOG_TAIL = 16_384;
+
+const running = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const child of running) child.kill('SIGKILL');
+});
+
+/** How to run it. */
+export interface StandaloneOptions {
+  /** A manifest file or directory (`-f`). */
+  readonly manifests: string;
+  readonly port: number;
+  /** `--data-dir`: the durable spool, replayed by the next process on the same directory. */
+  readonly dataDir: string;
+  /** `--log-level`, `warn` unless given. */
+  readonly logLevel?: string;
+  /** More flags. */
+  readonly args?: readonly string[];
+  readonly readyTimeoutMs?: number;
+}
+
+/** A running standalone process. */
+export interface StandaloneProcess {
+  /** `http://127.0.0.1:<port>` */
+  readonly url: string;
+  readonly pid: number;
+  readonly exited: Promise<number | null>;
+  /** The end of what it wrote to stderr. */
+  log(): string;
+  /** Sends a signal (SIGTERM unless given) and waits for the exit; null when killed. */
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+}
+
+/** Starts `standalone` and waits until it is ready. */
+export async function startStandalone(options: StandaloneOptions): Promise<StandaloneProcess> {
+  const child = spawn(
+    process.execPath,
+    [
+      MAIN,
+      'standalone',
+      '-f',
+      options.manifests,
+      '--insecure',
+      '--listen',
+      `127.0.0.1:${options.port}`,
+      '--data-dir',
+      options.dataDir,
+      '--log-level',
+      options.logLevel ?? 'warn',
+      ...(options.args ?? []),
+    ],
+    { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] },
+  );
+  running.add(child);
+  let stderr = '';
+  child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
+    stderr = (stderr + chunk).slice(-LOG_TAIL);
+  });
+  const exited = new Promise<number | null>((resolve) =>
+    child.once('exit', (code) => {
+      running.delete(child);
+      resolve(code);
+    }),
+  );
+  const stop = async (signal: NodeJS.Signals = 'SIGTERM') => {
+    if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+    return exited;
+  };
+  const url = `http://127.0.0.1:${options.port}`;
+  const deadline = Date.now() + (options.readyTimeoutMs ?? 15_000);
+  for (;;) {
+    const ready = await fetch(`${url}/readyz`).then(
+      (r) => r.ok,
+      () => false,
+    );
+    if (ready) break;
+    if (child.exitCode !== null || Date.now() > deadline) {
+      await stop('SIGKILL');
+      throw new Error(`standalone not ready on ${url}:\n${stderr}`);
+    }
+    await sleep(100);
+  }
+  return { url, pid: child.pid ?? 0, exited, log: () => stderr, stop };
+}
