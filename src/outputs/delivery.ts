@@ -49,6 +49,11 @@ export interface DeliveryObserver {
 /** How one loop runs; clock and sleep are injected so tests never wait for real backoff. */
 export interface DeliveryOptions {
   readonly batchSize: number;
+  /**
+   * How long a batch that is not full may wait for more events before it is written (a sink's
+   * flushInterval); 0 writes whatever is there at once.
+   */
+  readonly flushIntervalMs?: number;
   /** How long an idle loop waits for events before checking for shutdown. */
   readonly idleWaitMs: number;
   readonly backoff: BackoffOptions;
@@ -117,6 +122,8 @@ export async function runDelivery<B extends { readonly events: readonly AuditEve
         if (stop.aborted) return;
         continue;
       }
+      batch = await filled(batch);
+      if (abort.aborted) return;
       for (let attempt = 1; ; attempt++) {
         const started = now();
         try {
@@ -153,6 +160,24 @@ export async function runDelivery<B extends { readonly events: readonly AuditEve
         committing = commit(batch);
         break;
       }
+    }
+  }
+
+  /**
+   * A batch that is not full waits up to the flush interval for more events, so that a quiet sink
+   * (one tenant among many) writes a few large requests rather than many small ones. Stopping
+   * ends the wait: a drain writes what is there.
+   */
+  async function filled(batch: B): Promise<B> {
+    const linger = options.flushIntervalMs ?? 0;
+    if (linger <= 0 || batch.events.length >= options.batchSize || stop.aborted) return batch;
+    await sleep(linger, AbortSignal.any([stop, abort]));
+    if (abort.aborted) return batch;
+    try {
+      // The queue reads from the last commit again: the same events and what came since.
+      return (await source.next(options.batchSize, 0, abort)) ?? batch;
+    } catch {
+      return batch;
     }
   }
 

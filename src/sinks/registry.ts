@@ -222,6 +222,8 @@ export class SinkRegistry {
               output.kind === 'webhook'
                 ? WEBHOOK_BATCH_SIZE
                 : (runtime.sink.influxdb?.batchSize ?? DEFAULT_BATCH_SIZE),
+            flushIntervalMs:
+              output.kind === 'influxdb' ? (runtime.sink.influxdb?.flushIntervalMs ?? 0) : 0,
             idleWaitMs: this.#options.idleWaitMs ?? 1_000,
             backoff: this.#options.backoff ?? DEFAULT_BACKOFF,
           },

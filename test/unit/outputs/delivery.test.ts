@@ -111,6 +111,62 @@ describe('delivery loop', () => {
     expect(log).toEqual(['delivered 3', 'delivered 3', 'delivered 1']);
   });
 
+  it('lets a batch that is not full wait up to the flush interval, and writes what came meanwhile with it', async () => {
+    const queue = new ListQueue(5);
+    // One event is there at first; the other four arrive while the loop waits.
+    let visible = 1;
+    const growing = {
+      next: (max: number) =>
+        queue
+          .next(Math.min(max, visible - queue.committed))
+          .then((b) => (b !== null && b.events.length > 0 ? b : null)),
+      commit: (batch: Batch) => queue.commit(batch),
+    };
+    const output = new ScriptedOutput();
+    const { log, observer } = recorder();
+    const stop = new AbortController();
+    const waits: number[] = [];
+    await runDelivery(
+      growing,
+      {
+        ...output,
+        kind: output.kind,
+        target: output.target,
+        write: async (events) => {
+          await output.write(events);
+          stop.abort();
+        },
+        close: () => output.close(),
+      },
+      observer,
+      {
+        batchSize: 10,
+        flushIntervalMs: 250,
+        idleWaitMs: 10,
+        backoff: DEFAULT_BACKOFF,
+        sleep: (ms) => {
+          waits.push(ms);
+          visible = 5;
+          return Promise.resolve();
+        },
+      },
+      { stop: stop.signal, abort: new AbortController().signal },
+    );
+    expect(waits).toEqual([250]);
+    expect(log).toEqual(['delivered 5']);
+    expect(output.written).toEqual(['e0', 'e1', 'e2', 'e3', 'e4']);
+  });
+
+  it('writes a full batch, and anything while draining, without waiting', async () => {
+    const queue = new ListQueue(7);
+    const output = new ScriptedOutput();
+    const { log, observer } = recorder();
+    const { delays, done } = run(queue, output, observer, { flushIntervalMs: 250 });
+    await done;
+    expect(delays).toEqual([]);
+    expect(log).toEqual(['delivered 3', 'delivered 3', 'delivered 1']);
+  });
+
   it('keeps a batch queued while the output fails, and retries it with growing delays', async () => {
     const queue = new ListQueue(2);
     const down = () => new OutputError('UNREACHABLE', 'connection refused', { retryable: true });
