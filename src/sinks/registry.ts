@@ -50,7 +50,7 @@ export interface RegistryOptions {
 
 /** Batches of at most 400 events to a webhook: the apiserver's own default batch size. */
 const WEBHOOK_BATCH_SIZE = 400;
-const DEFAULT_BATCH_SIZE = 5_000;
+const DEFAULT_BATCH_SIZE = 1_000;
 
 interface RuntimeCore {
   /** Replaced on update; delivery reads it on every report, so it always sees the current sink. */

@@ -400,7 +400,7 @@ describe('AuditPipeline', () => {
       measurement: 'kubernetes_audit',
       createBucket: false,
       retentionSeconds: 0,
-      batchSize: 5_000,
+      batchSize: 1_000,
       flushIntervalMs: 1_000,
       tags: [
         'level',
