@@ -10,10 +10,10 @@ import type { AuditEvent } from '../audit/types.ts';
 import type { EncodedEvent } from './format.ts';
 
 /** Serialized bytes the caches of one process may hold together. */
-export const PROCESS_CACHE_BYTES = 64 * 1024 * 1024;
+export const PROCESS_CACHE_BYTES = 32 * 1024 * 1024;
 
 /** Serialized bytes one store's cache may hold. */
-export const STORE_CACHE_BYTES = 16 * 1024 * 1024;
+export const STORE_CACHE_BYTES = 8 * 1024 * 1024;
 
 // Compact the arrays once this many dropped entries sit at their head: amortised O(1) per event.
 const COMPACT_AFTER = 1024;
