@@ -186,6 +186,9 @@ export function createReceiverApp(
     if (encoding !== undefined && encoding.toLowerCase() !== 'identity') {
       return new ReceiverError('UNSUPPORTED_CONTENT_ENCODING');
     }
+    // Full queues refuse the batch before it is read: under overload, refused batches cost nothing.
+    const wait = ingest.refusing?.(target);
+    if (wait !== undefined) return queueFull(wait);
     return undefined;
   };
 
@@ -217,13 +220,7 @@ export function createReceiverApp(
           // 500 makes the apiserver retry; the cause stays in the log, not in the response.
           throw new ReceiverError('INGEST_FAILED', { cause: err });
         }
-        if (!result.ok) {
-          const seconds = Number.isFinite(result.retryAfterSeconds)
-            ? Math.max(1, Math.ceil(result.retryAfterSeconds))
-            : 1;
-          // The apiserver reads Retry-After as whole seconds only.
-          throw new ReceiverError('QUEUE_FULL', { headers: { 'retry-after': String(seconds) } });
-        }
+        if (!result.ok) throw queueFull(result.retryAfterSeconds);
         return reply.code(200).send({ accepted: result.accepted });
       },
     );
@@ -339,6 +336,14 @@ function notReady(): ReceiverError {
   return new ReceiverError('NOT_READY', {
     headers: { 'retry-after': String(UNAVAILABLE_RETRY_AFTER_SECONDS) },
   });
+}
+
+/** 429 with Retry-After in whole seconds, the only form the apiserver reads. */
+function queueFull(retryAfterSeconds: number): ReceiverError {
+  const seconds = Number.isFinite(retryAfterSeconds)
+    ? Math.max(1, Math.ceil(retryAfterSeconds))
+    : 1;
+  return new ReceiverError('QUEUE_FULL', { headers: { 'retry-after': String(seconds) } });
 }
 
 function shuttingDown(): ReceiverError {

@@ -14,6 +14,11 @@ export type IngestResult =
 export interface Ingest {
   ingest(events: AuditEvent[], target: IngestTarget): Promise<IngestResult>;
   hasSink(key: string): boolean;
+  /**
+   * Seconds to ask the sender to wait when the target cannot take a batch now (its queues are
+   * full), checked before the body is read; undefined to go on.
+   */
+  refusing?(target: IngestTarget): number | undefined;
 }
 
 /**

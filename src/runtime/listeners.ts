@@ -98,6 +98,7 @@ export class DedicatedListeners {
       // Whatever the path, this listener feeds its own sink only.
       ingest: (events) => registry.ingest(events, { kind: 'sink', key: sink.key }),
       hasSink: (key) => key === sink.key && registry.hasSink(key),
+      refusing: () => registry.refusing({ kind: 'sink', key: sink.key }),
     };
     return startReceiver(
       validateReceiverOptions({

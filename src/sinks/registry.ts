@@ -260,6 +260,23 @@ export class SinkRegistry {
   }
 
   /**
+   * The Retry-After, in seconds, when the target cannot take a batch now: its sink's queue, or on
+   * the fan-in endpoint every sink's, still refuses what it last refused. The receiver answers 429
+   * without reading the body, so that overload costs no parsing.
+   */
+  refusing(target: IngestTarget): number | undefined {
+    const runtimes =
+      target.kind === 'all' ? [...this.#runtimes.values()] : [this.#runtimes.get(target.key)];
+    let wait: number | undefined;
+    for (const runtime of runtimes) {
+      const seconds = runtime?.queue.refusing();
+      if (seconds === undefined) return undefined;
+      wait = Math.max(wait ?? 0, seconds);
+    }
+    return wait;
+  }
+
+  /**
    * Routes events to the target sinks and queues what each keeps. Resolves once every kept event
    * is queued (and spooled). On the fan-in endpoint a full sink drops its share, counted as
    * overflow, so that one stuck sink never blocks the others, unless no sink took its share; on

@@ -144,6 +144,8 @@ class Queue implements SinkQueue {
   // Bytes of appends accepted but not yet stored: counted against the cap so that concurrent
   // appends cannot jointly exceed it.
   #reserved = 0;
+  // Size of the last append refused as too large for the space left; 0 once one is accepted.
+  #refusedBytes = 0;
   #pending: PendingAppend[] = [];
   #flushing: Promise<void> | null = null;
   #releasing: Promise<void> = Promise.resolve();
@@ -191,16 +193,26 @@ class Queue implements SinkQueue {
       for (const record of records) bytes += record.bytes;
       const queued = this.#queuedBytes() + this.#reserved;
       if (queued + bytes > this.#settings.maxBytes) {
+        this.#refusedBytes = bytes;
         throw new QueueFullError(
           `queue full: ${queued} of ${this.#settings.maxBytes} bytes queued, the batch needs ${bytes}`,
           this.#settings.retryAfterSeconds,
         );
       }
+      this.#refusedBytes = 0;
       this.#reserved += bytes;
       this.#pending.push({ records, bytes, resolve: resolveAppend, reject: rejectAppend });
       // Start one microtask later, so appends issued in the same tick share the first write.
       this.#flushing ??= Promise.resolve().then(() => this.#flush());
     });
+  }
+
+  refusing(): number | undefined {
+    if (this.#refusedBytes === 0 || this.#closing) return undefined;
+    const queued = this.#queuedBytes() + this.#reserved;
+    return queued + this.#refusedBytes > this.#settings.maxBytes
+      ? this.#settings.retryAfterSeconds
+      : undefined;
   }
 
   consumer(name: string): QueueConsumer {

@@ -88,6 +88,12 @@ export interface SinkQueue {
    */
   append(events: readonly AuditEvent[]): Promise<void>;
   /**
+   * The Retry-After, in seconds, while a batch as large as the last one refused would still be
+   * refused; undefined when the queue may take the next batch. Lets a receiver refuse a batch
+   * before reading and parsing it.
+   */
+  refusing(): number | undefined;
+  /**
    * The consumer with this name (one per output: `influxdb`, `webhook`, `file`). A name seen for
    * the first time starts at the oldest retained event and holds data from then on.
    */

@@ -36,6 +36,8 @@ export class RecordingIngest implements Ingest {
   readonly sinks: Set<string>;
   answer: (events: AuditEvent[]) => Promise<IngestResult> = (events) =>
     Promise.resolve({ ok: true, accepted: events.length });
+  /** What {@link refusing} answers: seconds to wait, or undefined to take the batch. */
+  wait: number | undefined;
 
   constructor(sinks: readonly string[] = []) {
     this.sinks = new Set(sinks);
@@ -48,6 +50,10 @@ export class RecordingIngest implements Ingest {
 
   hasSink(key: string): boolean {
     return this.sinks.has(key);
+  }
+
+  refusing(): number | undefined {
+    return this.wait;
   }
 }
 

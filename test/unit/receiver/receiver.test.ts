@@ -132,6 +132,20 @@ describe('POST /audit/v1/events', () => {
     expect(response.headers['retry-after']).toBe('3');
   });
 
+  it('answers 429 before reading the body while the queues still refuse, and takes batches again after', async () => {
+    const { app, ingest } = receiver();
+    ingest.wait = 1.5;
+    // Not even JSON: the body is never read.
+    const refused = await post(app, '/audit/v1/events', 'not json at all');
+    expectError(refused, 429, 'QUEUE_FULL');
+    expect(refused.headers['retry-after']).toBe('2');
+    expect(ingest.calls).toEqual([]);
+    ingest.wait = undefined;
+    const taken = await post(app, '/audit/v1/events', eventList([item()]));
+    expect(taken.statusCode).toBe(200);
+    expect(ingest.calls).toHaveLength(1);
+  });
+
   it('never sends a Retry-After below one second or a non-number', async () => {
     const { app, ingest } = receiver();
     for (const [seconds, header] of [

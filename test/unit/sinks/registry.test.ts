@@ -218,6 +218,10 @@ describe('sink registry', () => {
       accepted += batch.length;
     }
     expect(result).toMatchObject({ ok: false, reason: 'full', retryAfterSeconds: 1 });
+    // Until there is room again, the receiver may refuse without reading: this sink still refuses,
+    // and the other never refused anything, so only the stuck sink's own endpoint says so.
+    expect(registry.refusing({ kind: 'sink', key: stuck.key })).toBe(1);
+    expect(registry.refusing({ kind: 'all' })).toBeUndefined();
     // Sent back, not dropped: the sender retries it, and the counters wait for that.
     expect(registry.status(stuck.key)).toMatchObject({
       received: accepted,

@@ -172,6 +172,25 @@ describe.each<Mode>(['memory', 'durable'])('%s queue', (mode) => {
     expect(ids(await consumer.next(10, 0))).toEqual(['e-2', 'e-3', 'e-4', 'e-5']);
   });
 
+  it('says it refuses while a batch like the last refused one would not fit, and stops once it would', async () => {
+    const one = lineBytes(event('e-0'));
+    const queue = await open(mode, { maxBytes: one * 5, retryAfterSeconds: 2 });
+    const consumer = queue.consumer('influxdb');
+    expect(queue.refusing()).toBeUndefined();
+    await queue.append(events('e', 0, 4));
+    // Room for one more event, and nothing was refused yet.
+    expect(queue.refusing()).toBeUndefined();
+    await expect(queue.append(events('e', 4, 7))).rejects.toBeInstanceOf(QueueFullError);
+    expect(queue.refusing()).toBe(2);
+    // One event freed: the refused three still do not fit.
+    await consumer.commit(present(await consumer.next(1, 0)));
+    expect(queue.refusing()).toBe(2);
+    await consumer.commit(present(await consumer.next(1, 0)));
+    expect(queue.refusing()).toBeUndefined();
+    await queue.append(events('e', 4, 7));
+    expect(queue.refusing()).toBeUndefined();
+  });
+
   it('counts concurrent appends against the cap before they are written', async () => {
     const one = lineBytes(event('e-0'));
     const queue = await open(mode, { maxBytes: one * 3 });
