@@ -430,3 +430,22 @@ function shifted(timestamp: string, deltaMicros: number): string {
   const fraction = String(micros % 1e6).padStart(6, '0');
   return `${new Date(seconds * 1000).toISOString().slice(0, 19)}.${fraction}Z`;
 }
+
+/**
+ * Points of measurement `kubernetes_audit` in a bucket, and distinct auditIDs among them, counted
+ * by influxd: equal when every event was written exactly once.
+ */
+export async function auditPointCounts(
+  server: InfluxServer,
+  bucket: string,
+): Promise<{ points: number; distinct: number }> {
+  const auditIDs = `from(bucket: "${bucket}") |> range(start: 0, stop: 2100-01-01T00:00:00Z) |> filter(fn: (r) => r._measurement == "kubernetes_audit" and r._field == "audit_id") |> group()`;
+  const total = async (flux: string) => {
+    const rows = await server.query(flux);
+    return rows.length === 0 ? 0 : Number(rows[0]?._value);
+  };
+  return {
+    points: await total(`${auditIDs} |> count()`),
+    distinct: await total(`${auditIDs} |> distinct() |> count()`),
+  };
+}
