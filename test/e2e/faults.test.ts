@@ -14,7 +14,13 @@ import {
   RecordedEvents,
 } from '../harness/audit-client.ts';
 import { type FaultyProxy, type ProxyMode, startFaultyProxy } from '../harness/faulty-proxy.ts';
-import { auditPointCounts, freePort, type InfluxServer, startInfluxd } from '../harness/influxd.ts';
+import {
+  auditPointCounts,
+  duplicatedAuditIds,
+  freePort,
+  type InfluxServer,
+  startInfluxd,
+} from '../harness/influxd.ts';
 import { type StandaloneProcess, startStandalone } from '../harness/standalone.ts';
 import { metricSum as metric } from '../support/metrics.ts';
 import { eventually } from '../support/wait.ts';
@@ -126,7 +132,11 @@ async function expectEachEventOnce(s: Scenario, receiver: Receiver, expected: nu
     await new Promise((resolve) => setTimeout(resolve, 500));
   }
   for (const sink of SINKS) {
-    expect({ sink, ...(await counts(s.buckets[sink])) }).toEqual({
+    const written = await counts(s.buckets[sink]);
+    if (written.points !== written.distinct) {
+      console.log('duplicated:', JSON.stringify(await duplicatedAuditIds(influx, s.buckets[sink])));
+    }
+    expect({ sink, ...written }).toEqual({
       sink,
       points: expected,
       distinct: expected,

@@ -11,7 +11,13 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AuditWebhookClient, RecordedEvents } from '../harness/audit-client.ts';
 import { type FaultyProxy, startFaultyProxy } from '../harness/faulty-proxy.ts';
-import { auditPointCounts, freePort, type InfluxServer, startInfluxd } from '../harness/influxd.ts';
+import {
+  auditPointCounts,
+  duplicatedAuditIds,
+  freePort,
+  type InfluxServer,
+  startInfluxd,
+} from '../harness/influxd.ts';
 import { type StandaloneProcess, startStandalone } from '../harness/standalone.ts';
 import { metricSum as metric } from '../support/metrics.ts';
 import { eventually } from '../support/wait.ts';
@@ -197,7 +203,11 @@ describe('sustained overload into a throttled real InfluxDB', () => {
       expect(client.counts.ackedEvents).toBe(events.count);
       expect(peakAfterWarmUp).toBeLessThan(bound);
       expect(late).toBeLessThan(middle + 64 * MIB);
-      expect(await counts()).toEqual({
+      const written = await counts();
+      if (written.points !== written.distinct) {
+        console.log('duplicated:', JSON.stringify(await duplicatedAuditIds(influx, 'load')));
+      }
+      expect(written).toEqual({
         points: client.counts.ackedEvents,
         distinct: client.counts.ackedEvents,
       });

@@ -449,3 +449,23 @@ export async function auditPointCounts(
     distinct: await total(`${auditIDs} |> distinct() |> count()`),
   };
 }
+
+/**
+ * Up to `limit` auditIDs written more than once in a bucket, each with its points (time and
+ * tags): what a failed exactly-once check prints to show how the copies differ.
+ */
+export async function duplicatedAuditIds(
+  server: InfluxServer,
+  bucket: string,
+  limit = 3,
+): Promise<Record<string, Row[]>> {
+  const rows = await server.query(
+    `from(bucket: "${bucket}") |> range(start: 0, stop: 2100-01-01T00:00:00Z) |> filter(fn: (r) => r._measurement == "kubernetes_audit" and r._field == "audit_id") |> group()`,
+  );
+  const byId = new Map<string, Row[]>();
+  for (const row of rows) {
+    const id = String(row._value);
+    byId.set(id, [...(byId.get(id) ?? []), row]);
+  }
+  return Object.fromEntries([...byId].filter(([, points]) => points.length > 1).slice(0, limit));
+}

@@ -8,6 +8,7 @@
  * Here one `write` is one request (or a few, for a huge batch) whose outcome is the promise's: the
  * delivery loop owns retries and the durable queue (docs/adr/0008-influxdb-output.md).
  */
+import { setImmediate } from 'node:timers/promises';
 import { InfluxDB } from '@influxdata/influxdb-client';
 import type { AuditEvent } from '../../audit/types.ts';
 import type { InfluxDestination } from '../../sinks/types.ts';
@@ -38,6 +39,9 @@ export interface InfluxOutputOptions {
   /** The sub-microsecond slots to use (by default the encoder's own). */
   readonly timestamps?: PointTimestamps;
 }
+
+/** Events encoded between two turns of the event loop: about a millisecond of work. */
+const ENCODE_SLICE = 100;
 
 /** The defaults of {@link InfluxOutputOptions}. */
 export const INFLUX_OUTPUT_DEFAULTS = Object.freeze({
@@ -102,7 +106,7 @@ export class InfluxOutput implements Output {
       });
     }
     if (events.length === 0) return;
-    for (const body of this.#bodies(events)) await this.#post(body);
+    for await (const body of this.#bodies(events)) await this.#post(body);
   }
 
   /** Aborts requests in flight (their batches stay queued) and refuses further writes. */
@@ -111,11 +115,16 @@ export class InfluxOutput implements Output {
     return Promise.resolve();
   }
 
-  /** The batch as line protocol, in bodies of at most maxRequestBytes. */
-  *#bodies(events: readonly AuditEvent[]): Generator<string> {
+  /**
+   * The batch as line protocol, in bodies of at most maxRequestBytes. Encoding yields to the event
+   * loop every {@link ENCODE_SLICE} events, so that a large batch never holds up the receiver's
+   * answers for long.
+   */
+  async *#bodies(events: readonly AuditEvent[]): AsyncGenerator<string> {
     let body = '';
     let bytes = 0;
-    for (const event of events) {
+    for (const [i, event] of events.entries()) {
+      if (i > 0 && i % ENCODE_SLICE === 0) await setImmediate();
       const line = this.#encoder.encode(event);
       const size = Buffer.byteLength(line);
       if (body !== '' && bytes + size + 1 > this.#maxRequestBytes) {
