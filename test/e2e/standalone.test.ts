@@ -11,6 +11,10 @@ import type { TLSSocket } from 'node:tls';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import {
+  type StandaloneProcess,
+  startStandalone as startStandaloneProcess,
+} from '../harness/standalone.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const MAIN = join(ROOT, 'dist', 'main.js');
@@ -72,34 +76,21 @@ function spawnStandalone(args: readonly string[]): Omit<Running, 'url'> {
   return { child, stderr: () => stderr, exited };
 }
 
-async function startStandalone(manifests: string, dataDir: string, port: number): Promise<Running> {
-  const { child, stderr, exited } = spawnStandalone([
-    '-f',
+async function startStandalone(
+  manifests: string,
+  dataDir: string,
+  port: number,
+): Promise<StandaloneProcess> {
+  const running = await startStandaloneProcess({
     manifests,
-    '--insecure',
-    '--listen',
-    `127.0.0.1:${port}`,
-    '--data-dir',
     dataDir,
-    '--log-level',
-    'warn',
-    '--shutdown-grace-seconds',
-    '5',
-  ]);
-  const url = `http://127.0.0.1:${port}`;
-  const deadline = Date.now() + 15_000;
-  for (;;) {
-    const ready = await fetch(`${url}/readyz`).then(
-      (r) => r.ok,
-      () => false,
-    );
-    if (ready) break;
-    if (child.exitCode !== null || Date.now() > deadline) {
-      throw new Error(`standalone did not become ready:\n${stderr()}`);
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  return { url, child, stderr, exited };
+    port,
+    args: ['--shutdown-grace-seconds', '5'],
+  });
+  cleanups.push(async () => {
+    await running.stop('SIGKILL');
+  });
+  return running;
 }
 
 async function post(url: string, body: string): Promise<Response> {
@@ -149,8 +140,7 @@ describe('standalone mode', () => {
     for (const line of await lines(shop))
       expect(line).toMatch(/^kubernetes_audit,.*namespace=shop,.*sink=shop\/orders/);
 
-    running.child.kill('SIGTERM');
-    expect(await running.exited).toBe(0);
+    expect(await running.stop('SIGTERM')).toBe(0);
   });
 
   it('applies an edited manifest within seconds, without a restart', async () => {
@@ -196,8 +186,7 @@ spec:
     const port = await freePort();
     const first = await startStandalone(manifests, dataDir, port);
     for (const batch of BATCHES) expect((await post(first.url, batch)).status).toBe(200);
-    first.child.kill('SIGKILL');
-    await first.exited;
+    await first.stop('SIGKILL');
 
     const received: string[] = [];
     const server: Server = createServer((req, res) => {
