@@ -8,7 +8,7 @@
  *   the last reaches its size limit.
  * - `<dir>/cursor-<consumer>.json`: `{"version":1,"consumer":"<name>","next":<n>}`, the sequence
  *   number of the first event that consumer has not committed. Replaced atomically: written to
- *   `<file>.tmp`, fsynced, renamed over the old one, and the directory fsynced.
+ *   `<file>.tmp`, fsynced, renamed over the old one (the directory is fsynced for a new one).
  *
  * A crash can leave only one kind of damage, because records are written in order and a write is
  * acknowledged after its fsync: an unacknowledged tail at the end of the last segment, possibly

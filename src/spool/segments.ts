@@ -134,6 +134,8 @@ export class SegmentStore implements EventStore {
   #broken: unknown = null;
   // The last records written, so that consumers who keep up skip reading and decoding the file.
   readonly #recent = new RecentRecords();
+  // Consumers whose cursor file's directory entry is on disk: found at open, or synced since.
+  readonly #durableCursors: Set<string>;
 
   private constructor(
     options: SegmentStoreOptions,
@@ -148,6 +150,7 @@ export class SegmentStore implements EventStore {
     this.#segments = segments;
     this.#end = end;
     this.cursors = cursors;
+    this.#durableCursors = new Set(cursors.keys());
     this.recovery = recovery;
     const last = segments.at(-1);
     // Append to the last segment only if it ends where the next event starts: after a crash
@@ -401,7 +404,13 @@ export class SegmentStore implements EventStore {
         await handle.close();
       }
       await rename(temporary, path);
-      if (this.#fsync) await syncDirectory(this.#dir);
+      // The directory entry of a new cursor must be durable: without it a consumer would be lost.
+      // Replacing one needs no directory sync: after a power loss the rename may be undone, and
+      // the older cursor only delivers again what writes overwrite (idempotent), never less.
+      if (this.#fsync && !this.#durableCursors.has(consumer)) {
+        await syncDirectory(this.#dir);
+        this.#durableCursors.add(consumer);
+      }
     } catch (error) {
       throw ioError('saving cursor', path, error);
     }
@@ -409,6 +418,7 @@ export class SegmentStore implements EventStore {
 
   async deleteCursor(consumer: string): Promise<void> {
     const path = join(this.#dir, cursorFileName(consumer));
+    this.#durableCursors.delete(consumer);
     try {
       await unlink(path);
       if (this.#fsync) await syncDirectory(this.#dir);
