@@ -25,7 +25,26 @@ import { FULL, type HarnessOptions, type Measurement, measure, QUICK, sink } fro
 
 const FIXTURES = new URL('../test/fixtures/apiserver-1.20/', import.meta.url);
 export const BATCH_SIZE = 400;
-export type Level = 'Metadata' | 'RequestResponse';
+export type Level = 'Metadata' | 'Request' | 'RequestResponse';
+
+/**
+ * The levels of a batch's events: one level for all, or `Mix`, a realistic blend in which out of
+ * every ten events seven are Metadata, two Request and one RequestResponse.
+ */
+export type LevelMix = Level | 'Mix';
+
+const MIX: readonly Level[] = [
+  'Metadata',
+  'Request',
+  'Metadata',
+  'Metadata',
+  'RequestResponse',
+  'Metadata',
+  'Request',
+  'Metadata',
+  'Metadata',
+  'Metadata',
+];
 
 const SCHEMA: PointSchema = {
   measurement: 'kubernetes_audit',
@@ -51,7 +70,7 @@ function timestamp(micros: number): string {
  * `count` batches of distinct events cut from the recorded ones: each its own auditID and a
  * microsecond of its own, ending `endMicros` (as a busy apiserver produces them).
  */
-export function batches(level: Level, count: number, endMicros: number): AuditEvent[][] {
+export function batches(level: LevelMix, count: number, endMicros: number): AuditEvent[][] {
   const recorded = recordedEvents();
   let n = 0;
   const start = endMicros - count * BATCH_SIZE * 50;
@@ -67,13 +86,10 @@ export function batches(level: Level, count: number, endMicros: number): AuditEv
           : Number(epochMicros(e.stageTimestamp)) - Number(epochMicros(e.requestReceivedTimestamp));
       e.stageTimestamp = timestamp(start + i * 50);
       e.requestReceivedTimestamp = timestamp(start + i * 50 - latency);
-      if (level === 'Metadata') {
-        delete e.requestObject;
-        delete e.responseObject;
-        e.level = 'Metadata';
-      } else {
-        e.level = 'RequestResponse';
-      }
+      // What the apiserver records at each level: no bodies, the request body, or both.
+      e.level = level === 'Mix' ? (MIX[i % MIX.length] as Level) : level;
+      if (e.level !== 'RequestResponse') delete e.responseObject;
+      if (e.level === 'Metadata') delete e.requestObject;
       return e;
     }),
   );

@@ -1,35 +1,52 @@
 /**
  * Peer comparison (SPEC 7): the same audit webhook workload through this project's data path and
- * through Telegraf, each writing into its own bucket of one real influxd on the same machine.
+ * through Telegraf, both writing into one real influxd on the same machine, one after the other.
  *
- * - ours: `node dist/main.js standalone --insecure` on loopback, one AuditSink (Metadata, every
- *   stage) whose spec.influxdb points at the bucket, tags verb, resource, namespace, user, level
- *   and stage; its durable spool in a temporary data directory.
+ * A workload is an event level blend (Metadata, Request, RequestResponse, or the Mix of 70% / 20% /
+ * 10%) and a number of tenants N (1, 10, 100, 1000). Every namespaced event is moved into one of the
+ * namespaces `tenant-0` .. `tenant-<N-1>`, in turn; cluster-scoped and non-resource events (4 of the
+ * 23 recorded ones) stay as they are and belong to no tenant, so both systems parse them and write
+ * nothing for them. Each tenant has a bucket of its own:
+ *
+ * - ours: `node dist/main.js standalone --insecure` on loopback with N AuditPipelines, one per
+ *   tenant namespace (rule `level: Metadata`), each with its own token Secret and bucket, tags verb,
+ *   resource, namespace, user, level and stage; the durable spool in a temporary data directory.
+ *   No cluster-wide AuditSink: each event belongs to at most one pipeline, as to at most one
+ *   Telegraf output.
  * - peer: Telegraf (scripts/build-telegraf.sh) with inputs.http_listener_v2 on /audit/v1/events,
  *   data_format json_v2 turning each EventList item into a point of measurement kubernetes_audit
  *   with the same six tags and the fields audit_id and request_uri, timestamped by stageTimestamp,
- *   and outputs.influxdb_v2.
+ *   and N outputs.influxdb_v2, each with `tagpass namespace = ["tenant-<i>"]` into bucket i: how a
+ *   Telegraf user routes tenants to buckets of their own.
  *
- * Both get identical 400-event EventList batches (Metadata and RequestResponse variants of the
- * recorded apiserver 1.20 events, every event its own auditID and microsecond), two requests in
- * flight. A run ends when every point is visible in the bucket (counted with Flux). Reported per
- * workload: events/s to the acks and to visible points, CPU seconds per 100k events of the server
- * process (utime + stime from /proc/<pid>/stat), ack latency p50/p99, peak RSS (VmHWM), and the
- * ours/peer ratio of events per CPU second.
+ * Both get identical 400-event EventList batches (the recorded apiserver 1.20 events, every event
+ * its own auditID and microsecond), two requests in flight, after a warm-up of 10 batches. A run
+ * ends when every point is visible in its bucket (counted with Flux). Reported per workload and
+ * system: events/s to the acks and to visible points, CPU seconds per 100k events of the server
+ * process (utime + stime from /proc/<pid>/stat), events per CPU second, ack latency p50/p99, peak
+ * RSS (VmHWM), and the ours/peer ratio of events per CPU second. Buckets are deleted after each run
+ * so that influxd carries no more than one run's shards.
  *
- * `node bench/peer.ts [--quick]` (needs `npm run build` and Telegraf built) writes
- * bench/results/bench-results.json.
+ * `node bench/peer.ts [--quick]` (needs `npm run build` and Telegraf built) runs only this
+ * comparison and writes bench/results/bench-results.json; `npm run bench` runs it after the
+ * micro-benchmarks.
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { cpus, homedir, tmpdir } from 'node:os';
+import { cpus, homedir, release, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { AuditEvent } from '../src/audit/types.ts';
-import { freePort, type InfluxServer, startInfluxd } from '../test/harness/influxd.ts';
-import { BATCH_SIZE, batches, type Level } from './influxdb.ts';
+import {
+  freePort,
+  INFLUXD_VERSION,
+  type InfluxServer,
+  startInfluxd,
+} from '../test/harness/influxd.ts';
+import { BATCH_SIZE, batches, type LevelMix } from './influxdb.ts';
+import { startStandalone } from '../test/harness/standalone.ts';
 
 export const TELEGRAF_VERSION = 'v1.37.2';
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
@@ -37,29 +54,82 @@ const MEASUREMENT = 'kubernetes_audit';
 const TAGS = ['verb', 'resource', 'namespace', 'user', 'level', 'stage'] as const;
 const IN_FLIGHT = 2;
 const WARMUP_BATCHES = 10;
-const VISIBLE_TIMEOUT_MS = 120_000;
+/** How long the last points may take to become visible after the last ack. */
+const VISIBLE_TIMEOUT_MS = 300_000;
+/** Flux counts and bucket calls in flight at once: enough to keep up, few enough for 2 cores. */
+const INFLUX_CALLS_IN_FLIGHT = 4;
 const CLOCK_TICKS = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim());
 
 type System = 'ours' | 'peer';
 
+/** One workload of the matrix. */
+export interface Workload {
+  /** `<levels>, <n> sink(s)`: the key of `ratio_vs_peer`. */
+  readonly name: string;
+  readonly levels: LevelMix;
+  /** Tenants, each with its own sink and bucket. */
+  readonly sinks: number;
+  /** Measured batches of 400 events, after the warm-up. */
+  readonly batches: number;
+}
+
+function workload(levels: LevelMix, sinks: number, count: number): Workload {
+  return {
+    name: `${levels}, ${sinks} sink${sinks === 1 ? '' : 's'}`,
+    levels,
+    sinks,
+    batches: count,
+  };
+}
+
+/**
+ * The matrix. Full: every level blend with one sink, and the Mix with 10, 100 and 1000 sinks, with
+ * fewer batches at 100 and 1000 sinks, where the rate is lower and the warm-up long (influxd
+ * creates a shard per bucket on its first write). Quick: three of them with fewer batches, within
+ * three minutes on two cores.
+ */
+export function workloads(quick: boolean): Workload[] {
+  if (quick) {
+    return [
+      workload('Metadata', 1, 250),
+      workload('RequestResponse', 1, 250),
+      workload('Mix', 100, 150),
+    ];
+  }
+  return [
+    workload('Metadata', 1, 1000),
+    workload('Request', 1, 1000),
+    workload('RequestResponse', 1, 1000),
+    workload('Mix', 1, 1000),
+    workload('Mix', 10, 1000),
+    workload('Mix', 100, 500),
+    workload('Mix', 1000, 150),
+  ];
+}
+
 /** One system on one workload. */
 export interface SystemResult {
+  /** Events posted in the measured part (warm-up excluded), dropped ones included. */
   readonly events: number;
+  /** Points the measured events put into the buckets. */
+  readonly points: number;
   /** Events over the time from the first post to the last ack. */
   readonly ackedEventsPerSecond: number;
-  /** Events over the time from the first post until every point is visible in the bucket. */
+  /** Events over the time from the first post until every point is visible in its bucket. */
   readonly eventsPerSecond: number;
   readonly cpuSecondsPer100k: number;
   readonly eventsPerCpuSecond: number;
   readonly ackP50Millis: number;
   readonly ackP99Millis: number;
   readonly peakRssMiB: number;
+  /** Seconds from the last ack until every point was visible. */
+  readonly visibleAfterAckSeconds: number;
   /**
    * CPU seconds per 100k events of influxd over the same window: the cost of the points each one
    * writes (it includes the Flux counts polled until every point is visible).
    */
   readonly influxdCpuSecondsPer100k: number;
-  /** Tag and field keys found in the bucket, to check that both write comparable points. */
+  /** Tag and field keys found in the first bucket, to check that both write comparable points. */
   readonly tagKeys: readonly string[];
   readonly fieldKeys: readonly string[];
 }
@@ -67,7 +137,8 @@ export interface SystemResult {
 /** One workload: both systems and their ratio. */
 export interface PeerResult {
   readonly workload: string;
-  readonly batch: Level;
+  readonly levels: LevelMix;
+  readonly sinks: number;
   readonly batches: number;
   readonly batchBytes: number;
   readonly ours: SystemResult;
@@ -125,6 +196,25 @@ function influxdPid(url: string): number {
   throw new Error(`no influxd process bound to ${url}`);
 }
 
+/** Runs `fn` over `items`, at most `limit` at a time, keeping their order. */
+async function mapLimit<T, R>(
+  items: readonly T[],
+  limit: number,
+  fn: (item: T) => Promise<R>,
+): Promise<R[]> {
+  const out: R[] = new Array<R>(items.length);
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(limit, items.length) }, async () => {
+      while (next < items.length) {
+        const i = next++;
+        out[i] = await fn(items[i] as T);
+      }
+    }),
+  );
+  return out;
+}
+
 /** A server under test: its process, its receiver URL, and how to stop it. */
 interface Running {
   readonly pid: number;
@@ -159,69 +249,27 @@ async function until(
   throw new Error(`not ready after ${timeoutMs} ms:\n${output()}`);
 }
 
-function yamlString(value: string): string {
-  return JSON.stringify(value);
-}
-
-async function startOurs(server: InfluxServer, bucket: string, dir: string): Promise<Running> {
-  const port = await freePort();
-  const manifests = join(dir, 'sinks.yaml');
-  writeFileSync(
-    manifests,
-    [
-      'apiVersion: v1',
-      'kind: Secret',
-      'metadata:',
-      '  name: influx-token',
-      'stringData:',
-      `  token: ${yamlString(server.token)}`,
-      '---',
-      'apiVersion: kube-audit.dev/v1alpha1',
-      'kind: AuditSink',
-      'metadata:',
-      '  name: bench',
-      'spec:',
-      '  policy:',
-      '    level: Metadata',
-      '    stages: ["RequestReceived", "ResponseStarted", "ResponseComplete", "Panic"]',
-      '  influxdb:',
-      `    url: ${yamlString(server.url)}`,
-      `    org: ${yamlString(server.org)}`,
-      `    bucket: ${yamlString(bucket)}`,
-      `    measurement: ${MEASUREMENT}`,
-      `    tags: [${TAGS.join(', ')}]`,
-      '    tokenSecretRef: {name: influx-token, key: token}',
-      '',
-    ].join('\n'),
-  );
-  const child = spawn(
-    process.execPath,
-    [
-      join(ROOT, 'dist', 'main.js'),
-      'standalone',
-      '-f',
-      manifests,
-      '--insecure',
-      '--listen',
-      `127.0.0.1:${port}`,
-      '--data-dir',
-      join(dir, 'data'),
-      '--log-level',
-      'warn',
-    ],
-    { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env } },
-  );
+/** Starts `command`, keeping the tail of its stderr, and waits until `ready` says so. */
+async function launch(
+  command: string,
+  args: readonly string[],
+  url: string,
+  ready: (stderr: string) => Promise<boolean>,
+): Promise<Running> {
+  const child = spawn(command, args, {
+    stdio: ['ignore', 'ignore', 'pipe'],
+    env: { ...process.env },
+  });
   let stderr = '';
   child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
     stderr = (stderr + chunk).slice(-8_000);
   });
-  const url = `http://127.0.0.1:${port}/audit/v1/events`;
   try {
     await until(
       child,
       () => stderr,
-      () => Promise.resolve(stderr.includes('receiving audit events at')),
-      30_000,
+      () => ready(stderr),
+      60_000,
     );
   } catch (err) {
     await stopper(child)();
@@ -230,7 +278,78 @@ async function startOurs(server: InfluxServer, bucket: string, dir: string): Pro
   return { pid: child.pid ?? 0, url, stop: stopper(child) };
 }
 
-function telegrafConfig(server: InfluxServer, bucket: string, port: number): string {
+function tenant(i: number): string {
+  return `tenant-${i}`;
+}
+
+function yamlString(value: string): string {
+  return JSON.stringify(value);
+}
+
+/** One token Secret and one AuditPipeline per tenant namespace, pipeline i writing to bucket i. */
+function ourManifests(server: InfluxServer, buckets: readonly string[]): string {
+  return buckets
+    .map((bucket, i) =>
+      [
+        'apiVersion: v1',
+        'kind: Secret',
+        'metadata:',
+        '  name: influx-token',
+        `  namespace: ${tenant(i)}`,
+        'stringData:',
+        `  token: ${yamlString(server.token)}`,
+        '---',
+        'apiVersion: kube-audit.dev/v1alpha1',
+        'kind: AuditPipeline',
+        'metadata:',
+        '  name: trail',
+        `  namespace: ${tenant(i)}`,
+        'spec:',
+        '  policy:',
+        '    rules:',
+        '      - level: Metadata',
+        '  influxdb:',
+        `    url: ${yamlString(server.url)}`,
+        `    org: ${yamlString(server.org)}`,
+        `    bucket: ${yamlString(bucket)}`,
+        `    measurement: ${MEASUREMENT}`,
+        `    tags: [${TAGS.join(', ')}]`,
+        '    tokenSecretRef: {name: influx-token, key: token}',
+        '',
+      ].join('\n'),
+    )
+    .join('---\n');
+}
+
+async function startOurs(
+  server: InfluxServer,
+  buckets: readonly string[],
+  dir: string,
+): Promise<Running> {
+  const manifests = join(dir, 'pipelines.yaml');
+  writeFileSync(manifests, ourManifests(server, buckets));
+  const running = await startStandalone({
+    manifests,
+    port: await freePort(),
+    dataDir: join(dir, 'data'),
+    // A thousand sinks open a thousand spools before the receiver is ready.
+    readyTimeoutMs: 120_000,
+  });
+  return {
+    pid: running.pid,
+    url: `${running.url}/audit/v1/events`,
+    stop: async () => {
+      await running.stop('SIGTERM');
+    },
+  };
+}
+
+function telegrafConfig(
+  server: InfluxServer,
+  buckets: readonly string[],
+  port: number,
+  bufferLimit: number,
+): string {
   const renames = {
     auditID: 'audit_id',
     requestURI: 'request_uri',
@@ -240,6 +359,17 @@ function telegrafConfig(server: InfluxServer, bucket: string, port: number): str
   };
   const toml = (values: readonly string[]) =>
     `[${values.map((v) => JSON.stringify(v)).join(', ')}]`;
+  const outputs = buckets.map(
+    (bucket, i) => `
+[[outputs.influxdb_v2]]
+  urls = ["${server.url}"]
+  token = "${server.token}"
+  organization = "${server.org}"
+  bucket = "${bucket}"
+  [outputs.influxdb_v2.tagpass]
+    namespace = ["${tenant(i)}"]
+`,
+  );
   return `
 [agent]
   interval = "10s"
@@ -248,8 +378,8 @@ function telegrafConfig(server: InfluxServer, bucket: string, port: number): str
   metric_batch_size = 1000
   flush_interval = "1s"
   flush_jitter = "0s"
-  # Large enough that no point is dropped: the run waits for every one in the bucket.
-  metric_buffer_limit = 10000000
+  # Per output, large enough that no point is dropped: the run waits for every one in the bucket.
+  metric_buffer_limit = ${bufferLimit}
   omit_hostname = true
   quiet = true
 
@@ -270,55 +400,52 @@ function telegrafConfig(server: InfluxServer, bucket: string, port: number): str
 ${Object.entries(renames)
   .map(([from, to]) => `        ${from} = "${to}"`)
   .join('\n')}
-
-[[outputs.influxdb_v2]]
-  urls = ["${server.url}"]
-  token = "${server.token}"
-  organization = "${server.org}"
-  bucket = "${bucket}"
-`;
+${outputs.join('')}`;
 }
 
 async function startPeer(
   binary: string,
   server: InfluxServer,
-  bucket: string,
+  buckets: readonly string[],
   dir: string,
+  bufferLimit: number,
 ): Promise<Running> {
   const port = await freePort();
   const config = join(dir, 'telegraf.conf');
-  writeFileSync(config, telegrafConfig(server, bucket, port));
-  const child = spawn(binary, ['--config', config], {
-    stdio: ['ignore', 'ignore', 'pipe'],
-    env: { ...process.env },
-  });
-  let stderr = '';
-  child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
-    stderr = (stderr + chunk).slice(-8_000);
-  });
+  writeFileSync(config, telegrafConfig(server, buckets, port, bufferLimit));
   const url = `http://127.0.0.1:${port}/audit/v1/events`;
-  try {
-    // A GET is refused (405) once the listener is up.
-    await until(
-      child,
-      () => stderr,
-      async () => (await fetch(url)).status === 405,
-      30_000,
-    );
-  } catch (err) {
-    await stopper(child)();
-    throw err;
-  }
-  return { pid: child.pid ?? 0, url, stop: stopper(child) };
+  // A GET is refused (405) once the listener is up.
+  return launch(binary, ['--config', config], url, async () => (await fetch(url)).status === 405);
 }
 
-async function countPoints(server: InfluxServer, bucket: string): Promise<number> {
+/** influxd's REST API with the operator token. */
+async function influxApi(server: InfluxServer, method: string, path: string): Promise<void> {
+  const res = await fetch(`${server.url}${path}`, {
+    method,
+    headers: { authorization: `Token ${server.token}` },
+  });
+  await res.text();
+  if (!res.ok) throw new Error(`${method} ${path}: ${res.status}`);
+}
+
+/** Buckets counted by one Flux query, each in a result of its own. */
+const BUCKETS_PER_QUERY = 50;
+
+/** Points in each bucket, counted by their `audit_id` field, all in one query. */
+async function countPoints(server: InfluxServer, buckets: readonly string[]): Promise<number[]> {
   const rows = await server.query(
-    `from(bucket: "${bucket}") |> range(start: 0) ` +
-      `|> filter(fn: (r) => r._measurement == "${MEASUREMENT}" and r._field == "audit_id") ` +
-      `|> group() |> count()`,
+    buckets
+      .map(
+        (bucket, i) =>
+          `from(bucket: "${bucket}") |> range(start: 0) ` +
+          `|> filter(fn: (r) => r._measurement == "${MEASUREMENT}" and r._field == "audit_id") ` +
+          `|> group() |> count() |> yield(name: "b${i}")`,
+      )
+      .join('\n'),
   );
-  return Number(rows[0]?._value ?? 0);
+  const counts = new Array<number>(buckets.length).fill(0);
+  for (const row of rows) counts[Number(String(row.result).slice(1))] = Number(row._value ?? 0);
+  return counts;
 }
 
 async function schemaKeys(
@@ -338,15 +465,35 @@ async function schemaKeys(
   return { tagKeys: await keys('tagKeys'), fieldKeys: await keys('fieldKeys') };
 }
 
-async function untilVisible(server: InfluxServer, bucket: string, expected: number): Promise<void> {
+/** Waits until bucket i holds `expected[i]` points, polling only the buckets still short. */
+async function untilVisible(
+  server: InfluxServer,
+  buckets: readonly string[],
+  expected: readonly number[],
+): Promise<void> {
   const deadline = Date.now() + VISIBLE_TIMEOUT_MS;
-  let seen = 0;
+  let pending = buckets.map((_, i) => i).filter((i) => (expected[i] ?? 0) > 0);
   while (Date.now() < deadline) {
-    seen = await countPoints(server, bucket);
-    if (seen >= expected) return;
+    const chunks = Array.from({ length: Math.ceil(pending.length / BUCKETS_PER_QUERY) }, (_, c) =>
+      pending.slice(c * BUCKETS_PER_QUERY, (c + 1) * BUCKETS_PER_QUERY),
+    );
+    const seen = (
+      await mapLimit(chunks, INFLUX_CALLS_IN_FLIGHT, (chunk) =>
+        countPoints(
+          server,
+          chunk.map((i) => buckets[i] as string),
+        ),
+      )
+    ).flat();
+    pending = pending.filter((i, k) => (seen[k] ?? 0) < (expected[i] ?? 0));
+    if (pending.length === 0) return;
     await sleep(100);
   }
-  throw new Error(`bucket ${bucket}: ${seen} of ${expected} points after ${VISIBLE_TIMEOUT_MS} ms`);
+  const first = pending[0] ?? 0;
+  throw new Error(
+    `${pending.length} buckets short after ${VISIBLE_TIMEOUT_MS} ms, e.g. ${buckets[first]} ` +
+      `expecting ${expected[first]} points`,
+  );
 }
 
 /** Posts every body, `IN_FLIGHT` at a time; returns each ack's latency in milliseconds. */
@@ -377,91 +524,160 @@ function percentile(sorted: readonly number[], q: number): number {
   return Number((sorted[Math.floor(q * (sorted.length - 1))] ?? 0).toFixed(1));
 }
 
-async function runSystem(
-  system: System,
-  start: (bucket: string, dir: string) => Promise<Running>,
-  server: InfluxServer,
-  bucket: string,
-  warmup: readonly string[],
-  measured: readonly string[],
-): Promise<SystemResult> {
-  await server.createBucket(bucket);
-  const dir = await mkdtemp(join(tmpdir(), `kube-audit-peer-${system}-`));
-  const running = await start(bucket, dir);
-  try {
-    await postAll(running.url, warmup);
-    await untilVisible(server, bucket, warmup.length * BATCH_SIZE);
-    const cpuBefore = cpuSeconds(running.pid);
-    const influxd = influxdPid(server.url);
-    const influxdBefore = cpuSeconds(influxd);
-    const started = performance.now();
-    const latencies = await postAll(running.url, measured);
-    const acked = (performance.now() - started) / 1000;
-    await untilVisible(server, bucket, (warmup.length + measured.length) * BATCH_SIZE);
-    const visible = (performance.now() - started) / 1000;
-    const cpu = cpuSeconds(running.pid) - cpuBefore;
-    const influxdCpu = cpuSeconds(influxd) - influxdBefore;
-    const peak = peakRssMiB(running.pid);
-    const schema = await schemaKeys(server, bucket);
-    const events = measured.length * BATCH_SIZE;
-    latencies.sort((a, b) => a - b);
-    return {
-      events,
-      ackedEventsPerSecond: Math.round(events / acked),
-      eventsPerSecond: Math.round(events / visible),
-      cpuSecondsPer100k: Number(((cpu * 100_000) / events).toFixed(3)),
-      eventsPerCpuSecond: Math.round(events / cpu),
-      ackP50Millis: percentile(latencies, 0.5),
-      ackP99Millis: percentile(latencies, 0.99),
-      peakRssMiB: peak,
-      influxdCpuSecondsPer100k: Number(((influxdCpu * 100_000) / events).toFixed(3)),
-      ...schema,
-    };
-  } finally {
-    await running.stop();
-    await rm(dir, { recursive: true, force: true });
-  }
-}
-
 function eventList(items: readonly AuditEvent[]): string {
   return JSON.stringify({ kind: 'EventList', apiVersion: 'audit.k8s.io/v1', metadata: {}, items });
 }
 
-/** Both systems on the Metadata and RequestResponse workloads. */
-export async function runPeerBench(quick: boolean): Promise<PeerResult[]> {
+/** A workload's request bodies, and the points each tenant's bucket gets from them. */
+interface Traffic {
+  readonly warmup: readonly string[];
+  readonly measured: readonly string[];
+  /** Points per tenant after the warm-up, and after the whole run. */
+  readonly warmupPoints: readonly number[];
+  readonly totalPoints: readonly number[];
+}
+
+/**
+ * Fresh events (own auditIDs and timestamps) for one system, identical in shape for both. Every
+ * namespaced event moves into the next tenant namespace in turn, in its objectRef and in its
+ * request URI (which the apiserver's policy, and so the sink's scope, reads for a create).
+ */
+function traffic(w: Workload): Traffic {
+  const all = batches(w.levels, WARMUP_BATCHES + w.batches, Date.now() * 1000);
+  const points = new Array<number>(w.sinks).fill(0);
+  let warmupPoints: number[] = [];
+  let next = 0;
+  const bodies = all.map((batch, b) => {
+    if (b === WARMUP_BATCHES) warmupPoints = [...points];
+    for (const e of batch) {
+      if (e.objectRef?.namespace === undefined) continue;
+      const t = next++ % w.sinks;
+      const ns = tenant(t);
+      e.objectRef = { ...e.objectRef, namespace: ns };
+      e.requestURI = e.requestURI.replace(/\/namespaces\/[^/?]+/, `/namespaces/${ns}`);
+      points[t] = (points[t] ?? 0) + 1;
+    }
+    return eventList(batch);
+  });
+  return {
+    warmup: bodies.slice(0, WARMUP_BATCHES),
+    measured: bodies.slice(WARMUP_BATCHES),
+    warmupPoints,
+    totalPoints: points,
+  };
+}
+
+function sum(values: readonly number[]): number {
+  return values.reduce((n, v) => n + v, 0);
+}
+
+async function runSystem(
+  system: System,
+  w: Workload,
+  start: (buckets: readonly string[], dir: string) => Promise<Running>,
+  server: InfluxServer,
+  load: Traffic,
+  progress: (line: string) => void,
+): Promise<SystemResult> {
+  const t0 = performance.now();
+  const since = () => `${((performance.now() - t0) / 1000).toFixed(1)} s`;
+  const slug = `${system}-${w.levels}-${w.sinks}`.toLowerCase();
+  const buckets = Array.from({ length: w.sinks }, (_, i) => `${slug}-${i}`);
+  const ids = await mapLimit(buckets, INFLUX_CALLS_IN_FLIGHT, (b) => server.createBucket(b));
+  const dir = await mkdtemp(join(tmpdir(), `kube-audit-peer-${system}-`));
+  try {
+    progress(`  ${system}: ${w.sinks} buckets created at ${since()}`);
+    const running = await start(buckets, dir);
+    try {
+      progress(`  ${system}: started at ${since()}`);
+      await postAll(running.url, load.warmup);
+      await untilVisible(server, buckets, load.warmupPoints);
+      progress(`  ${system}: warm-up visible at ${since()}`);
+      const cpuBefore = cpuSeconds(running.pid);
+      const influxd = influxdPid(server.url);
+      const influxdBefore = cpuSeconds(influxd);
+      const started = performance.now();
+      const latencies = await postAll(running.url, load.measured);
+      const acked = (performance.now() - started) / 1000;
+      await untilVisible(server, buckets, load.totalPoints);
+      const visible = (performance.now() - started) / 1000;
+      progress(
+        `  ${system}: acked after ${acked.toFixed(1)} s, visible after ${visible.toFixed(1)} s`,
+      );
+      const cpu = cpuSeconds(running.pid) - cpuBefore;
+      const influxdCpu = cpuSeconds(influxd) - influxdBefore;
+      const peak = peakRssMiB(running.pid);
+      const schema = await schemaKeys(server, buckets[0] as string);
+      const events = load.measured.length * BATCH_SIZE;
+      latencies.sort((a, b) => a - b);
+      return {
+        events,
+        points: sum(load.totalPoints) - sum(load.warmupPoints),
+        ackedEventsPerSecond: Math.round(events / acked),
+        eventsPerSecond: Math.round(events / visible),
+        cpuSecondsPer100k: Number(((cpu * 100_000) / events).toFixed(3)),
+        eventsPerCpuSecond: Math.round(events / cpu),
+        ackP50Millis: percentile(latencies, 0.5),
+        ackP99Millis: percentile(latencies, 0.99),
+        peakRssMiB: peak,
+        visibleAfterAckSeconds: Number((visible - acked).toFixed(1)),
+        influxdCpuSecondsPer100k: Number(((influxdCpu * 100_000) / events).toFixed(3)),
+        ...schema,
+      };
+    } finally {
+      await running.stop();
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+    await mapLimit(ids, INFLUX_CALLS_IN_FLIGHT, (id) =>
+      influxApi(server, 'DELETE', `/api/v2/buckets/${id}`),
+    );
+  }
+}
+
+/** Both systems on every workload of `matrix`, into one influxd. */
+export async function runPeerBench(
+  matrix: readonly Workload[],
+  progress: (line: string) => void = (line) => console.error(line),
+): Promise<PeerResult[]> {
   const telegraf = ensureTelegraf();
   if (!existsSync(join(ROOT, 'dist', 'main.js')))
     throw new Error('dist/main.js missing: run `npm run build`');
-  const count = quick ? 250 : 1000;
   const server = await startInfluxd();
   const results: PeerResult[] = [];
   try {
-    for (const level of ['Metadata', 'RequestResponse'] as const) {
-      const results2: Partial<Record<System, SystemResult>> = {};
+    for (const w of matrix) {
+      const measured: Partial<Record<System, SystemResult>> = {};
       let batchBytes = 0;
       for (const system of ['ours', 'peer'] as const) {
-        // Fresh events (own auditIDs and timestamps) for each system, identical in shape.
-        const all = batches(level, WARMUP_BATCHES + count, Date.now() * 1000).map(eventList);
-        batchBytes = Math.round(all.reduce((n, b) => n + Buffer.byteLength(b), 0) / all.length);
+        const began = performance.now();
+        const load = traffic(w);
+        const bodies = [...load.warmup, ...load.measured];
+        batchBytes = Math.round(sum(bodies.map((b) => Buffer.byteLength(b))) / bodies.length);
+        // Room per Telegraf output for every point of its tenant, twice over, and at least
+        // Telegraf's default of 10,000. Telegraf allocates each output's buffer up front, so a
+        // larger floor would only add memory (1,000 outputs of 100,000 metrics hold 1.6 GB).
+        const bufferLimit = Math.max(10_000, 2 * Math.max(...load.totalPoints));
         const start =
           system === 'ours'
-            ? (bucket: string, dir: string) => startOurs(server, bucket, dir)
-            : (bucket: string, dir: string) => startPeer(telegraf, server, bucket, dir);
-        results2[system] = await runSystem(
-          system,
-          start,
-          server,
-          `${system}-${level}`,
-          all.slice(0, WARMUP_BATCHES),
-          all.slice(WARMUP_BATCHES),
+            ? (buckets: readonly string[], dir: string) => startOurs(server, buckets, dir)
+            : (buckets: readonly string[], dir: string) =>
+                startPeer(telegraf, server, buckets, dir, bufferLimit);
+        const result = await runSystem(system, w, start, server, load, progress);
+        measured[system] = result;
+        progress(
+          `${w.name}, ${system}: ${result.eventsPerCpuSecond.toLocaleString('en-US')} events/CPU-s, ` +
+            `${result.eventsPerSecond.toLocaleString('en-US')} events/s visible ` +
+            `(${Math.round((performance.now() - began) / 1000)} s)`,
         );
       }
-      const ours = results2.ours as SystemResult;
-      const peer = results2.peer as SystemResult;
+      const ours = measured.ours as SystemResult;
+      const peer = measured.peer as SystemResult;
       results.push({
-        workload: `${level}, 400-event batches, ${IN_FLIGHT} in flight`,
-        batch: level,
-        batches: count,
+        workload: w.name,
+        levels: w.levels,
+        sinks: w.sinks,
+        batches: w.batches,
         batchBytes,
         ours,
         peer,
@@ -477,46 +693,73 @@ export async function runPeerBench(quick: boolean): Promise<PeerResult[]> {
   return results;
 }
 
-if (import.meta.main) {
-  const quick = process.argv.includes('--quick');
-  const began = performance.now();
-  const results = await runPeerBench(quick);
+/** Prints one row per workload and system. */
+export function printPeerResults(results: readonly PeerResult[]): void {
   console.log(
-    `\nPeer comparison: this project vs Telegraf ${TELEGRAF_VERSION}, into one influxd\n`,
+    `\nPeer comparison: this project vs Telegraf ${TELEGRAF_VERSION}, into one influxd ${INFLUXD_VERSION}\n`,
   );
   console.table(
     results.flatMap((r) =>
       (['ours', 'peer'] as const).map((system) => {
         const s = r[system];
         return {
-          workload: r.batch,
+          workload: r.workload,
           system,
           'events/s (visible)': s.eventsPerSecond.toLocaleString('en-US'),
           'events/s (acked)': s.ackedEventsPerSecond.toLocaleString('en-US'),
           'CPU s/100k': s.cpuSecondsPer100k,
+          'events/CPU-s': s.eventsPerCpuSecond.toLocaleString('en-US'),
           'ack p50 ms': s.ackP50Millis,
           'ack p99 ms': s.ackP99Millis,
           'peak RSS MiB': s.peakRssMiB,
-          'influxd CPU s/100k': s.influxdCpuSecondsPer100k,
+          'ours/peer': system === 'ours' ? r.ratioEventsPerCpuSecond : '',
         };
       }),
     ),
   );
-  const ratioVsPeer = Object.fromEntries(results.map((r) => [r.batch, r.ratioEventsPerCpuSecond]));
-  console.log('ours/peer, events per CPU second:', ratioVsPeer);
-  const dir = new URL('./results/', import.meta.url);
-  mkdirSync(dir, { recursive: true });
-  const report = {
+}
+
+/** The machine and versions a report was measured with. */
+export function environment(quick: boolean): Record<string, unknown> {
+  return {
     date: new Date().toISOString(),
-    node: process.version,
-    telegraf: TELEGRAF_VERSION,
-    cpu: cpus()[0]?.model ?? 'unknown',
-    cores: cpus().length,
     mode: quick ? 'quick' : 'full',
-    seconds: Math.round((performance.now() - began) / 1000),
-    ratio_vs_peer: ratioVsPeer,
+    machine: {
+      cpu: cpus()[0]?.model ?? 'unknown',
+      cores: cpus().length,
+      memoryGiB: Math.round(totalmem() / 2 ** 30),
+      kernel: release(),
+    },
+    versions: { node: process.version, telegraf: TELEGRAF_VERSION, influxd: INFLUXD_VERSION },
+  };
+}
+
+/** The report's peer part: `ratio_vs_peer` (workload → ours/peer events per CPU second) and rows. */
+export function peerReport(results: readonly PeerResult[]): Record<string, unknown> {
+  return {
+    ratio_vs_peer: Object.fromEntries(results.map((r) => [r.workload, r.ratioEventsPerCpuSecond])),
     workloads: results,
   };
-  writeFileSync(new URL('bench-results.json', dir), `${JSON.stringify(report, null, 2)}\n`);
+}
+
+/** Where `npm run bench` and `npm run bench:peer` write their report. */
+export const RESULTS_FILE = new URL('./results/bench-results.json', import.meta.url);
+
+/** Writes the report as JSON. */
+export function writeReport(report: Record<string, unknown>): void {
+  mkdirSync(new URL('./', RESULTS_FILE), { recursive: true });
+  writeFileSync(RESULTS_FILE, `${JSON.stringify(report, null, 2)}\n`);
+}
+
+if (import.meta.main) {
+  const quick = process.argv.includes('--quick');
+  const began = performance.now();
+  const results = await runPeerBench(workloads(quick));
+  printPeerResults(results);
+  writeReport({
+    ...environment(quick),
+    seconds: Math.round((performance.now() - began) / 1000),
+    ...peerReport(results),
+  });
   console.log('\nwritten: bench/results/bench-results.json');
 }

@@ -1,20 +1,47 @@
 /**
- * `npm run bench [-- --quick]`: runs the benchmarks, prints a table and writes
- * `bench/results/<name>.json`.
+ * `npm run bench [-- --quick]`: the micro-benchmarks (policy engine; ingest, that is parse, route,
+ * policy and encode per core; receiver over loopback; overload), then the peer comparison against
+ * Telegraf into a real influxd (bench/peer.ts). Prints a table per part, writes everything to
+ * bench/results/bench-results.json (the peer figures at the top level, the micro-benchmarks under
+ * `micro`) and draws docs/images/bench.svg from it (bench/chart.ts).
+ *
+ * On 2 cores the full run takes about 10 minutes, the quick one under 2.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { cpus } from 'node:os';
+import { type ChartInput, writeChart } from './chart.ts';
 import { FULL, QUICK, sink } from './harness.ts';
+import { runIngestBench } from './ingest.ts';
+import {
+  environment,
+  peerReport,
+  printPeerResults,
+  runPeerBench,
+  workloads,
+  writeReport,
+} from './peer.ts';
 import { runPolicyBench } from './policy.ts';
 import { runOverloadBench, runReceiverBench } from './receiver.ts';
 
 const quick = process.argv.includes('--quick');
 const options = quick ? QUICK : FULL;
+const began = performance.now();
+const env = environment(quick);
 
 const policy = runPolicyBench(options);
 console.log('\nPolicy engine (one core, 400-event batches)\n');
 console.table(
   policy.map((r) => ({
+    workload: r.name,
+    'events/s': r.eventsPerSecond.toLocaleString('en-US'),
+    'events/CPU-s': r.eventsPerCpuSecond.toLocaleString('en-US'),
+    'µs/batch': r.microsecondsPerCall,
+    'vs JSON.parse': r.ratioToJsonParse,
+  })),
+);
+
+const ingest = runIngestBench(options);
+console.log('\nIngest: parse, route, policy and encode (one core, 400-event batches)\n');
+console.table(
+  ingest.map((r) => ({
     workload: r.name,
     'events/s': r.eventsPerSecond.toLocaleString('en-US'),
     'events/CPU-s': r.eventsPerCpuSecond.toLocaleString('en-US'),
@@ -40,17 +67,24 @@ const overload = await runOverloadBench(quick ? 3_000 : 15_000);
 console.log('\nOverload: input faster than the destination\n');
 console.table([overload]);
 
-const dir = new URL('./results/', import.meta.url);
-mkdirSync(dir, { recursive: true });
+console.log('\nPeer comparison: one workload at a time, this project then Telegraf\n');
+const peer = await runPeerBench(workloads(quick));
+printPeerResults(peer);
+
 const report = {
-  date: new Date().toISOString(),
-  node: process.version,
-  cpu: cpus()[0]?.model ?? 'unknown',
-  mode: quick ? 'quick' : 'full',
-  policy,
-  receiver,
-  overload,
-  checksum: sink(),
+  ...env,
+  seconds: Math.round((performance.now() - began) / 1000),
+  ...peerReport(peer),
+  micro: {
+    policy,
+    ingest,
+    receiver,
+    overload,
+    checksum: sink(),
+  },
 };
-writeFileSync(new URL('bench.json', dir), `${JSON.stringify(report, null, 2)}\n`);
-console.log(`\nwritten: bench/results/bench.json`);
+writeReport(report);
+console.log('\nwritten: bench/results/bench-results.json');
+writeChart(report as unknown as ChartInput);
+console.log('written: docs/images/bench.svg');
+console.log(`\n${quick ? 'quick' : 'full'} run: ${report.seconds} s`);
