@@ -20,7 +20,7 @@ export default defineConfig({
         test: {
           name: 'integration',
           include: ['test/integration/**/*.test.ts', 'test/e2e/**/*.test.ts'],
-          exclude: [...configDefaults.exclude, 'test/e2e/controlplane/**'],
+          exclude: [...configDefaults.exclude, 'test/e2e/controlplane/**', 'test/e2e/load.test.ts'],
           // Builds influxd and the control plane's binaries once per machine before any test, so
           // no test timeout pays for it.
           globalSetup: ['test/harness/global-setup.ts'],
@@ -39,6 +39,19 @@ export default defineConfig({
           // up to 30 s; both take far longer while other test files run beside them.
           testTimeout: 120_000,
           hookTimeout: 180_000,
+        },
+      },
+      {
+        extends: true,
+        test: {
+          name: 'load',
+          include: ['test/e2e/load.test.ts'],
+          globalSetup: ['test/harness/global-setup.ts'],
+          testTimeout: 240_000,
+          hookTimeout: 60_000,
+          // Sustained overload for minutes would starve the timing-sensitive tests beside it (a
+          // policy change within a second): it runs alone, once every other project is done.
+          sequence: { groupOrder: 1 },
         },
       },
     ],
