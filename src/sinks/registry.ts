@@ -88,6 +88,9 @@ export class SinkRegistry {
   readonly #options: RegistryOptions;
   // Rebuilt on the first ingest after the set of sinks or any sink changed.
   #index: RouteIndex<Runtime> | null = null;
+  // Deleted sinks still draining, by key; and what failed while removing one, for the next apply.
+  readonly #removing = new Map<string, Promise<void>>();
+  readonly #removalFailures: Error[] = [];
   // Configuration changes are applied one at a time, in order.
   #applying: Promise<void> = Promise.resolve();
 
@@ -151,9 +154,13 @@ export class SinkRegistry {
       }
     }
     const removed = [...this.#runtimes.values()].filter((r) => !wanted.has(r.sink.key));
-    for (const runtime of removed) this.#runtimes.delete(runtime.sink.key);
+    for (const runtime of removed) {
+      this.#runtimes.delete(runtime.sink.key);
+      this.#startRemoval(runtime);
+    }
     this.#index = null;
-    await Promise.all(removed.map((r) => this.#remove(r)));
+    // What went wrong removing sinks since the last change is reported with this one.
+    failures.push(...this.#removalFailures.splice(0));
     const [first] = failures;
     if (first !== undefined && failures.length === 1) throw first;
     if (failures.length > 1)
@@ -161,6 +168,8 @@ export class SinkRegistry {
   }
 
   async #start(sink: Sink): Promise<void> {
+    // A sink created again right after its removal reopens the same spool: once that one is done.
+    await this.#removing.get(sink.key);
     const queue = await this.#options.factory.openQueue(sink);
     const core: RuntimeCore = {
       sink,
@@ -191,6 +200,24 @@ export class SinkRegistry {
     for (const output of old.outputs) {
       if (!kinds.has(output.kind)) await runtime.queue.removeConsumer(output.kind);
     }
+  }
+
+  /**
+   * Drains and removes a deleted sink in the background: its queue may take up to removalDrainMs
+   * to deliver, and the changes after it must not wait for that.
+   */
+  #startRemoval(runtime: Runtime): void {
+    const key = runtime.sink.key;
+    const removal: Promise<void> = this.#remove(runtime)
+      .catch((err: unknown) => {
+        this.#removalFailures.push(
+          new Error(`${key}: removing: ${(err as Error).message}`, { cause: err }),
+        );
+      })
+      .finally(() => {
+        if (this.#removing.get(key) === removal) this.#removing.delete(key);
+      });
+    this.#removing.set(key, removal);
   }
 
   async #remove(runtime: Runtime): Promise<void> {
@@ -355,6 +382,7 @@ export class SinkRegistry {
    */
   async close(graceMs: number): Promise<void> {
     await this.#applying;
+    await Promise.all(this.#removing.values());
     const runtimes = [...this.#runtimes.values()];
     this.#runtimes.clear();
     this.#index = null;
