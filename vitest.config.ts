@@ -50,7 +50,7 @@ export default defineConfig({
           testTimeout: 240_000,
           hookTimeout: 60_000,
           // Sustained overload for minutes would starve the timing-sensitive tests beside it (a
-          // policy change within a second): it runs alone, once every other project is done.
+          // policy change within a second): a group of its own runs alone, never beside another.
           sequence: { groupOrder: 1 },
         },
       },
