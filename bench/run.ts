@@ -8,7 +8,7 @@
  * On 2 cores the full run takes about 10 minutes, the quick one under 2.
  */
 import { type ChartInput, writeChart } from './chart.ts';
-import { FULL, QUICK, sink } from './harness.ts';
+import { FULL, type Measurement, QUICK, sink } from './harness.ts';
 import { runIngestBench } from './ingest.ts';
 import {
   environment,
@@ -26,29 +26,27 @@ const options = quick ? QUICK : FULL;
 const began = performance.now();
 const env = environment(quick);
 
-const policy = runPolicyBench(options);
-console.log('\nPolicy engine (one core, 400-event batches)\n');
-console.table(
-  policy.map((r) => ({
-    workload: r.name,
-    'events/s': r.eventsPerSecond.toLocaleString('en-US'),
-    'events/CPU-s': r.eventsPerCpuSecond.toLocaleString('en-US'),
-    'µs/batch': r.microsecondsPerCall,
-    'vs JSON.parse': r.ratioToJsonParse,
-  })),
-);
+/** Prints per-core results, each against JSON.parse of the same batch. */
+function printPerCore(
+  title: string,
+  results: readonly (Measurement & { ratioToJsonParse: number })[],
+) {
+  console.log(`\n${title} (one core, 400-event batches)\n`);
+  console.table(
+    results.map((r) => ({
+      workload: r.name,
+      'events/s': r.eventsPerSecond.toLocaleString('en-US'),
+      'events/CPU-s': r.eventsPerCpuSecond.toLocaleString('en-US'),
+      'µs/batch': r.microsecondsPerCall,
+      'vs JSON.parse': r.ratioToJsonParse,
+    })),
+  );
+}
 
+const policy = runPolicyBench(options);
+printPerCore('Policy engine', policy);
 const ingest = runIngestBench(options);
-console.log('\nIngest: parse, route, policy and encode (one core, 400-event batches)\n');
-console.table(
-  ingest.map((r) => ({
-    workload: r.name,
-    'events/s': r.eventsPerSecond.toLocaleString('en-US'),
-    'events/CPU-s': r.eventsPerCpuSecond.toLocaleString('en-US'),
-    'µs/batch': r.microsecondsPerCall,
-    'vs JSON.parse': r.ratioToJsonParse,
-  })),
-);
+printPerCore('Ingest: parse, route, policy and encode', ingest);
 
 const receiver = await runReceiverBench(quick ? 1_000 : 5_000);
 console.log('\nReceiver over loopback HTTP, 400-event batches, 2 in flight, in-memory queues\n');
