@@ -6,7 +6,6 @@
 // (test/fixtures/apiserver-1.20) posted to the replicas' pipeline endpoints.
 import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { request as httpsRequest } from 'node:https';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -26,6 +25,7 @@ import {
 } from '../../harness/operator.ts';
 import { TestPki } from '../../harness/pki.ts';
 import { eventually } from '../../support/wait.ts';
+import { conditionOf, kubectlOk, postJson, type SinkStatus, sinkStatus } from './kube.ts';
 
 const OPERATOR_NS = 'kube-audit';
 const TENANT_NS = 'team-a';
@@ -159,39 +159,17 @@ function running<T>(what: string, value: T | undefined): T {
   return value;
 }
 
-async function must(args: string[], input?: string): Promise<string> {
-  const r = await running('the control plane', cp).kubectl(
-    args,
-    input === undefined ? {} : { input },
-  );
-  if (r.code !== 0) throw new Error(`kubectl ${args.join(' ')}: ${r.stderr}`);
-  return r.stdout;
+function must(args: string[], input?: string): Promise<string> {
+  return kubectlOk(running('the control plane', cp), args, input);
 }
 
-interface Condition {
-  type: string;
-  status: string;
-  reason: string;
-  message: string;
+type Status = SinkStatus;
+
+function getStatus(name: string): Promise<Status> {
+  return sinkStatus(running('the control plane', cp), 'auditpipeline', name, TENANT_NS);
 }
 
-interface Status {
-  observedGeneration?: number;
-  conditions?: Condition[];
-  received?: number;
-  written?: number;
-  endpoint?: string;
-  lastEventTime?: string;
-}
-
-async function getStatus(name: string): Promise<Status> {
-  const out = await must(['get', 'auditpipeline', name, '-n', TENANT_NS, '-o', 'json']);
-  return (JSON.parse(out) as { status?: Status }).status ?? {};
-}
-
-function condition(status: Status, type: string): Condition | undefined {
-  return status.conditions?.find((c) => c.type === type);
-}
+const condition = conditionOf;
 
 interface LeaseSpec {
   holderIdentity?: string;
@@ -271,22 +249,7 @@ function configmapEvent(level: 'Metadata' | 'RequestResponse' = 'RequestResponse
 /** POSTs an EventList to a replica's endpoint of a pipeline; resolves with the HTTP status. */
 function post(replica: Replica, name: string, events: readonly AuditEvent[]): Promise<number> {
   const body = JSON.stringify({ apiVersion: 'audit.k8s.io/v1', kind: 'EventList', items: events });
-  return new Promise((resolve, reject) => {
-    const req = httpsRequest(
-      `${replica.url}/audit/v1/pipelines/${TENANT_NS}/${name}`,
-      {
-        method: 'POST',
-        ca,
-        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-      },
-      (res) => {
-        res.resume();
-        resolve(res.statusCode ?? 0);
-      },
-    );
-    req.on('error', reject);
-    req.end(body);
-  });
+  return postJson(`${replica.url}/audit/v1/pipelines/${TENANT_NS}/${name}`, body, { ca, token });
 }
 
 /** The auditIDs a pipeline wrote to the bucket. */

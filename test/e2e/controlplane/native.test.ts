@@ -5,7 +5,6 @@
 // to each sink's signed endpoint itself, and each bucket must get exactly its sink's events.
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -20,6 +19,7 @@ import {
 import { TestPki } from '../../harness/pki.ts';
 import { grantedPermissions, OPERATOR_RBAC, requestsBy } from '../../support/rbac.ts';
 import { eventually } from '../../support/wait.ts';
+import { kubectlOk, postJson } from './kube.ts';
 import { AuditOracle, type WrittenBy } from './oracle.ts';
 
 const OPERATOR_NS = 'kube-audit';
@@ -187,10 +187,8 @@ afterAll(async () => {
   if (env !== undefined) await rm(env.dir, { recursive: true, force: true });
 });
 
-async function must(args: string[]): Promise<string> {
-  const r = await env.cp.kubectl(args);
-  if (r.code !== 0) throw new Error(`kubectl ${args.join(' ')}: ${r.stderr}`);
-  return r.stdout;
+function must(args: string[]): Promise<string> {
+  return kubectlOk(env.cp, args);
 }
 
 async function nativeSinks(): Promise<NativeSink[]> {
@@ -199,18 +197,8 @@ async function nativeSinks(): Promise<NativeSink[]> {
 }
 
 function postWithoutCredentials(url: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const req = httpsRequest(
-      url,
-      { method: 'POST', ca: env.ca, headers: { 'content-type': 'application/json' } },
-      (res) => {
-        res.resume();
-        resolve(res.statusCode ?? 0);
-      },
-    );
-    req.on('error', reject);
-    req.end(JSON.stringify({ apiVersion: 'audit.k8s.io/v1', kind: 'EventList', items: [] }));
-  });
+  const body = JSON.stringify({ apiVersion: 'audit.k8s.io/v1', kind: 'EventList', items: [] });
+  return postJson(url, body, { ca: env.ca });
 }
 
 describe('native dynamic AuditSinks on a 1.18 kube-apiserver', () => {

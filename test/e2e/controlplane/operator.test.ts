@@ -6,7 +6,6 @@
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -23,6 +22,7 @@ import {
 } from '../../harness/operator.ts';
 import { TestPki } from '../../harness/pki.ts';
 import { eventually } from '../../support/wait.ts';
+import { conditionOf, kubectlOk, postJson, type SinkStatus, sinkStatus } from './kube.ts';
 import { AuditOracle, type WrittenBy } from './oracle.ts';
 
 const OPERATOR_NS = 'kube-audit';
@@ -252,30 +252,18 @@ async function kubectl(args: string[], opts: { input?: string; user?: 'admin' | 
   return env.cp.kubectl(args, opts);
 }
 
-async function must(args: string[], input?: string): Promise<string> {
-  const r = await kubectl(args, input === undefined ? {} : { input });
-  if (r.code !== 0) throw new Error(`kubectl ${args.join(' ')}: ${r.stderr}`);
-  return r.stdout;
+function must(args: string[], input?: string): Promise<string> {
+  return kubectlOk(env.cp, args, input);
 }
 
-interface Status {
-  observedGeneration?: number;
-  conditions?: { type: string; status: string; reason: string; message: string }[];
-  received?: number;
-  written?: number;
-  endpoint?: string;
-  dropped?: Record<string, number>;
+type Status = SinkStatus;
+
+function getStatus(kind: 'auditsink' | 'auditpipeline', name: string): Promise<Status> {
+  const namespace = kind === 'auditpipeline' ? (NAMESPACE_OF[name] ?? 'default') : undefined;
+  return sinkStatus(env.cp, kind, name, namespace);
 }
 
-async function getStatus(kind: 'auditsink' | 'auditpipeline', name: string): Promise<Status> {
-  const ns = kind === 'auditpipeline' ? ['-n', NAMESPACE_OF[name] ?? 'default'] : [];
-  const out = await must(['get', kind, name, ...ns, '-o', 'json']);
-  return (JSON.parse(out) as { status?: Status }).status ?? {};
-}
-
-function condition(status: Status, type: string) {
-  return status.conditions?.find((c) => c.type === type);
-}
+const condition = conditionOf;
 
 /** The bucket and `sink` tag of each sink of the test. */
 const WRITTEN_BY: Record<string, WrittenBy> = {
@@ -312,22 +300,7 @@ async function field(bucket: string, auditID: string, name: string): Promise<unk
 }
 
 function post(path: string, body: string, token = env.receiverToken): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const req = httpsRequest(
-      `${env.receiverUrl}${path}`,
-      {
-        method: 'POST',
-        ca: env.ca,
-        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-      },
-      (res) => {
-        res.resume();
-        resolve(res.statusCode ?? 0);
-      },
-    );
-    req.on('error', reject);
-    req.end(body);
-  });
+  return postJson(`${env.receiverUrl}${path}`, body, { ca: env.ca, token });
 }
 
 // ---- tests -----------------------------------------------------------------------------------

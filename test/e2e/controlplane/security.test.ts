@@ -23,6 +23,7 @@ import {
 import { type Issued, TestPki } from '../../harness/pki.ts';
 import { grantedPermissions, OPERATOR_RBAC, requestsBy } from '../../support/rbac.ts';
 import { eventually } from '../../support/wait.ts';
+import { conditionOf, kubectlOk, type SinkStatus, sinkStatus } from './kube.ts';
 
 const OPERATOR_NS = 'kube-audit';
 const USABLE = { 'kube-audit.dev/usable-by-sinks': 'true' };
@@ -224,38 +225,21 @@ function kubectl(args: string[], input?: string) {
   return running('the control plane', cp).kubectl(args, input === undefined ? {} : { input });
 }
 
-async function must(args: string[], input?: string): Promise<string> {
-  const r = await kubectl(args, input);
-  if (r.code !== 0) throw new Error(`kubectl ${args.join(' ')}: ${r.stderr}`);
-  return r.stdout;
+function must(args: string[], input?: string): Promise<string> {
+  return kubectlOk(running('the control plane', cp), args, input);
 }
 
-interface Condition {
-  type: string;
-  status: string;
-  reason: string;
-  message: string;
-}
+type Status = SinkStatus;
 
-interface Status {
-  conditions?: Condition[];
-  received?: number;
-  written?: number;
-}
-
-async function getStatus(
+function getStatus(
   kind: 'auditsink' | 'auditpipeline',
   name: string,
   namespace?: string,
 ): Promise<Status> {
-  const ns = namespace === undefined ? [] : ['-n', namespace];
-  const out = await must(['get', kind, name, ...ns, '-o', 'json']);
-  return (JSON.parse(out) as { status?: Status }).status ?? {};
+  return sinkStatus(running('the control plane', cp), kind, name, namespace);
 }
 
-function condition(status: Status, type: string): Condition | undefined {
-  return status.conditions?.find((c) => c.type === type);
-}
+const condition = conditionOf;
 
 /** Every point a sink wrote, one row per point with its fields as columns. */
 function rowsOf(bucket: string, sink: string): Promise<Row[]> {
