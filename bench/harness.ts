@@ -87,3 +87,20 @@ function median(values: readonly number[]): number {
 export function sink(): number {
   return blackhole;
 }
+
+/** Prints per-core results, each against JSON.parse of the same batch. */
+export function printPerCore(
+  title: string,
+  results: readonly (Measurement & { ratioToJsonParse: number })[],
+) {
+  console.log(`\n${title} (one core, 400-event batches)\n`);
+  console.table(
+    results.map((r) => ({
+      workload: r.name,
+      'events/s': r.eventsPerSecond.toLocaleString('en-US'),
+      'events/CPU-s': r.eventsPerCpuSecond.toLocaleString('en-US'),
+      'µs/batch': r.microsecondsPerCall,
+      'vs JSON.parse': r.ratioToJsonParse,
+    })),
+  );
+}

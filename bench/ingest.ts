@@ -21,7 +21,15 @@ import type { Policy } from '../src/policy/types.ts';
 import { encodeEvent } from '../src/spool/format.ts';
 import { EventRouting, RouteIndex } from '../src/sinks/router.ts';
 import { type Sink, TAG_NAMES } from '../src/sinks/types.ts';
-import { FULL, type HarnessOptions, type Measurement, measure, QUICK, sink } from './harness.ts';
+import {
+  FULL,
+  type HarnessOptions,
+  type Measurement,
+  measure,
+  printPerCore,
+  QUICK,
+  sink,
+} from './harness.ts';
 
 const FIXTURES = new URL('../test/fixtures/apiserver-1.20/', import.meta.url);
 const BATCH_SIZE = 400;
@@ -150,15 +158,6 @@ export function runIngestBench(options: HarnessOptions): IngestResult[] {
 
 if (import.meta.main) {
   const results = runIngestBench(process.argv.includes('--quick') ? QUICK : FULL);
-  console.log('\nIngest per core: parse, route (tenant index + policy), spool and line protocol\n');
-  console.table(
-    results.map((r) => ({
-      workload: r.name,
-      'events/s': r.eventsPerSecond.toLocaleString('en-US'),
-      'events/CPU-s': r.eventsPerCpuSecond.toLocaleString('en-US'),
-      'µs/batch': r.microsecondsPerCall,
-      'vs JSON.parse': r.ratioToJsonParse,
-    })),
-  );
+  printPerCore('Ingest: parse, route (tenant index + policy), spool and line protocol', results);
   console.log(`checksum ${sink()}`);
 }

@@ -8,7 +8,7 @@
  * On 2 cores the full run takes about 10 minutes, the quick one under 2.
  */
 import { type ChartInput, writeChart } from './chart.ts';
-import { FULL, type Measurement, QUICK, sink } from './harness.ts';
+import { FULL, printPerCore, QUICK, sink } from './harness.ts';
 import { runIngestBench } from './ingest.ts';
 import {
   environment,
@@ -25,23 +25,6 @@ const quick = process.argv.includes('--quick');
 const options = quick ? QUICK : FULL;
 const began = performance.now();
 const env = environment(quick);
-
-/** Prints per-core results, each against JSON.parse of the same batch. */
-function printPerCore(
-  title: string,
-  results: readonly (Measurement & { ratioToJsonParse: number })[],
-) {
-  console.log(`\n${title} (one core, 400-event batches)\n`);
-  console.table(
-    results.map((r) => ({
-      workload: r.name,
-      'events/s': r.eventsPerSecond.toLocaleString('en-US'),
-      'events/CPU-s': r.eventsPerCpuSecond.toLocaleString('en-US'),
-      'µs/batch': r.microsecondsPerCall,
-      'vs JSON.parse': r.ratioToJsonParse,
-    })),
-  );
-}
 
 const policy = runPolicyBench(options);
 printPerCore('Policy engine', policy);

@@ -9,6 +9,7 @@ import type { CommandIO } from './policy.ts';
 import {
   addReceiverOptions,
   type ReceiverFlags,
+  definedSetter,
   settingsFromFlags,
   settingsOrUsageError,
   untilSignal,
@@ -107,9 +108,7 @@ export function registerRunCommand(program: Command, io: CommandIO): void {
 
 function operatorSettingsFromFlags(flags: OperatorFlags): SettingsInput {
   const input = settingsFromFlags(flags);
-  const set = (key: keyof SettingsInput, value: unknown) => {
-    if (value !== undefined) input[key] = value;
-  };
+  const set = definedSetter(input);
   set('kubeconfig', flags.kubeconfig);
   set('advertiseUrl', flags.advertiseUrl);
   set('statusIntervalSeconds', flags.statusIntervalSeconds);

@@ -82,12 +82,19 @@ export interface ReceiverFlags {
   logLevel?: string;
 }
 
+/** A setter of `input` that leaves out flags not given (undefined), so defaults apply. */
+export function definedSetter(
+  input: SettingsInput,
+): (key: keyof SettingsInput, value: unknown) => void {
+  return (key, value) => {
+    if (value !== undefined) input[key] = value;
+  };
+}
+
 /** Maps flags to the settings schema; validation happens there, once. */
 export function settingsFromFlags(flags: ReceiverFlags): SettingsInput {
   const input: SettingsInput = {};
-  const set = (key: keyof SettingsInput, value: unknown) => {
-    if (value !== undefined) input[key] = value;
-  };
+  const set = definedSetter(input);
   set('listen', flags.listen);
   set('insecure', flags.insecure);
   set('tlsCertFile', flags.tlsCertFile);
