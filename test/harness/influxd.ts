@@ -433,7 +433,10 @@ function shifted(timestamp: string, deltaMicros: number): string {
 
 /**
  * Points of measurement `kubernetes_audit` in a bucket, and distinct auditIDs among them, counted
- * by influxd: equal when every event was written exactly once.
+ * by influxd: equal when every event was written exactly once. A point is a series and a
+ * timestamp: every tag of an event's point follows from its auditID, so a point is counted as an
+ * (auditID, time) pair. influxd 2.7 can return a point that was written twice (an idempotent
+ * retry) twice until it compacts its files; that is still one point.
  */
 export async function auditPointCounts(
   server: InfluxServer,
@@ -445,7 +448,9 @@ export async function auditPointCounts(
     return rows.length === 0 ? 0 : Number(rows[0]?._value);
   };
   return {
-    points: await total(`${auditIDs} |> count()`),
+    points: await total(
+      `${auditIDs} |> map(fn: (r) => ({_value: r._value + "@" + string(v: r._time)})) |> distinct() |> count()`,
+    ),
     distinct: await total(`${auditIDs} |> distinct() |> count()`),
   };
 }
