@@ -15,17 +15,13 @@ import {
   type StandaloneProcess,
   startStandalone as startStandaloneProcess,
 } from '../harness/standalone.ts';
+import { recordedBatches, recordedEvents } from '../support/recorded.ts';
+import { eventually, waitFor } from '../support/wait.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const MAIN = join(ROOT, 'dist', 'main.js');
-const FIXTURES = join(ROOT, 'test', 'fixtures', 'apiserver-1.20');
-const BATCHES = ['00001.json', '00002.json'].map((f) =>
-  readFileSync(join(FIXTURES, 'batches', f), 'utf8'),
-);
-const EVENTS = readFileSync(join(FIXTURES, 'events.jsonl'), 'utf8')
-  .split('\n')
-  .filter(Boolean)
-  .map((l) => JSON.parse(l) as { auditID: string; objectRef?: { namespace?: string } });
+const BATCHES = recordedBatches();
+const EVENTS = recordedEvents();
 
 const cleanups: (() => Promise<void>)[] = [];
 afterEach(async () => {
@@ -101,16 +97,19 @@ async function post(url: string, body: string): Promise<Response> {
   });
 }
 
-async function lines(file: string): Promise<string[]> {
-  return existsSync(file) ? (await readFile(file, 'utf8')).split('\n').filter(Boolean) : [];
+/** Waits until `file` has `count` lines; says how many it had at the deadline. */
+async function untilLines(file: string, count: number): Promise<void> {
+  await waitFor(
+    `${count} lines in ${file}`,
+    async () => (await lines(file)).length,
+    (n) => n === count,
+    10_000,
+    50,
+  );
 }
 
-async function until(condition: () => Promise<boolean>, ms = 10_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 50));
-  }
+async function lines(file: string): Promise<string[]> {
+  return existsSync(file) ? (await readFile(file, 'utf8')).split('\n').filter(Boolean) : [];
 }
 
 async function copyExamples(): Promise<string> {
@@ -134,9 +133,9 @@ describe('standalone mode', () => {
     const shop = join(dataDir, 'pipelines', 'shop', 'orders.lp');
     const billing = join(dataDir, 'pipelines', 'billing', 'ledger.lp');
     const inNs = (ns: string) => EVENTS.filter((e) => e.objectRef?.namespace === ns).length;
-    await until(async () => (await lines(cluster)).length === EVENTS.length);
-    await until(async () => (await lines(shop)).length === inNs('shop'));
-    await until(async () => (await lines(billing)).length === inNs('billing'));
+    await untilLines(cluster, EVENTS.length);
+    await untilLines(shop, inNs('shop'));
+    await untilLines(billing, inNs('billing'));
     for (const line of await lines(shop))
       expect(line).toMatch(/^kubernetes_audit,.*namespace=shop,.*sink=shop\/orders/);
 
@@ -158,7 +157,7 @@ describe('standalone mode', () => {
     await new Promise((r) => setTimeout(r, 2_500));
     for (const batch of BATCHES) expect((await post(running.url, batch)).status).toBe(200);
     const cluster = join(dataDir, 'sinks', 'cluster-trail.lp');
-    await until(async () => (await lines(cluster)).length === EVENTS.length);
+    await untilLines(cluster, EVENTS.length);
     expect(await lines(join(dataDir, 'pipelines', 'shop', 'orders.lp'))).toEqual([]);
   });
 
@@ -208,7 +207,13 @@ spec:
     cleanups.push(() => new Promise((resolve) => server.close(() => resolve())));
 
     await startStandalone(manifests, dataDir, port);
-    await until(() => Promise.resolve(new Set(received).size === EVENTS.length));
+    await waitFor(
+      'every event at the webhook',
+      () => new Set(received).size,
+      (n) => n === EVENTS.length,
+      10_000,
+      50,
+    );
     expect(new Set(received)).toEqual(new Set(EVENTS.map((e) => e.auditID)));
   });
 
@@ -230,7 +235,7 @@ ${receiver}`;
     for (const batch of BATCHES) expect((await post(url, batch)).status).toBe(200);
     const direct = join(dataDir, 'pipelines', 'shop', 'direct.lp');
     const inShop = EVENTS.filter((e) => e.objectRef?.namespace === 'shop').length;
-    await until(async () => (await lines(direct)).length === inShop);
+    await untilLines(direct, inShop);
     // Only that sink: nothing reached the cluster-wide trail through this listener.
     expect(await lines(join(dataDir, 'sinks', 'cluster-trail.lp'))).toEqual([]);
     const other = await fetch(`${url}/audit/v1/sinks/cluster-trail`, {
@@ -241,11 +246,15 @@ ${receiver}`;
     expect(other.status).toBe(404);
 
     await writeFile(file, manifest(''));
-    await until(() =>
-      fetch(`${url}/healthz`).then(
-        () => false,
-        () => true,
-      ),
+    await eventually(
+      'the dedicated listener to close',
+      () =>
+        fetch(`${url}/healthz`).then(
+          () => false,
+          () => true,
+        ),
+      10_000,
+      50,
     );
     expect((await post(running.url, BATCHES[0] ?? '')).status).toBe(200);
   });
@@ -353,13 +362,12 @@ ${indent(own.key)}
         req.on('error', reject);
         req.end(BATCHES[0]);
       });
-    await until(
-      () =>
-        request('sekret-token').then(
-          (r) => r.status === 200,
-          () => false,
-        ),
+    await waitFor(
+      'the own token to be accepted',
+      () => request('sekret-token'),
+      (r) => r.status === 200,
       15_000,
+      50,
     );
     expect(await request('sekret-token')).toEqual({ status: 200, issuer: 'own' });
     expect((await request(undefined)).status).toBe(401);

@@ -17,6 +17,7 @@ import {
 } from '../../harness/controlplane.ts';
 import { type Issued, TestPki } from '../../harness/pki.ts';
 import { alive } from '../../harness/processes.ts';
+import { waitFor } from '../../support/wait.ts';
 
 const WEBHOOK_TOKEN = 'static-audit-webhook-token-4d1e';
 
@@ -73,21 +74,6 @@ class RecordingReceiver {
   /** The posts to `path` whose EventList has an event matching `match`. */
   matching(path: string, match: (item: NonNullable<Post['body']['items']>[number]) => boolean) {
     return this.posts.filter((p) => p.path === path && (p.body.items ?? []).some(match));
-  }
-}
-
-/** Polls until `check` returns a non-empty array or the time is up; `tick` runs between polls. */
-async function eventually<T>(
-  check: () => T[] | Promise<T[]>,
-  timeoutMs: number,
-  tick?: () => Promise<unknown>,
-): Promise<T[]> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const found = await check();
-    if (found.length > 0 || Date.now() > deadline) return found;
-    await tick?.();
-    await new Promise((r) => setTimeout(r, 250));
   }
 }
 
@@ -177,18 +163,22 @@ describe(`kube-apiserver ${KUBE_VERSION} with a static audit webhook`, () => {
     ]);
     expect(grant.code).toBe(0);
     // The RBAC authorizer reads bindings through an informer: allowed within moments.
-    const allowed = await eventually(async () => {
-      const after = await plane.kubectl(['get', 'configmaps'], { user: 'operator' });
-      return after.code === 0 ? [after] : [];
-    }, 10_000);
-    expect(allowed).toHaveLength(1);
+    const allowed = await waitFor(
+      'the new binding to allow reading configmaps',
+      () => plane.kubectl(['get', 'configmaps'], { user: 'operator' }),
+      (after) => after.code === 0,
+      10_000,
+      250,
+    );
+    expect(allowed.code).toBe(0);
   });
 
   it('posts audit.k8s.io/v1 EventLists with the bearer token to the webhook', async () => {
     const created = await plane.kubectl(['create', 'configmap', 'x', '--from-literal=k=v']);
     expect(created.code).toBe(0);
     // Batches leave at most 1 s after the event (--audit-webhook-batch-max-wait).
-    const posts = await eventually(
+    const posts = await waitFor(
+      'a POST to /static with the configmap create',
       () =>
         receiver.matching(
           '/static',
@@ -198,7 +188,9 @@ describe(`kube-apiserver ${KUBE_VERSION} with a static audit webhook`, () => {
             e.objectRef?.resource === 'configmaps' &&
             e.objectRef.name === 'x',
         ),
+      (found) => found.length > 0,
       20_000,
+      250,
     );
     expect(posts).not.toHaveLength(0);
     expect(posts[0]?.body).toMatchObject({ kind: 'EventList', apiVersion: 'audit.k8s.io/v1' });
@@ -284,18 +276,21 @@ describe(`kube-apiserver ${LEGACY_KUBE_VERSION} with native dynamic audit`, () =
     const act = () => plane.kubectl(['create', 'configmap', `y-${n++}`]);
     let last = Date.now();
     await act();
-    const posts = await eventually(
-      () =>
-        receiver.matching(
+    const posts = await waitFor(
+      'a POST to /dynamic with a configmap create',
+      async () => {
+        if (Date.now() - last >= 5_000) {
+          last = Date.now();
+          await act();
+        }
+        return receiver.matching(
           '/dynamic',
           (e) => e.verb === 'create' && e.objectRef?.resource === 'configmaps',
-        ),
-      75_000,
-      async () => {
-        if (Date.now() - last < 5_000) return;
-        last = Date.now();
-        await act();
+        );
       },
+      (found) => found.length > 0,
+      75_000,
+      250,
     );
     expect(posts).not.toHaveLength(0);
     expect(posts[0]?.body).toMatchObject({ kind: 'EventList', apiVersion: 'audit.k8s.io/v1' });

@@ -1,6 +1,5 @@
 // The sink registry over real in-memory queues and in-test outputs: routing into queues, delivery,
 // status, live changes, overflow, drain. Starts no process.
-import { readFileSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { AuditEvent } from '../../../src/audit/types.ts';
 import { DEFAULT_BACKOFF } from '../../../src/outputs/delivery.ts';
@@ -9,14 +8,10 @@ import { SinkRegistry } from '../../../src/sinks/registry.ts';
 import { sinkFromResource } from '../../../src/sinks/spec.ts';
 import type { Sink } from '../../../src/sinks/types.ts';
 import { openQueue } from '../../../src/spool/index.ts';
+import { recordedEvents } from '../../support/recorded.ts';
+import { eventually } from '../../support/wait.ts';
 
-const EVENTS: AuditEvent[] = readFileSync(
-  new URL('../../fixtures/apiserver-1.20/events.jsonl', import.meta.url),
-  'utf8',
-)
-  .split('\n')
-  .filter(Boolean)
-  .map((line) => JSON.parse(line) as AuditEvent);
+const EVENTS: AuditEvent[] = recordedEvents();
 
 const SETTINGS = { clusterWideNamespaces: ['kube-audit'], requireDestination: false };
 
@@ -84,14 +79,6 @@ function setup(maxBytes = 10 * 1024 * 1024, unopenable = new Set<string>()) {
   return { registry, outputs, latest };
 }
 
-async function until(condition: () => boolean, ms = 2_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
-
 // In the recorded events, objectRef.namespace agrees with the namespace each request addressed.
 const inNamespace = (ns: string) => EVENTS.filter((e) => e.objectRef?.namespace === ns);
 
@@ -104,7 +91,12 @@ describe('sink registry', () => {
     const result = await registry.ingest(EVENTS, { kind: 'all' });
     expect(result).toEqual({ ok: true, accepted: EVENTS.length });
     const shopIDs = new Set(inNamespace('shop').map((e) => e.auditID));
-    await until(() => latest(shop.key).got.length === shopIDs.size);
+    await eventually(
+      'every shop event at the shop output',
+      () => latest(shop.key).got.length === shopIDs.size,
+      2_000,
+      5,
+    );
     expect(new Set(latest(shop.key).got.map((e) => e.auditID))).toEqual(shopIDs);
     expect(
       latest(shop.key).got.every((e) => e.level === 'Metadata' && e.requestObject === undefined),
@@ -135,7 +127,12 @@ describe('sink registry', () => {
     await registry.apply([shop]);
     await registry.ingest(EVENTS, { kind: 'all' });
     const kept = inNamespace('shop').length;
-    await until(() => latest(shop.key).got.length === kept);
+    await eventually(
+      'the kept events at the shop output',
+      () => latest(shop.key).got.length === kept,
+      2_000,
+      5,
+    );
     await registry.close(1_000);
     expect(registry.hasSink(shop.key)).toBe(false);
     expect(registry.status(shop.key)).toMatchObject({ received: EVENTS.length, written: kept });
@@ -165,7 +162,12 @@ describe('sink registry', () => {
     await registry.apply([moved]);
     expect(original.closed).toBe(true);
     const replacement = outputs.get(first.key)?.[1] as RecordingOutput;
-    await until(() => replacement.got.length === inNamespace('shop').length);
+    await eventually(
+      'every shop event at the replacement output',
+      () => replacement.got.length === inNamespace('shop').length,
+      2_000,
+      5,
+    );
     expect(original.got).toEqual([]);
   });
 
@@ -175,14 +177,24 @@ describe('sink registry', () => {
     await registry.apply([shop]);
     latest(shop.key).failing = new OutputError('UNAUTHORIZED', 'bad token', { retryable: false });
     await registry.ingest(EVENTS, { kind: 'all' });
-    await until(() => (registry.status(shop.key)?.failed ?? 0) > 0);
+    await eventually(
+      'a failed write of the shop sink',
+      () => (registry.status(shop.key)?.failed ?? 0) > 0,
+      2_000,
+      5,
+    );
     expect(registry.status(shop.key)?.destinations.file).toMatchObject({
       ready: false,
       reason: 'UNAUTHORIZED',
     });
     expect(registry.queueDepths().get(shop.key)).toBe(inNamespace('shop').length);
     latest(shop.key).failing = undefined;
-    await until(() => registry.queueDepths().get(shop.key) === 0);
+    await eventually(
+      'an empty shop queue',
+      () => registry.queueDepths().get(shop.key) === 0,
+      2_000,
+      5,
+    );
     expect(latest(shop.key).got).toHaveLength(inNamespace('shop').length);
   });
 
@@ -199,7 +211,12 @@ describe('sink registry', () => {
       overflowed = (registry.status(stuck.key)?.dropped.overflow ?? 0) > 0;
     }
     expect(overflowed).toBe(true);
-    await until(() => registry.queueDepths().get(shop.key) === 0);
+    await eventually(
+      'an empty shop queue',
+      () => registry.queueDepths().get(shop.key) === 0,
+      2_000,
+      5,
+    );
     expect(registry.status(shop.key)?.dropped.overflow).toBe(0);
   });
 
@@ -253,7 +270,7 @@ describe('sink registry', () => {
     await registry.apply([]);
     // Gone from routing at once; its queue drains in the background.
     expect(registry.hasSink(shop.key)).toBe(false);
-    await until(() => output.closed);
+    await eventually('the output to be closed', () => output.closed, 2_000, 5);
     expect(output.got).toHaveLength(inNamespace('shop').length);
   });
 
@@ -295,14 +312,24 @@ describe('sink registry', () => {
       const own = batch.filter(
         (e) => e.objectRef?.namespace === `tenant-${i}` && e.requestURI.includes('/namespaces/'),
       );
-      await until(() => latest(tenant.key).got.length === own.length);
+      await eventually(
+        "the tenant's own events at its output",
+        () => latest(tenant.key).got.length === own.length,
+        2_000,
+        5,
+      );
       expect(latest(tenant.key).got.map((e) => e.auditID)).toEqual(own.map((e) => e.auditID));
       expect(registry.status(tenant.key)).toMatchObject({
         received: batch.length,
         dropped: { namespace: batch.length - own.length, policy: 0 },
       });
     }
-    await until(() => latest(cluster.key).got.length === batch.length);
+    await eventually(
+      'the whole batch at the cluster output',
+      () => latest(cluster.key).got.length === batch.length,
+      2_000,
+      5,
+    );
     expect(registry.status(cluster.key)?.dropped.namespace).toBe(0);
   });
 

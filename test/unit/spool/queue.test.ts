@@ -8,7 +8,8 @@ import {
   type QueueOptions,
   type SinkQueue,
 } from '../../../src/spool/index.ts';
-import { event, events, ids, lineBytes, ManualDelay, present, until, TempDirs } from './support.ts';
+import { eventually } from '../../support/wait.ts';
+import { event, events, ids, lineBytes, ManualDelay, present, TempDirs } from './support.ts';
 
 const temp = new TempDirs();
 const opened: SinkQueue[] = [];
@@ -71,7 +72,12 @@ describe.each<Mode>(['memory', 'durable'])('%s queue', (mode) => {
     const queue = await open(mode, { delay: clock.delay });
     const consumer = queue.consumer('influxdb');
     const waiting = consumer.next(10, 60_000);
-    await until(() => clock.waiting === 1);
+    await eventually(
+      'the consumer to wait on the backoff clock',
+      () => clock.waiting === 1,
+      5_000,
+      1,
+    );
     await queue.append([event('late')]);
     // The delay never ran out: the append woke the consumer.
     expect(ids(await waiting)).toEqual(['late']);
@@ -83,7 +89,12 @@ describe.each<Mode>(['memory', 'durable'])('%s queue', (mode) => {
     const queue = await open(mode, { delay: clock.delay });
     const consumer = queue.consumer('influxdb');
     const waiting = consumer.next(10, 1_000);
-    await until(() => clock.waiting === 1);
+    await eventually(
+      'the consumer to wait on the backoff clock',
+      () => clock.waiting === 1,
+      5_000,
+      1,
+    );
     clock.elapse();
     expect(await waiting).toBeNull();
   });
@@ -101,7 +112,12 @@ describe.each<Mode>(['memory', 'durable'])('%s queue', (mode) => {
     const consumer = queue.consumer('influxdb');
     const controller = new AbortController();
     const waiting = consumer.next(10, 60_000, controller.signal);
-    await until(() => clock.waiting === 1);
+    await eventually(
+      'the consumer to wait on the backoff clock',
+      () => clock.waiting === 1,
+      5_000,
+      1,
+    );
     controller.abort();
     expect(await waiting).toBeNull();
     await queue.append([event('a')]);
@@ -113,7 +129,12 @@ describe.each<Mode>(['memory', 'durable'])('%s queue', (mode) => {
     const clock = new ManualDelay();
     const queue = await open(mode, { delay: clock.delay });
     const waiting = queue.consumer('influxdb').next(10, 60_000);
-    await until(() => clock.waiting === 1);
+    await eventually(
+      'the consumer to wait on the backoff clock',
+      () => clock.waiting === 1,
+      5_000,
+      1,
+    );
     await queue.close();
     expect(await waiting).toBeNull();
   });
@@ -127,7 +148,12 @@ describe.each<Mode>(['memory', 'durable'])('%s queue', (mode) => {
     const first = await influx.next(10, 0);
     await influx.commit(present(first));
     const influxWaiting = influx.next(10, 60_000);
-    await until(() => clock.waiting === 1);
+    await eventually(
+      'the consumer to wait on the backoff clock',
+      () => clock.waiting === 1,
+      5_000,
+      1,
+    );
     // The webhook output is down and never commits; it still reads at once, from its own cursor.
     expect(ids(await webhook.next(2, 60_000))).toEqual(['e-0', 'e-1']);
     await queue.append([event('e-3')]);

@@ -89,12 +89,3 @@ export function present<T>(value: T | null | undefined): T {
   if (value === null || value === undefined) throw new Error('expected a value, got nothing');
   return value;
 }
-
-/** Resolves once `condition` holds, checking between I/O callbacks; fails after `ms`. */
-export async function until(condition: () => boolean, ms = 5_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`condition still false after ${ms} ms`);
-    await new Promise((done) => setTimeout(done, 1));
-  }
-}

@@ -8,6 +8,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { loadResources } from '../../../src/standalone/resources.ts';
 import { treeSignature, watchPaths } from '../../../src/runtime/watch.ts';
 import type { SinkSettings } from '../../../src/sinks/spec.ts';
+import { eventually } from '../../support/wait.ts';
 
 /** Standalone mode: no cluster-wide namespaces; a sink without destination gets a local file. */
 const STANDALONE: SinkSettings = { clusterWideNamespaces: [], requireDestination: false };
@@ -472,15 +473,6 @@ describe('treeSignature', () => {
   });
 });
 
-/** Polls `condition` every 10 ms; fails after `ms` instead of waiting forever. */
-async function until(condition: () => boolean, ms = 2_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`condition not met within ${ms} ms`);
-    await sleep(10);
-  }
-}
-
 /** 20 ms between polls: fast enough for tests, and several polls fit in every wait below. */
 const INTERVAL_MS = 20;
 /** Long enough for the first poll to record the baseline, and for several polls to run. */
@@ -535,7 +527,7 @@ describe('watchPaths', () => {
     for (const [i, change] of changes.entries()) {
       await nextTick();
       await change();
-      await until(() => calls === i + 1);
+      await eventually('one more reload', () => calls === i + 1, 2_000, 10);
       await sleep(SETTLE_MS);
       expect(calls).toBe(i + 1);
     }
@@ -553,7 +545,7 @@ describe('watchPaths', () => {
     );
     await sleep(SETTLE_MS);
     await replaceByRename(paths['a.yaml'] as string, `${LEGACY_SINK}# edited\n`);
-    await until(() => calls === 1);
+    await eventually('the first reload', () => calls === 1, 2_000, 10);
     await sleep(SETTLE_MS);
     expect(calls).toBe(1);
   });
@@ -575,11 +567,11 @@ describe('watchPaths', () => {
     );
     await sleep(SETTLE_MS);
     await replaceByRename(paths['a.yaml'] as string, `${LEGACY_SINK}# one\n`);
-    await until(() => calls === 1);
+    await eventually('the first reload', () => calls === 1, 2_000, 10);
     // Changed while the first onChange still runs: seen once it has finished.
     await replaceByRename(join(dir, 'b.yaml'), SHOP_PIPELINE);
-    await until(() => calls === 2);
-    await until(() => running === 0);
+    await eventually('the second reload', () => calls === 2, 2_000, 10);
+    await eventually('no reload running', () => running === 0, 2_000, 10);
     await sleep(SETTLE_MS);
     expect(calls).toBe(2);
     expect(overlapped).toBe(false);
@@ -622,12 +614,12 @@ describe('watchPaths', () => {
       );
       await sleep(SETTLE_MS);
       await replaceByRename(paths['a.yaml'] as string, `${LEGACY_SINK}# one\n`);
-      await until(() => calls >= 1);
+      await eventually('a first reload', () => calls >= 1, 2_000, 10);
       await sleep(SETTLE_MS);
       const seen = calls;
       await nextTick();
       await replaceByRename(paths['a.yaml'] as string, `${LEGACY_SINK}# two\n`);
-      await until(() => calls > seen);
+      await eventually('another reload', () => calls > seen, 2_000, 10);
       expect(unhandled).toEqual([]);
       expect(errors).toEqual([new Error('reload failed')]);
     } finally {
