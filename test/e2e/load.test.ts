@@ -58,7 +58,9 @@ let receiver: StandaloneProcess | undefined;
 
 beforeAll(async () => {
   influx = await startInfluxd();
-  await influx.createBucket('load');
+  // A day's retention, as a real trail has one: the recorded events are made new at the time of
+  // the run (test/harness/audit-client.ts), so every acknowledged event must still be kept.
+  await influx.createBucket('load', 24 * 3600);
   proxy = await startFaultyProxy({ port: Number(new URL(influx.url).port) });
   dir = await mkdtemp(join(tmpdir(), 'kao-load-'));
 });

@@ -1,33 +1,23 @@
 // Runs the built CLI (`node dist/main.js standalone`) against a real influxd (test/harness), posting
 // the batches a real kube-apiserver recorded: points per bucket, duplicates, outages, SIGKILL.
-import { readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { AuditEvent } from '../../src/audit/types.ts';
 import { freePort, type InfluxServer, startInfluxd } from '../harness/influxd.ts';
 import { type StandaloneProcess, startStandalone } from '../harness/standalone.ts';
+import { batchesMovedToNow, recordedBatches, recordedEvents } from '../support/recorded.ts';
+import { waitFor } from '../support/wait.ts';
 
-const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const FIXTURES = join(ROOT, 'test', 'fixtures', 'apiserver-1.20');
-const BATCHES = ['00001.json', '00002.json'].map((f) =>
-  readFileSync(join(FIXTURES, 'batches', f), 'utf8'),
-);
-interface Recorded {
-  auditID: string;
-  objectRef?: { namespace?: string };
-}
-const EVENTS = readFileSync(join(FIXTURES, 'events.jsonl'), 'utf8')
-  .split('\n')
-  .filter(Boolean)
-  .map((l) => JSON.parse(l) as Recorded);
+const BATCHES = recordedBatches();
+const EVENTS = recordedEvents();
 const SHOP = EVENTS.filter((e) => e.objectRef?.namespace === 'shop').length;
 
-/** The recorded batches with every auditID suffixed: the same requests, made again. */
-function again(suffix: string): string[] {
-  return BATCHES.map((b) => {
-    const list = JSON.parse(b) as { items: Recorded[] };
+/** The batches with every auditID suffixed: the same requests, made again. */
+function again(suffix: string, batches: readonly string[] = BATCHES): string[] {
+  return batches.map((b) => {
+    const list = JSON.parse(b) as { items: AuditEvent[] };
     for (const item of list.items) item.auditID = `${item.auditID}-${suffix}`;
     return JSON.stringify(list);
   });
@@ -115,13 +105,14 @@ async function counts(bucket: string): Promise<{ points: number; distinct: numbe
   return { points: rows.length, distinct: new Set(rows.map((r) => r._value)).size };
 }
 
-async function until(condition: () => Promise<boolean>, ms = 30_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  // A query can fail while the data is not there yet (e.g. a bucket the sink has still to create).
-  while (!(await condition().catch(() => false))) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 200));
-  }
+/** Waits until `bucket` holds `distinct` events; says what it held at the deadline. */
+async function untilHolds(bucket: string, distinct: number, timeoutMs = 30_000): Promise<void> {
+  await waitFor(
+    `${distinct} events in ${bucket}`,
+    () => counts(bucket),
+    (c) => c.distinct === distinct,
+    timeoutMs,
+  );
 }
 
 async function emptyBuckets(): Promise<void> {
@@ -140,8 +131,8 @@ describe('standalone mode into a real InfluxDB', () => {
     const running = await start(await manifests(), await freePort());
     await postAll(running.url, BATCHES);
     await postAll(running.url, BATCHES);
-    await until(async () => (await counts('cluster-audit')).distinct === EVENTS.length);
-    await until(async () => (await counts('shop-audit')).distinct === SHOP);
+    await untilHolds('cluster-audit', EVENTS.length);
+    await untilHolds('shop-audit', SHOP);
     expect(await counts('cluster-audit')).toEqual({
       points: EVENTS.length,
       distinct: EVENTS.length,
@@ -160,9 +151,9 @@ describe('standalone mode into a real InfluxDB', () => {
     const second = await start(dir, port);
     await postAll(second.url, again('after-restart'));
     await influx.restart();
-    await until(async () => (await counts('cluster-audit')).distinct === 2 * EVENTS.length, 60_000);
+    await untilHolds('cluster-audit', 2 * EVENTS.length, 60_000);
     expect((await counts('shop-audit')).distinct).toBeLessThanOrEqual(2 * SHOP);
-    await until(async () => (await counts('shop-audit')).distinct === 2 * SHOP, 60_000);
+    await untilHolds('shop-audit', 2 * SHOP, 60_000);
     expect(await second.stop('SIGTERM')).toBe(0);
   });
 
@@ -170,13 +161,20 @@ describe('standalone mode into a real InfluxDB', () => {
     await emptyBuckets();
     const running = await start(await manifests('not-a-valid-token'), await freePort());
     await postAll(running.url, again('bad-token'));
-    await until(async () => (await counts('cluster-audit')).distinct === EVENTS.length);
-    await until(async () => {
-      const metrics = await (await fetch(`${running.url}/metrics`)).text();
-      return /kube_audit_sink_write_failures_total\{sink="AuditPipeline\/shop\/orders",output="influxdb",code="UNAUTHORIZED"\} [1-9]/.test(
-        metrics,
-      );
-    });
+    await untilHolds('cluster-audit', EVENTS.length);
+    await waitFor(
+      'an UNAUTHORIZED write failure of the shop pipeline in /metrics',
+      async () =>
+        (await (await fetch(`${running.url}/metrics`)).text())
+          .split('\n')
+          .filter((line) => line.startsWith('kube_audit_sink_write_failures_total')),
+      (lines) =>
+        lines.some((line) =>
+          /^kube_audit_sink_write_failures_total\{sink="AuditPipeline\/shop\/orders",output="influxdb",code="UNAUTHORIZED"\} [1-9]/.test(
+            line,
+          ),
+        ),
+    );
     expect((await counts('shop-audit')).points).toBe(0);
   });
 
@@ -202,16 +200,16 @@ describe('standalone mode into a real InfluxDB', () => {
         continue;
       }
       expect(res.status).toBe(200);
-      const list = JSON.parse(body) as { items: Recorded[] };
+      const list = JSON.parse(body) as { items: AuditEvent[] };
       for (const item of list.items)
         if (item.objectRef?.namespace === 'shop') acknowledged.add(item.auditID);
     }
     expect(refused).toBe(true);
     await influx.restart();
-    await until(async () => (await counts('shop-audit')).distinct === acknowledged.size, 60_000);
+    await untilHolds('shop-audit', acknowledged.size, 60_000);
   });
 
-  it('creates a missing bucket with its retention when the sink asks for it', async () => {
+  it('creates a missing bucket with its retention when the sink asks for it, and keeps recent events there', async () => {
     const dir = await manifests();
     const file = join(dir, 'manifests', 'sinks.yaml');
     const text = await readFile(file, 'utf8');
@@ -223,8 +221,9 @@ describe('standalone mode into a real InfluxDB', () => {
       ),
     );
     const running = await start(dir, await freePort());
-    await postAll(running.url, again('created'));
-    await until(async () => (await counts('shop-created')).distinct === SHOP);
+    // A 48 h bucket keeps only recent events: the recorded ones are moved to now.
+    await postAll(running.url, again('created', batchesMovedToNow()));
+    await untilHolds('shop-created', SHOP);
     const res = await fetch(`${influx.url}/api/v2/buckets?org=${influx.org}&name=shop-created`, {
       headers: { authorization: `Token ${influx.token}` },
     });

@@ -16,8 +16,6 @@ import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { InfluxDB } from '@influxdata/influxdb-client';
-import type { AuditEvent } from '../../src/audit/types.ts';
-import { epochMicros } from '../../src/outputs/influxdb/line-protocol.ts';
 import { type InfluxDestination, TAG_NAMES } from '../../src/sinks/types.ts';
 import { alive, trackServer } from './processes.ts';
 
@@ -75,6 +73,12 @@ export function cachedInfluxdPath(version = INFLUXD_VERSION): string {
   const cache = process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache');
   const root = process.env.INFLUXD_CACHE_ROOT ?? join(cache, 'kube-audit-operator', 'influxd');
   return join(root, version, 'influxd');
+}
+
+/** Whether {@link ensureInfluxd} would return at once: `$INFLUXD_BIN` is set, or the build is cached. */
+export function influxdCached(): boolean {
+  const override = process.env.INFLUXD_BIN;
+  return (override !== undefined && override !== '') || existsSync(cachedInfluxdPath());
 }
 
 /**
@@ -396,39 +400,6 @@ export function destinationOn(
     staticTags: {},
     ...overrides,
   };
-}
-
-/** The events recorded from a real kube-apiserver 1.20 (test/fixtures/apiserver-1.20). */
-export function recordedEvents(): AuditEvent[] {
-  return readFileSync(new URL('../fixtures/apiserver-1.20/events.jsonl', import.meta.url), 'utf8')
-    .split('\n')
-    .filter((line) => line !== '')
-    .map((line) => JSON.parse(line) as AuditEvent);
-}
-
-/**
- * The recorded events moved in time so that the newest lands a minute before `nowMs`; order and
- * spacing stay as recorded, to the microsecond.
- */
-export function recentRecordedEvents(nowMs: number): AuditEvent[] {
-  const recorded = recordedEvents();
-  const newest = Math.max(...recorded.map((e) => Number(epochMicros(e.stageTimestamp))));
-  const delta = (nowMs - 60_000) * 1000 - newest;
-  return recorded.map((e) => ({
-    ...e,
-    stageTimestamp: shifted(e.stageTimestamp, delta),
-    ...(e.requestReceivedTimestamp === undefined
-      ? {}
-      : { requestReceivedTimestamp: shifted(e.requestReceivedTimestamp, delta) }),
-  }));
-}
-
-/** An RFC 3339 timestamp `deltaMicros` later, keeping microseconds. */
-function shifted(timestamp: string, deltaMicros: number): string {
-  const micros = Number(epochMicros(timestamp)) + deltaMicros;
-  const seconds = Math.floor(micros / 1e6);
-  const fraction = String(micros % 1e6).padStart(6, '0');
-  return `${new Date(seconds * 1000).toISOString().slice(0, 19)}.${fraction}Z`;
 }
 
 /**

@@ -10,14 +10,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { InfluxOutput } from '../../src/outputs/influxdb/writer.ts';
 import { receiverMetrics } from '../../src/receiver/metrics.ts';
 import { SinkMetrics } from '../../src/telemetry/metrics.ts';
-import {
-  destinationOn,
-  type InfluxServer,
-  recentRecordedEvents,
-  recordedEvents,
-  type Row,
-  startInfluxd,
-} from '../harness/influxd.ts';
+import { destinationOn, type InfluxServer, type Row, startInfluxd } from '../harness/influxd.ts';
+import { movedToNow, recordedEvents } from '../support/recorded.ts';
 
 const FILE = new URL(
   '../../charts/kube-audit-operator/dashboards/kube-audit.json',
@@ -222,7 +216,7 @@ describe('the dashboard Flux queries against a real influxd', () => {
 
   beforeAll(async () => {
     server = await startInfluxd();
-    const events = recentRecordedEvents(now.getTime());
+    const events = movedToNow(recordedEvents(), now.getTime());
     await new InfluxOutput(destinationOn(server), 'shop/trail', () => server.token).write(events);
   });
 

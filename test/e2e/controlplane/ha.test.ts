@@ -12,12 +12,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import type { AuditEvent } from '../../../src/audit/types.ts';
 import { type ControlPlane, startControlPlane } from '../../harness/controlplane.ts';
-import {
-  freePort,
-  type InfluxServer,
-  recordedEvents,
-  startInfluxd,
-} from '../../harness/influxd.ts';
+import { freePort, type InfluxServer, startInfluxd } from '../../harness/influxd.ts';
+import { movedToNow, recordedEvents } from '../../support/recorded.ts';
 import {
   type OperatorProcess,
   operatorRunArgs,
@@ -92,7 +88,9 @@ beforeAll(async () => {
   for (const ns of [OPERATOR_NS, TENANT_NS]) await must(['create', 'namespace', ns]);
   // The operator runs as a user with exactly the documented RBAC, Lease included.
   await must(['apply', '-f', 'examples/operator/rbac.yaml']);
-  await server.createBucket(BUCKET);
+  // A one-hour retention, as a real trail has one: it keeps the recorded events only because they
+  // are moved to now (configmapEvent), which the first test shows.
+  await server.createBucket(BUCKET, 3600);
   const influxToken = await server.createToken([
     { action: 'write', bucket: BUCKET },
     { action: 'read', bucket: BUCKET },
@@ -218,7 +216,7 @@ function logs(): string {
   return replicas.map((r) => `operator ${r.name} log:\n${r.process.log().slice(-3000)}`).join('\n');
 }
 
-/** A recorded `create configmap` event, made new: our namespace, a fresh auditID, now. */
+/** A recorded `create configmap` event, made new: our namespace, a fresh auditID, moved to now. */
 function configmapEvent(level: 'Metadata' | 'RequestResponse' = 'RequestResponse'): AuditEvent {
   const recorded = recordedEvents().find(
     (e) =>
@@ -228,14 +226,12 @@ function configmapEvent(level: 'Metadata' | 'RequestResponse' = 'RequestResponse
       e.stage === 'ResponseComplete',
   );
   if (recorded?.objectRef === undefined) throw new Error('no recorded create configmap event');
-  const now = new Date().toISOString();
+  const [recent] = movedToNow([recorded]);
   const event: AuditEvent = {
-    ...recorded,
+    ...(recent as AuditEvent),
     auditID: randomUUID(),
     objectRef: { ...recorded.objectRef, namespace: TENANT_NS },
     requestURI: `/api/v1/namespaces/${TENANT_NS}/configmaps`,
-    requestReceivedTimestamp: now,
-    stageTimestamp: now,
     level,
   };
   if (level === 'Metadata') {

@@ -8,12 +8,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BucketError, ensureBucket } from '../../../src/outputs/influxdb/buckets.ts';
 import { InfluxOutput } from '../../../src/outputs/influxdb/writer.ts';
 import {
+  auditPointCounts,
   destinationOn,
   freePort,
   type InfluxServer,
-  recordedEvents,
   startInfluxd,
 } from '../../harness/influxd.ts';
+import { movedToNow, recordedEvents } from '../../support/recorded.ts';
 
 let server: InfluxServer;
 
@@ -47,7 +48,7 @@ async function failure(promise: Promise<unknown>): Promise<BucketError> {
 }
 
 describe('ensureBucket against a real influxd', () => {
-  it('creates a missing bucket with the requested retention, ready for writes', async () => {
+  it('creates a missing bucket with the requested retention, which keeps recorded events moved to now', async () => {
     const destination = destinationOn(server, {
       bucket: 'created-2h',
       createBucket: true,
@@ -60,9 +61,13 @@ describe('ensureBucket against a real influxd', () => {
       retentionSeconds: 7200,
     });
     expect(await listed('created-2h')).toEqual({ id: state.id, retention: 7200 });
-    await new InfluxOutput(destination, 'audit/trail', () => server.token).write(
-      recordedEvents().map((e) => ({ ...e, stageTimestamp: new Date().toISOString() })),
-    );
+    // Recorded events are older than the retention: only events moved to now are kept.
+    const events = movedToNow(recordedEvents());
+    await new InfluxOutput(destination, 'audit/trail', () => server.token).write(events);
+    expect(await auditPointCounts(server, 'created-2h')).toEqual({
+      points: events.length,
+      distinct: events.length,
+    });
   });
 
   it('creates a bucket that keeps data forever when retention is 0', async () => {

@@ -4,14 +4,8 @@
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { InfluxOutput } from '../../../src/outputs/influxdb/writer.ts';
-import {
-  destinationOn,
-  type InfluxServer,
-  recentRecordedEvents,
-  recordedEvents,
-  type Row,
-  startInfluxd,
-} from '../../harness/influxd.ts';
+import { destinationOn, type InfluxServer, type Row, startInfluxd } from '../../harness/influxd.ts';
+import { movedToNow, recordedEvents } from '../../support/recorded.ts';
 
 const PAGE = readFileSync(new URL('../../../docs/influxdb-schema.md', import.meta.url), 'utf8');
 
@@ -28,7 +22,7 @@ let server: InfluxServer;
 
 beforeAll(async () => {
   server = await startInfluxd();
-  const events = recentRecordedEvents(Date.now());
+  const events = movedToNow(recordedEvents());
   // The documented queries name the bucket "audit", the harness's onboarding bucket.
   expect(server.bucket).toBe('audit');
   await new InfluxOutput(destinationOn(server), 'audit-trail', () => server.token).write(events);

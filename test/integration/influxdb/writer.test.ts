@@ -11,13 +11,8 @@ import { epochMicros } from '../../../src/outputs/influxdb/line-protocol.ts';
 import { InfluxOutput } from '../../../src/outputs/influxdb/writer.ts';
 import { OutputError } from '../../../src/outputs/types.ts';
 import type { InfluxDestination } from '../../../src/sinks/types.ts';
-import {
-  destinationOn,
-  type InfluxServer,
-  recordedEvents,
-  type Row,
-  startInfluxd,
-} from '../../harness/influxd.ts';
+import { destinationOn, type InfluxServer, type Row, startInfluxd } from '../../harness/influxd.ts';
+import { recordedEvents } from '../../support/recorded.ts';
 
 const RECORDED = recordedEvents();
 const SINK = 'audit/trail';

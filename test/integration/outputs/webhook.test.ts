@@ -12,15 +12,10 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { AuditEvent } from '../../../src/audit/types.ts';
 import { OutputError } from '../../../src/outputs/types.ts';
 import { Throttle, WebhookOutput } from '../../../src/outputs/webhook/webhook-output.ts';
+import { recordedEvents } from '../../support/recorded.ts';
 
 /** Real events recorded from kube-apiserver 1.20. */
-const EVENTS: AuditEvent[] = readFileSync(
-  new URL('../../fixtures/apiserver-1.20/events.jsonl', import.meta.url),
-  'utf8',
-)
-  .split('\n')
-  .filter((line) => line !== '')
-  .map((line) => JSON.parse(line) as AuditEvent);
+const EVENTS: AuditEvent[] = recordedEvents();
 
 /** Long enough for any local round trip, short enough that a hang fails the test quickly. */
 const BOUND_MS = 5_000;

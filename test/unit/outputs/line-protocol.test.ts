@@ -1,7 +1,6 @@
 // The line-protocol encoder as a pure function: tag set, fields and their types, tags written as
 // fields, static tags, escaping, the size limit, timestamps and their collision slots. Starts no
 // process; test/integration/influxdb/escaping.test.ts checks the same rules against a real influxd.
-import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import type { AuditEvent } from '../../../src/audit/types.ts';
 import {
@@ -15,15 +14,10 @@ import {
   quote,
 } from '../../../src/outputs/influxdb/line-protocol.ts';
 import { TAG_NAMES } from '../../../src/sinks/types.ts';
+import { recordedEvents } from '../../support/recorded.ts';
 
 /** Real events recorded from kube-apiserver 1.20. */
-const RECORDED: AuditEvent[] = readFileSync(
-  new URL('../../fixtures/apiserver-1.20/events.jsonl', import.meta.url),
-  'utf8',
-)
-  .split('\n')
-  .filter((line) => line !== '')
-  .map((line) => JSON.parse(line) as AuditEvent);
+const RECORDED: AuditEvent[] = recordedEvents();
 
 const SCHEMA: PointSchema = {
   measurement: 'kubernetes_audit',
