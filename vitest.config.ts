@@ -1,9 +1,28 @@
 import { configDefaults, defineConfig } from 'vitest/config';
+import type { ServerName } from './test/harness/builds.ts';
 
+/**
+ * What a server-backed project needs: its servers are built in the background by the global
+ * setup while earlier groups run, and its setup file waits for them before its first test
+ * (test/harness/builds.ts).
+ */
+function servers(names: ServerName[]) {
+  return {
+    globalSetup: ['test/harness/global-setup.ts'],
+    setupFiles: ['test/harness/servers-ready.ts'],
+    provide: { servers: names },
+  };
+}
+
+// Projects run one group after another (one worker on 2 cores, by vitest's default): unit tests
+// first, then each server-backed project in the order its servers are built, so on a cold
+// machine tests start at once and every later group finds its servers built, or nearly.
 export default defineConfig({
   test: {
     // Separate processes: CLI tests spawn the built binary and must not share state with unit tests.
     pool: 'forks',
+    // Every project: property tests from a fixed seed (FC_SEED to explore), never the clock.
+    setupFiles: ['test/support/fast-check-seed.ts'],
     reporters: ['default', 'json'],
     outputFile: { json: '.vitest-results.json' },
     projects: [
@@ -13,6 +32,8 @@ export default defineConfig({
           name: 'unit',
           include: ['test/unit/**/*.test.ts', 'test/cli/**/*.test.ts'],
           testTimeout: 20_000,
+          // First, and while the other projects' servers are still being built.
+          sequence: { groupOrder: 0 },
         },
       },
       {
@@ -21,12 +42,11 @@ export default defineConfig({
           name: 'integration',
           include: ['test/integration/**/*.test.ts', 'test/e2e/**/*.test.ts'],
           exclude: [...configDefaults.exclude, 'test/e2e/controlplane/**', 'test/e2e/load.test.ts'],
-          // Builds influxd and the control plane's binaries once per machine before any test, so
-          // no test timeout pays for it.
-          globalSetup: ['test/harness/global-setup.ts'],
+          ...servers(['influxd']),
           // Real servers: starting one takes about a second, a loaded CI machine far longer.
           testTimeout: 60_000,
           hookTimeout: 60_000,
+          sequence: { groupOrder: 1 },
         },
       },
       {
@@ -34,11 +54,12 @@ export default defineConfig({
         test: {
           name: 'e2e',
           include: ['test/e2e/controlplane/**/*.test.ts'],
-          globalSetup: ['test/harness/global-setup.ts'],
+          ...servers(['influxd', 'controlplane', 'controlplane-legacy']),
           // A control plane starts in about 10 s on 2 idle cores; a dynamic AuditSink batches for
           // up to 30 s; both take far longer while other test files run beside them.
           testTimeout: 120_000,
           hookTimeout: 180_000,
+          sequence: { groupOrder: 2 },
         },
       },
       {
@@ -46,12 +67,12 @@ export default defineConfig({
         test: {
           name: 'load',
           include: ['test/e2e/load.test.ts'],
-          globalSetup: ['test/harness/global-setup.ts'],
+          ...servers(['influxd']),
           testTimeout: 240_000,
           hookTimeout: 60_000,
           // Sustained overload for minutes would starve the timing-sensitive tests beside it (a
           // policy change within a second): a group of its own runs alone, never beside another.
-          sequence: { groupOrder: 1 },
+          sequence: { groupOrder: 3 },
         },
       },
     ],
