@@ -372,13 +372,18 @@ function secretKeyRef(value: unknown, path: string, v: FieldCheck): SecretKeyRef
   }
   const name = v.requiredString(value.name, `${path}.name`);
   const key = v.requiredString(value.key, `${path}.key`);
-  if (name !== undefined && !DNS1123_SUBDOMAIN.test(name)) {
+  // Kubernetes' own limits on Secret names (a DNS subdomain) and data keys, 253 characters each.
+  if (name !== undefined && name.length > 253) {
+    v.add(`${path}.name`, 'Invalid value: may not be more than 253 chars long');
+  } else if (name !== undefined && !DNS1123_SUBDOMAIN.test(name)) {
     v.add(
       `${path}.name`,
       `Invalid value: ${quoted(name)}: a Secret name is a lowercase RFC 1123 subdomain`,
     );
   }
-  if (key !== undefined && !/^[-._a-zA-Z0-9]+$/.test(key)) {
+  if (key !== undefined && key.length > 253) {
+    v.add(`${path}.key`, 'Invalid value: may not be more than 253 chars long');
+  } else if (key !== undefined && !/^[-._a-zA-Z0-9]+$/.test(key)) {
     v.add(
       `${path}.key`,
       `Invalid value: ${quoted(key)}: a Secret key is letters, digits, "-", "_" and "."`,

@@ -296,6 +296,22 @@ export const INVALID_RESOURCES: readonly InvalidResource[] = [
     caughtBy: 'schema',
   },
   {
+    name: 'a token Secret name longer than any Secret name',
+    manifest: influxSink('token-long-name', {
+      tokenSecretRef: { name: 'a'.repeat(254), key: 'token' },
+    }),
+    path: 'spec.influxdb.tokenSecretRef.name',
+    caughtBy: 'schema',
+  },
+  {
+    name: 'a token Secret key longer than any Secret key',
+    manifest: influxSink('token-long-key', {
+      tokenSecretRef: { name: 'influxdb-token', key: 'k'.repeat(254) },
+    }),
+    path: 'spec.influxdb.tokenSecretRef.key',
+    caughtBy: 'schema',
+  },
+  {
     name: 'a token Secret key that no Secret can have',
     manifest: influxSink('token-bad-key', {
       tokenSecretRef: { name: 'influxdb-token', key: 'api token' },
