@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { type Command, Option } from 'commander';
 import { stringify } from 'yaml';
 import type { KubeApi } from '../operator/kube.ts';
-import { supersetPolicy } from '../policy/index.ts';
+import { GROUP_WILDCARD_SINCE, supersetPolicy, usesGroupWildcard } from '../policy/index.ts';
 import type { Policy } from '../policy/types.ts';
 import { RECEIVER_ROUTES } from '../receiver/index.ts';
 import { sinkFromResource, SinkSpecError } from '../sinks/spec.ts';
@@ -28,6 +28,7 @@ interface ApiserverConfigFlags {
   namespace: string;
   tlsServerName?: string;
   outputDir?: string;
+  apiserverVersion?: string;
 }
 
 /** File names written by `--output-dir`. */
@@ -66,15 +67,26 @@ export function registerApiserverConfigCommand(program: Command, io: CommandIO):
       'name the serving certificate is checked against, e.g. the Service DNS name, when --server is an IP the certificate does not name',
     )
     .option(
+      '--apiserver-version <version>',
+      `the kube-apiserver release that reads the policy, e.g. 1.36 or v1.36.2: from ${GROUP_WILDCARD_SINCE.join('.')} the policy keeps group "*" (default: a policy every release accepts)`,
+    )
+    .option(
       '-o, --output-dir <dir>',
       `write ${APISERVER_CONFIG_FILES.webhook} and ${APISERVER_CONFIG_FILES.policy} here`,
     )
     .action(async (flags: ApiserverConfigFlags) => {
+      const groupWildcard = acceptsGroupWildcard(flags.apiserverVersion);
       const kubeconfig = await webhookKubeconfig(flags);
       const sinks = await currentSinks(flags, io);
-      const policy = policyDocument(supersetPolicy(sinks.map((s) => s.policy)));
+      const policies = sinks.map((s) => s.policy);
+      const policy = policyDocument(supersetPolicy(policies, { groupWildcard }));
       const webhookText = stringify(kubeconfig);
-      const policyText = `# Superset of the policies of: ${sinks.map((s) => s.key).join(', ') || '(no sinks)'}\n${stringify(policy)}`;
+      // Say why the policy captures more than the sinks' rules suggest, and how to avoid it.
+      const widened =
+        !groupWildcard && policies.some(usesGroupWildcard)
+          ? `# Rules with group "*" are widened to every API group: releases before ${GROUP_WILDCARD_SINCE.join('.')} refuse it (--apiserver-version ${GROUP_WILDCARD_SINCE.join('.')} or later keeps it).\n`
+          : '';
+      const policyText = `# Superset of the policies of: ${sinks.map((s) => s.key).join(', ') || '(no sinks)'}\n${widened}${stringify(policy)}`;
       if (flags.outputDir === undefined) {
         io.stdout.write(
           `# ${APISERVER_CONFIG_FILES.webhook}\n${webhookText}---\n# ${APISERVER_CONFIG_FILES.policy}\n${policyText}`,
@@ -92,6 +104,25 @@ export function registerApiserverConfigCommand(program: Command, io: CommandIO):
           `  --audit-webhook-config-file=${webhookPath}\n  --audit-policy-file=${policyPath}\n`,
       );
     });
+}
+
+/**
+ * Whether the apiserver that reads the policy accepts `group: "*"`. Without `--apiserver-version`
+ * the answer is no: every apiserver of a control plane reads the file, and they run two releases
+ * during an upgrade; and the file may be for another cluster than the one the sinks are read from.
+ */
+function acceptsGroupWildcard(version: string | undefined): boolean {
+  if (version === undefined) return false;
+  const match = /^v?(\d+)\.(\d+)(?:\.\d+)?(?:[-+][0-9A-Za-z.+-]*)?$/.exec(version);
+  if (match === null) {
+    throw new CliError(
+      `--apiserver-version: expected a Kubernetes release such as 1.36 or v1.36.2, got ${JSON.stringify(version)}`,
+      2,
+    );
+  }
+  const [major, minor] = [Number(match[1]), Number(match[2])];
+  const [sinceMajor, sinceMinor] = GROUP_WILDCARD_SINCE;
+  return major > sinceMajor || (major === sinceMajor && minor >= sinceMinor);
 }
 
 async function webhookKubeconfig(flags: ApiserverConfigFlags): Promise<object> {

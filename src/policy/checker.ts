@@ -1,6 +1,7 @@
 /**
  * Policy evaluation with exactly the semantics of the kube-apiserver's
- * `k8s.io/apiserver/pkg/audit/policy/checker.go`: rules top to bottom, first match wins.
+ * `k8s.io/apiserver/pkg/audit/policy/checker.go` as of 1.36 (which added `group: "*"`): rules top
+ * to bottom, first match wins.
  *
  * Pure: a policy is compiled once into sets, then evaluated per request.
  */
@@ -129,8 +130,10 @@ function resourceMatches(rule: CompiledRule, attrs: RequestAttributes): boolean 
   const combined =
     attrs.subresource === '' ? attrs.resource : `${attrs.resource}/${attrs.subresource}`;
   for (const gr of rule.resources) {
-    // Groups match exactly: upstream has no group wildcard (and validation rejects "*").
-    if (gr.group !== attrs.apiGroup) continue;
+    // A group matches exactly, or "*" matches every group (kube-apiserver 1.36 and later). The
+    // resources below then apply in whichever group the request is, so "*/scale" under "*" is
+    // the scale subresource of every resource of every group.
+    if (gr.group !== '*' && gr.group !== attrs.apiGroup) continue;
     if (gr.resources.length === 0) return true;
     if (gr.resourceNames !== null && !gr.resourceNames.has(attrs.name)) continue;
     for (const res of gr.resources) {

@@ -20,6 +20,11 @@ export {
   loadPolicy,
   PolicyLoadError,
 } from './load.ts';
-export { supersetPolicy } from './superset.ts';
+export {
+  GROUP_WILDCARD_SINCE,
+  type SupersetOptions,
+  supersetPolicy,
+  usesGroupWildcard,
+} from './superset.ts';
 export type { GroupResources, Policy, PolicyRule, RequestAuditConfig } from './types.ts';
 export { type FieldError, formatFieldError, validatePolicy } from './validate.ts';

@@ -100,6 +100,16 @@ export function loadPolicy(text: string, source = 'policy'): LoadedPolicy {
   return loaded[0]!;
 }
 
+// A problem from the first line of a parser message. An unquoted wildcard (`group: *`,
+// `resources: [*/status]`) is a YAML alias, not a string, and the parser's message about the alias
+// says nothing about wildcards: for an alias error, the problem says how to write one.
+function malformed(message: string, alias: boolean): string {
+  const first = message.split('\n')[0] ?? '';
+  return alias
+    ? `malformed YAML/JSON: ${first.replace(/:$/, '')}: a value starting with * is a YAML alias; quote a wildcard, e.g. "*" or "*/status"`
+    : `malformed YAML/JSON: ${first}`;
+}
+
 function parseDocuments(text: string, source: string): unknown[] {
   // JSON is YAML 1.2, so one parser serves both and reports positions for either.
   // Duplicate keys: the last wins, as in the apiserver's lenient decoding.
@@ -108,15 +118,17 @@ function parseDocuments(text: string, source: string): unknown[] {
   const problems: string[] = [];
   const values: unknown[] = [];
   for (const doc of docs) {
-    for (const err of doc.errors)
-      problems.push(`malformed YAML/JSON: ${err.message.split('\n')[0]}`);
+    for (const err of doc.errors) {
+      problems.push(malformed(err.message, err.code === 'BAD_ALIAS'));
+    }
     if (doc.errors.length === 0) {
       let value: unknown;
       try {
         // Aliases are resolved here: an unknown anchor or an alias bomb throws.
         value = doc.toJS({ maxAliasCount: 100 });
       } catch (err) {
-        problems.push(`malformed YAML/JSON: ${(err as Error).message.split('\n')[0]}`);
+        // The parser throws a ReferenceError for an alias whose anchor does not exist.
+        problems.push(malformed((err as Error).message, err instanceof ReferenceError));
         continue;
       }
       // A document holding only comments or `---` is no document.

@@ -7,9 +7,26 @@
  * level any policy could decide for the request; each sink then trims back to its own decision.
  */
 import { canonicalStages, type Level, STAGES, type Stage } from '../audit/types.ts';
-import type { Policy, PolicyRule } from './types.ts';
+import type { GroupResources, Policy, PolicyRule } from './types.ts';
 
 const LEVELS_DESCENDING: readonly Level[] = ['RequestResponse', 'Request', 'Metadata'];
+
+/** The first kube-apiserver release whose audit policies accept `group: "*"`, as [major, minor]. */
+export const GROUP_WILDCARD_SINCE: readonly [major: number, minor: number] = [1, 36];
+
+/** What the apiserver that reads the superset accepts. */
+export interface SupersetOptions {
+  /**
+   * Whether it accepts `group: "*"` ({@link GROUP_WILDCARD_SINCE} and later). Releases before
+   * refuse to start with such a policy, so without it the superset uses no group wildcard.
+   */
+  readonly groupWildcard: boolean;
+}
+
+/** Whether any rule of `policy` names the group `"*"`. */
+export function usesGroupWildcard(policy: Policy): boolean {
+  return policy.rules.some((rule) => (rule.resources ?? []).some(isWildcardEntry));
+}
 
 /**
  * Computes a superset policy of `policies`.
@@ -20,8 +37,14 @@ const LEVELS_DESCENDING: readonly Level[] = ['RequestResponse', 'Request', 'Meta
  *   rules after a catch-all are removed.
  * - Stages and managed fields are omitted only where every policy omits them, for every rule that
  *   can capture anything.
+ * - Without `groupWildcard`, a capturing rule that names the group `"*"` loses its resources (and
+ *   so matches every group, and non-resource requests too unless it names namespaces), and a None
+ *   rule loses its `"*"` entries (or is left out when none remain): wider capture, never less.
  */
-export function supersetPolicy(policies: readonly Policy[]): Policy {
+export function supersetPolicy(
+  policies: readonly Policy[],
+  options: SupersetOptions = { groupWildcard: false },
+): Policy {
   const capturing: { rule: PolicyRule; omit: Set<Stage>; omitManagedFields: boolean }[] = [];
   for (const policy of policies) {
     for (const rule of policy.rules) {
@@ -36,7 +59,9 @@ export function supersetPolicy(policies: readonly Policy[]): Policy {
 
   const rules: PolicyRule[] = [];
   const seen = new Set<string>();
-  for (const rule of sharedLeadingNoneRules(policies)) {
+  for (const shared of sharedLeadingNoneRules(policies)) {
+    const rule = options.groupWildcard ? shared : narrowedWithoutGroupWildcard(shared);
+    if (rule === undefined) continue;
     const key = criteriaKey(rule);
     if (seen.has(key)) continue;
     seen.add(key);
@@ -44,9 +69,10 @@ export function supersetPolicy(policies: readonly Policy[]): Policy {
   }
   let catchAll = false;
   for (const level of LEVELS_DESCENDING) {
-    for (const { rule } of capturing) {
+    for (const { rule: own } of capturing) {
       if (catchAll) break;
-      if (rule.level !== level) continue;
+      if (own.level !== level) continue;
+      const rule = options.groupWildcard ? own : widenedWithoutGroupWildcard(own);
       const key = criteriaKey(rule);
       // An identical rule earlier in the superset already captures these requests at a level at
       // least as high.
@@ -66,6 +92,34 @@ export function supersetPolicy(policies: readonly Policy[]): Policy {
   if (omitStages.length > 0) superset.omitStages = canonicalStages(omitStages);
   if (capturing.every((c) => c.omitManagedFields)) superset.omitManagedFields = true;
   return superset;
+}
+
+function isWildcardEntry(gr: GroupResources): boolean {
+  return gr.group === '*';
+}
+
+/**
+ * A capturing rule that matches at least what `rule` matches, without `group: "*"`. Only a rule
+ * without resources matches every group, so the resources go; so do nonResourceURLs, which a rule
+ * with resources ignores (validation refuses both together). What remains still selects by user,
+ * verb and namespace.
+ */
+function widenedWithoutGroupWildcard(rule: PolicyRule): PolicyRule {
+  if (!(rule.resources ?? []).some(isWildcardEntry)) return rule;
+  const { resources: _resources, nonResourceURLs: _urls, ...rest } = rule;
+  return rest;
+}
+
+/**
+ * A None rule that matches at most what `rule` matches, without `group: "*"`: its other entries
+ * still match, as any one entry does. Undefined when only wildcard entries were left: a rule with
+ * no resources would match every resource request, dropping what some policy keeps.
+ */
+function narrowedWithoutGroupWildcard(rule: PolicyRule): PolicyRule | undefined {
+  const resources = rule.resources ?? [];
+  if (!resources.some(isWildcardEntry)) return rule;
+  const kept = resources.filter((gr) => !isWildcardEntry(gr));
+  return kept.length === 0 ? undefined : { ...rule, resources: kept };
 }
 
 /** None rules that appear, with identical criteria, in the leading None run of every policy. */

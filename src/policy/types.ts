@@ -5,7 +5,7 @@ import type { Level, Stage } from '../audit/types.ts';
 
 /** Resources of one API group that a rule applies to. */
 export interface GroupResources {
-  /** API group; `""` is the core group, `"*"` any group. */
+  /** API group; `""` is the core group, `"*"` every group (kube-apiserver 1.36 and later). */
   group?: string;
   // Resources ("pods"), subresources ("pods/log"), "*", "*/scale" or "pods/*"; empty means all.
   resources?: string[];

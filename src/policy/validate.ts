@@ -1,7 +1,8 @@
 /**
- * Policy validation as upstream `k8s.io/apiserver/pkg/apis/audit/validation/validation.go`,
- * with one improvement: field paths carry the index of the offending entry
- * (`rules[2].resources[0].group`, where upstream says `rules[2].resources.group`).
+ * Policy validation as upstream `k8s.io/apiserver/pkg/apis/audit/validation/validation.go` of
+ * kube-apiserver 1.36 and later (which accepts `group: "*"`), with one improvement: field paths
+ * carry the index of the offending entry (`rules[2].resources[0].group`, where upstream says
+ * `rules[2].resources.group`).
  */
 import { LEVELS, STAGES } from '../audit/types.ts';
 import type { Policy, PolicyRule } from './types.ts';
@@ -103,17 +104,15 @@ function validateResources(rule: PolicyRule, rulePath: string, errors: FieldErro
   (rule.resources ?? []).forEach((gr, i) => {
     const path = `${rulePath}.resources[${i}]`;
     const group = gr.group ?? '';
-    // The empty string is the core API group.
-    if (group !== '') {
+    // The empty string is the core API group; "*" is every group (kube-apiserver 1.36 and later).
+    if (group !== '' && group !== '*') {
       const problems: string[] = [];
       if (group.length > DNS1123_SUBDOMAIN_MAX) {
         problems.push(`must be no more than ${DNS1123_SUBDOMAIN_MAX} characters`);
       }
       if (!DNS1123_SUBDOMAIN.test(group)) {
         problems.push(
-          group === '*'
-            ? 'audit policies have no group wildcard: omit "resources" to match every group'
-            : "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com'); an API group has no version, e.g. 'rbac.authorization.k8s.io'",
+          "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com'); an API group has no version, e.g. 'rbac.authorization.k8s.io'",
         );
       }
       if (problems.length > 0) {

@@ -491,12 +491,12 @@ export const INVALID_RESOURCES: readonly InvalidResource[] = [
     caughtBy: 'schema',
   },
   {
-    name: 'a group wildcard',
-    manifest: rulePipeline('group-wildcard', {
+    name: 'a group pattern: "*" is the only group wildcard',
+    manifest: rulePipeline('group-pattern', {
       level: 'Metadata',
-      resources: [{ group: '*', resources: ['secrets'] }],
+      resources: [{ group: '*' }, { group: '*.example.com', resources: ['widgets'] }],
     }),
-    path: 'spec.policy.rules[0].resources[0].group',
+    path: 'spec.policy.rules[0].resources[1].group',
     caughtBy: 'schema',
   },
   {

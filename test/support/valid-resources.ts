@@ -189,6 +189,30 @@ export const VALID_RESOURCES: readonly ValidResource[] = [
     }),
   },
   {
+    name: 'the group wildcard of kube-apiserver 1.36, with resources, names and namespaces',
+    manifest: pipeline('group-wildcard', {
+      policy: {
+        rules: [
+          {
+            level: 'None',
+            verbs: ['update', 'patch'],
+            resources: [{ group: '*', resources: ['*/status'] }],
+          },
+          {
+            level: 'RequestResponse',
+            namespaces: [VALID_NAMESPACE, ''],
+            resources: [
+              { group: '', resources: ['configmaps'] },
+              { group: '*', resources: ['*/scale', 'leases'], resourceNames: ['web'] },
+            ],
+          },
+          { level: 'Metadata', resources: [{ group: '*' }] },
+        ],
+      },
+      influxdb: INFLUX,
+    }),
+  },
+  {
     name: 'a dedicated receiver on port 1024 with its own TLS Secret',
     manifest: pipeline('receiver-1024', {
       policy: CATCH_ALL,

@@ -53,6 +53,18 @@ const requests: Record<string, RequestAttributes> = {
     resourceRequest: true,
     path: '/api/v1/namespaces/default/pods/busybox',
   },
+  // A status write in a named group: the request kube-apiserver 1.36 added for the group wildcard.
+  clusterRoleStatusUpdate: {
+    ...blank,
+    user: tim,
+    verb: 'update',
+    apiGroup: 'rbac.authorization.k8s.io',
+    resource: 'clusterroles',
+    subresource: 'status',
+    name: 'somerole',
+    resourceRequest: true,
+    path: '/apis/rbac.authorization.k8s.io/v1beta1/clusterroles/somerole',
+  },
   unauthorized: {
     ...blank,
     verb: 'get',
@@ -109,6 +121,11 @@ const rules: Record<string, PolicyRule> = {
       { group: 'rbac.authorization.k8s.io', resources: ['clusterroles'], resourceNames: ['edit'] },
     ],
   },
+  updateStatusInEveryGroup: {
+    level: 'RequestResponse',
+    verbs: ['update'],
+    resources: [{ group: '*', resources: ['*/status'] }],
+  },
   omitRequestReceived: { level: 'Request', omitStages: ['RequestReceived'] },
   onlyAuditPanic: {
     level: 'Request',
@@ -164,6 +181,14 @@ const levelCases: Case[] = [
   ['subresource', ['getPodWildcardMatching'], 'Request'],
   ['subresource', ['getPodResourceWildcardMatching'], 'Request'],
   ['subresource', ['getPodSubResourceWildcardMatching'], 'Request'],
+
+  ['namespaced', ['updateStatusInEveryGroup'], 'None'],
+  ['cluster', ['updateStatusInEveryGroup'], 'None'],
+  ['nonResource', ['updateStatusInEveryGroup'], 'None'],
+  ['subresource', ['updateStatusInEveryGroup'], 'None'],
+  ['clusterRoleStatusUpdate', ['updateStatusInEveryGroup'], 'RequestResponse'],
+  ['clusterRoleStatusUpdate', ['getClusterRoles', 'updateStatusInEveryGroup'], 'RequestResponse'],
+  ['clusterRoleStatusUpdate', ['clusterRoleEdit', 'updateStatusInEveryGroup'], 'RequestResponse'],
 
   ['unauthorized', ['tims'], 'None'],
   ['unauthorized', ['tims', 'default'], 'Metadata'],
@@ -393,12 +418,6 @@ describe('policy evaluation edge cases', () => {
     ).toBe('None');
   });
 
-  it('has no group wildcard', () => {
-    expect(
-      one({ level: 'Request', resources: [{ group: '*' }] }, requests.cluster as RequestAttributes),
-    ).toBe('None');
-  });
-
   it('ignores resourceNames when the group lists no resources', () => {
     const rule: PolicyRule = {
       level: 'Request',
@@ -472,6 +491,166 @@ describe('policy evaluation edge cases', () => {
         requests.nonResource as RequestAttributes,
       ),
     ).toBe('Metadata');
+  });
+});
+
+describe('the group wildcard (kube-apiserver 1.36 and later)', () => {
+  const one = (rule: PolicyRule, attrs: RequestAttributes) =>
+    evaluatePolicy(compilePolicy({ rules: [rule] }), attrs).level;
+  const resource = (
+    apiGroup: string,
+    resourceName: string,
+    extra: Partial<RequestAttributes> = {},
+  ): RequestAttributes => ({
+    ...blank,
+    user: tim,
+    verb: 'get',
+    resourceRequest: true,
+    namespace: 'default',
+    apiGroup,
+    resource: resourceName,
+    name: 'x',
+    ...extra,
+  });
+  const deploymentScale = resource('apps', 'deployments', { subresource: 'scale', verb: 'patch' });
+  const rcScale = resource('', 'replicationcontrollers', { subresource: 'scale', verb: 'patch' });
+  const crdScale = resource('example.com', 'widgets', { subresource: 'scale', verb: 'patch' });
+
+  it('matches every resource request of every group when the entry lists no resources', () => {
+    const rule: PolicyRule = { level: 'Metadata', resources: [{ group: '*' }] };
+    for (const attrs of [
+      requests.namespaced,
+      requests.cluster,
+      requests.subresource,
+      requests.clusterRoleStatusUpdate,
+      crdScale,
+    ]) {
+      expect(one(rule, attrs as RequestAttributes)).toBe('Metadata');
+    }
+    expect(one(rule, requests.nonResource as RequestAttributes)).toBe('None');
+  });
+
+  it('matches the scale subresource of every resource of every group with */scale', () => {
+    const rule: PolicyRule = {
+      level: 'Request',
+      resources: [{ group: '*', resources: ['*/scale'] }],
+    };
+    expect(one(rule, deploymentScale)).toBe('Request');
+    expect(one(rule, rcScale)).toBe('Request');
+    expect(one(rule, crdScale)).toBe('Request');
+    // */scale still needs the subresource.
+    expect(one(rule, resource('apps', 'deployments', { verb: 'patch' }))).toBe('None');
+    expect(one(rule, resource('apps', 'deployments', { subresource: 'status' }))).toBe('None');
+  });
+
+  it('matches a resource name in every group that has it, with pods and pods/*', () => {
+    // metrics.k8s.io serves a `pods` resource too.
+    const metricsPods = resource('metrics.k8s.io', 'pods');
+    const plain: PolicyRule = {
+      level: 'Request',
+      resources: [{ group: '*', resources: ['pods'] }],
+    };
+    expect(one(plain, requests.namespaced as RequestAttributes)).toBe('Request');
+    expect(one(plain, metricsPods)).toBe('Request');
+    expect(one(plain, requests.subresource as RequestAttributes)).toBe('None');
+    const all: PolicyRule = {
+      level: 'Request',
+      resources: [{ group: '*', resources: ['pods/*'] }],
+    };
+    expect(one(all, requests.namespaced as RequestAttributes)).toBe('Request');
+    expect(one(all, requests.subresource as RequestAttributes)).toBe('Request');
+    expect(one(all, metricsPods)).toBe('Request');
+    expect(one(all, requests.cluster as RequestAttributes)).toBe('None');
+  });
+
+  it('matches every resource and subresource of every group with resources ["*"]', () => {
+    const rule: PolicyRule = { level: 'Request', resources: [{ group: '*', resources: ['*'] }] };
+    expect(one(rule, requests.clusterRoleStatusUpdate as RequestAttributes)).toBe('Request');
+    expect(one(rule, crdScale)).toBe('Request');
+    expect(one(rule, requests.nonResource as RequestAttributes)).toBe('None');
+  });
+
+  it('still selects by resourceNames, in every group', () => {
+    const rule: PolicyRule = {
+      level: 'RequestResponse',
+      resources: [
+        { group: '*', resources: ['leases', 'configmaps'], resourceNames: ['kube-scheduler'] },
+      ],
+    };
+    const lease = resource('coordination.k8s.io', 'leases', { name: 'kube-scheduler' });
+    const configMap = resource('', 'configmaps', { name: 'kube-scheduler' });
+    expect(one(rule, lease)).toBe('RequestResponse');
+    expect(one(rule, configMap)).toBe('RequestResponse');
+    expect(one(rule, { ...lease, name: 'kube-controller-manager' })).toBe('None');
+    // A create is authorized before the object has a name.
+    expect(one(rule, { ...lease, verb: 'create', name: '' })).toBe('None');
+  });
+
+  it('still selects by namespaces, "" being the cluster-scoped requests of every group', () => {
+    const inKubeSystem: PolicyRule = {
+      level: 'Metadata',
+      namespaces: ['kube-system'],
+      resources: [{ group: '*' }],
+    };
+    expect(one(inKubeSystem, resource('apps', 'deployments', { namespace: 'kube-system' }))).toBe(
+      'Metadata',
+    );
+    expect(one(inKubeSystem, resource('apps', 'deployments'))).toBe('None');
+    const clusterScoped: PolicyRule = {
+      level: 'Metadata',
+      namespaces: [''],
+      resources: [{ group: '*', resources: ['*/status'] }],
+    };
+    expect(one(clusterScoped, requests.clusterRoleStatusUpdate as RequestAttributes)).toBe(
+      'Metadata',
+    );
+    expect(one(clusterScoped, resource('apps', 'deployments', { subresource: 'status' }))).toBe(
+      'None',
+    );
+  });
+
+  it('matches when any entry matches, beside entries of named groups', () => {
+    const rule: PolicyRule = {
+      level: 'Request',
+      resources: [
+        { group: '', resources: ['secrets'] },
+        { group: '*', resources: ['*/status'] },
+        { group: 'apps', resources: ['deployments'] },
+      ],
+    };
+    expect(one(rule, resource('', 'secrets'))).toBe('Request');
+    expect(one(rule, resource('apps', 'deployments'))).toBe('Request');
+    expect(one(rule, resource('batch', 'jobs', { subresource: 'status' }))).toBe('Request');
+    expect(one(rule, resource('batch', 'jobs'))).toBe('None');
+    expect(one(rule, resource('apps', 'secrets'))).toBe('None');
+  });
+
+  it('leaves the first matching rule deciding: a named group above the wildcard wins', () => {
+    const policy = compilePolicy({
+      rules: [
+        { level: 'RequestResponse', resources: [{ group: 'apps', resources: ['*/scale'] }] },
+        { level: 'None', resources: [{ group: '*', resources: ['*/scale'] }] },
+        { level: 'Metadata' },
+      ],
+    });
+    expect(evaluatePolicy(policy, deploymentScale)).toMatchObject({
+      level: 'RequestResponse',
+      ruleIndex: 0,
+    });
+    expect(evaluatePolicy(policy, crdScale)).toMatchObject({ level: 'None', ruleIndex: 1 });
+    expect(evaluatePolicy(policy, resource('apps', 'deployments'))).toMatchObject({
+      level: 'Metadata',
+      ruleIndex: 2,
+    });
+  });
+
+  it('takes only the whole group "*" as a wildcard, never a pattern', () => {
+    for (const group of ['*.k8s.io', '*.authorization.k8s.io', 'rbac.*', '**', ' *']) {
+      expect(
+        one({ level: 'Request', resources: [{ group }] }, requests.cluster as RequestAttributes),
+        group,
+      ).toBe('None');
+    }
   });
 });
 

@@ -128,6 +128,44 @@ rules:
     ]);
   });
 
+  it('loads the group wildcard of kube-apiserver 1.36, quoted as YAML needs it', () => {
+    const loaded = loadPolicy(`
+apiVersion: audit.k8s.io/v1
+kind: Policy
+rules:
+  - level: None
+    verbs: ["update", "patch"]
+    resources:
+      - group: "*"
+        resources: ["*/status"]
+`);
+    expect(loaded.policy.rules).toEqual([
+      {
+        level: 'None',
+        verbs: ['update', 'patch'],
+        resources: [{ group: '*', resources: ['*/status'] }],
+      },
+    ]);
+    expect(loaded.warnings).toEqual([]);
+  });
+
+  it('says to quote a wildcard that YAML read as an alias', () => {
+    const hint =
+      'a value starting with * is a YAML alias; quote a wildcard, e.g. "*" or "*/status"';
+    const bareGroup = problemsOf(
+      'apiVersion: audit.k8s.io/v1\nrules:\n  - level: None\n    resources:\n      - group: *\n',
+    );
+    expect(bareGroup).toEqual([
+      expect.stringMatching(/^malformed YAML\/JSON: .*line 5, column 16/),
+    ]);
+    expect(bareGroup[0]?.endsWith(`: ${hint}`)).toBe(true);
+    const bareResource = problemsOf(
+      'apiVersion: audit.k8s.io/v1\nrules:\n  - level: None\n    resources:\n      - resources: [*/status]\n',
+    );
+    expect(bareResource).toEqual([expect.stringMatching(/^malformed YAML\/JSON: .*\/status: /)]);
+    expect(bareResource[0]?.endsWith(`: ${hint}`)).toBe(true);
+  });
+
   it('rejects an empty file', () => {
     expect(problemsOf('')).toEqual(['no Policy found: the file is empty']);
     expect(problemsOf('# only a comment\n---\n')).toEqual(['no Policy found: the file is empty']);
@@ -223,6 +261,20 @@ describe('validating policies (upstream validation_test.go)', () => {
       nonResourceURLs: ['/logs*', '/healthz*', '/metrics', '*'],
     },
     { level: 'Metadata', omitStages: ['RequestReceived'] },
+    // kube-apiserver 1.36 and later: the group "*", alone or with resources, names and namespaces.
+    {
+      level: 'RequestResponse',
+      verbs: ['update'],
+      resources: [{ group: '*', resources: ['*/status'] }],
+    },
+    { level: 'Metadata', namespaces: [''], resources: [{ group: '*' }] },
+    {
+      level: 'None',
+      resources: [
+        { group: '', resources: ['pods/*'] },
+        { group: '*', resources: ['leases', '*/scale'], resourceNames: ['kube-scheduler'] },
+      ],
+    },
   ];
 
   it.each(valid.map((rule) => [rule]))('accepts %j', (rule) => {
@@ -296,10 +348,34 @@ describe('validating policies (upstream validation_test.go)', () => {
       ],
     ],
     [
-      'the group wildcard upstream does not have',
-      { rules: [{ level: 'Metadata', resources: [{ group: '*' }] }] },
+      'a group pattern: "*" is the only group wildcard',
+      {
+        rules: [
+          {
+            level: 'Metadata',
+            resources: [{ group: '*.k8s.io' }, { group: 'example.*' }, { group: '**' }],
+          },
+        ],
+      },
+      ['*.k8s.io', 'example.*', '**'].map(
+        (group, i) =>
+          `rules[0].resources[${i}].group: Invalid value: "${group}": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com'); an API group has no version, e.g. 'rbac.authorization.k8s.io'`,
+      ),
+    ],
+    [
+      'resourceNames without resources, in every group too',
+      { rules: [{ level: 'Metadata', resources: [{ group: '*', resourceNames: ['leader'] }] }] },
       [
-        'rules[0].resources[0].group: Invalid value: "*": audit policies have no group wildcard: omit "resources" to match every group',
+        'rules[0].resources[0].resourceNames: Invalid value: ["leader"]: using resourceNames requires at least one resource',
+      ],
+    ],
+    [
+      'the group "*" beside non-resource URLs',
+      {
+        rules: [{ level: 'Metadata', resources: [{ group: '*' }], nonResourceURLs: ['/healthz'] }],
+      },
+      [
+        'rules[0].nonResourceURLs: Invalid value: ["/healthz"]: rules cannot apply to both regular resources and non-resource URLs',
       ],
     ],
     [
@@ -356,7 +432,7 @@ describe('validating policies (upstream validation_test.go)', () => {
     [
       'a bad rule after good ones',
       { rules: [...valid, {} as PolicyRule] },
-      ['rules[5].level: Required value'],
+      ['rules[8].level: Required value'],
     ],
     [
       'an unknown policy stage',

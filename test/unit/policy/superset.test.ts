@@ -5,7 +5,11 @@ import { describe, expect, it } from 'vitest';
 import { LEVELS, type Level, levelRank, STAGES, type Stage } from '../../../src/audit/types.ts';
 import type { RequestAttributes } from '../../../src/policy/attributes.ts';
 import { compilePolicy, evaluatePolicy } from '../../../src/policy/checker.ts';
-import { supersetPolicy } from '../../../src/policy/superset.ts';
+import {
+  type SupersetOptions,
+  supersetPolicy,
+  usesGroupWildcard,
+} from '../../../src/policy/superset.ts';
 import type { Policy, PolicyRule } from '../../../src/policy/types.ts';
 import { validatePolicy } from '../../../src/policy/validate.ts';
 
@@ -96,13 +100,107 @@ describe('superset policy', () => {
   });
 });
 
+describe('superset policy with the group wildcard', () => {
+  const current: SupersetOptions = { groupWildcard: true };
+  const statusWrites: PolicyRule = {
+    level: 'RequestResponse',
+    verbs: ['update', 'patch'],
+    resources: [
+      { group: '', resources: ['secrets'] },
+      { group: '*', resources: ['*/status'] },
+    ],
+  };
+  const groupsOf = (p: Policy) => p.rules.flatMap((r) => (r.resources ?? []).map((gr) => gr.group));
+
+  it('keeps group "*" for an apiserver that accepts it (1.36 and later)', () => {
+    const p: Policy = { rules: [statusWrites, { level: 'Metadata' }] };
+    expect(supersetPolicy([p], current).rules).toEqual([statusWrites, { level: 'Metadata' }]);
+  });
+
+  it('widens a capturing rule with group "*" to every resource by default, keeping its users, verbs and namespaces', () => {
+    const p: Policy = {
+      rules: [
+        statusWrites,
+        {
+          level: 'Request',
+          users: ['alice'],
+          namespaces: ['a'],
+          resources: [{ group: '*', resources: ['configmaps'], resourceNames: ['x'] }],
+        },
+        { level: 'Metadata', namespaces: ['b'] },
+      ],
+    };
+    const superset = supersetPolicy([p]);
+    expect(superset.rules).toEqual([
+      { level: 'RequestResponse', verbs: ['update', 'patch'] },
+      { level: 'Request', users: ['alice'], namespaces: ['a'] },
+      { level: 'Metadata', namespaces: ['b'] },
+    ]);
+    expect(groupsOf(superset)).toEqual([]);
+  });
+
+  it('drops the rules after a rule that widening made a catch-all', () => {
+    const p: Policy = {
+      rules: [
+        { level: 'Request', resources: [{ group: '*', resources: ['*/scale'] }] },
+        { level: 'Metadata', verbs: ['get'] },
+      ],
+    };
+    expect(supersetPolicy([p]).rules).toEqual([{ level: 'Request' }]);
+    expect(supersetPolicy([p], current).rules).toEqual(p.rules);
+  });
+
+  it('narrows a shared None rule to its entries of named groups by default, or leaves it out', () => {
+    const noise: PolicyRule = {
+      level: 'None',
+      resources: [
+        { group: '', resources: ['events'] },
+        { group: '*', resources: ['*/status'] },
+      ],
+    };
+    const onlyWildcard: PolicyRule = {
+      level: 'None',
+      namespaces: ['kube-system'],
+      resources: [{ group: '*', resources: ['leases'] }],
+    };
+    const a: Policy = { rules: [noise, onlyWildcard, { level: 'Metadata' }] };
+    const b: Policy = { rules: [onlyWildcard, noise, { level: 'Request' }] };
+    expect(supersetPolicy([a, b]).rules).toEqual([
+      { level: 'None', resources: [{ group: '', resources: ['events'] }] },
+      { level: 'Request' },
+    ]);
+    expect(supersetPolicy([a, b], current).rules).toEqual([
+      noise,
+      onlyWildcard,
+      { level: 'Request' },
+    ]);
+  });
+
+  it('tells whether a policy uses the group wildcard', () => {
+    expect(usesGroupWildcard({ rules: [{ level: 'Metadata' }, statusWrites] })).toBe(true);
+    expect(
+      usesGroupWildcard({ rules: [{ level: 'Metadata', resources: [{ group: 'apps' }] }] }),
+    ).toBe(false);
+  });
+});
+
 // Small alphabets so that random rules and requests actually meet.
 const users = ['alice', 'bob', 'system:kube-proxy'];
 const groups = ['devs', 'system:masters'];
 const verbs = ['get', 'list', 'create', 'delete', 'watch'];
 const namespaces = ['', 'a', 'b'];
-const resources = ['pods', 'pods/log', 'secrets', '*', 'pods/*', '*/scale', 'deployments'];
-const apiGroups = ['', 'apps'];
+const resources = [
+  'pods',
+  'pods/log',
+  'secrets',
+  '*',
+  'pods/*',
+  '*/scale',
+  '*/status',
+  'deployments',
+];
+// Rules name "*" (every group); requests also come from a group no rule names.
+const apiGroups = ['', 'apps', '*'];
 const urls = ['/healthz*', '/version', '/metrics', '*'];
 
 const some = <T>(values: readonly T[]) => fc.subarray([...values], { maxLength: 2 });
@@ -163,34 +261,65 @@ const request: fc.Arbitrary<RequestAttributes> = fc.record({
   verb: fc.constantFrom(...verbs),
   resourceRequest: fc.boolean(),
   namespace: fc.constantFrom(...namespaces),
-  apiGroup: fc.constantFrom(...apiGroups),
+  apiGroup: fc.constantFrom('', 'apps', 'batch'),
   resource: fc.constantFrom('pods', 'secrets', 'deployments'),
-  subresource: fc.constantFrom('', 'log', 'scale'),
+  subresource: fc.constantFrom('', 'log', 'scale', 'status'),
   name: fc.constantFrom('', 'x', 'z'),
   path: fc.constantFrom('/healthz', '/healthz/etcd', '/version', '/metrics', '/apis'),
 });
 
-describe('superset properties', () => {
+const modes: [string, SupersetOptions][] = [
+  ['for an apiserver before 1.36', { groupWildcard: false }],
+  ['for an apiserver 1.36 or later', { groupWildcard: true }],
+];
+
+describe.each(modes)('superset properties %s', (_, options) => {
+  /** The superset's decision covers every policy's, for every request. */
+  function expectCovers(policies: Policy[], requests: RequestAttributes[]): void {
+    const superset = compilePolicy(supersetPolicy(policies, options));
+    const compiled = policies.map(compilePolicy);
+    for (const attrs of requests) {
+      const got = evaluatePolicy(superset, attrs);
+      for (const p of compiled) {
+        const want = evaluatePolicy(p, attrs);
+        expect(levelRank(got.level)).toBeGreaterThanOrEqual(levelRank(want.level));
+        if (want.level === 'None') continue;
+        for (const stage of STAGES) {
+          if (!want.omitStages.includes(stage)) expect(got.omitStages).not.toContain(stage);
+        }
+        if (!want.omitManagedFields) expect(got.omitManagedFields).toBe(false);
+      }
+    }
+  }
+
   it('never captures less than any policy, in level, stages or managed fields', () => {
     fc.assert(
       fc.property(
         fc.array(policy, { minLength: 1, maxLength: 4 }),
         fc.array(request, { minLength: 1, maxLength: 20 }),
-        (policies, requests) => {
-          const superset = compilePolicy(supersetPolicy(policies));
-          const compiled = policies.map(compilePolicy);
-          for (const attrs of requests) {
-            const got = evaluatePolicy(superset, attrs);
-            for (const p of compiled) {
-              const want = evaluatePolicy(p, attrs);
-              expect(levelRank(got.level)).toBeGreaterThanOrEqual(levelRank(want.level));
-              if (want.level === 'None') continue;
-              for (const stage of STAGES) {
-                if (!want.omitStages.includes(stage)) expect(got.omitStages).not.toContain(stage);
-              }
-              if (!want.omitManagedFields) expect(got.omitManagedFields).toBe(false);
-            }
-          }
+        expectCovers,
+      ),
+      { numRuns: 500 },
+    );
+  });
+
+  it('never captures less when every policy starts with the same None rules', () => {
+    // The superset keeps these None rules (narrowed where they name group "*"): the case where
+    // a wrong rewrite would drop what a policy keeps.
+    const noneRules = fc.array(
+      rule.map((r) => ({ ...r, level: 'None' as const })),
+      { minLength: 1, maxLength: 3 },
+    );
+    fc.assert(
+      fc.property(
+        noneRules,
+        fc.array(policy, { minLength: 1, maxLength: 3 }),
+        fc.array(request, { minLength: 1, maxLength: 20 }),
+        (shared, policies, requests) => {
+          expectCovers(
+            policies.map((p) => ({ ...p, rules: [...shared, ...p.rules] })),
+            requests,
+          );
         },
       ),
       { numRuns: 500 },
@@ -201,7 +330,7 @@ describe('superset properties', () => {
     fc.assert(
       fc.property(fc.array(policy, { minLength: 1, maxLength: 3 }), request, (policies, attrs) => {
         const withNoise = policies.map((p) => ({ ...p, rules: [...kubeSystemNoise, ...p.rules] }));
-        const got = evaluatePolicy(compilePolicy(supersetPolicy(withNoise)), attrs);
+        const got = evaluatePolicy(compilePolicy(supersetPolicy(withNoise, options)), attrs);
         const droppedByAll = withNoise.every(
           (p) =>
             evaluatePolicy(compilePolicy(p), attrs).ruleIndex < kubeSystemNoise.length &&
@@ -213,10 +342,12 @@ describe('superset properties', () => {
     );
   });
 
-  it('always produces a valid policy', () => {
+  it('always produces a valid policy, with group "*" only where the apiserver accepts it', () => {
     fc.assert(
       fc.property(fc.array(policy, { maxLength: 4 }), (policies) => {
-        expect(validatePolicy(supersetPolicy(policies))).toEqual([]);
+        const superset = supersetPolicy(policies, options);
+        expect(validatePolicy(superset)).toEqual([]);
+        if (!options.groupWildcard) expect(usesGroupWildcard(superset)).toBe(false);
       }),
     );
   });
