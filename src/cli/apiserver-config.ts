@@ -178,7 +178,9 @@ async function webhookKubeconfig(flags: ApiserverConfigFlags): Promise<object> {
     user['client-key-data'] = b64(await read(flags.clientKeyFile, '--client-key-file'));
   }
   const cluster: Record<string, string> = {
-    server: `${server.origin}${RECEIVER_ROUTES.events}`,
+    // As written, not `server.origin`, which drops a port that is the scheme's default (443):
+    // the same address, but not the one the user gave and looks for.
+    server: `${flags.server.replace(/\/$/, '')}${RECEIVER_ROUTES.events}`,
   };
   if (flags.tlsServerName !== undefined) cluster['tls-server-name'] = flags.tlsServerName;
   if (flags.caFile !== undefined) {

@@ -22,9 +22,9 @@ export function buildProgram(io: CommandIO): Command {
     })
     .exitOverride();
   registerPolicyCommands(program, io);
-  registerRunCommand(program, io);
+  registerRunCommand(program);
   registerApiserverConfigCommand(program, io);
-  registerStandaloneCommand(program, io);
+  registerStandaloneCommand(program);
   registerReplayCommand(program, io);
   for (const command of program.commands) command.exitOverride();
   return program;

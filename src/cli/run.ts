@@ -5,7 +5,6 @@ import { type Command, Option } from 'commander';
 import type { SettingsInput } from '../config/settings.ts';
 import { createLogger } from '../telemetry/logger.ts';
 import { CliError } from './errors.ts';
-import type { CommandIO } from './policy.ts';
 import {
   addReceiverOptions,
   type ReceiverFlags,
@@ -26,7 +25,7 @@ interface OperatorFlags extends ReceiverFlags {
 }
 
 /** Adds the `run` command. */
-export function registerRunCommand(program: Command, io: CommandIO): void {
+export function registerRunCommand(program: Command): void {
   const env = (flag: string, name: string, description: string) =>
     new Option(flag, description).env(name);
   addReceiverOptions(
@@ -101,7 +100,6 @@ export function registerRunCommand(program: Command, io: CommandIO): void {
         process.off('SIGTERM', early);
         process.off('SIGINT', early);
       });
-    io.stderr.write(`operator receiving audit events at ${running.url}\n`);
     await untilSignal(() => running.shutdown(), log);
   });
 }

@@ -11,7 +11,6 @@ import {
 import { startStandalone } from '../standalone/run.ts';
 import { createLogger, type Logger } from '../telemetry/logger.ts';
 import { CliError } from './errors.ts';
-import type { CommandIO } from './policy.ts';
 
 /** Flags shared by the commands that run receivers (`standalone`, later `run`). */
 export function addReceiverOptions(command: Command): Command {
@@ -128,7 +127,7 @@ export function settingsOrUsageError(
 }
 
 /** Adds the `standalone` command. */
-export function registerStandaloneCommand(program: Command, io: CommandIO): void {
+export function registerStandaloneCommand(program: Command): void {
   addReceiverOptions(
     program
       .command('standalone')
@@ -142,7 +141,6 @@ export function registerStandaloneCommand(program: Command, io: CommandIO): void
     const running = await startStandalone(settings, flags.filename, log).catch((err: unknown) => {
       throw new CliError(`cannot start: ${(err as Error).message}`, 1, { cause: err });
     });
-    io.stderr.write(`receiving audit events at ${running.url}\n`);
     await untilSignal(() => running.shutdown(), log);
   });
 }

@@ -267,22 +267,26 @@ describe('the webhook kubeconfig', () => {
     });
   });
 
-  it('keeps the port of --server', async () => {
+  it.each([
+    ['https://kube-audit.kube-audit.svc:8443', 'https://kube-audit.kube-audit.svc:8443'],
+    // The scheme's default port too: what the chart's NOTES print, and what a user checks for.
+    ['https://10.96.0.50:443', 'https://10.96.0.50:443'],
+    ['https://10.96.0.50:443/', 'https://10.96.0.50:443'],
+    ['https://10.96.0.50', 'https://10.96.0.50'],
+  ])('keeps --server %s as written, port included', async (given, base) => {
     const run = await cli([
       'apiserver-config',
       '-f',
       EXAMPLES,
       '--server',
-      'https://kube-audit.kube-audit.svc:8443',
+      given,
       '--token-file',
       tokenFile,
     ]);
     expect(run.code).toBe(0);
     const kc = new KubeConfig();
     kc.loadFromString(printedDocuments(run).kubeconfig);
-    expect(kc.getCurrentCluster()?.server).toBe(
-      'https://kube-audit.kube-audit.svc:8443/audit/v1/events',
-    );
+    expect(kc.getCurrentCluster()?.server).toBe(`${base}/audit/v1/events`);
   });
 
   it('presents a client certificate instead of a token when given one', async () => {

@@ -579,4 +579,22 @@ describe('the operator against a real kube-apiserver', () => {
     expect(log).not.toContain(env.influx.token);
     expect(log).not.toContain(env.cp.users.operator.token);
   });
+
+  it('writes nothing but JSON log records, stdout and stderr together as a container log is', () => {
+    const lines = env.operator
+      .log()
+      .split('\n')
+      .filter((line) => line !== '');
+    expect(lines.length).toBeGreaterThan(0);
+    expect(lines.filter((line) => !isJsonRecord(line))).toEqual([]);
+  });
 });
+
+function isJsonRecord(line: string): boolean {
+  try {
+    const value: unknown = JSON.parse(line);
+    return typeof value === 'object' && value !== null && 'msg' in value;
+  } catch {
+    return false;
+  }
+}
