@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { type Command, Option } from 'commander';
 import { stringify } from 'yaml';
 import type { KubeApi } from '../operator/kube.ts';
+import { defaultOperatorUser, ownTrafficRules } from '../operator/own-traffic.ts';
 import { GROUP_WILDCARD_SINCE, supersetPolicy, usesGroupWildcard } from '../policy/index.ts';
 import type { Policy } from '../policy/types.ts';
 import { RECEIVER_ROUTES } from '../receiver/index.ts';
@@ -29,6 +30,7 @@ interface ApiserverConfigFlags {
   tlsServerName?: string;
   outputDir?: string;
   apiserverVersion?: string;
+  operatorUser?: string;
 }
 
 /** File names written by `--output-dir`. */
@@ -71,6 +73,10 @@ export function registerApiserverConfigCommand(program: Command, io: CommandIO):
       `the kube-apiserver release that reads the policy, e.g. 1.36 or v1.36.2: from ${GROUP_WILDCARD_SINCE.join('.')} the policy keeps group "*" (default: a policy every release accepts)`,
     )
     .option(
+      '--operator-user <user>',
+      'the operator\'s identity, whose Lease renewals and status patches the policy leaves out (default: system:serviceaccount:<namespace>:kube-audit-operator; "" keeps them)',
+    )
+    .option(
       '-o, --output-dir <dir>',
       `write ${APISERVER_CONFIG_FILES.webhook} and ${APISERVER_CONFIG_FILES.policy} here`,
     )
@@ -79,14 +85,20 @@ export function registerApiserverConfigCommand(program: Command, io: CommandIO):
       const kubeconfig = await webhookKubeconfig(flags);
       const sinks = await currentSinks(flags, io);
       const policies = sinks.map((s) => s.policy);
-      const policy = policyDocument(supersetPolicy(policies, { groupWildcard }));
+      const operatorUser = flags.operatorUser ?? defaultOperatorUser(flags.namespace);
+      const exclude = operatorUser === '' ? [] : ownTrafficRules(operatorUser, flags.namespace);
+      const policy = policyDocument(supersetPolicy(policies, { groupWildcard, exclude }));
       const webhookText = stringify(kubeconfig);
       // Say why the policy captures more than the sinks' rules suggest, and how to avoid it.
       const widened =
         !groupWildcard && policies.some(usesGroupWildcard)
           ? `# Rules with group "*" are widened to every API group: releases before ${GROUP_WILDCARD_SINCE.join('.')} refuse it (--apiserver-version ${GROUP_WILDCARD_SINCE.join('.')} or later keeps it).\n`
           : '';
-      const policyText = `# Superset of the policies of: ${sinks.map((s) => s.key).join(', ') || '(no sinks)'}\n${widened}${stringify(policy)}`;
+      const own =
+        exclude.length === 0
+          ? ''
+          : `# The first rules leave out the Lease renewals and status patches of ${operatorUser} (--operator-user).\n`;
+      const policyText = `# Superset of the policies of: ${sinks.map((s) => s.key).join(', ') || '(no sinks)'}\n${own}${widened}${stringify(policy)}`;
       if (flags.outputDir === undefined) {
         io.stdout.write(
           `# ${APISERVER_CONFIG_FILES.webhook}\n${webhookText}---\n# ${APISERVER_CONFIG_FILES.policy}\n${policyText}`,

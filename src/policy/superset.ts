@@ -21,6 +21,12 @@ export interface SupersetOptions {
    * refuse to start with such a policy, so without it the superset uses no group wildcard.
    */
   readonly groupWildcard: boolean;
+  /**
+   * None rules put first, whatever the sink policies say: requests nobody should capture, such
+   * as the operator's own leader election. Dropped only where they name no group `"*"` or the
+   * apiserver accepts it.
+   */
+  readonly exclude?: readonly PolicyRule[];
 }
 
 /** Whether any rule of `policy` names the group `"*"`. */
@@ -31,8 +37,9 @@ export function usesGroupWildcard(policy: Policy): boolean {
 /**
  * Computes a superset policy of `policies`.
  *
- * - A None rule is kept, at the top, only when every policy drops exactly the requests it matches
- *   (an identical None rule in every policy's leading run of None rules).
+ * - The `exclude` None rules come first. A None rule of the policies is kept, after them, only
+ *   when every policy drops exactly the requests it matches (an identical None rule in every
+ *   policy's leading run of None rules).
  * - Every other rule keeps its level; rules are ordered by level, highest first, duplicates and
  *   rules after a catch-all are removed.
  * - Stages and managed fields are omitted only where every policy omits them, for every rule that
@@ -59,7 +66,7 @@ export function supersetPolicy(
 
   const rules: PolicyRule[] = [];
   const seen = new Set<string>();
-  for (const shared of sharedLeadingNoneRules(policies)) {
+  for (const shared of [...(options.exclude ?? []), ...sharedLeadingNoneRules(policies)]) {
     const rule = options.groupWildcard ? shared : narrowedWithoutGroupWildcard(shared);
     if (rule === undefined) continue;
     const key = criteriaKey(rule);

@@ -16,6 +16,7 @@ import { type AuditEvent, levelRank, STAGES } from '../../src/audit/types.ts';
 import { attributesFromEvent } from '../../src/policy/attributes.ts';
 import { compilePolicy, evaluatePolicy } from '../../src/policy/checker.ts';
 import { loadPolicy } from '../../src/policy/load.ts';
+import { defaultOperatorUser, ownTrafficRules } from '../../src/operator/own-traffic.ts';
 import { supersetPolicy } from '../../src/policy/superset.ts';
 import { loadResources } from '../../src/standalone/resources.ts';
 import type { Sink } from '../../src/sinks/types.ts';
@@ -36,6 +37,8 @@ const CLIENT_KEY =
 
 // A Node stack frame, as an uncaught error would print it.
 const STACK_FRAME = '    at ';
+// The first rules of every superset the command prints: the operator's own traffic left out.
+const OWN_TRAFFIC = ownTrafficRules(defaultOperatorUser('kube-audit'), 'kube-audit');
 
 /**
  * Sinks whose policies pull the superset in different directions: None rules for some users only,
@@ -332,7 +335,12 @@ describe('the superset policy', () => {
       expect(parseAllDocuments(text)).toHaveLength(1);
       expect(text).toMatch(/^apiVersion: audit\.k8s\.io\/v1\nkind: Policy\n/m);
       const sinks = await sinksOf(from);
-      expect(loadPolicy(text).policy).toEqual(supersetPolicy(sinks.map((s) => s.policy)));
+      expect(loadPolicy(text).policy).toEqual(
+        supersetPolicy(
+          sinks.map((s) => s.policy),
+          { groupWildcard: false, exclude: OWN_TRAFFIC },
+        ),
+      );
       expect(run.stdout).toContain(
         `# Superset of the policies of: ${sinks.map((s) => s.key).join(', ')}\n`,
       );
@@ -388,6 +396,7 @@ describe('the superset policy', () => {
     );
     expect(loadPolicy(text).policy).toEqual({
       rules: [
+        ...OWN_TRAFFIC,
         { level: 'None', resources: [{ group: '', resources: ['events'] }] },
         { level: 'RequestResponse', verbs: ['update', 'patch'] },
         { level: 'Request', namespaces: ['shop'] },
@@ -415,7 +424,7 @@ describe('the superset policy', () => {
       expect(loadPolicy(text).policy).toEqual(
         supersetPolicy(
           sinks.map((s) => s.policy),
-          { groupWildcard: true },
+          { groupWildcard: true, exclude: OWN_TRAFFIC },
         ),
       );
       expect(text).toContain('- group: "*"');
@@ -436,11 +445,55 @@ describe('the superset policy', () => {
       expect(run.code).toBe(0);
       const sinks = await sinksOf(wildcardManifests);
       expect(loadPolicy(printedDocuments(run).policy).policy).toEqual(
-        supersetPolicy(sinks.map((s) => s.policy)),
+        supersetPolicy(
+          sinks.map((s) => s.policy),
+          { groupWildcard: false, exclude: OWN_TRAFFIC },
+        ),
       );
       expect(run.stdout).toContain('widened');
     },
   );
+
+  it("leaves out the operator's own Lease renewals and status patches, and says so", async () => {
+    const run = await cli(['apiserver-config', '-f', EXAMPLES, ...credentials()]);
+    expect(run.code).toBe(0);
+    const user = 'system:serviceaccount:kube-audit:kube-audit-operator';
+    expect(run.stdout).toContain(
+      `# The first rules leave out the Lease renewals and status patches of ${user} (--operator-user).\n`,
+    );
+    const superset = compilePolicy(loadPolicy(printedDocuments(run).policy).policy);
+    const decide = (username: string, verb: string, resource: string, namespace: string) =>
+      evaluatePolicy(superset, {
+        user: { name: username, groups: ['system:serviceaccounts'] },
+        verb,
+        resourceRequest: true,
+        apiGroup: resource === 'leases' ? 'coordination.k8s.io' : 'kube-audit.dev',
+        resource: resource.split('/')[0] as string,
+        subresource: resource.split('/')[1] ?? '',
+        namespace,
+        name: 'x',
+        path: '',
+      }).level;
+    expect(decide(user, 'update', 'leases', 'kube-audit')).toBe('None');
+    expect(decide(user, 'get', 'leases', 'kube-audit')).toBe('None');
+    expect(decide(user, 'patch', 'auditpipelines/status', 'shop')).toBe('None');
+    // Everything else of the operator, and the same calls by anyone else, as the sinks ask.
+    expect(decide(user, 'create', 'leases', 'kube-audit')).not.toBe('None');
+    expect(decide(user, 'update', 'leases', 'shop')).not.toBe('None');
+    expect(decide('alice', 'update', 'leases', 'kube-audit')).not.toBe('None');
+    expect(decide(user, 'patch', 'auditpipelines', 'shop')).not.toBe('None');
+  });
+
+  it.each([
+    ['another identity', ['--operator-user', 'kube-audit-operator'], 'kube-audit-operator'],
+    ['none, keeping all of its traffic', ['--operator-user', ''], undefined],
+  ])('takes --operator-user: %s', async (_name, flag, user) => {
+    const run = await cli(['apiserver-config', '-f', EXAMPLES, ...credentials(), ...flag]);
+    expect(run.code).toBe(0);
+    const { rules } = loadPolicy(printedDocuments(run).policy).policy;
+    const own = rules.filter((r) => r.users !== undefined);
+    expect(own).toEqual(user === undefined ? [] : ownTrafficRules(user, 'kube-audit'));
+  });
 
   it('says nothing about widening when no sink uses group "*"', async () => {
     const run = await cli(['apiserver-config', '-f', manifests, ...credentials()]);

@@ -12,6 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
+import { parseAuditLogLine } from '../../../src/audit/parse.ts';
 import type { AuditEvent } from '../../../src/audit/types.ts';
 import { type ControlPlane, startControlPlane } from '../../harness/controlplane.ts';
 import { freePort, type InfluxServer, startInfluxd } from '../../harness/influxd.ts';
@@ -137,6 +138,8 @@ beforeAll(async () => {
     `--ca-file=${join(dir, 'ca.crt')}`,
     `--token-file=${tokenFile}`,
     `--output-dir=${generated}`,
+    // The harness's user the operator runs as (in a cluster, its ServiceAccount).
+    '--operator-user=kube-audit-operator',
   ]);
   const cp = await startControlPlane({
     extraApiserverArgs: [
@@ -570,6 +573,26 @@ describe('the operator against a real kube-apiserver', () => {
       const id = events.find((e) => e.objectRef?.name === name && e.verb === 'create')?.auditID;
       expect([...created].filter((k) => k.startsWith(`${id}/ResponseComplete`))).toHaveLength(1);
     }
+  });
+
+  it("keeps the operator's own Lease renewals and status patches out of the apiserver's audit trail, and nothing else of it", async () => {
+    const operator = env.cp.users.operator.name;
+    const own = (await readFile(env.auditLog, 'utf8'))
+      .split('\n')
+      .filter((line) => line.trim() !== '')
+      .map((line) => parseAuditLogLine(line))
+      .filter((e) => e.user.username === operator);
+    const what = (e: AuditEvent) =>
+      `${e.verb} ${e.objectRef?.resource ?? e.requestURI}${e.objectRef?.subresource === undefined ? '' : `/${e.objectRef.subresource}`}`;
+    const seen = new Set(own.map(what));
+    // It leads and writes status throughout the file, yet none of that was recorded...
+    expect(seen).not.toContain('update leases');
+    expect(seen).not.toContain('get leases');
+    expect(seen).not.toContain('patch auditpipelines/status');
+    expect(seen).not.toContain('patch auditsinks/status');
+    // ...while its other calls were, as the sinks' policies ask.
+    expect(seen).toContain('watch auditpipelines');
+    expect(seen).toContain('create events');
   });
 
   it('never logs a token', () => {

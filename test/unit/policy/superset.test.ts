@@ -43,6 +43,35 @@ describe('superset policy', () => {
     expect(supersetPolicy([a, b]).rules).toEqual([...kubeSystemNoise, { level: 'Request' }]);
   });
 
+  it('puts the excluded requests first, before the None rules every policy shares, once each', () => {
+    const exclude: PolicyRule[] = [
+      { level: 'None', users: ['operator'], verbs: ['update'], resources: [{ group: 'x' }] },
+    ];
+    const a: Policy = { rules: [...kubeSystemNoise, { level: 'Metadata' }] };
+    const b: Policy = {
+      rules: [...kubeSystemNoise, exclude[0] as PolicyRule, { level: 'Request' }],
+    };
+    expect(supersetPolicy([a, b], { groupWildcard: false, exclude }).rules).toEqual([
+      ...exclude,
+      ...kubeSystemNoise,
+      { level: 'Request' },
+    ]);
+    const superset = compilePolicy(supersetPolicy([a, b], { groupWildcard: false, exclude }));
+    const request: RequestAttributes = {
+      user: { name: 'operator', groups: [] },
+      verb: 'update',
+      resourceRequest: true,
+      namespace: 'ns',
+      apiGroup: 'x',
+      resource: 'things',
+      subresource: '',
+      name: 'n',
+      path: '/apis/x/v1/namespaces/ns/things/n',
+    };
+    expect(evaluatePolicy(superset, request).level).toBe('None');
+    expect(evaluatePolicy(superset, { ...request, verb: 'create' }).level).toBe('Request');
+  });
+
   it('drops a None rule that only some policies have', () => {
     const a: Policy = { rules: [{ level: 'None', users: ['bob'] }, { level: 'Metadata' }] };
     const b: Policy = { rules: [{ level: 'Metadata', users: ['bob'] }] };
