@@ -8,6 +8,7 @@ import type { Logger } from '../telemetry/logger.ts';
 import { type KubeApi, statusOf } from './kube.ts';
 import {
   type ClusterSnapshot,
+  EMPTY_TOTALS,
   foldTotals,
   type ReplicaReport,
   type ResourceIdentity,
@@ -15,7 +16,13 @@ import {
   type StatusTotals,
   sumResource,
 } from './reports.ts';
-import { listStatusParts, readReport, statusPart, totalsName } from './reporter.ts';
+import {
+  listStatusParts,
+  readReport,
+  type StatusParts,
+  statusPart,
+  totalsName,
+} from './reporter.ts';
 
 /** What the tally needs. */
 export interface TallyOptions {
@@ -55,14 +62,26 @@ export class ClusterTally {
 
   /**
    * Lists slots and totals, folds gone incarnations into the totals (written only when they
-   * change), and returns the sums. Rejects when the list fails: a pass without it would show
-   * only this replica's counts.
+   * change), and returns the sums. When the list fails (RBAC of an older release, say) the sums
+   * are this replica's own, folding nothing: conditions stay current, and status counters hold
+   * (they never go backwards) until the list works again.
    */
   async pass(resources: readonly ResourceIdentity[]): Promise<Tally> {
     const { api, namespace, lease, log, expiryMs } = this.#options;
-    const parts = await listStatusParts(api, namespace, lease, log);
     const now = this.#now();
     const own = { report: this.#options.own() };
+    let parts: StatusParts;
+    try {
+      parts = await listStatusParts(api, namespace, lease, log);
+    } catch (err) {
+      log.warn({ err }, 'replica reports not listed; status shows this replica only');
+      const alone: Slot[] = [
+        { name: '', resourceVersion: '', report: own.report, observedAt: now },
+      ];
+      return {
+        snapshot: (resource) => sumResource(resource, EMPTY_TOTALS, alone, now, expiryMs),
+      };
+    }
     const slots: Slot[] = [];
     const seen = new Set<string>();
     let ownListed = false;
