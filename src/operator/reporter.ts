@@ -225,6 +225,8 @@ export class ReplicaReporter {
       this.#wrote(written, absolute, sinks);
     } catch (err) {
       await this.#failed(err, absolute);
+      // The last report must land: in a slot of its own, if this one was lost.
+      if (final && this.#slot === undefined) await this.#claim(this.#absolute(), true);
     }
   }
 
