@@ -205,7 +205,9 @@ export class ReplicaReporter {
       final ||
       this.#slot === undefined ||
       sinks !== this.#lastSinks ||
-      now - this.#lastWriteAt >= this.#options.heartbeatMs;
+      // Half an interval early: the timer ticks a little less than a heartbeat after the write
+      // that set lastWriteAt, and waiting for the tick after would stretch the heartbeat by one.
+      now - this.#lastWriteAt >= this.#options.heartbeatMs - this.#options.intervalMs / 2;
     if (!due) return;
     if (this.#slot === undefined) {
       await this.#claim(absolute, final);
