@@ -26,6 +26,7 @@ import { ClusterTally } from './tally.ts';
  * for a replica that is gone: one late write or a slow apiserver is not a death (ADR 0013).
  */
 export const REPORT_HEARTBEAT_INTERVALS = 4;
+/** Heartbeats without a write after which the leader takes a replica for gone. */
 export const REPORT_EXPIRY_HEARTBEATS = 3;
 
 /** A running operator. */
