@@ -51,6 +51,19 @@ export interface SecretObject extends KubernetesObject {
   stringData?: Record<string, string>;
 }
 
+/** A ConfigMap as the operator reads and writes it: its status reports and totals. */
+export interface ConfigMapObject {
+  apiVersion?: string;
+  kind?: string;
+  metadata: {
+    name: string;
+    namespace: string;
+    resourceVersion?: string;
+    labels?: Record<string, string>;
+  };
+  data?: Record<string, string>;
+}
+
 /** One Kubernetes Event about an object (core/v1). */
 export interface EventRecord {
   readonly involved: {
@@ -317,6 +330,40 @@ export class KubeApi {
     return (await call('update Lease', () =>
       this.#custom.replaceNamespacedCustomObject({ ...LEASES, namespace, name, body: lease }),
     )) as Lease;
+  }
+
+  /** The ConfigMaps of a namespace that carry `labelSelector`, listed once. */
+  async listConfigMaps(namespace: string, labelSelector: string): Promise<ConfigMapObject[]> {
+    const list = await call('list ConfigMaps', () =>
+      this.#core.listNamespacedConfigMap({ namespace, labelSelector }),
+    );
+    return list.items as ConfigMapObject[];
+  }
+
+  /** Creates a ConfigMap; rejects with 409 when one of that name exists. */
+  async createConfigMap(body: ConfigMapObject): Promise<ConfigMapObject> {
+    const { namespace } = body.metadata;
+    return (await call('create ConfigMap', () =>
+      this.#core.createNamespacedConfigMap({
+        namespace,
+        body: { apiVersion: 'v1', kind: 'ConfigMap', ...body },
+      }),
+    )) as ConfigMapObject;
+  }
+
+  /**
+   * Replaces a ConfigMap; with `metadata.resourceVersion`, only if it is still that version
+   * (409 otherwise); 404 when it is gone.
+   */
+  async replaceConfigMap(body: ConfigMapObject): Promise<ConfigMapObject> {
+    const { namespace, name } = body.metadata;
+    return (await call('update ConfigMap', () =>
+      this.#core.replaceNamespacedConfigMap({
+        namespace,
+        name,
+        body: { apiVersion: 'v1', kind: 'ConfigMap', ...body },
+      }),
+    )) as ConfigMapObject;
   }
 
   /** Whether the apiserver serves the removed `auditregistration.k8s.io/v1alpha1` API. */

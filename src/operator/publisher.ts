@@ -1,14 +1,22 @@
 /**
  * Publishes status (SPEC 2.4) and Events: only while this replica leads, at most once per
- * interval per resource, and only when something changed. A condition that turns False becomes a
- * Warning Event on the resource; recovery becomes a Normal one.
+ * interval per resource, and only when something changed. Counters and destination health are
+ * summed across every replica's report (ADR 0013) and never go backwards. A condition that turns
+ * False becomes a Warning Event on the resource; recovery becomes a Normal one.
  */
-import type { SinkRegistry } from '../sinks/registry.ts';
 import { sinkKey } from '../sinks/types.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { ResourceState, SinkController } from './controller.ts';
 import { GROUP, type KubeApi, statusOf, VERSION } from './kube.ts';
-import { buildStatus, changedConditions, type Condition } from './status.ts';
+import type { ResourceIdentity } from './reports.ts';
+import {
+  buildStatus,
+  changedConditions,
+  type Condition,
+  neverBackwards,
+  type ResourceStatus,
+} from './status.ts';
+import type { ClusterTally, Tally } from './tally.ts';
 
 /** The reporting component of our Events. */
 export const EVENT_COMPONENT = 'kube-audit-operator';
@@ -17,7 +25,8 @@ export const EVENT_COMPONENT = 'kube-audit-operator';
 export interface PublisherOptions {
   readonly api: KubeApi;
   readonly controller: SinkController;
-  readonly registry: SinkRegistry;
+  /** Every replica's counts and destination health. */
+  readonly tally: Pick<ClusterTally, 'pass' | 'reset'>;
   readonly log: Logger;
   readonly intervalMs: number;
   readonly leading: () => boolean;
@@ -28,7 +37,10 @@ export interface PublisherOptions {
 export class StatusPublisher {
   readonly #options: PublisherOptions;
   // What this replica last wrote, per resource key: unchanged status is not written again.
-  readonly #written = new Map<string, { json: string; conditions: readonly Condition[] }>();
+  readonly #written = new Map<
+    string,
+    { json: string; uid: string | undefined; status: ResourceStatus }
+  >();
   #timer: NodeJS.Timeout | undefined;
   #running: Promise<void> = Promise.resolve();
   #stopped = false;
@@ -51,9 +63,10 @@ export class StatusPublisher {
     clearInterval(this.#timer);
   }
 
-  /** Forgets what was written, so a new leader writes everything once. */
+  /** Forgets what was written and which reports were seen when, so a new leader starts afresh. */
   reset(): void {
     this.#written.clear();
+    this.#options.tally.reset();
   }
 
   /** Publishes every resource's status now (if leading and not stopped); one pass at a time. */
@@ -83,12 +96,17 @@ export class StatusPublisher {
   async #publishAll(final: boolean): Promise<void> {
     if (!this.#options.leading()) return;
     const states = this.#options.controller.states();
+    const resources: ResourceIdentity[] = states.flatMap((s) => {
+      const uid = s.object.metadata?.uid;
+      return uid === undefined ? [] : [{ key: keyOf(s), uid }];
+    });
+    const tally = await this.#options.tally.pass(resources);
     const live = new Set<string>();
     for (const state of states) {
       const key = keyOf(state);
       live.add(key);
       try {
-        await this.#publishOne(key, state, final);
+        await this.#publishOne(key, state, final, tally);
       } catch (err) {
         // Deleted meanwhile: the next pass no longer sees it.
         if (statusOf(err) !== 404) this.#options.log.warn({ err, key }, 'status not written');
@@ -97,10 +115,19 @@ export class StatusPublisher {
     for (const key of this.#written.keys()) if (!live.has(key)) this.#written.delete(key);
   }
 
-  async #publishOne(key: string, state: ResourceState, final: boolean): Promise<void> {
-    const { controller, registry } = this.#options;
+  async #publishOne(
+    key: string,
+    state: ResourceState,
+    final: boolean,
+    tally: Tally,
+  ): Promise<void> {
+    const { controller } = this.#options;
     const sink = state.sink;
-    const previous = this.#written.get(key)?.conditions ?? conditionsOf(state.object.status);
+    const uid = state.object.metadata?.uid;
+    // What this replica wrote, or else (a new leader) what the resource shows.
+    const mine = this.#written.get(key);
+    const shown: unknown = mine?.uid === uid ? mine?.status : state.object.status;
+    const previous = conditionsOf(shown);
     const built = buildStatus(
       {
         generation: state.generation,
@@ -112,18 +139,20 @@ export class StatusPublisher {
           sink?.receiver?.port !== undefined && controller.endpoint(sink) === undefined
             ? `the dedicated listener on port ${sink.receiver.port} is not running (see the operator log)`
             : undefined,
-        snapshot: sink === undefined ? undefined : registry.status(sink.key),
+        snapshot:
+          sink === undefined || uid === undefined ? undefined : tally.snapshot({ key, uid }),
       },
       previous,
       this.#options.now?.() ?? new Date(),
     );
-    const status = final && previous.length > 0 ? { ...built, conditions: previous } : built;
+    const held = neverBackwards(built, shown);
+    const status = final && previous.length > 0 ? { ...held, conditions: previous } : held;
     const json = JSON.stringify(status);
-    if (this.#written.get(key)?.json === json) return;
+    if (mine?.uid === uid && mine?.json === json) return;
     const name = state.object.metadata?.name ?? '';
     const namespace = state.object.metadata?.namespace ?? '';
     await this.#options.api.patchStatus(state.kind, namespace, name, status);
-    this.#written.set(key, { json, conditions: status.conditions });
+    this.#written.set(key, { json, uid, status });
     if (!final) await this.#recordEvents(state, previous, status.conditions);
   }
 

@@ -1,7 +1,8 @@
 /**
  * `kube-audit-operator run`: the data plane fed by the cluster. Every replica watches the
- * resources and serves every sink; the replica holding the Lease writes status and Events, and
- * registers native AuditSinks where the apiserver still serves them.
+ * resources, serves every sink and publishes its counts; the replica holding the Lease sums them
+ * into status, writes Events, and registers native AuditSinks where the apiserver still serves
+ * them.
  */
 import { randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
@@ -16,6 +17,17 @@ import { KubeApi, loadKubeConfig } from './kube.ts';
 import { LeaderElector } from './leader.ts';
 import { NativeSinks } from './native.ts';
 import { StatusPublisher } from './publisher.ts';
+import { ReplicaReporter } from './reporter.ts';
+import { ClusterTally } from './tally.ts';
+
+/**
+ * A replica writes its report at least every this many status intervals, changed or not (20 s
+ * at the default 5 s), and the leader takes a report not renewed for three heartbeats (60 s)
+ * for a replica that is gone: one late write or a slow apiserver is not a death (ADR 0013).
+ */
+export const REPORT_HEARTBEAT_INTERVALS = 4;
+/** Heartbeats without a write after which the leader takes a replica for gone. */
+export const REPORT_EXPIRY_HEARTBEATS = 3;
 
 /** A running operator. */
 export interface Operator {
@@ -30,6 +42,12 @@ export interface Operator {
 
 /** Starts the operator; resolves once the resources are listed and applied and readiness is on. */
 export async function startOperator(settings: Settings, log: Logger): Promise<Operator> {
+  // It also labels the replicas' reports (ADR 0013), and a label value has at most 63 characters.
+  if (!/^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$/.test(settings.leaseName)) {
+    throw new Error(
+      `--lease-name ${JSON.stringify(settings.leaseName)}: must be at most 63 lowercase letters, digits, '-' or '.', starting and ending with a letter or digit`,
+    );
+  }
   const api = new KubeApi(loadKubeConfig(settings.kubeconfig));
   const sinkSettings: SinkSettings = {
     clusterWideNamespaces: settings.clusterWideNamespaces,
@@ -78,12 +96,32 @@ export async function startOperator(settings: Settings, log: Logger): Promise<Op
     ...(nativeSinks === undefined ? {} : { onSinksChanged: (s) => nativeSinks.sync(s) }),
   });
   secrets = () => controller.secrets();
+  const intervalMs = settings.statusIntervalSeconds * 1000;
+  const heartbeatMs = intervalMs * REPORT_HEARTBEAT_INTERVALS;
+  const reporter = new ReplicaReporter({
+    api,
+    namespace: settings.namespace,
+    lease: settings.leaseName,
+    replica: hostname(),
+    states: () => controller.states(),
+    registry: plane.registry,
+    log,
+    intervalMs,
+    heartbeatMs,
+  });
   const publisher = new StatusPublisher({
     api,
     controller,
-    registry: plane.registry,
+    tally: new ClusterTally({
+      api,
+      namespace: settings.namespace,
+      lease: settings.leaseName,
+      log,
+      expiryMs: heartbeatMs * REPORT_EXPIRY_HEARTBEATS,
+      own: () => reporter.current(),
+    }),
     log,
-    intervalMs: settings.statusIntervalSeconds * 1000,
+    intervalMs,
     leading: () => leading,
   });
   const elector = new LeaderElector(api, {
@@ -108,6 +146,7 @@ export async function startOperator(settings: Settings, log: Logger): Promise<Op
     await plane.shutdown();
     throw err;
   }
+  reporter.start();
   elector.start();
   publisher.start();
   plane.setReady(true);
@@ -123,10 +162,13 @@ export async function startOperator(settings: Settings, log: Logger): Promise<Op
     async shutdown() {
       plane.setReady(false);
       // Acknowledged events first: stop watching and drain the queues within the grace period;
-      // only then the final status, and the Lease last, each API call bounded by its deadline.
+      // only then the final report and status, and the Lease last, each API call bounded by its
+      // deadline.
       await controller.stop();
       await plane.shutdown();
+      reporter.stop();
       publisher.stop();
+      await reporter.publishFinal();
       await publisher.flush();
       await nativeSinks?.stop();
       await elector.stop();

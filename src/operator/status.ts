@@ -4,6 +4,7 @@
  * its `lastTransitionTime` while its status does not change.
  */
 import type { DestinationState, SinkStatusSnapshot } from '../sinks/status.ts';
+import type { ClusterDestination, ClusterSnapshot } from './reports.ts';
 
 /** The condition types, in the order `kubectl describe` shows them. */
 export const CONDITION_TYPES = [
@@ -55,8 +56,11 @@ export interface SinkObservation {
   readonly endpoint: string | undefined;
   /** A dedicated listener asked for but not running, with why. */
   readonly receiverProblem: string | undefined;
-  /** The sink's counters and destination states; undefined before the sink started. */
-  readonly snapshot: SinkStatusSnapshot | undefined;
+  /**
+   * The sink's counters and destination states, summed across replicas (ADR 0013) or one
+   * replica's own; undefined before the sink started.
+   */
+  readonly snapshot: ClusterSnapshot | SinkStatusSnapshot | undefined;
 }
 
 type Verdict = Pick<Condition, 'status' | 'reason' | 'message'>;
@@ -189,12 +193,56 @@ function destinationVerdict(o: SinkObservation): Verdict {
   const failing = states.filter(([, s]) => !s.ready && s.reason !== 'Pending');
   if (failing.length > 0) {
     const [kind, state] = failing[0] as [string, DestinationState];
-    return { status: 'False', reason: state.reason, message: `${kind}: ${state.message}` };
+    return {
+      status: 'False',
+      reason: state.reason,
+      message: `${kind}: ${state.message}${where(state, o.snapshot)}`,
+    };
   }
   if (states.some(([, s]) => s.reason === 'Delivered')) {
     return { status: 'True', reason: 'Delivered', message: 'the last write succeeded' };
   }
   return { status: 'True', reason: 'Pending', message: 'no write has been needed yet' };
+}
+
+// Which replicas fail, when the states are summed across replicas.
+function where(state: DestinationState, snapshot: SinkObservation['snapshot']): string {
+  const failingOn = (state as Partial<ClusterDestination>).failingOn;
+  const replicas = (snapshot as Partial<ClusterSnapshot> | undefined)?.replicas;
+  if (failingOn === undefined || failingOn.length === 0 || replicas === undefined) return '';
+  const names = failingOn.join(', ');
+  return ` (on ${failingOn.length} of ${replicas} ${replicas === 1 ? 'replica' : 'replicas'}: ${names})`;
+}
+
+/**
+ * The status with counters and `lastEventTime` no lower than `shown` (the status as last
+ * written): a new leader's sums may lag what the previous one wrote, and status must not go
+ * backwards.
+ */
+export function neverBackwards(status: ResourceStatus, shown: unknown): ResourceStatus {
+  if (typeof shown !== 'object' || shown === null) return status;
+  const before = shown as Partial<Record<string, unknown>>;
+  const num = (v: unknown): number => (typeof v === 'number' && Number.isFinite(v) ? v : 0);
+  const dropped = (before.dropped ?? {}) as Partial<Record<string, unknown>>;
+  const last = typeof before.lastEventTime === 'string' ? before.lastEventTime : undefined;
+  const lastEventTime =
+    last !== undefined &&
+    (status.lastEventTime === undefined || Date.parse(last) > Date.parse(status.lastEventTime))
+      ? last
+      : status.lastEventTime;
+  return {
+    ...status,
+    received: Math.max(status.received, num(before.received)),
+    dropped: {
+      policy: Math.max(status.dropped.policy, num(dropped.policy)),
+      namespace: Math.max(status.dropped.namespace, num(dropped.namespace)),
+      overflow: Math.max(status.dropped.overflow, num(dropped.overflow)),
+      rejected: Math.max(status.dropped.rejected, num(dropped.rejected)),
+    },
+    written: Math.max(status.written, num(before.written)),
+    failed: Math.max(status.failed, num(before.failed)),
+    ...(lastEventTime === undefined ? {} : { lastEventTime }),
+  };
 }
 
 /** Whether two statuses differ in anything but counters and times, i.e. worth an Event. */

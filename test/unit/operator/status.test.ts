@@ -230,6 +230,26 @@ describe('conditions', () => {
     );
   });
 
+  it('names the replicas a destination fails on, and of how many, when summed across replicas', () => {
+    const failing = {
+      ...destination('UNAUTHORIZED', '401 unauthorized access'),
+      failingOn: ['kao-7d9f-q8'],
+    };
+    const { conditions } = buildStatus(
+      observation({
+        snapshot: { ...snapshot({ destinations: { influxdb: failing } }), replicas: 2 },
+      }),
+      [],
+      NOW,
+    );
+    expect(conditionOf(conditions, 'DestinationReady')).toMatchObject({
+      status: 'False',
+      reason: 'UNAUTHORIZED',
+      message: 'influxdb: 401 unauthorized access (on 1 of 2 replicas: kao-7d9f-q8)',
+    });
+    expect(conditionOf(conditions, 'Ready').status).toBe('False');
+  });
+
   it('says how many events arrived at too low a level, and what to do about it', () => {
     const { conditions } = buildStatus(
       observation({ snapshot: snapshot({ captureInsufficient: 7 }) }),
