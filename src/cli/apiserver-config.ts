@@ -74,7 +74,7 @@ export function registerApiserverConfigCommand(program: Command, io: CommandIO):
     )
     .option(
       '--operator-user <user>',
-      'the operator\'s identity, whose Lease renewals and status patches the policy leaves out (default: system:serviceaccount:<namespace>:kube-audit-operator; "" keeps them)',
+      'the operator\'s identity, whose Lease renewals, replica reports and status patches the policy leaves out (default: system:serviceaccount:<namespace>:kube-audit-operator; "" keeps them)',
     )
     .option(
       '-o, --output-dir <dir>',
@@ -97,7 +97,7 @@ export function registerApiserverConfigCommand(program: Command, io: CommandIO):
       const own =
         exclude.length === 0
           ? ''
-          : `# The first rules leave out the Lease renewals and status patches of ${operatorUser} (--operator-user).\n`;
+          : `# The first rules leave out the Lease renewals, replica reports and status patches of ${operatorUser} (--operator-user).\n`;
       const policyText = `# Superset of the policies of: ${sinks.map((s) => s.key).join(', ') || '(no sinks)'}\n${own}${widened}${stringify(policy)}`;
       if (flags.outputDir === undefined) {
         io.stdout.write(

@@ -13,9 +13,9 @@ export function defaultOperatorUser(namespace: string): string {
 }
 
 /**
- * None rules for `user`'s Lease reads and renewals in `namespace` and its status patches of
- * AuditSinks and AuditPipelines. What else it does (creating the Lease once, Events, list and
- * watch) stays audited.
+ * None rules for `user`'s Lease reads and renewals and its replica reports in `namespace`, and its
+ * status patches of AuditSinks and AuditPipelines. What else it does (creating the Lease and the
+ * reports once, Events, list and watch of sinks and Secrets) stays audited.
  */
 export function ownTrafficRules(user: string, namespace: string): PolicyRule[] {
   return [
@@ -25,6 +25,14 @@ export function ownTrafficRules(user: string, namespace: string): PolicyRule[] {
       verbs: ['get', 'update'],
       namespaces: [namespace],
       resources: [{ group: 'coordination.k8s.io', resources: ['leases'] }],
+    },
+    // Each replica's report of its counts, and the leader's reading of them (ADR 0013).
+    {
+      level: 'None',
+      users: [user],
+      verbs: ['list', 'update'],
+      namespaces: [namespace],
+      resources: [{ group: '', resources: ['configmaps'] }],
     },
     {
       level: 'None',

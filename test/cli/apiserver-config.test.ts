@@ -459,15 +459,20 @@ describe('the superset policy', () => {
     expect(run.code).toBe(0);
     const user = 'system:serviceaccount:kube-audit:kube-audit-operator';
     expect(run.stdout).toContain(
-      `# The first rules leave out the Lease renewals and status patches of ${user} (--operator-user).\n`,
+      `# The first rules leave out the Lease renewals, replica reports and status patches of ${user} (--operator-user).\n`,
     );
     const superset = compilePolicy(loadPolicy(printedDocuments(run).policy).policy);
+    const API_GROUPS: Record<string, string> = {
+      leases: 'coordination.k8s.io',
+      auditpipelines: 'kube-audit.dev',
+      configmaps: '',
+    };
     const decide = (username: string, verb: string, resource: string, namespace: string) =>
       evaluatePolicy(superset, {
         user: { name: username, groups: ['system:serviceaccounts'] },
         verb,
         resourceRequest: true,
-        apiGroup: resource === 'leases' ? 'coordination.k8s.io' : 'kube-audit.dev',
+        apiGroup: API_GROUPS[resource.split('/')[0] as string] ?? '',
         resource: resource.split('/')[0] as string,
         subresource: resource.split('/')[1] ?? '',
         namespace,
@@ -477,6 +482,8 @@ describe('the superset policy', () => {
     expect(decide(user, 'update', 'leases', 'kube-audit')).toBe('None');
     expect(decide(user, 'get', 'leases', 'kube-audit')).toBe('None');
     expect(decide(user, 'patch', 'auditpipelines/status', 'shop')).toBe('None');
+    expect(decide(user, 'update', 'configmaps', 'kube-audit')).toBe('None');
+    expect(decide(user, 'list', 'configmaps', 'kube-audit')).toBe('None');
     // Everything else of the operator, and the same calls by anyone else, as the sinks ask.
     expect(decide(user, 'create', 'leases', 'kube-audit')).not.toBe('None');
     expect(decide(user, 'update', 'leases', 'shop')).not.toBe('None');

@@ -17,18 +17,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import type { AuditEvent } from '../../../src/audit/types.ts';
 import { type ControlPlane, startControlPlane } from '../../harness/controlplane.ts';
-import {
-  freePort,
-  type InfluxServer,
-  recordedEvents,
-  startInfluxd,
-} from '../../harness/influxd.ts';
+import { freePort, type InfluxServer, startInfluxd } from '../../harness/influxd.ts';
 import {
   type OperatorProcess,
   operatorRunArgs,
   startOperatorProcess,
 } from '../../harness/operator.ts';
 import { TestPki } from '../../harness/pki.ts';
+import { movedToNow, recordedEvents } from '../../support/recorded.ts';
 import { grantedPermissions, OPERATOR_RBAC, requestsBy } from '../../support/rbac.ts';
 import { eventually } from '../../support/wait.ts';
 import { conditionOf, kubectlOk, postJson, type SinkStatus } from './kube.ts';
@@ -264,15 +260,13 @@ function events(count: number): AuditEvent[] {
     throw new Error('no recorded create configmap event');
   }
   return Array.from({ length: count }, () => {
-    const now = new Date().toISOString();
+    const [recent] = movedToNow([recorded]);
     const event: AuditEvent = {
-      ...recorded,
+      ...(recent as AuditEvent),
       auditID: randomUUID(),
       level: 'Metadata',
       objectRef: { ...ref, namespace: TENANT_NS },
       requestURI: `/api/v1/namespaces/${TENANT_NS}/configmaps`,
-      requestReceivedTimestamp: now,
-      stageTimestamp: now,
     };
     delete event.requestObject;
     delete event.responseObject;
