@@ -2,7 +2,7 @@
  * The operator's settings: one schema, each default documented beside its field, validated once at
  * start with every bad field named, then frozen. Flags and environment variables both feed it.
  */
-import { isLoopbackHost } from '../receiver/options.ts';
+import { isLoopbackHost, RECEIVER_DEFAULTS } from '../receiver/options.ts';
 import { LOG_LEVELS, type LogLevel } from '../telemetry/logger.ts';
 
 /** Validated, frozen settings of `standalone` (and, later, `run`). */
@@ -29,6 +29,13 @@ export interface Settings {
   readonly allowSecretPayloads: boolean;
   /** Time to drain queues on SIGTERM before exiting. */
   readonly shutdownGraceSeconds: number;
+  /**
+   * Receivers close a connection after this many requests, so that kube-proxy spreads the
+   * apiserver's webhook over the replicas; 0: no limit.
+   */
+  readonly maxRequestsPerConnection: number;
+  /** Receivers close a connection at its first answer after this age (±10 %); 0: no limit. */
+  readonly maxConnectionAgeSeconds: number;
   readonly logLevel: LogLevel;
   /** `run`: a kubeconfig file; absent means the pod's service account (in cluster). */
   readonly kubeconfig: string | undefined;
@@ -67,6 +74,10 @@ export const SETTINGS_DEFAULTS = Object.freeze({
   allowSecretPayloads: false,
   /** 25 s: inside Kubernetes' default 30 s termination grace period, with room to exit. */
   shutdownGraceSeconds: 25,
+  /** The receiver's default; see RECEIVER_DEFAULTS for why. */
+  maxRequestsPerConnection: RECEIVER_DEFAULTS.maxRequestsPerConnection,
+  /** The receiver's default; see RECEIVER_DEFAULTS for why. */
+  maxConnectionAgeSeconds: RECEIVER_DEFAULTS.maxConnectionAgeMs / 1000,
   logLevel: 'info',
   /** 5 s: fresh enough for `kubectl get`, a few writes per minute per resource at most. */
   statusIntervalSeconds: 5,
@@ -172,6 +183,18 @@ export function validateSettings(
       SETTINGS_DEFAULTS.shutdownGraceSeconds,
       0,
       3600,
+    ),
+    maxRequestsPerConnection: int(
+      'maxRequestsPerConnection',
+      SETTINGS_DEFAULTS.maxRequestsPerConnection,
+      0,
+      1_000_000,
+    ),
+    maxConnectionAgeSeconds: int(
+      'maxConnectionAgeSeconds',
+      SETTINGS_DEFAULTS.maxConnectionAgeSeconds,
+      0,
+      86_400,
     ),
     logLevel: logLevel as LogLevel,
     kubeconfig: optionalStr('kubeconfig'),

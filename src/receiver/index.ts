@@ -1,6 +1,6 @@
 /**
  * The audit webhook receiver: HTTPS endpoints for the apiserver's audit webhook, authentication,
- * body limits and backpressure. The only module that imports fastify.
+ * body limits, backpressure and connection limits. The only module that imports fastify.
  */
 export {
   type AuthResult,

@@ -14,6 +14,7 @@ import type { Registry } from 'prom-client';
 import { AuditParseError, parseAuditPayload } from '../audit/parse.ts';
 import { sinkKey } from '../sinks/types.ts';
 import { authenticate, clientCertificateState, nativeSignatureMatches } from './auth.ts';
+import { ConnectionLimits } from './connections.ts';
 import { type ErrorBody, ReceiverError } from './errors.ts';
 import { type EndpointLabel, receiverMetrics } from './metrics.ts';
 import { type ReceiverOptions, validateReceiverOptions } from './options.ts';
@@ -78,6 +79,10 @@ export function createReceiverApp(
 ): ReceiverApp {
   const options = validateReceiverOptions(input);
   const metrics = receiverMetrics(registry);
+  const limits = new ConnectionLimits({
+    maxRequests: options.maxRequestsPerConnection,
+    maxAgeMs: options.maxConnectionAgeMs,
+  });
   let closing = false;
 
   const app = Fastify({
@@ -137,6 +142,22 @@ export function createReceiverApp(
       ),
     ),
   );
+
+  if (limits.enabled) {
+    app.addHook('onRequest', (request, _reply, done) => {
+      limits.arrived(request.raw.socket);
+      done();
+    });
+    // The answer that reaches a limit says so, and Node.js closes the connection once it is sent:
+    // the client opens a new one for its next request, which kube-proxy may send to another
+    // replica. Never a reset while a request is under way.
+    app.addHook('onSend', (request, reply, payload, done) => {
+      if (limits.closes(request.raw.socket, request.raw.complete)) {
+        reply.header('connection', 'close');
+      }
+      done(null, payload);
+    });
+  }
 
   app.addHook('onResponse', async (request, reply) => {
     const endpoint = endpointOf(request);

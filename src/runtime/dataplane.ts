@@ -18,7 +18,7 @@ import { type Sink, TAG_NAMES } from '../sinks/types.ts';
 import { openQueue } from '../spool/index.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import { SinkMetrics } from '../telemetry/metrics.ts';
-import { DedicatedListeners } from './listeners.ts';
+import { connectionLimits, DedicatedListeners } from './listeners.ts';
 import { secretNamespace, type SecretStore } from './secrets.ts';
 import { watchPaths } from './watch.ts';
 
@@ -113,6 +113,7 @@ export async function startDataPlane(
             }),
         tokens: () => tokens.current,
         readiness: () => ready,
+        ...connectionLimits(settings),
         log: (level: 'info' | 'warn' | 'error', bindings: object, message: string) => {
           log[level](bindings, message);
         },

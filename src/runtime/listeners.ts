@@ -18,6 +18,17 @@ import type { Sink } from '../sinks/types.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { SecretStore } from './secrets.ts';
 
+/** The receiver options of the connection limits, shared by every listener. */
+export function connectionLimits(settings: Settings): {
+  maxRequestsPerConnection: number;
+  maxConnectionAgeMs: number;
+} {
+  return {
+    maxRequestsPerConnection: settings.maxRequestsPerConnection,
+    maxConnectionAgeMs: settings.maxConnectionAgeSeconds * 1000,
+  };
+}
+
 interface Listener {
   readonly signature: string;
   readonly receiver: Receiver;
@@ -108,6 +119,7 @@ export class DedicatedListeners {
         ...(await this.#tls(sink)),
         tokens: this.#context.tokens,
         readiness: this.#context.readiness,
+        ...connectionLimits(settings),
         log: (level: 'info' | 'warn' | 'error', bindings: object, message: string) => {
           this.#context.log[level]({ ...bindings, sink: sink.key }, message);
         },

@@ -42,6 +42,8 @@ describe('settings defaults', () => {
       namespace: 'kube-audit',
       allowSecretPayloads: false,
       shutdownGraceSeconds: 25,
+      maxRequestsPerConnection: 100,
+      maxConnectionAgeSeconds: 60,
       logLevel: 'info',
       statusIntervalSeconds: 5,
       leaseName: 'kube-audit-operator',
@@ -64,6 +66,8 @@ describe('settings defaults', () => {
       clusterWideNamespaces: ['kube-audit'],
       allowSecretPayloads: false,
       shutdownGraceSeconds: 25,
+      maxRequestsPerConnection: 100,
+      maxConnectionAgeSeconds: 60,
       logLevel: 'info',
       kubeconfig: undefined,
       advertiseUrl: undefined,
@@ -118,6 +122,12 @@ describe('settings errors', () => {
     ['shutdownGraceSeconds', -1],
     ['shutdownGraceSeconds', 3601],
     ['shutdownGraceSeconds', '25s'],
+    ['maxRequestsPerConnection', -1],
+    ['maxRequestsPerConnection', 1.5],
+    ['maxRequestsPerConnection', 1_000_001],
+    ['maxConnectionAgeSeconds', -1],
+    ['maxConnectionAgeSeconds', '60s'],
+    ['maxConnectionAgeSeconds', 86_401],
     ['logLevel', 'verbose'],
     ['logLevel', 3],
   ] as const)('names %s when it is %j', (field, value) => {
@@ -271,6 +281,18 @@ describe('values as environment variables give them', () => {
     });
     expect(settings.spoolMaxBytes).toBe(2_097_152);
     expect(settings.shutdownGraceSeconds).toBe(0);
+  });
+
+  it('takes 0 as "no limit" for the connection limits', () => {
+    const settings = validateSettings({
+      insecure: true,
+      maxRequestsPerConnection: '0',
+      maxConnectionAgeSeconds: '0',
+    });
+    expect(settings).toMatchObject({
+      maxRequestsPerConnection: 0,
+      maxConnectionAgeSeconds: 0,
+    });
   });
 
   it('splits comma-separated lists and trims the names', () => {
