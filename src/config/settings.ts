@@ -2,6 +2,7 @@
  * The operator's settings: one schema, each default documented beside its field, validated once at
  * start with every bad field named, then frozen. Flags and environment variables both feed it.
  */
+import { ACCESS_CACHE_DEFAULTS } from '../receiver/metrics-access.ts';
 import { isLoopbackHost, RECEIVER_DEFAULTS } from '../receiver/options.ts';
 import { LOG_LEVELS, type LogLevel } from '../telemetry/logger.ts';
 
@@ -56,6 +57,10 @@ export interface Settings {
    * credentials of their own; native mode needs it.
    */
   readonly nativeKeyFile: string | undefined;
+  /** `run`: how long an allowed `/metrics` token is trusted without asking the apiserver again. */
+  readonly metricsAuthAllowTtlSeconds: number;
+  /** `run`: how long a refused `/metrics` token (unknown or not allowed) stays refused. */
+  readonly metricsAuthDenyTtlSeconds: number;
 }
 
 /** What the command line and environment supply; everything optional, strings as typed. */
@@ -83,6 +88,10 @@ export const SETTINGS_DEFAULTS = Object.freeze({
   statusIntervalSeconds: 5,
   leaseName: 'kube-audit-operator',
   nativeAuditSinks: 'auto',
+  /** The access cache's defaults; see ACCESS_CACHE_DEFAULTS for why. */
+  metricsAuthAllowTtlSeconds: ACCESS_CACHE_DEFAULTS.allowTtlMs / 1000,
+  /** The access cache's defaults; see ACCESS_CACHE_DEFAULTS for why. */
+  metricsAuthDenyTtlSeconds: ACCESS_CACHE_DEFAULTS.denyTtlMs / 1000,
 });
 
 /** Settings that cannot be used; `problems` names every bad field. */
@@ -208,6 +217,18 @@ export function validateSettings(
     leaseName: str('leaseName', SETTINGS_DEFAULTS.leaseName),
     nativeAuditSinks: nativeMode === 'off' ? 'off' : 'auto',
     nativeKeyFile: optionalStr('nativeKeyFile'),
+    metricsAuthAllowTtlSeconds: int(
+      'metricsAuthAllowTtlSeconds',
+      SETTINGS_DEFAULTS.metricsAuthAllowTtlSeconds,
+      0,
+      3600,
+    ),
+    metricsAuthDenyTtlSeconds: int(
+      'metricsAuthDenyTtlSeconds',
+      SETTINGS_DEFAULTS.metricsAuthDenyTtlSeconds,
+      0,
+      3600,
+    ),
   };
   if (settings.advertiseUrl !== undefined && !isHttpUrl(settings.advertiseUrl)) {
     problems.push(

@@ -6,6 +6,7 @@ import { BlockList, isIP } from 'node:net';
 import { DEFAULT_PARSE_LIMITS, type ParseLimits } from '../audit/parse.ts';
 import { isRecord } from '../audit/types.ts';
 import { ReceiverOptionsError } from './errors.ts';
+import type { AccessDecision } from './metrics-access.ts';
 import type { ReceiverLogger } from './types.ts';
 
 /** PEM files of the serving certificate, and of the CA that signs accepted client certificates. */
@@ -43,6 +44,12 @@ export interface ReceiverOptions {
    * the apiserver calls without credentials; absent, those endpoints do not exist.
    */
   readonly nativeKey?: string;
+  /**
+   * Who may read `/metrics`: given, a bearer token decided by this function (a cached TokenReview
+   * and SubjectAccessReview in `run`); absent, the credentials the audit endpoints accept. Open
+   * only when `insecure`.
+   */
+  readonly metricsAccess?: (token: string) => Promise<AccessDecision>;
   /**
    * A connection is closed after this many requests (the last one answered with
    * `Connection: close`), so that a client holding one connection is rebalanced; 0: no limit.
@@ -103,6 +110,7 @@ const KNOWN_FIELDS = new Set<string>([
   'certificateCheckIntervalMs',
   'log',
   'nativeKey',
+  'metricsAccess',
   'maxRequestsPerConnection',
   'maxConnectionAgeMs',
 ]);
@@ -194,6 +202,11 @@ export function validateReceiverOptions(input: unknown): ReceiverOptions {
     add('nativeKey', 'expected a secret of at least 16 characters');
   }
 
+  const metricsAccess = input.metricsAccess;
+  if (metricsAccess !== undefined && typeof metricsAccess !== 'function') {
+    add('metricsAccess', `expected a function, got ${describe(metricsAccess)}`);
+  }
+
   const maxRequests = input.maxRequestsPerConnection ?? RECEIVER_DEFAULTS.maxRequestsPerConnection;
   if (!isIntegerIn(maxRequests, 0, Number.MAX_SAFE_INTEGER)) {
     add(
@@ -225,6 +238,9 @@ export function validateReceiverOptions(input: unknown): ReceiverOptions {
     certificateCheckIntervalMs: interval as number,
     ...(log === undefined ? {} : { log: log as ReceiverLogger }),
     ...(nativeKey === undefined ? {} : { nativeKey: nativeKey as string }),
+    ...(metricsAccess === undefined
+      ? {}
+      : { metricsAccess: metricsAccess as (token: string) => Promise<AccessDecision> }),
     maxRequestsPerConnection: maxRequests as number,
     maxConnectionAgeMs: maxAge as number,
   };

@@ -48,6 +48,8 @@ describe('settings defaults', () => {
       statusIntervalSeconds: 5,
       leaseName: 'kube-audit-operator',
       nativeAuditSinks: 'auto',
+      metricsAuthAllowTtlSeconds: 60,
+      metricsAuthDenyTtlSeconds: 10,
     });
     expect(Object.isFrozen(SETTINGS_DEFAULTS)).toBe(true);
   });
@@ -75,6 +77,8 @@ describe('settings defaults', () => {
       leaseName: 'kube-audit-operator',
       nativeAuditSinks: 'auto',
       nativeKeyFile: undefined,
+      metricsAuthAllowTtlSeconds: 60,
+      metricsAuthDenyTtlSeconds: 10,
     } satisfies Settings);
   });
 
@@ -128,6 +132,10 @@ describe('settings errors', () => {
     ['maxConnectionAgeSeconds', -1],
     ['maxConnectionAgeSeconds', '60s'],
     ['maxConnectionAgeSeconds', 86_401],
+    ['metricsAuthAllowTtlSeconds', -1],
+    ['metricsAuthAllowTtlSeconds', '1m'],
+    ['metricsAuthDenyTtlSeconds', 3601],
+    ['metricsAuthDenyTtlSeconds', 0.5],
     ['logLevel', 'verbose'],
     ['logLevel', 3],
   ] as const)('names %s when it is %j', (field, value) => {
@@ -283,15 +291,19 @@ describe('values as environment variables give them', () => {
     expect(settings.shutdownGraceSeconds).toBe(0);
   });
 
-  it('takes 0 as "no limit" for the connection limits', () => {
+  it('takes 0 as "no limit" for the connection limits and "no cache" for the /metrics decisions', () => {
     const settings = validateSettings({
       insecure: true,
       maxRequestsPerConnection: '0',
       maxConnectionAgeSeconds: '0',
+      metricsAuthAllowTtlSeconds: '0',
+      metricsAuthDenyTtlSeconds: '0',
     });
     expect(settings).toMatchObject({
       maxRequestsPerConnection: 0,
       maxConnectionAgeSeconds: 0,
+      metricsAuthAllowTtlSeconds: 0,
+      metricsAuthDenyTtlSeconds: 0,
     });
   });
 

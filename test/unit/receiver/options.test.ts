@@ -58,6 +58,8 @@ describe('receiver option defaults', () => {
     });
     expect(options.readiness()).toBe(true);
     expect(options.log).toBeUndefined();
+    // Without a review, /metrics takes the audit endpoints' credentials.
+    expect(options.metricsAccess).toBeUndefined();
   });
 
   it('returns a frozen result, nested objects included', () => {
@@ -93,6 +95,7 @@ describe('receiver option errors', () => {
       readiness: true,
       certificateCheckIntervalMs: 'often',
       log: 'stdout',
+      metricsAccess: 'prometheus',
       maxRequestsPerConnection: -1,
       maxConnectionAgeMs: 2 ** 31,
     });
@@ -108,6 +111,7 @@ describe('receiver option errors', () => {
       'readiness',
       'certificateCheckIntervalMs',
       'log',
+      'metricsAccess',
       'maxRequestsPerConnection',
       'maxConnectionAgeMs',
     ]);
