@@ -22,6 +22,8 @@ interface OperatorFlags extends ReceiverFlags {
   leaseName?: string;
   nativeAuditSinks?: string;
   nativeKeyFile?: string;
+  metricsAuthAllowTtlSeconds?: string;
+  metricsAuthDenyTtlSeconds?: string;
 }
 
 /** Adds the `run` command. */
@@ -73,6 +75,20 @@ export function registerRunCommand(program: Command): void {
           'KUBE_AUDIT_NATIVE_KEY_FILE',
           'secret key signing native AuditSink endpoints',
         ),
+      )
+      .addOption(
+        env(
+          '--metrics-auth-allow-ttl-seconds <n>',
+          'KUBE_AUDIT_METRICS_AUTH_ALLOW_TTL_SECONDS',
+          'how long an allowed /metrics token is trusted before it is reviewed again (default 60)',
+        ),
+      )
+      .addOption(
+        env(
+          '--metrics-auth-deny-ttl-seconds <n>',
+          'KUBE_AUDIT_METRICS_AUTH_DENY_TTL_SECONDS',
+          'how long a refused /metrics token stays refused (default 10)',
+        ),
       ),
   ).action(async (flags: OperatorFlags) => {
     const settings = settingsOrUsageError(operatorSettingsFromFlags(flags));
@@ -113,5 +129,7 @@ function operatorSettingsFromFlags(flags: OperatorFlags): SettingsInput {
   set('leaseName', flags.leaseName);
   set('nativeAuditSinks', flags.nativeAuditSinks);
   set('nativeKeyFile', flags.nativeKeyFile);
+  set('metricsAuthAllowTtlSeconds', flags.metricsAuthAllowTtlSeconds);
+  set('metricsAuthDenyTtlSeconds', flags.metricsAuthDenyTtlSeconds);
   return input;
 }

@@ -61,6 +61,20 @@ export function addReceiverOptions(command: Command): Command {
         'drain time on SIGTERM (default 25)',
       ),
     )
+    .addOption(
+      env(
+        '--max-requests-per-connection <n>',
+        'MAX_REQUESTS_PER_CONNECTION',
+        'close a connection after this many requests, 0: never (default 100)',
+      ),
+    )
+    .addOption(
+      env(
+        '--max-connection-age-seconds <n>',
+        'MAX_CONNECTION_AGE_SECONDS',
+        'close a connection at its first answer after this age ±10 %, 0: never (default 60)',
+      ),
+    )
     .addOption(env('--log-level <level>', 'LOG_LEVEL', 'fatal|error|warn|info|debug|trace|silent'));
 }
 
@@ -78,6 +92,8 @@ export interface ReceiverFlags {
   clusterWideNamespaces?: string;
   allowSecretPayloads?: boolean | string;
   shutdownGraceSeconds?: string;
+  maxRequestsPerConnection?: string;
+  maxConnectionAgeSeconds?: string;
   logLevel?: string;
 }
 
@@ -109,6 +125,8 @@ export function settingsFromFlags(flags: ReceiverFlags): SettingsInput {
   set('clusterWideNamespaces', flags.clusterWideNamespaces);
   set('allowSecretPayloads', flags.allowSecretPayloads);
   set('shutdownGraceSeconds', flags.shutdownGraceSeconds);
+  set('maxRequestsPerConnection', flags.maxRequestsPerConnection);
+  set('maxConnectionAgeSeconds', flags.maxConnectionAgeSeconds);
   set('logLevel', flags.logLevel);
   return input;
 }

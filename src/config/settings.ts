@@ -2,7 +2,8 @@
  * The operator's settings: one schema, each default documented beside its field, validated once at
  * start with every bad field named, then frozen. Flags and environment variables both feed it.
  */
-import { isLoopbackHost } from '../receiver/options.ts';
+import { ACCESS_CACHE_DEFAULTS } from '../receiver/metrics-access.ts';
+import { isLoopbackHost, RECEIVER_DEFAULTS } from '../receiver/options.ts';
 import { LOG_LEVELS, type LogLevel } from '../telemetry/logger.ts';
 
 /** Validated, frozen settings of `standalone` (and, later, `run`). */
@@ -29,6 +30,13 @@ export interface Settings {
   readonly allowSecretPayloads: boolean;
   /** Time to drain queues on SIGTERM before exiting. */
   readonly shutdownGraceSeconds: number;
+  /**
+   * Receivers close a connection after this many requests, so that kube-proxy spreads the
+   * apiserver's webhook over the replicas; 0: no limit.
+   */
+  readonly maxRequestsPerConnection: number;
+  /** Receivers close a connection at its first answer after this age (±10 %); 0: no limit. */
+  readonly maxConnectionAgeSeconds: number;
   readonly logLevel: LogLevel;
   /** `run`: a kubeconfig file; absent means the pod's service account (in cluster). */
   readonly kubeconfig: string | undefined;
@@ -49,6 +57,10 @@ export interface Settings {
    * credentials of their own; native mode needs it.
    */
   readonly nativeKeyFile: string | undefined;
+  /** `run`: how long an allowed `/metrics` token is trusted without asking the apiserver again. */
+  readonly metricsAuthAllowTtlSeconds: number;
+  /** `run`: how long a refused `/metrics` token (unknown or not allowed) stays refused. */
+  readonly metricsAuthDenyTtlSeconds: number;
 }
 
 /** What the command line and environment supply; everything optional, strings as typed. */
@@ -67,11 +79,19 @@ export const SETTINGS_DEFAULTS = Object.freeze({
   allowSecretPayloads: false,
   /** 25 s: inside Kubernetes' default 30 s termination grace period, with room to exit. */
   shutdownGraceSeconds: 25,
+  /** The receiver's default; see RECEIVER_DEFAULTS for why. */
+  maxRequestsPerConnection: RECEIVER_DEFAULTS.maxRequestsPerConnection,
+  /** The receiver's default; see RECEIVER_DEFAULTS for why. */
+  maxConnectionAgeSeconds: RECEIVER_DEFAULTS.maxConnectionAgeMs / 1000,
   logLevel: 'info',
   /** 5 s: fresh enough for `kubectl get`, a few writes per minute per resource at most. */
   statusIntervalSeconds: 5,
   leaseName: 'kube-audit-operator',
   nativeAuditSinks: 'auto',
+  /** The access cache's defaults; see ACCESS_CACHE_DEFAULTS for why. */
+  metricsAuthAllowTtlSeconds: ACCESS_CACHE_DEFAULTS.allowTtlMs / 1000,
+  /** The access cache's defaults; see ACCESS_CACHE_DEFAULTS for why. */
+  metricsAuthDenyTtlSeconds: ACCESS_CACHE_DEFAULTS.denyTtlMs / 1000,
 });
 
 /** Settings that cannot be used; `problems` names every bad field. */
@@ -173,6 +193,18 @@ export function validateSettings(
       0,
       3600,
     ),
+    maxRequestsPerConnection: int(
+      'maxRequestsPerConnection',
+      SETTINGS_DEFAULTS.maxRequestsPerConnection,
+      0,
+      1_000_000,
+    ),
+    maxConnectionAgeSeconds: int(
+      'maxConnectionAgeSeconds',
+      SETTINGS_DEFAULTS.maxConnectionAgeSeconds,
+      0,
+      86_400,
+    ),
     logLevel: logLevel as LogLevel,
     kubeconfig: optionalStr('kubeconfig'),
     advertiseUrl: optionalStr('advertiseUrl'),
@@ -185,6 +217,18 @@ export function validateSettings(
     leaseName: str('leaseName', SETTINGS_DEFAULTS.leaseName),
     nativeAuditSinks: nativeMode === 'off' ? 'off' : 'auto',
     nativeKeyFile: optionalStr('nativeKeyFile'),
+    metricsAuthAllowTtlSeconds: int(
+      'metricsAuthAllowTtlSeconds',
+      SETTINGS_DEFAULTS.metricsAuthAllowTtlSeconds,
+      0,
+      3600,
+    ),
+    metricsAuthDenyTtlSeconds: int(
+      'metricsAuthDenyTtlSeconds',
+      SETTINGS_DEFAULTS.metricsAuthDenyTtlSeconds,
+      0,
+      3600,
+    ),
   };
   if (settings.advertiseUrl !== undefined && !isHttpUrl(settings.advertiseUrl)) {
     problems.push(

@@ -114,7 +114,7 @@ export const API_CALL_TIMEOUT_MS = 10_000;
  * Runs an API call with a deadline, and rethrows client-node's ApiException as a
  * {@link KubeApiError}. A call past its deadline is abandoned, not cancelled.
  */
-async function call<T>(what: string, request: () => Promise<T>): Promise<T> {
+export async function call<T>(what: string, request: () => Promise<T>): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const deadline = new Promise<never>((_, reject) => {
     timer = setTimeout(() => {

@@ -12,6 +12,7 @@ import { type DataPlane, startDataPlane } from '../runtime/dataplane.ts';
 import type { SecretStore } from '../runtime/secrets.ts';
 import type { SinkSettings } from '../sinks/spec.ts';
 import type { Logger } from '../telemetry/logger.ts';
+import { metricsAccessReview } from './access-review.ts';
 import { SinkController } from './controller.ts';
 import { KubeApi, loadKubeConfig } from './kube.ts';
 import { LeaderElector } from './leader.ts';
@@ -63,6 +64,8 @@ export async function startOperator(settings: Settings, log: Logger): Promise<Op
       secrets: () => secrets(),
       log,
       embeddedDestination: false,
+      // /metrics: bearer tokens reviewed by the apiserver, as this process's own identity.
+      metricsReview: metricsAccessReview(api.kc),
       // Signed endpoints exist only where native AuditSinks use them: nowhere else does a
       // path alone admit events.
       ...(native && nativeKey !== undefined ? { nativeKey } : {}),

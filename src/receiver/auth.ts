@@ -45,8 +45,11 @@ export function clientCertificateState(socket: Socket): ClientCertificateState {
 
 const BEARER = /^bearer[ \t]+([^ \t]+)[ \t]*$/i;
 
-// An Authorization header of another scheme (Basic, ...) is no bearer credential at all.
-function bearerToken(authorization: string | undefined): string | undefined {
+/**
+ * The token of an `Authorization: Bearer` header. A header of another scheme (Basic, ...) is no
+ * bearer credential at all: undefined.
+ */
+export function bearerToken(authorization: string | undefined): string | undefined {
   if (authorization === undefined) return undefined;
   return BEARER.exec(authorization)?.[1];
 }

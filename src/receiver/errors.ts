@@ -16,6 +16,19 @@ export const RECEIVER_ERRORS = Object.freeze({
     statusCode: 403,
     message: 'the client certificate is not signed by the client CA',
   },
+  METRICS_UNAUTHENTICATED: {
+    statusCode: 401,
+    message:
+      'missing or unknown bearer token: send the token of a Kubernetes user or ServiceAccount',
+  },
+  METRICS_FORBIDDEN: {
+    statusCode: 403,
+    message: 'not allowed to get the non-resource URL /metrics',
+  },
+  METRICS_ACCESS_UNAVAILABLE: {
+    statusCode: 503,
+    message: 'the Kubernetes API could not review the credentials: retry later',
+  },
   NOT_FOUND: { statusCode: 404, message: 'no such endpoint' },
   SINK_NOT_FOUND: { statusCode: 404, message: 'no such sink' },
   BAD_REQUEST: { statusCode: 400, message: 'malformed HTTP request' },

@@ -1,6 +1,7 @@
 /**
  * The audit webhook receiver: HTTPS endpoints for the apiserver's audit webhook, authentication,
- * body limits and backpressure. The only module that imports fastify.
+ * body limits, backpressure, connection limits and who may read `/metrics`. The only module that
+ * imports fastify.
  */
 export {
   type AuthResult,
@@ -24,5 +25,13 @@ export {
   type ReceiverTlsFiles,
   validateReceiverOptions,
 } from './options.ts';
+export {
+  ACCESS_CACHE_DEFAULTS,
+  type AccessCacheOptions,
+  type AccessDecision,
+  type AccessReview,
+  AccessReviewUnavailable,
+  CachedAccessReview,
+} from './metrics-access.ts';
 export { RECEIVER_ROUTES, startReceiver } from './server.ts';
 export type { Ingest, IngestResult, IngestTarget, Receiver, ReceiverLogger } from './types.ts';

@@ -6,6 +6,7 @@ import { BlockList, isIP } from 'node:net';
 import { DEFAULT_PARSE_LIMITS, type ParseLimits } from '../audit/parse.ts';
 import { isRecord } from '../audit/types.ts';
 import { ReceiverOptionsError } from './errors.ts';
+import type { AccessDecision } from './metrics-access.ts';
 import type { ReceiverLogger } from './types.ts';
 
 /** PEM files of the serving certificate, and of the CA that signs accepted client certificates. */
@@ -43,6 +44,22 @@ export interface ReceiverOptions {
    * the apiserver calls without credentials; absent, those endpoints do not exist.
    */
   readonly nativeKey?: string;
+  /**
+   * Who may read `/metrics`: given, a bearer token decided by this function (a cached TokenReview
+   * and SubjectAccessReview in `run`); absent, the credentials the audit endpoints accept. Open
+   * only when `insecure`.
+   */
+  readonly metricsAccess?: (token: string) => Promise<AccessDecision>;
+  /**
+   * A connection is closed after this many requests (the last one answered with
+   * `Connection: close`), so that a client holding one connection is rebalanced; 0: no limit.
+   */
+  readonly maxRequestsPerConnection: number;
+  /**
+   * A connection is closed at its first answer after this age (counted from its first request,
+   * varied by ±10 % per connection); 0: no limit.
+   */
+  readonly maxConnectionAgeMs: number;
 }
 
 /** What callers pass to {@link validateReceiverOptions}: the settings, defaults left out. */
@@ -66,6 +83,19 @@ export const RECEIVER_DEFAULTS = Object.freeze({
    * served well within that; a stat of two or three files is negligible work.
    */
   certificateCheckIntervalMs: 10_000,
+  /**
+   * 100 requests: under load the apiserver posts a batch about every second per connection (up to
+   * 10 a second, its default webhook throttle), so a busy connection moves every 10 to 100 s; one
+   * TLS handshake per 100 batches of up to 400 events costs well under 1 % of the work.
+   */
+  maxRequestsPerConnection: 100,
+  /**
+   * 60 s: bounds how long a quiet connection stays on one replica, so that after a rolling update
+   * or a scale-up every replica has its share within about a minute (gRPC's max connection age
+   * plays the same part). Only an answer can say `Connection: close`; an idle connection is ended
+   * by the keep-alive timeout instead.
+   */
+  maxConnectionAgeMs: 60_000,
 });
 
 const KNOWN_FIELDS = new Set<string>([
@@ -80,6 +110,9 @@ const KNOWN_FIELDS = new Set<string>([
   'certificateCheckIntervalMs',
   'log',
   'nativeKey',
+  'metricsAccess',
+  'maxRequestsPerConnection',
+  'maxConnectionAgeMs',
 ]);
 const TLS_FIELDS = new Set<string>(['certFile', 'keyFile', 'clientCAFile']);
 const PARSE_LIMIT_FIELDS = new Set<string>(['maxEvents', 'maxDepth']);
@@ -169,6 +202,27 @@ export function validateReceiverOptions(input: unknown): ReceiverOptions {
     add('nativeKey', 'expected a secret of at least 16 characters');
   }
 
+  const metricsAccess = input.metricsAccess;
+  if (metricsAccess !== undefined && typeof metricsAccess !== 'function') {
+    add('metricsAccess', `expected a function, got ${describe(metricsAccess)}`);
+  }
+
+  const maxRequests = input.maxRequestsPerConnection ?? RECEIVER_DEFAULTS.maxRequestsPerConnection;
+  if (!isIntegerIn(maxRequests, 0, Number.MAX_SAFE_INTEGER)) {
+    add(
+      'maxRequestsPerConnection',
+      `expected a non-negative integer (0: no limit), got ${describe(maxRequests)}`,
+    );
+  }
+  const maxAge = input.maxConnectionAgeMs ?? RECEIVER_DEFAULTS.maxConnectionAgeMs;
+  // The age is compared with timestamps only, but anything beyond setTimeout's range is a mistake.
+  if (!isIntegerIn(maxAge, 0, 2_147_483_647)) {
+    add(
+      'maxConnectionAgeMs',
+      `expected a non-negative integer of milliseconds (0: no limit), got ${describe(maxAge)}`,
+    );
+  }
+
   if (problems.length > 0) throw new ReceiverOptionsError(problems);
 
   // Every check above passed, so the values have the types the narrowing could not carry over.
@@ -184,6 +238,11 @@ export function validateReceiverOptions(input: unknown): ReceiverOptions {
     certificateCheckIntervalMs: interval as number,
     ...(log === undefined ? {} : { log: log as ReceiverLogger }),
     ...(nativeKey === undefined ? {} : { nativeKey: nativeKey as string }),
+    ...(metricsAccess === undefined
+      ? {}
+      : { metricsAccess: metricsAccess as (token: string) => Promise<AccessDecision> }),
+    maxRequestsPerConnection: maxRequests as number,
+    maxConnectionAgeMs: maxAge as number,
   };
   return Object.freeze(options);
 }

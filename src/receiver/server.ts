@@ -13,8 +13,15 @@ import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
 import { AuditParseError, parseAuditPayload } from '../audit/parse.ts';
 import { sinkKey } from '../sinks/types.ts';
-import { authenticate, clientCertificateState, nativeSignatureMatches } from './auth.ts';
-import { type ErrorBody, ReceiverError } from './errors.ts';
+import {
+  authenticate,
+  bearerToken,
+  clientCertificateState,
+  nativeSignatureMatches,
+} from './auth.ts';
+import { ConnectionLimits } from './connections.ts';
+import { type ErrorBody, RECEIVER_ERRORS, ReceiverError } from './errors.ts';
+import type { AccessDecision } from './metrics-access.ts';
 import { type EndpointLabel, receiverMetrics } from './metrics.ts';
 import { type ReceiverOptions, validateReceiverOptions } from './options.ts';
 import { CertificateReloader, filesSignature, loadTlsMaterial, tlsServerOptions } from './tls.ts';
@@ -57,6 +64,9 @@ const MAX_NAME_LENGTH = 253;
 // shutdown (the next connection reaches another replica) both resolve within seconds.
 const UNAVAILABLE_RETRY_AFTER_SECONDS = 1;
 
+// 10 s: a failing review is reported within one scrape interval, and at most 6 times a minute.
+const REVIEW_FAILURE_LOG_INTERVAL_MS = 10_000;
+
 const JSON_CHARSET = /;\s*charset\s*=\s*"?([^";\s]*)"?/i;
 
 /** The fastify application of a receiver, for `inject()` tests and for {@link startReceiver}. */
@@ -78,6 +88,10 @@ export function createReceiverApp(
 ): ReceiverApp {
   const options = validateReceiverOptions(input);
   const metrics = receiverMetrics(registry);
+  const limits = new ConnectionLimits({
+    maxRequests: options.maxRequestsPerConnection,
+    maxAgeMs: options.maxConnectionAgeMs,
+  });
   let closing = false;
 
   const app = Fastify({
@@ -138,6 +152,22 @@ export function createReceiverApp(
     ),
   );
 
+  if (limits.enabled) {
+    app.addHook('onRequest', (request, _reply, done) => {
+      limits.arrived(request.raw.socket);
+      done();
+    });
+    // The answer that reaches a limit says so, and Node.js closes the connection once it is sent:
+    // the client opens a new one for its next request, which kube-proxy may send to another
+    // replica. Never a reset while a request is under way.
+    app.addHook('onSend', (request, reply, payload, done) => {
+      if (limits.closes(request.raw.socket, request.raw.complete)) {
+        reply.header('connection', 'close');
+      }
+      done(null, payload);
+    });
+  }
+
   app.addHook('onResponse', async (request, reply) => {
     const endpoint = endpointOf(request);
     const status = String(reply.statusCode);
@@ -170,12 +200,7 @@ export function createReceiverApp(
         clientCertificateState(request.raw.socket),
         options.tokens(),
       );
-      if (!auth.ok) {
-        return new ReceiverError(
-          auth.code,
-          auth.code === 'UNAUTHENTICATED' ? { headers: { 'www-authenticate': 'Bearer' } } : {},
-        );
-      }
+      if (!auth.ok) return authenticationError(auth.code);
     }
     if (!options.readiness()) return notReady();
     if (target === undefined) return new ReceiverError('SINK_NOT_FOUND');
@@ -255,7 +280,50 @@ export function createReceiverApp(
     if (!options.readiness()) throw notReady();
     return { status: 'ok' };
   });
-  app.get(RECEIVER_ROUTES.metrics, async (_request, reply) => {
+  // Metrics name every sink and error, so they are read with credentials too (ADR 0014).
+  let lastReviewFailureLog = Number.NEGATIVE_INFINITY;
+  let reviewFailures = 0;
+  const metricsAdmission = async (request: FastifyRequest): Promise<void> => {
+    if (options.insecure) return;
+    const access = options.metricsAccess;
+    if (access === undefined) {
+      // Standalone: what the audit endpoints accept, answered as they answer.
+      const auth = authenticate(
+        request.headers.authorization,
+        clientCertificateState(request.raw.socket),
+        options.tokens(),
+      );
+      if (!auth.ok) throw authenticationError(auth.code);
+      return;
+    }
+    const token = bearerToken(request.headers.authorization);
+    if (token === undefined) throw authenticationError('METRICS_UNAUTHENTICATED');
+    let decision: AccessDecision;
+    try {
+      decision = await access(token);
+    } catch (err) {
+      // Once per interval: an unreachable apiserver or a flood of made-up tokens would otherwise
+      // log on every scrape.
+      reviewFailures++;
+      if (Date.now() - lastReviewFailureLog >= REVIEW_FAILURE_LOG_INTERVAL_MS) {
+        options.log?.(
+          'warn',
+          { err, failures: reviewFailures },
+          'the credentials for /metrics could not be reviewed',
+        );
+        lastReviewFailureLog = Date.now();
+        reviewFailures = 0;
+      }
+      throw new ReceiverError('METRICS_ACCESS_UNAVAILABLE', {
+        cause: err,
+        headers: { 'retry-after': String(UNAVAILABLE_RETRY_AFTER_SECONDS) },
+      });
+    }
+    if (decision.allowed) return;
+    if (decision.reason === 'unauthenticated') throw authenticationError('METRICS_UNAUTHENTICATED');
+    throw new ReceiverError('METRICS_FORBIDDEN');
+  };
+  app.get(RECEIVER_ROUTES.metrics, { onRequest: metricsAdmission }, async (_request, reply) => {
     const text = await registry.metrics();
     return reply.type(registry.contentType).send(text);
   });
@@ -330,6 +398,20 @@ function isNameSegment(segment: string | undefined): segment is string {
 
 function endpointOf(request: FastifyRequest): EndpointLabel {
   return ENDPOINT_BY_ROUTE.get(request.routeOptions.url ?? '') ?? 'unmatched';
+}
+
+/** 401s say which scheme to use (RFC 9110); 403s do not, the credentials were understood. */
+function authenticationError(
+  code:
+    | 'UNAUTHENTICATED'
+    | 'INVALID_TOKEN'
+    | 'UNTRUSTED_CLIENT_CERTIFICATE'
+    | 'METRICS_UNAUTHENTICATED',
+): ReceiverError {
+  return new ReceiverError(
+    code,
+    RECEIVER_ERRORS[code].statusCode === 401 ? { headers: { 'www-authenticate': 'Bearer' } } : {},
+  );
 }
 
 function notReady(): ReceiverError {

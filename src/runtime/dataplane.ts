@@ -11,14 +11,21 @@ import { LineProtocolFileOutput, lineProtocolPath } from '../outputs/file/file-o
 import { BucketCreatingOutput, InfluxOutput } from '../outputs/influxdb/index.ts';
 import type { Output } from '../outputs/types.ts';
 import { WebhookOutput } from '../outputs/webhook/webhook-output.ts';
-import { type Receiver, startReceiver, validateReceiverOptions } from '../receiver/index.ts';
+import {
+  type AccessDecision,
+  type AccessReview,
+  CachedAccessReview,
+  type Receiver,
+  startReceiver,
+  validateReceiverOptions,
+} from '../receiver/index.ts';
 import { SinkRegistry } from '../sinks/registry.ts';
 import { INFLUX_DEFAULTS } from '../sinks/spec.ts';
 import { type Sink, TAG_NAMES } from '../sinks/types.ts';
 import { openQueue } from '../spool/index.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import { SinkMetrics } from '../telemetry/metrics.ts';
-import { DedicatedListeners } from './listeners.ts';
+import { connectionLimits, DedicatedListeners } from './listeners.ts';
 import { secretNamespace, type SecretStore } from './secrets.ts';
 import { watchPaths } from './watch.ts';
 
@@ -38,6 +45,11 @@ export interface DataPlaneOptions {
   readonly embeddedDestination: boolean;
   /** The key signing native AuditSink endpoints of the shared listener (operator only). */
   readonly nativeKey?: string;
+  /**
+   * Who may read `/metrics` (operator: a TokenReview and SubjectAccessReview), cached here for
+   * every listener; absent, the receivers' own credentials.
+   */
+  readonly metricsReview?: AccessReview;
 }
 
 /** A running data plane. */
@@ -75,6 +87,7 @@ export async function startDataPlane(
   });
   const tokens = new TokenFiles(settings.tokenFiles);
   await tokens.reload();
+  const metricsAccess = metricsAccessOf(settings, options.metricsReview);
   const listeners = new DedicatedListeners({
     settings,
     registry,
@@ -83,6 +96,7 @@ export async function startDataPlane(
     readiness: () => ready,
     secrets: options.secrets,
     log,
+    ...(metricsAccess === undefined ? {} : { metricsAccess }),
   });
   const apply = async (sinks: readonly Sink[]) => {
     try {
@@ -113,6 +127,8 @@ export async function startDataPlane(
             }),
         tokens: () => tokens.current,
         readiness: () => ready,
+        ...(metricsAccess === undefined ? {} : { metricsAccess }),
+        ...connectionLimits(settings),
         log: (level: 'info' | 'warn' | 'error', bindings: object, message: string) => {
           log[level](bindings, message);
         },
@@ -153,6 +169,19 @@ export async function startDataPlane(
       await registry.close(settings.shutdownGraceSeconds * 1000);
     },
   };
+}
+
+/** One cache of `/metrics` decisions for every listener of the process. */
+function metricsAccessOf(
+  settings: Settings,
+  review: AccessReview | undefined,
+): ((token: string) => Promise<AccessDecision>) | undefined {
+  if (review === undefined) return undefined;
+  const cache = new CachedAccessReview(review, {
+    allowTtlMs: settings.metricsAuthAllowTtlSeconds * 1000,
+    denyTtlMs: settings.metricsAuthDenyTtlSeconds * 1000,
+  });
+  return (token) => cache.decide(token);
 }
 
 /** How {@link createRegistry} builds queues and outputs. */

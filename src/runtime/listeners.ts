@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import type { Registry } from 'prom-client';
 import type { Settings } from '../config/settings.ts';
 import {
+  type AccessDecision,
   type Ingest,
   type Receiver,
   startReceiver,
@@ -17,6 +18,17 @@ import type { SinkRegistry } from '../sinks/registry.ts';
 import type { Sink } from '../sinks/types.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { SecretStore } from './secrets.ts';
+
+/** The receiver options of the connection limits, shared by every listener. */
+export function connectionLimits(settings: Settings): {
+  maxRequestsPerConnection: number;
+  maxConnectionAgeMs: number;
+} {
+  return {
+    maxRequestsPerConnection: settings.maxRequestsPerConnection,
+    maxConnectionAgeMs: settings.maxConnectionAgeSeconds * 1000,
+  };
+}
 
 interface Listener {
   readonly signature: string;
@@ -32,6 +44,8 @@ export interface ListenerContext {
   readonly readiness: () => boolean;
   readonly secrets: () => SecretStore;
   readonly log: Logger;
+  /** Who may read `/metrics`, as on the shared listener; absent, the receivers' own credentials. */
+  readonly metricsAccess?: (token: string) => Promise<AccessDecision>;
 }
 
 /** The dedicated listeners of the current sinks. */
@@ -108,6 +122,10 @@ export class DedicatedListeners {
         ...(await this.#tls(sink)),
         tokens: this.#context.tokens,
         readiness: this.#context.readiness,
+        ...(this.#context.metricsAccess === undefined
+          ? {}
+          : { metricsAccess: this.#context.metricsAccess }),
+        ...connectionLimits(settings),
         log: (level: 'info' | 'warn' | 'error', bindings: object, message: string) => {
           this.#context.log[level]({ ...bindings, sink: sink.key }, message);
         },

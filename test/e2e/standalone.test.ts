@@ -1,5 +1,6 @@
 // Runs the built CLI (`node dist/main.js standalone`) as a user would, and a real HTTP server as a
-// webhook destination; posts the batches a real kube-apiserver recorded.
+// webhook destination; posts the batches a real kube-apiserver recorded. Certificates come from the
+// openssl command-line tool (test/harness/pki.ts).
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -11,6 +12,7 @@ import type { TLSSocket } from 'node:tls';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { type Issued, TestPki } from '../harness/pki.ts';
 import {
   type StandaloneProcess,
   startStandalone as startStandaloneProcess,
@@ -372,6 +374,81 @@ ${indent(own.key)}
     expect(await request('sekret-token')).toEqual({ status: 200, issuer: 'own' });
     expect((await request(undefined)).status).toBe(401);
     expect((await request('wrong')).status).toBe(403);
+  });
+
+  it('serves /metrics only to its receiver token and to client certificates of its client CA; /healthz and /readyz to anyone', async () => {
+    const dir = await tempDir();
+    const pki = new TestPki(join(dir, 'pki'));
+    await mkdir(pki.dir);
+    await pki.init();
+    const ca = await pki.ca('ca');
+    await pki.ca('stranger-ca');
+    const serving = await pki.leaf('receiver', 'ca', 'server');
+    const client = await pki.leaf('scraper', 'ca', 'client');
+    const stranger = await pki.leaf('stranger', 'stranger-ca', 'client');
+    await writeFile(join(dir, 'tokens'), 'scrape-token\n');
+    const port = await freePort();
+    spawnStandalone([
+      '-f',
+      await copyExamples(),
+      '--listen',
+      `127.0.0.1:${port}`,
+      '--tls-cert-file',
+      serving.certFile,
+      '--tls-key-file',
+      serving.keyFile,
+      '--client-ca-file',
+      ca.certFile,
+      '--token-file',
+      join(dir, 'tokens'),
+      '--data-dir',
+      join(dir, 'data'),
+      '--log-level',
+      'warn',
+    ]);
+    const get = (path: string, credentials: { token?: string; client?: Issued } = {}) =>
+      new Promise<{ status: number; body: string }>((resolve, reject) => {
+        const req = httpsRequest(
+          {
+            host: '127.0.0.1',
+            port,
+            path,
+            ca: ca.cert,
+            agent: false,
+            headers:
+              credentials.token === undefined
+                ? {}
+                : { authorization: `Bearer ${credentials.token}` },
+            ...(credentials.client === undefined
+              ? {}
+              : { cert: credentials.client.cert, key: credentials.client.key }),
+          },
+          (res) => {
+            const chunks: Buffer[] = [];
+            res.on('data', (c: Buffer) => chunks.push(c));
+            res.on('end', () =>
+              resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString() }),
+            );
+          },
+        );
+        req.on('error', reject);
+        req.end();
+      });
+    await waitFor(
+      'the receiver to be ready',
+      () => get('/readyz'),
+      (r) => r.status === 200,
+      15_000,
+      50,
+    );
+    expect((await get('/healthz')).status).toBe(200);
+    expect((await get('/metrics')).status).toBe(401);
+    expect((await get('/metrics', { token: 'not-the-token' })).status).toBe(403);
+    expect((await get('/metrics', { client: stranger })).status).toBe(403);
+    const byToken = await get('/metrics', { token: 'scrape-token' });
+    expect(byToken.status).toBe(200);
+    expect(byToken.body).toContain('kube_audit_sink_queue_events');
+    expect((await get('/metrics', { client })).status).toBe(200);
   });
 
   it('exits with a clear error, instead of hanging, when its port is taken', async () => {

@@ -144,13 +144,24 @@ function flag(args: readonly string[], name: string): string | undefined {
 
 const b64 = (text: string) => Buffer.from(text, 'base64').toString('utf8');
 
-/** The rules of the RBAC example, by kind: what the chart must grant, no more, no less. */
-function exampleRules(): { cluster: Rule[]; leader: Rule[] } {
+/** The rules of the RBAC example, by role: what the chart must grant, no more, no less. */
+function exampleRules(): {
+  cluster: Rule[];
+  leader: Rule[];
+  metricsAuth: Rule[];
+  metricsReader: Rule[];
+} {
   const docs = parseAllDocuments(readFileSync(RBAC_EXAMPLE, 'utf8')).map(
     (d) => d.toJS() as Manifest & { rules?: Rule[] },
   );
-  const rules = (kind: string) => docs.find((d) => d.kind === kind)?.rules ?? [];
-  return { cluster: rules('ClusterRole'), leader: rules('Role') };
+  const rules = (kind: string, name: string) =>
+    docs.find((d) => d.kind === kind && d.metadata.name === name)?.rules ?? [];
+  return {
+    cluster: rules('ClusterRole', 'kube-audit-operator'),
+    leader: rules('Role', 'kube-audit-operator-leader'),
+    metricsAuth: rules('ClusterRole', 'kube-audit-operator-metrics-auth'),
+    metricsReader: rules('ClusterRole', 'kube-audit-operator-metrics-reader'),
+  };
 }
 
 beforeAll(async () => {
@@ -251,17 +262,35 @@ describe('helm template with the default values', () => {
   it('grants exactly the rules of examples/operator/rbac.yaml to its ServiceAccount, the Lease Role in the release namespace', () => {
     const example = exampleRules();
     expect(example.cluster.length).toBeGreaterThan(0);
-    expect(find(manifests, 'ClusterRole').rules).toEqual(example.cluster);
+    expect(find(manifests, 'ClusterRole', FULLNAME).rules).toEqual(example.cluster);
     const role = find(manifests, 'Role');
     expect(role.metadata.namespace).toBe(NAMESPACE);
     expect(role.rules).toEqual(example.leader);
     const subject = [{ kind: 'ServiceAccount', name: FULLNAME, namespace: NAMESPACE }];
-    const clusterBinding = find(manifests, 'ClusterRoleBinding');
+    const clusterBinding = find(manifests, 'ClusterRoleBinding', FULLNAME);
     expect(clusterBinding.subjects).toEqual(subject);
     expect(clusterBinding.roleRef).toMatchObject({ kind: 'ClusterRole', name: FULLNAME });
     const binding = find(manifests, 'RoleBinding');
     expect(binding.subjects).toEqual(subject);
     expect(binding.roleRef).toMatchObject({ kind: 'Role', name: role.metadata.name });
+  });
+
+  it('lets its ServiceAccount review tokens and access for /metrics, and has a metrics-reader ClusterRole for scrapers, bound to nobody by default', () => {
+    const example = exampleRules();
+    expect(example.metricsAuth.length).toBeGreaterThan(0);
+    const auth = `${FULLNAME}-metrics-auth`;
+    expect(find(manifests, 'ClusterRole', auth).rules).toEqual(example.metricsAuth);
+    const authBinding = find(manifests, 'ClusterRoleBinding', auth);
+    expect(authBinding.subjects).toEqual([
+      { kind: 'ServiceAccount', name: FULLNAME, namespace: NAMESPACE },
+    ]);
+    expect(authBinding.roleRef).toMatchObject({ kind: 'ClusterRole', name: auth });
+    const reader = `${FULLNAME}-metrics-reader`;
+    expect(find(manifests, 'ClusterRole', reader).rules).toEqual(example.metricsReader);
+    expect(example.metricsReader).toEqual([{ nonResourceURLs: ['/metrics'], verbs: ['get'] }]);
+    expect(
+      manifests.filter((m) => m.kind === 'ClusterRoleBinding' && m.metadata.name === reader),
+    ).toEqual([]);
   });
 
   it('exposes the receivers on a ClusterIP Service, port 443 named https to the container’s 8443', () => {
@@ -379,6 +408,19 @@ describe('helm template with every option on (ci/full-values.yaml)', () => {
     ).toEqual([`${FULLNAME}-native-key`, `${FULLNAME}-token`]);
   });
 
+  it('binds the metrics-reader ClusterRole to the subjects of metrics.readerSubjects', () => {
+    const reader = `${FULLNAME}-metrics-reader`;
+    const binding = find(manifests, 'ClusterRoleBinding', reader);
+    expect(binding.roleRef).toEqual({
+      apiGroup: 'rbac.authorization.k8s.io',
+      kind: 'ClusterRole',
+      name: reader,
+    });
+    expect(binding.subjects).toEqual([
+      { kind: 'ServiceAccount', name: 'prometheus-k8s', namespace: 'monitoring' },
+    ]);
+  });
+
   it('registers native AuditSinks with a generated signing key', () => {
     const { args } = operatorContainer(find(manifests, 'StatefulSet'));
     expect(flag(args, 'native-audit-sinks')).toBe('auto');
@@ -387,11 +429,21 @@ describe('helm template with every option on (ci/full-values.yaml)', () => {
     expect(b64(key.key as string).length).toBeGreaterThanOrEqual(16);
   });
 
-  it('adds a ServiceMonitor for /metrics over HTTPS and the Grafana dashboard ConfigMap', () => {
+  it('adds a ServiceMonitor for /metrics over HTTPS with Prometheus’s token and the chart’s CA, and the Grafana dashboard ConfigMap', () => {
     const monitor = find(manifests, 'ServiceMonitor');
     expect(monitor.metadata.labels).toMatchObject({ release: 'prometheus' });
     expect((monitor.spec as { endpoints: unknown[] }).endpoints).toEqual([
-      expect.objectContaining({ port: 'https', path: '/metrics', scheme: 'https' }),
+      {
+        port: 'https',
+        path: '/metrics',
+        scheme: 'https',
+        interval: '30s',
+        bearerTokenFile: '/var/run/secrets/kubernetes.io/serviceaccount/token',
+        tlsConfig: {
+          serverName: `${FULLNAME}.${NAMESPACE}.svc`,
+          ca: { secret: { name: `${FULLNAME}-tls`, key: 'ca.crt' } },
+        },
+      },
     ]);
     const dashboard = find(manifests, 'ConfigMap');
     expect(dashboard.metadata.namespace).toBe('monitoring');
@@ -409,6 +461,7 @@ describe('values.schema.json', () => {
     ['logLevel=loud', "'/logLevel'"],
     ['unknownKey=1', "'unknownKey'"],
     ['certificate.mode=acme', "'/certificate/mode'"],
+    ['metrics.readerSubjects[0].kind=ServiceAccount', "'/metrics/readerSubjects/0'"],
   ])('refuses --set %s, naming the value', async (set, named) => {
     const result = await helm(['template', RELEASE, CHART, '--set', set]);
     expect(result.code).not.toBe(0);
@@ -552,6 +605,12 @@ describe('on kube-apiserver 1.35', () => {
     expect(await can('get', 'secrets', '-n', NAMESPACE)).toBe('no');
     expect(await can('update', 'leases.coordination.k8s.io', '-n', NAMESPACE)).toBe('yes');
     expect(await can('update', 'leases.coordination.k8s.io', '-n', 'default')).toBe('no');
+    // /metrics: it asks the apiserver about scrapers' tokens; it reads no metrics itself.
+    expect(await can('create', 'tokenreviews.authentication.k8s.io')).toBe('yes');
+    expect(await can('create', 'subjectaccessreviews.authorization.k8s.io')).toBe('yes');
+    expect(await can('get', '/metrics')).toBe('no');
+    await kubectl(['get', 'clusterrole,clusterrolebinding', `${FULLNAME}-metrics-auth`]);
+    await kubectl(['get', 'clusterrole', `${FULLNAME}-metrics-reader`]);
   });
 
   it('keeps the generated CA and token on upgrade, and signs a certificate for the Service’s ClusterIP with that CA', async () => {
@@ -621,9 +680,13 @@ describe('on kube-apiserver 1.35', () => {
       'name',
     ]);
     expect(left.trim()).toBe('');
-    const cluster = await cp.kubectl(['get', 'clusterrole,clusterrolebinding', FULLNAME]);
-    expect(cluster.code).not.toBe(0);
-    expect(cluster.stderr).toContain('NotFound');
+    for (const name of [FULLNAME, `${FULLNAME}-metrics-auth`, `${FULLNAME}-metrics-reader`]) {
+      const cluster = await cp.kubectl(['get', 'clusterrole', name]);
+      expect(cluster.code).not.toBe(0);
+      expect(cluster.stderr).toContain('NotFound');
+    }
+    const binding = await cp.kubectl(['get', 'clusterrolebinding', FULLNAME]);
+    expect(binding.stderr).toContain('NotFound');
     await kubectl(['get', 'crd', 'auditsinks.kube-audit.dev', 'auditpipelines.kube-audit.dev']);
   });
 });

@@ -1,9 +1,9 @@
 /**
  * What the control-plane end-to-end tests ask of the cluster and the receiver: kubectl that must
- * succeed, a sink's status as the operator published it, and an HTTPS POST of an EventList.
- * Starts nothing.
+ * succeed, a sink's status as the operator published it, an HTTPS POST of an EventList and an
+ * HTTPS GET with a bearer token. Starts nothing.
  */
-import { request as httpsRequest } from 'node:https';
+import { type Agent, request as httpsRequest } from 'node:https';
 import type { ControlPlane } from '../../harness/controlplane.ts';
 
 /** Runs kubectl as admin; resolves with its stdout, rejects with its stderr on failure. */
@@ -64,5 +64,45 @@ export function postJson(
     });
     req.on('error', reject);
     req.end(body);
+  });
+}
+
+/** An answer to {@link httpsGet}. */
+export interface GetAnswer {
+  readonly status: number;
+  readonly wwwAuthenticate: string | undefined;
+  readonly body: string;
+}
+
+/**
+ * GETs `url` over HTTPS, trusting `ca`, with a bearer token when given. A fresh connection unless
+ * an `agent` keeps one.
+ */
+export function httpsGet(
+  url: string,
+  options: { readonly ca: string; readonly token?: string; readonly agent?: Agent },
+): Promise<GetAnswer> {
+  const headers: Record<string, string> = {};
+  if (options.token !== undefined) headers.authorization = `Bearer ${options.token}`;
+  return new Promise((resolve, reject) => {
+    const req = httpsRequest(
+      url,
+      { ca: options.ca, headers, agent: options.agent ?? false, timeout: 15_000 },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (chunk: Buffer) => chunks.push(chunk));
+        res.on('end', () =>
+          resolve({
+            status: res.statusCode ?? 0,
+            wwwAuthenticate: res.headers['www-authenticate'],
+            body: Buffer.concat(chunks).toString('utf8'),
+          }),
+        );
+        res.on('error', reject);
+      },
+    );
+    req.on('timeout', () => req.destroy(new Error(`GET ${url} timed out`)));
+    req.on('error', reject);
+    req.end();
   });
 }

@@ -3,7 +3,7 @@
 // log. Real processes: etcd and kube-apiserver (current release, static audit webhook to the
 // operator's fan-in endpoint with a bearer token), influxd, kubectl, and `kube-audit-operator run`
 // (the built binary, with a token file and a client CA for mTLS, run as a user with exactly the
-// documented RBAC, which is checked against what it calls). One AuditPipeline has a dedicated listener, one has not; one AuditSink sees the
+// documented RBAC, which is checked against what it calls; /metrics reviewed by the apiserver). One AuditPipeline has a dedicated listener, one has not; one AuditSink sees the
 // whole cluster.
 import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -23,7 +23,7 @@ import {
 import { type Issued, TestPki } from '../../harness/pki.ts';
 import { grantedPermissions, OPERATOR_RBAC, requestsBy } from '../../support/rbac.ts';
 import { eventually } from '../../support/wait.ts';
-import { conditionOf, kubectlOk, type SinkStatus, sinkStatus } from './kube.ts';
+import { conditionOf, httpsGet, kubectlOk, type SinkStatus, sinkStatus } from './kube.ts';
 
 const OPERATOR_NS = 'kube-audit';
 const USABLE = { 'kube-audit.dev/usable-by-sinks': 'true' };
@@ -408,6 +408,38 @@ describe('receiver authentication', () => {
   });
 });
 
+describe('who may read /metrics', () => {
+  // test/e2e/controlplane/metrics-auth.test.ts covers the cache and ServiceAccounts; here the
+  // operator runs under exactly the documented RBAC, which the last test checks against its calls.
+  const get = (url: string, token?: string) =>
+    httpsGet(`${url}/metrics`, { ca, ...(token === undefined ? {} : { token }) });
+
+  it('answers 401 without a token, 401 to a token the apiserver does not know, 403 to a user without get on /metrics, 200 to one with it, on every listener', async () => {
+    const { alice, admin } = running('the control plane', cp).users;
+    for (const url of [receiverUrl, dedicatedUrl]) {
+      const statuses = {
+        none: (await get(url)).status,
+        receiverToken: (await get(url, receiverToken)).status,
+        alice: (await get(url, alice.token)).status,
+        admin: (await get(url, admin.token)).status,
+      };
+      expect({ url, ...statuses }).toEqual({
+        url,
+        none: 401,
+        receiverToken: 401,
+        alice: 403,
+        admin: 200,
+      });
+    }
+  });
+
+  it('leaves /healthz and /readyz open for probes', async () => {
+    for (const path of ['/healthz', '/readyz']) {
+      expect((await httpsGet(`${receiverUrl}${path}`, { ca })).status).toBe(200);
+    }
+  });
+});
+
 describe('tenant scope', () => {
   it("keeps events of team-b out of team-a's catch-all pipeline, whatever the posted body claims", async () => {
     const targets = [
@@ -547,7 +579,14 @@ describe('Secrets', () => {
     const log = join(dir, 'apiserver-audit.log');
     // Served only by apiservers with dynamic audit (1.13 to 1.18): native.test.ts checks those.
     const granted = grantedPermissions(OPERATOR_RBAC, (g) => g !== 'auditregistration.k8s.io');
-    expect(granted.length).toBeGreaterThanOrEqual(9);
+    expect(granted.length).toBeGreaterThanOrEqual(11);
+    // /metrics above made the operator review tokens and access.
+    expect(granted).toEqual(
+      expect.arrayContaining([
+        'authentication.k8s.io tokenreviews create',
+        'authorization.k8s.io subjectaccessreviews create',
+      ]),
+    );
     const unused = async () => {
       const { used } = await requestsBy(log, operatorUser);
       return granted.filter((p) => !used.has(p));

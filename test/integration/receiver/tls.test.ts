@@ -252,13 +252,36 @@ describe('receiver over HTTPS', () => {
     expect(JSON.parse(answer.body)).toMatchObject({ code: 'UNTRUSTED_CLIENT_CERTIFICATE' });
   });
 
-  it('serves health, readiness and metrics without credentials', async () => {
+  it('serves health and readiness without credentials', async () => {
     expect((await send(receiver.url, { path: '/healthz' })).status).toBe(200);
     expect((await send(receiver.url, { path: '/readyz' })).status).toBe(200);
-    const metrics = await send(receiver.url, { path: '/metrics' });
-    expect(metrics.status).toBe(200);
-    expect(metrics.body).toContain(
+  });
+
+  it('serves metrics to the credentials the audit endpoints accept: a bearer token or a client certificate', async () => {
+    const none = await send(receiver.url, { path: '/metrics' });
+    expect({ status: none.status, scheme: none.headers['www-authenticate'] }).toEqual({
+      status: 401,
+      scheme: 'Bearer',
+    });
+    expect(
+      (await send(receiver.url, { path: '/metrics', headers: { authorization: 'Bearer nope' } }))
+        .status,
+    ).toBe(403);
+    expect((await send(receiver.url, { path: '/metrics', client: strangerClient })).status).toBe(
+      403,
+    );
+    const byToken = await send(receiver.url, {
+      path: '/metrics',
+      headers: { authorization: `Bearer ${TOKEN}` },
+    });
+    expect(byToken.status).toBe(200);
+    expect(byToken.body).toContain(
       'kube_audit_receiver_requests_total{endpoint="events",status="403"} 2',
+    );
+    const byCertificate = await send(receiver.url, { path: '/metrics', client });
+    expect(byCertificate.status).toBe(200);
+    expect(byCertificate.body).toContain(
+      'kube_audit_receiver_requests_total{endpoint="metrics",status="401"} 1',
     );
   });
 

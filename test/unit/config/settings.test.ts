@@ -42,10 +42,14 @@ describe('settings defaults', () => {
       namespace: 'kube-audit',
       allowSecretPayloads: false,
       shutdownGraceSeconds: 25,
+      maxRequestsPerConnection: 100,
+      maxConnectionAgeSeconds: 60,
       logLevel: 'info',
       statusIntervalSeconds: 5,
       leaseName: 'kube-audit-operator',
       nativeAuditSinks: 'auto',
+      metricsAuthAllowTtlSeconds: 60,
+      metricsAuthDenyTtlSeconds: 10,
     });
     expect(Object.isFrozen(SETTINGS_DEFAULTS)).toBe(true);
   });
@@ -64,6 +68,8 @@ describe('settings defaults', () => {
       clusterWideNamespaces: ['kube-audit'],
       allowSecretPayloads: false,
       shutdownGraceSeconds: 25,
+      maxRequestsPerConnection: 100,
+      maxConnectionAgeSeconds: 60,
       logLevel: 'info',
       kubeconfig: undefined,
       advertiseUrl: undefined,
@@ -71,6 +77,8 @@ describe('settings defaults', () => {
       leaseName: 'kube-audit-operator',
       nativeAuditSinks: 'auto',
       nativeKeyFile: undefined,
+      metricsAuthAllowTtlSeconds: 60,
+      metricsAuthDenyTtlSeconds: 10,
     } satisfies Settings);
   });
 
@@ -118,6 +126,16 @@ describe('settings errors', () => {
     ['shutdownGraceSeconds', -1],
     ['shutdownGraceSeconds', 3601],
     ['shutdownGraceSeconds', '25s'],
+    ['maxRequestsPerConnection', -1],
+    ['maxRequestsPerConnection', 1.5],
+    ['maxRequestsPerConnection', 1_000_001],
+    ['maxConnectionAgeSeconds', -1],
+    ['maxConnectionAgeSeconds', '60s'],
+    ['maxConnectionAgeSeconds', 86_401],
+    ['metricsAuthAllowTtlSeconds', -1],
+    ['metricsAuthAllowTtlSeconds', '1m'],
+    ['metricsAuthDenyTtlSeconds', 3601],
+    ['metricsAuthDenyTtlSeconds', 0.5],
     ['logLevel', 'verbose'],
     ['logLevel', 3],
   ] as const)('names %s when it is %j', (field, value) => {
@@ -271,6 +289,22 @@ describe('values as environment variables give them', () => {
     });
     expect(settings.spoolMaxBytes).toBe(2_097_152);
     expect(settings.shutdownGraceSeconds).toBe(0);
+  });
+
+  it('takes 0 as "no limit" for the connection limits and "no cache" for the /metrics decisions', () => {
+    const settings = validateSettings({
+      insecure: true,
+      maxRequestsPerConnection: '0',
+      maxConnectionAgeSeconds: '0',
+      metricsAuthAllowTtlSeconds: '0',
+      metricsAuthDenyTtlSeconds: '0',
+    });
+    expect(settings).toMatchObject({
+      maxRequestsPerConnection: 0,
+      maxConnectionAgeSeconds: 0,
+      metricsAuthAllowTtlSeconds: 0,
+      metricsAuthDenyTtlSeconds: 0,
+    });
   });
 
   it('splits comma-separated lists and trims the names', () => {

@@ -30,12 +30,14 @@ function problemsOf(input: unknown): readonly string[] {
 }
 
 describe('receiver option defaults', () => {
-  it('pins the defaults: authenticated HTTPS, a 100 MiB body limit, the parser limits', () => {
+  it('pins the defaults: authenticated HTTPS, a 100 MiB body limit, the parser limits, connections closed after 100 requests or 60 s', () => {
     expect(RECEIVER_DEFAULTS).toEqual({
       insecure: false,
       bodyLimitBytes: 104_857_600,
       parseLimits: DEFAULT_PARSE_LIMITS,
       certificateCheckIntervalMs: 10_000,
+      maxRequestsPerConnection: 100,
+      maxConnectionAgeMs: 60_000,
     });
     // 400 events, the apiserver's default batch size, of 256 KiB.
     expect(RECEIVER_DEFAULTS.bodyLimitBytes).toBe(400 * 256 * 1024);
@@ -51,9 +53,13 @@ describe('receiver option defaults', () => {
       bodyLimitBytes: 104_857_600,
       parseLimits: DEFAULT_PARSE_LIMITS,
       certificateCheckIntervalMs: 10_000,
+      maxRequestsPerConnection: 100,
+      maxConnectionAgeMs: 60_000,
     });
     expect(options.readiness()).toBe(true);
     expect(options.log).toBeUndefined();
+    // Without a review, /metrics takes the audit endpoints' credentials.
+    expect(options.metricsAccess).toBeUndefined();
   });
 
   it('returns a frozen result, nested objects included', () => {
@@ -89,6 +95,9 @@ describe('receiver option errors', () => {
       readiness: true,
       certificateCheckIntervalMs: 'often',
       log: 'stdout',
+      metricsAccess: 'prometheus',
+      maxRequestsPerConnection: -1,
+      maxConnectionAgeMs: 2 ** 31,
     });
     expect(problems.map((p) => p.slice(0, p.indexOf(':')))).toEqual([
       'host',
@@ -102,6 +111,9 @@ describe('receiver option errors', () => {
       'readiness',
       'certificateCheckIntervalMs',
       'log',
+      'metricsAccess',
+      'maxRequestsPerConnection',
+      'maxConnectionAgeMs',
     ]);
   });
 
@@ -175,6 +187,25 @@ describe('receiver option errors', () => {
       'port: expected an integer from 0 to 65535, got number 1.5',
     ]);
     expect(problemsOf({ ...valid, port: -1 })).toHaveLength(1);
+  });
+
+  it.each([
+    ['maxRequestsPerConnection', 1.5],
+    ['maxRequestsPerConnection', '100'],
+    ['maxConnectionAgeMs', -1],
+    ['maxConnectionAgeMs', Number.POSITIVE_INFINITY],
+  ] as const)('rejects %s %j, naming it and saying 0 means no limit', (field, value) => {
+    const problems = problemsOf({ ...valid, [field]: value });
+    expect(problems).toHaveLength(1);
+    expect(problems[0]).toMatch(
+      new RegExp(`^${field}: expected a non-negative integer.*0: no limit`),
+    );
+  });
+
+  it('accepts 0 to turn each connection limit off', () => {
+    expect(
+      validateReceiverOptions({ ...valid, maxRequestsPerConnection: 0, maxConnectionAgeMs: 0 }),
+    ).toMatchObject({ maxRequestsPerConnection: 0, maxConnectionAgeMs: 0 });
   });
 
   it('accepts 0 to turn certificate file checks off', () => {

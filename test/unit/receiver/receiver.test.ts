@@ -2,6 +2,7 @@
 // what it is handed. Starts no process.
 import { Readable } from 'node:stream';
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import type { AccessDecision } from '../../../src/receiver/metrics-access.ts';
 import type { IngestResult } from '../../../src/receiver/types.ts';
 import {
   BATCHES,
@@ -385,9 +386,9 @@ describe('authentication', () => {
     expectError(response, 401, 'UNAUTHENTICATED');
   });
 
-  it('needs no credentials for health, readiness and metrics', async () => {
+  it('needs no credentials for health and readiness, which probes call and which reveal nothing', async () => {
     const { app } = receiver();
-    for (const url of ['/healthz', '/readyz', '/metrics']) {
+    for (const url of ['/healthz', '/readyz']) {
       expect((await app.inject({ method: 'GET', url })).statusCode).toBe(200);
     }
   });
@@ -398,6 +399,146 @@ describe('authentication', () => {
       'authorization',
     ]);
     expect(response.statusCode).toBe(200);
+  });
+});
+
+function bearer(token: string): Record<string, string> {
+  return { authorization: `Bearer ${token}` };
+}
+
+const getMetrics = (app: TestReceiver['app'], headers: Record<string, string> = {}) =>
+  app.inject({ method: 'GET', url: '/metrics', headers });
+
+describe('who may read /metrics with the receiver’s own credentials (standalone)', () => {
+  it('answers 401 with WWW-Authenticate: Bearer without credentials', async () => {
+    const { app } = receiver();
+    const response = await getMetrics(app);
+    expectError(response, 401, 'UNAUTHENTICATED');
+    expect(response.headers['www-authenticate']).toBe('Bearer');
+    expect(response.body).not.toContain('kube_audit');
+  });
+
+  it('answers 403 to a token the audit endpoints would refuse', async () => {
+    const { app } = receiver();
+    expectError(await getMetrics(app, bearer('not-the-token')), 403, 'INVALID_TOKEN');
+  });
+
+  it('serves the metrics to a token the audit endpoints accept, and follows its rotation', async () => {
+    const { app, tokens } = receiver();
+    expect((await getMetrics(app, bearer(TOKEN))).statusCode).toBe(200);
+    tokens.delete(TOKEN);
+    expect((await getMetrics(app, bearer(TOKEN))).statusCode).toBe(403);
+  });
+
+  it('is open only when insecure on a loopback address', async () => {
+    const { app } = receiver({ insecure: true });
+    expect((await getMetrics(app)).statusCode).toBe(200);
+  });
+});
+
+describe('who may read /metrics when a review decides (run)', () => {
+  /** A review that records the tokens it is asked about and answers from a table. */
+  function reviewing(decisions: Record<string, AccessDecision | Error>) {
+    const asked: string[] = [];
+    const metricsAccess = (token: string): Promise<AccessDecision> => {
+      asked.push(token);
+      const decision = decisions[token];
+      if (decision === undefined)
+        return Promise.resolve({ allowed: false, reason: 'unauthenticated' });
+      return decision instanceof Error ? Promise.reject(decision) : Promise.resolve(decision);
+    };
+    return { asked, metricsAccess };
+  }
+  const table = {
+    'prometheus-sa-token': { allowed: true, user: 'system:serviceaccount:monitoring:prometheus' },
+    'alice-token': { allowed: false, reason: 'forbidden', user: 'alice' },
+  } as const;
+
+  it('answers 401 with WWW-Authenticate: Bearer without a token, asking nobody', async () => {
+    const review = reviewing(table);
+    const { app } = receiver({ metricsAccess: review.metricsAccess });
+    const response = await getMetrics(app);
+    expectError(response, 401, 'METRICS_UNAUTHENTICATED');
+    expect(response.headers['www-authenticate']).toBe('Bearer');
+    expect(review.asked).toEqual([]);
+  });
+
+  it('answers 401 to a token the review does not know', async () => {
+    const review = reviewing(table);
+    const { app } = receiver({ metricsAccess: review.metricsAccess });
+    const response = await getMetrics(app, bearer('forged-token'));
+    expectError(response, 401, 'METRICS_UNAUTHENTICATED');
+    expect(response.headers['www-authenticate']).toBe('Bearer');
+    expect(review.asked).toEqual(['forged-token']);
+  });
+
+  it('answers 403 to a known user without the permission, 200 to one with it', async () => {
+    const review = reviewing(table);
+    const { app } = receiver({ metricsAccess: review.metricsAccess });
+    const refused = await getMetrics(app, bearer('alice-token'));
+    expectError(refused, 403, 'METRICS_FORBIDDEN');
+    expect(refused.headers['www-authenticate']).toBeUndefined();
+    const allowed = await getMetrics(app, bearer('prometheus-sa-token'));
+    expect(allowed.statusCode).toBe(200);
+    expect(allowed.body).toContain('kube_audit_receiver_requests_total');
+  });
+
+  it('does not let the audit endpoints’ credentials read /metrics: the apiserver’s token is for posting events', async () => {
+    const review = reviewing(table);
+    const { app } = receiver({ metricsAccess: review.metricsAccess });
+    expectError(await getMetrics(app, bearer(TOKEN)), 401, 'METRICS_UNAUTHENTICATED');
+    expect(review.asked).toEqual([TOKEN]);
+  });
+
+  it('answers 503 with Retry-After when the review fails, logging the failure without the token', async () => {
+    const logged: unknown[] = [];
+    const review = reviewing({ 'some-token': new Error('connect ECONNREFUSED 10.96.0.1:443') });
+    const { app } = receiver({
+      metricsAccess: review.metricsAccess,
+      log: (level, bindings, message) => logged.push({ level, bindings, message }),
+    });
+    const response = await getMetrics(app, bearer('some-token'));
+    expectError(response, 503, 'METRICS_ACCESS_UNAVAILABLE');
+    expect(response.headers['retry-after']).toBe('1');
+    expect(response.body).not.toContain('ECONNREFUSED');
+    // A second failure at once is counted, not logged again.
+    expect((await getMetrics(app, bearer('some-token'))).statusCode).toBe(503);
+    expect(logged).toMatchObject([
+      {
+        level: 'warn',
+        bindings: { failures: 1 },
+        message: 'the credentials for /metrics could not be reviewed',
+      },
+    ]);
+    expect(
+      JSON.stringify(logged, (_k, v: unknown) => (v instanceof Error ? v.message : v)),
+    ).not.toContain('some-token');
+  });
+
+  it('protects HEAD /metrics as GET', async () => {
+    const review = reviewing(table);
+    const { app } = receiver({ metricsAccess: review.metricsAccess });
+    expect((await app.inject({ method: 'HEAD', url: '/metrics' })).statusCode).toBe(401);
+    const head = await app.inject({
+      method: 'HEAD',
+      url: '/metrics',
+      headers: bearer('alice-token'),
+    });
+    expect(head.statusCode).toBe(403);
+  });
+
+  it('leaves health and readiness open, and the audit endpoints to their own credentials', async () => {
+    const review = reviewing(table);
+    const { app } = receiver({ metricsAccess: review.metricsAccess });
+    for (const url of ['/healthz', '/readyz']) {
+      expect((await app.inject({ method: 'GET', url })).statusCode).toBe(200);
+    }
+    expect((await post(app, '/audit/v1/events', eventList([item()]))).statusCode).toBe(200);
+    const withScraperToken = await post(app, '/audit/v1/events', eventList([item()]), {
+      authorization: 'Bearer prometheus-sa-token',
+    });
+    expectError(withScraperToken, 403, 'INVALID_TOKEN');
+    expect(review.asked).toEqual([]);
   });
 });
 
@@ -468,7 +609,7 @@ describe('GET /metrics', () => {
     await post(app, '/audit/v1/events', BATCHES[0].text);
     await post(app, '/audit/v1/events', '{');
     await post(app, '/audit/v1/events', BATCHES[0].text, {}, ['authorization']);
-    const response = await app.inject({ method: 'GET', url: '/metrics' });
+    const response = await app.inject({ method: 'GET', url: '/metrics', headers: bearer(TOKEN) });
     expect(response.statusCode).toBe(200);
     expect(response.headers['content-type']).toMatch(/^text\/plain; version=0\.0\.4/);
     const text = response.body;
