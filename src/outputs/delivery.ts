@@ -109,6 +109,8 @@ export async function runDelivery<B extends { readonly events: readonly AuditEve
     observer.failed(error, 0, queueFailures);
     await sleep(retryDelay(error, queueFailures, options.backoff, random), abort);
   };
+  // An idle wait ends when the drain starts too: a shutdown with nothing queued takes no time.
+  const idleWake = AbortSignal.any([stop, abort]);
   let committing: Promise<void> = Promise.resolve();
   try {
     await deliver();
@@ -119,14 +121,20 @@ export async function runDelivery<B extends { readonly events: readonly AuditEve
   async function deliver(): Promise<void> {
     while (!abort.aborted) {
       let batch: B | null;
+      const draining = stop.aborted;
       try {
-        batch = await source.next(options.batchSize, stop.aborted ? 0 : options.idleWaitMs, abort);
+        batch = await source.next(
+          options.batchSize,
+          draining ? 0 : options.idleWaitMs,
+          draining ? abort : idleWake,
+        );
       } catch (err) {
         await queueFailed(err);
         continue;
       }
       if (batch === null) {
-        if (stop.aborted) return;
+        // Woken by the drain's start: one more look, without waiting, for what came meanwhile.
+        if (draining) return;
         continue;
       }
       batch = await filled(batch);

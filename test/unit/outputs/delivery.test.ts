@@ -461,6 +461,36 @@ describe('delivery loop at the end of the shutdown grace period', () => {
     expect(log).toEqual(['failed SERVER_ERROR 2 #1']);
   });
 
+  it('ends an idle wait as soon as the drain starts, after one more look for events', async () => {
+    const calls: { wait: number; aborted: boolean }[] = [];
+    const idle = {
+      // Nothing queued: waits as long as it may, or until its signal aborts.
+      next: (_max: number, wait: number, signal?: AbortSignal): Promise<Batch | null> => {
+        calls.push({ wait, aborted: signal?.aborted ?? false });
+        if (wait === 0) return Promise.resolve(null);
+        return new Promise((resolve) =>
+          signal?.addEventListener('abort', () => resolve(null), { once: true }),
+        );
+      },
+      commit: () => Promise.resolve(),
+    };
+    const stop = new AbortController();
+    const done = runDelivery(
+      idle,
+      new ScriptedOutput(),
+      recorder().observer,
+      { batchSize: 3, idleWaitMs: 60_000, backoff: DEFAULT_BACKOFF },
+      { stop: stop.signal, abort: new AbortController().signal },
+    );
+    await settle(() => calls.length === 1);
+    stop.abort();
+    await done;
+    expect(calls).toEqual([
+      { wait: 60_000, aborted: false },
+      { wait: 0, aborted: false },
+    ]);
+  });
+
   it('drains a slow destination completely when it answers before the deadline', async () => {
     const queue = new ListQueue(7);
     const output = new HeldOutput();
