@@ -102,7 +102,7 @@ export function registerRunCommand(program: Command, io: CommandIO): void {
         process.off('SIGINT', early);
       });
     io.stderr.write(`operator receiving audit events at ${running.url}\n`);
-    await untilSignal(() => running.shutdown(), log);
+    await untilSignal(() => running.shutdown(), log, settings.shutdownGraceSeconds);
   });
 }
 
