@@ -13,6 +13,7 @@ import { SinkRegistry } from '../../../src/sinks/registry.ts';
 import { sinkFromResource } from '../../../src/sinks/spec.ts';
 import type { Sink } from '../../../src/sinks/types.ts';
 import { openQueue } from '../../../src/spool/index.ts';
+import { eventually } from '../../support/wait.ts';
 
 const EVENTS: AuditEvent[] = readFileSync(
   new URL('../../fixtures/apiserver-1.20/events.jsonl', import.meta.url),
@@ -394,7 +395,12 @@ describe('sink registry at shutdown', () => {
     });
     await first.apply([shop, billing]);
     await first.ingest(EVENTS, { kind: 'all' });
-    await until(() => silent.every((o) => o.inFlight === 1));
+    await eventually(
+      'a write in flight to each sink',
+      () => silent.every((o) => o.inFlight === 1),
+      2_000,
+      5,
+    );
 
     const deadline = new AbortController();
     let closed = false;
@@ -425,7 +431,12 @@ describe('sink registry at shutdown', () => {
     });
     await second.apply([shop, billing]);
     const [toShop, toBilling] = recording as [RecordingOutput, RecordingOutput];
-    await until(() => toShop.got.length > 0 && toBilling.got.length > 0);
+    await eventually(
+      'a delivery to each sink',
+      () => toShop.got.length > 0 && toBilling.got.length > 0,
+      2_000,
+      5,
+    );
     expect(await second.close(AbortSignal.timeout(2_000))).toEqual({
       cutOff: false,
       undelivered: [],
