@@ -156,7 +156,7 @@ export async function runReceiverBench(millis: number): Promise<ReceiverResult[]
         peakRssMiB: Math.round(peakRss / 2 ** 20),
       });
       await receiver.close();
-      await registry.close(1_000);
+      await registry.close(AbortSignal.timeout(1_000));
     }
   }
   return results;
@@ -243,7 +243,7 @@ export async function runOverloadBench(millis: number): Promise<OverloadResult> 
   const seconds = (performance.now() - started) / 1000;
   const overflow = registry.status((sink as Sink).key)?.dropped.overflow ?? 0;
   await receiver.close();
-  await registry.close(0);
+  await registry.close();
   return {
     name: 'RequestResponse into a destination taking 100 ms per batch, 64 MiB queue',
     acceptedEventsPerSecond: Math.round(accepted / seconds),

@@ -116,7 +116,7 @@ export function registerRunCommand(program: Command): void {
         process.off('SIGTERM', early);
         process.off('SIGINT', early);
       });
-    await untilSignal(() => running.shutdown(), log);
+    await untilSignal(() => running.shutdown(), log, settings.shutdownGraceSeconds);
   });
 }
 

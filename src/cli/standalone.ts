@@ -58,7 +58,7 @@ export function addReceiverOptions(command: Command): Command {
       env(
         '--shutdown-grace-seconds <n>',
         'SHUTDOWN_GRACE_SECONDS',
-        'drain time on SIGTERM (default 25)',
+        'time the shutdown on SIGTERM may take, drain included (default 25)',
       ),
     )
     .addOption(
@@ -159,21 +159,42 @@ export function registerStandaloneCommand(program: Command): void {
     const running = await startStandalone(settings, flags.filename, log).catch((err: unknown) => {
       throw new CliError(`cannot start: ${(err as Error).message}`, 1, { cause: err });
     });
-    await untilSignal(() => running.shutdown(), log);
+    await untilSignal(() => running.shutdown(), log, settings.shutdownGraceSeconds);
   });
 }
 
-/** Resolves after SIGTERM or SIGINT, once `shutdown` has finished (or failed, which is logged). */
-export async function untilSignal(shutdown: () => Promise<void>, log: Logger): Promise<void> {
+/**
+ * Resolves after SIGTERM or SIGINT, once `shutdown` has finished (or failed, which is logged).
+ * The process exits at the end of the grace period at the latest, whatever still runs then: a
+ * step that overran its own deadline, or a connection that keeps the event loop alive. What was
+ * not delivered is in the spool, so the exit status is 0.
+ */
+export async function untilSignal(
+  shutdown: () => Promise<void>,
+  log: Logger,
+  graceSeconds: number,
+): Promise<void> {
   await new Promise<void>((resolve) => {
     const stop = (signal: NodeJS.Signals) => {
-      log.info({ signal }, 'shutting down');
+      log.info({ signal, graceSeconds }, 'shutting down');
       process.off('SIGTERM', stop);
       process.off('SIGINT', stop);
-      void shutdown().then(resolve, (err: unknown) => {
-        log.error({ err }, 'shutdown failed');
-        resolve();
-      });
+      let finished = false;
+      // Unreferenced: a process with nothing left to do exits at once, not at the deadline.
+      setTimeout(() => {
+        if (!finished) {
+          log.warn({ graceSeconds }, 'grace period over before shutdown finished; exiting');
+        }
+        process.exit(process.exitCode ?? 0);
+      }, graceSeconds * 1000).unref();
+      void shutdown()
+        .catch((err: unknown) => {
+          log.error({ err }, 'shutdown failed');
+        })
+        .finally(() => {
+          finished = true;
+          resolve();
+        });
     };
     process.on('SIGTERM', stop);
     process.on('SIGINT', stop);

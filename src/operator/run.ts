@@ -9,6 +9,7 @@ import { readFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import type { Settings } from '../config/settings.ts';
 import { type DataPlane, startDataPlane } from '../runtime/dataplane.ts';
+import { AFTER_DRAIN, shutdownBudget, within } from '../runtime/shutdown.ts';
 import type { SecretStore } from '../runtime/secrets.ts';
 import type { SinkSettings } from '../sinks/spec.ts';
 import type { Logger } from '../telemetry/logger.ts';
@@ -37,7 +38,10 @@ export interface Operator {
   readonly plane: DataPlane;
   /** Whether native AuditSinks are registered (the apiserver serves auditregistration). */
   readonly native: boolean;
-  /** Readiness off, stop watching, release the Lease, drain queues within the grace period. */
+  /**
+   * Readiness off, stop watching, drain queues, write the final status and release the Lease,
+   * all within the grace period.
+   */
   shutdown(): Promise<void>;
 }
 
@@ -163,19 +167,23 @@ export async function startOperator(settings: Settings, log: Logger): Promise<Op
     plane,
     native,
     async shutdown() {
+      // The grace period runs from now; the drain leaves a fifth of it (at most 5 s) for the
+      // final status and the Lease release, and what has not finished by its end is abandoned.
+      const budget = shutdownBudget(settings.shutdownGraceSeconds * 1000, AFTER_DRAIN.operator);
       plane.setReady(false);
-      // Acknowledged events first: stop watching and drain the queues within the grace period;
-      // only then the final report and status, and the Lease last, each API call bounded by its
-      // deadline.
-      await controller.stop();
-      await plane.shutdown();
+      // Acknowledged events first: stop watching and drain the queues; only then the final
+      // report and status, and the Lease last.
+      await within(controller.stop(), budget.drain);
+      await plane.shutdown(budget);
       reporter.stop();
       publisher.stop();
-      await reporter.publishFinal();
-      await publisher.flush();
-      await nativeSinks?.stop();
-      await elector.stop();
-      log.info({}, 'stopped');
+      // Each step starts even once the grace period is over: stopping also ends the renewals.
+      let finished = await within(reporter.publishFinal(), budget.end);
+      finished = (await within(publisher.flush(), budget.end)) && finished;
+      finished = (await within(nativeSinks?.stop() ?? Promise.resolve(), budget.end)) && finished;
+      finished = (await within(elector.stop(), budget.end)) && finished;
+      if (finished) log.info({}, 'stopped');
+      else log.warn({}, 'grace period over before the final status and the Lease release');
     },
   };
 }

@@ -64,9 +64,16 @@ export interface DeliveryOptions {
 
 /** When a loop stops. */
 export interface DeliverySignals {
-  /** Graceful stop: deliver what is queued, then return (SIGTERM drain). */
+  /**
+   * Graceful stop: deliver what is queued, then return (SIGTERM drain). A permanent failure ends
+   * the drain of this output at once instead of waiting for its re-check.
+   */
   readonly stop: AbortSignal;
-  /** Hard stop: return as soon as possible (end of the grace period); the queue keeps the rest. */
+  /**
+   * Hard stop (end of the drain, a destination change): aborts the write in flight and every
+   * wait, and returns at once. The batch in flight is neither committed nor reported as failed;
+   * the queue keeps it and the rest.
+   */
   readonly abort: AbortSignal;
   /**
    * The signal that cuts a retry wait short, asked for at each wait: e.g. fired when the token
@@ -77,7 +84,7 @@ export interface DeliverySignals {
 
 /**
  * Delivers queued batches until `signals.stop` finds the queue empty, or `signals.abort` fires.
- * Undelivered events stay queued for the next start.
+ * Undelivered events, including a batch whose write was aborted, stay queued for the next start.
  */
 export async function runDelivery<B extends { readonly events: readonly AuditEvent[] }>(
   source: DeliverySource<B>,
@@ -102,6 +109,8 @@ export async function runDelivery<B extends { readonly events: readonly AuditEve
     observer.failed(error, 0, queueFailures);
     await sleep(retryDelay(error, queueFailures, options.backoff, random), abort);
   };
+  // An idle wait ends when the drain starts too: a shutdown with nothing queued takes no time.
+  const idleWake = AbortSignal.any([stop, abort]);
   let committing: Promise<void> = Promise.resolve();
   try {
     await deliver();
@@ -112,14 +121,20 @@ export async function runDelivery<B extends { readonly events: readonly AuditEve
   async function deliver(): Promise<void> {
     while (!abort.aborted) {
       let batch: B | null;
+      const draining = stop.aborted;
       try {
-        batch = await source.next(options.batchSize, stop.aborted ? 0 : options.idleWaitMs, abort);
+        batch = await source.next(
+          options.batchSize,
+          draining ? 0 : options.idleWaitMs,
+          draining ? abort : idleWake,
+        );
       } catch (err) {
         await queueFailed(err);
         continue;
       }
       if (batch === null) {
-        if (stop.aborted) return;
+        // Woken by the drain's start: one more look, without waiting, for what came meanwhile.
+        if (draining) return;
         continue;
       }
       batch = await filled(batch);
@@ -127,8 +142,12 @@ export async function runDelivery<B extends { readonly events: readonly AuditEve
       for (let attempt = 1; ; attempt++) {
         const started = now();
         try {
-          await output.write(batch.events);
+          await untilAborted(output.write(batch.events, abort), abort);
         } catch (err) {
+          // Cut off at the end of the grace period (or by a destination change): not a failure of
+          // the destination, and not a delivery. The batch stays queued, uncommitted, for the
+          // next start, where idempotent writes make a copy the destination already has harmless.
+          if (abort.aborted) return;
           const error =
             err instanceof OutputError
               ? err
@@ -145,6 +164,9 @@ export async function runDelivery<B extends { readonly events: readonly AuditEve
             committing = commit(batch);
             break;
           }
+          // A drain does not wait a minute for a permanent failure's re-check: the batch stays
+          // queued for the next start, which may well have the fixed configuration.
+          if (stop.aborted && !error.retryable) return;
           const wake = signals.retryNow?.();
           await sleep(
             retryDelay(error, attempt, options.backoff, random),
@@ -203,6 +225,35 @@ export function retryDelay(
   const jittered = exponential * (1 - backoff.jitter + 2 * backoff.jitter * random());
   // The server's Retry-After is a floor, never shortened by jitter.
   return Math.max(jittered, error.retryAfterMs ?? 0);
+}
+
+/**
+ * Settles as `write` does, or rejects as soon as `signal` aborts: the grace period holds even for
+ * an output that cannot stop at once (a write to a hung file system cannot be cancelled). Such a
+ * write runs on unobserved; its batch stays queued.
+ */
+function untilAborted(write: Promise<void>, signal: AbortSignal): Promise<void> {
+  if (signal.aborted) {
+    write.catch(() => undefined);
+    return Promise.reject(signal.reason as Error);
+  }
+  return new Promise((resolve, reject) => {
+    const aborted = () => {
+      write.catch(() => undefined);
+      reject(signal.reason as Error);
+    };
+    signal.addEventListener('abort', aborted, { once: true });
+    write.then(
+      () => {
+        signal.removeEventListener('abort', aborted);
+        resolve();
+      },
+      (err: Error) => {
+        signal.removeEventListener('abort', aborted);
+        reject(err);
+      },
+    );
+  });
 }
 
 function abortableSleep(ms: number, signal: AbortSignal): Promise<void> {

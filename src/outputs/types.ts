@@ -15,10 +15,13 @@ export interface Output {
   /**
    * Delivers a batch. Resolves once the destination has it; a retried batch must be harmless
    * (InfluxDB overwrites identical points; webhook receivers see the same auditIDs again).
+   * `signal` aborts the write and every wait inside it (the end of the shutdown grace period):
+   * it then rejects promptly, and whether the destination got the batch is unknown.
    *
    * @throws OutputError saying whether a retry can help.
    */
-  write(events: readonly AuditEvent[]): Promise<void>;
+  write(events: readonly AuditEvent[], signal?: AbortSignal): Promise<void>;
+  /** Aborts writes in flight (their batches stay queued), releases connections and files. */
   close(): Promise<void>;
 }
 

@@ -27,6 +27,7 @@ import type { Logger } from '../telemetry/logger.ts';
 import { SinkMetrics } from '../telemetry/metrics.ts';
 import { connectionLimits, DedicatedListeners } from './listeners.ts';
 import { secretNamespace, type SecretStore } from './secrets.ts';
+import { AFTER_DRAIN, type ShutdownBudget, shutdownBudget, within } from './shutdown.ts';
 import { watchPaths } from './watch.ts';
 
 /** How often token files are checked for changes (mounted Secrets are replaced, not written). */
@@ -64,8 +65,12 @@ export interface DataPlane {
   dedicatedUrls(): Map<string, string>;
   /** Turns readiness on or off (`/readyz` answers 503 while off). */
   setReady(ready: boolean): void;
-  /** Readiness off, stop receiving, drain queues within the grace period, release everything. */
-  shutdown(): Promise<void>;
+  /**
+   * Readiness off, stop receiving, drain queues until `budget.drain` (in-flight writes are then
+   * aborted, their batches stay spooled), release everything. Without a budget, the grace period
+   * starts now and keeps only what releasing the queues needs.
+   */
+  shutdown(budget?: ShutdownBudget): Promise<void>;
 }
 
 /**
@@ -140,7 +145,7 @@ export async function startDataPlane(
   } catch (err) {
     // Sinks and listeners already run: stop them, or the process would never exit.
     await listeners.close();
-    await registry.close(0);
+    await registry.close();
     throw err;
   }
   const tokenWatch = watchPaths(
@@ -162,11 +167,27 @@ export async function startDataPlane(
     setReady(value) {
       ready = value;
     },
-    async shutdown() {
+    async shutdown(
+      budget = shutdownBudget(settings.shutdownGraceSeconds * 1000, AFTER_DRAIN.release),
+    ) {
       ready = false;
       await tokenWatch.stop();
-      await Promise.all([receiver.close(), listeners.close()]);
-      await registry.close(settings.shutdownGraceSeconds * 1000);
+      // Requests in flight are answered and queued first. One still open at the deadline (a
+      // client trickling its body) gets a 500 from the registry, and its sender posts it again.
+      await within(Promise.all([receiver.close(), listeners.close()]), budget.drain);
+      const report = await registry.drain(budget.drain);
+      if (report.undelivered.length > 0) {
+        log.warn(
+          {
+            graceSeconds: budget.graceMs / 1000,
+            undelivered: report.undelivered,
+          },
+          report.cutOff
+            ? 'shutdown deadline reached: writes in flight aborted; undelivered events stay spooled for the next start'
+            : 'shutdown: undelivered events stay spooled for the next start',
+        );
+      }
+      await registry.close();
     },
   };
 }

@@ -9,7 +9,7 @@ import {
   type DeliveryObserver,
   runDelivery,
 } from '../outputs/delivery.ts';
-import type { Output } from '../outputs/types.ts';
+import type { Output, OutputKind } from '../outputs/types.ts';
 import type { IngestResult, IngestTarget } from '../receiver/types.ts';
 import { QueueFullError, type SinkQueue } from '../spool/index.ts';
 import { EventRouting, RouteIndex, type RoutingSettings } from './router.ts';
@@ -46,6 +46,20 @@ export interface RegistryOptions {
   readonly removalDrainMs?: number;
   readonly observer?: SinkObserver;
   readonly now?: () => Date;
+}
+
+/** What a shutdown's drain left behind, for the log line at its deadline. */
+export interface DrainReport {
+  /** Whether the deadline came first: delivery loops still ran, and their writes were aborted. */
+  readonly cutOff: boolean;
+  /**
+   * Sinks with events that some destination has not yet got, and how many per destination kind;
+   * they stay in the spool for the next start.
+   */
+  readonly undelivered: readonly {
+    readonly sink: string;
+    readonly destinations: Readonly<Partial<Record<OutputKind, number>>>;
+  }[];
 }
 
 /** Batches of at most 400 events to a webhook: the apiserver's own default batch size. */
@@ -93,6 +107,10 @@ export class SinkRegistry {
   readonly #removalFailures: Error[] = [];
   // Configuration changes are applied one at a time, in order.
   #applying: Promise<void> = Promise.resolve();
+  // Set by drain(): nothing is routed any more, and what is still running is told to stop.
+  #draining: Promise<DrainReport> | undefined;
+  readonly #deadline = new AbortController();
+  #released: Promise<void> | undefined;
 
   constructor(options: RegistryOptions) {
     this.#options = options;
@@ -141,6 +159,8 @@ export class SinkRegistry {
   }
 
   async #apply(sinks: readonly Sink[]): Promise<void> {
+    // Shutting down: a change now would only start what is about to stop.
+    if (this.#draining !== undefined) return;
     const wanted = new Map(sinks.map((s) => [s.key, s]));
     // One sink that cannot start (its spool unreadable, say) must not hold up the others' changes.
     const failures: Error[] = [];
@@ -223,10 +243,12 @@ export class SinkRegistry {
   async #remove(runtime: Runtime): Promise<void> {
     const { delivery, queue } = runtime;
     delivery.stop.abort();
-    const drained = await Promise.race([
-      delivery.loops.then(() => true),
-      delay(this.#options.removalDrainMs ?? 5_000).then(() => false),
-    ]);
+    // Until the removal grace, or a shutdown's deadline if that comes first.
+    const drained = await settlesWithin(
+      delivery.loops,
+      this.#deadline.signal,
+      this.#options.removalDrainMs ?? 5_000,
+    );
     if (!drained) delivery.abort.abort();
     await delivery.loops;
     await Promise.all(delivery.outputs.map((o) => o.close()));
@@ -310,6 +332,9 @@ export class SinkRegistry {
    * a sink's own endpoint a full queue answers "come back later".
    */
   async ingest(events: readonly AuditEvent[], target: IngestTarget): Promise<IngestResult> {
+    // A request that outlived the receiver's close: a 500 makes the sender post it again
+    // elsewhere, where a 200 with nothing queued would lose it.
+    if (this.#draining !== undefined) throw new Error('shutting down: no sink takes events');
     const index = this.#routesFor(target);
     const tallies = new Map<Runtime, Tally>();
     for (const event of events) {
@@ -377,24 +402,63 @@ export class SinkRegistry {
   }
 
   /**
-   * Stops every sink: delivery drains what is queued for up to `graceMs`, then stops; durable
-   * queues keep the rest for the next start.
+   * Stops routing and lets every sink's delivery drain what is queued until `deadline` aborts;
+   * then the writes in flight are aborted (neither committed nor counted as failures) and the
+   * loops end. Reports what stays queued, for the next start. Called again, returns the same.
    */
-  async close(graceMs: number): Promise<void> {
-    await this.#applying;
+  drain(deadline: AbortSignal): Promise<DrainReport> {
+    this.#draining ??= this.#drain(deadline);
+    return this.#draining;
+  }
+
+  async #drain(deadline: AbortSignal): Promise<DrainReport> {
+    const reached = () => this.#deadline.abort();
+    if (deadline.aborted) reached();
+    else deadline.addEventListener('abort', reached, { once: true });
+    // A change being applied finishes first (unless it is still stuck at the deadline); deleted
+    // sinks drain too, up to the same deadline.
+    await settlesWithin(this.#applying, this.#deadline.signal);
     await Promise.all(this.#removing.values());
+    const runtimes = [...this.#runtimes.values()];
+    for (const r of runtimes) r.delivery.stop.abort();
+    const all = Promise.all(runtimes.map((r) => r.delivery.loops));
+    const drained = runtimes.length === 0 || (await settlesWithin(all, this.#deadline.signal));
+    deadline.removeEventListener('abort', reached);
+    if (!drained) for (const r of runtimes) r.delivery.abort.abort();
+    await all;
+    const undelivered = runtimes.flatMap((r) => {
+      const destinations: Partial<Record<OutputKind, number>> = {};
+      for (const output of r.delivery.outputs) {
+        const pending = r.queue.consumer(output.kind).pending;
+        if (pending > 0) destinations[output.kind] = pending;
+      }
+      return Object.keys(destinations).length === 0 ? [] : [{ sink: r.sink.key, destinations }];
+    });
+    return { cutOff: !drained, undelivered };
+  }
+
+  /**
+   * Stops every sink ({@link drain} until `deadline`, at once by default), then closes their
+   * outputs and queues; durable queues keep what was not delivered for the next start.
+   */
+  async close(deadline: AbortSignal = AbortSignal.abort()): Promise<DrainReport> {
+    const report = await this.drain(deadline);
+    this.#released ??= this.#release();
+    await this.#released;
+    return report;
+  }
+
+  async #release(): Promise<void> {
     const runtimes = [...this.#runtimes.values()];
     this.#runtimes.clear();
     this.#index = null;
     // Kept for status(): the operator publishes the counters as they are once drained.
     for (const r of runtimes) this.#closed.set(r.sink.key, r.status);
-    for (const r of runtimes) r.delivery.stop.abort();
-    const all = Promise.all(runtimes.map((r) => r.delivery.loops));
-    const drained = await Promise.race([all.then(() => true), delay(graceMs).then(() => false)]);
-    if (!drained) for (const r of runtimes) r.delivery.abort.abort();
-    await all;
     await Promise.all(
       runtimes.map(async (r) => {
+        // Ended by the drain, unless a change stuck past its deadline started the sink after it.
+        r.delivery.abort.abort();
+        await r.delivery.loops;
         await Promise.all(r.delivery.outputs.map((o) => o.close()));
         await r.queue.close();
       }),
@@ -433,6 +497,26 @@ function destinationFingerprint(sink: Sink): string {
   return JSON.stringify([sink.influxdb ?? null, sink.webhook ?? null]);
 }
 
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms).unref());
+/** Whether `work` settles before `signal` aborts and, when given, before `ms` pass. */
+function settlesWithin(work: Promise<unknown>, signal: AbortSignal, ms?: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    if (signal.aborted) {
+      resolve(false);
+      return;
+    }
+    const timer = ms === undefined ? undefined : setTimeout(() => done(false), ms).unref();
+    function done(settled: boolean) {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', cut);
+      resolve(settled);
+    }
+    function cut() {
+      done(false);
+    }
+    signal.addEventListener('abort', cut, { once: true });
+    work.then(
+      () => done(true),
+      () => done(true),
+    );
+  });
 }

@@ -112,7 +112,7 @@ export async function replayAuditLog(
     }));
     return { events, invalid, sinks, undelivered };
   } finally {
-    await registry.close(0);
+    await registry.close();
   }
 }
 

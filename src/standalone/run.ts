@@ -6,6 +6,7 @@
 import type { Settings } from '../config/settings.ts';
 import { startDataPlane } from '../runtime/dataplane.ts';
 import type { SecretStore } from '../runtime/secrets.ts';
+import { AFTER_DRAIN, shutdownBudget } from '../runtime/shutdown.ts';
 import { watchPaths } from '../runtime/watch.ts';
 import type { SinkRegistry } from '../sinks/registry.ts';
 import type { SinkSettings } from '../sinks/spec.ts';
@@ -65,9 +66,11 @@ export async function startStandalone(
     url: plane.url,
     registry: plane.registry,
     async shutdown() {
+      // The grace period runs from the signal, including the wait for a reload.
+      const budget = shutdownBudget(settings.shutdownGraceSeconds * 1000, AFTER_DRAIN.release);
       // A reload in progress finishes first, so that it cannot start listeners after they closed.
       await manifestWatch.stop();
-      await plane.shutdown();
+      await plane.shutdown(budget);
       log.info({}, 'stopped');
     },
   };

@@ -36,7 +36,7 @@ export interface StandaloneProcess {
   readonly url: string;
   readonly pid: number;
   readonly exited: Promise<number | null>;
-  /** The end of what it wrote to stderr. */
+  /** The end of what it wrote: its JSON log (stdout) and stderr, interleaved as they came. */
   log(): string;
   /** Sends a signal (SIGTERM unless given) and waits for the exit; null when killed. */
   stop(signal?: NodeJS.Signals): Promise<number | null>;
@@ -60,13 +60,15 @@ export async function startStandalone(options: StandaloneOptions): Promise<Stand
       options.logLevel ?? 'warn',
       ...(options.args ?? []),
     ],
-    { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] },
+    { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] },
   );
   running.add(child);
-  let stderr = '';
-  child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
-    stderr = (stderr + chunk).slice(-LOG_TAIL);
-  });
+  let output = '';
+  const collect = (chunk: string) => {
+    output = (output + chunk).slice(-LOG_TAIL);
+  };
+  child.stdout?.setEncoding('utf8').on('data', collect);
+  child.stderr?.setEncoding('utf8').on('data', collect);
   const exited = new Promise<number | null>((resolve) =>
     child.once('exit', (code) => {
       running.delete(child);
@@ -87,9 +89,9 @@ export async function startStandalone(options: StandaloneOptions): Promise<Stand
     if (ready) break;
     if (child.exitCode !== null || Date.now() > deadline) {
       await stop('SIGKILL');
-      throw new Error(`standalone not ready on ${url}:\n${stderr}`);
+      throw new Error(`standalone not ready on ${url}:\n${output}`);
     }
     await sleep(100);
   }
-  return { url, pid: child.pid ?? 0, exited, log: () => stderr, stop };
+  return { url, pid: child.pid ?? 0, exited, log: () => output, stop };
 }

@@ -22,21 +22,35 @@ export class LineProtocolFileOutput implements Output {
   readonly target: string;
   readonly #encoder: LineProtocolEncoder;
   #file: FileHandle | undefined;
+  #closed = false;
 
   constructor(path: string, schema: PointSchema) {
     this.target = path;
     this.#encoder = new LineProtocolEncoder(schema);
   }
 
-  async write(events: readonly AuditEvent[]): Promise<void> {
+  /**
+   * A system call in progress cannot be cancelled: `signal` is checked before each step, and the
+   * delivery loop stops waiting for the rest when it aborts (so a hung network file system holds
+   * up only this write, not the shutdown).
+   */
+  async write(events: readonly AuditEvent[], signal?: AbortSignal): Promise<void> {
+    if (this.#closed) {
+      throw new OutputError('IO_ERROR', `${this.target}: the output is closed`, {
+        retryable: true,
+      });
+    }
     if (events.length === 0) return;
     let text = '';
     for (const event of events) text += `${this.#encoder.encode(event)}\n`;
     try {
+      signal?.throwIfAborted();
       if (this.#file === undefined) {
         await mkdir(dirname(this.target), { recursive: true });
+        signal?.throwIfAborted();
         this.#file = await open(this.target, 'a');
       }
+      signal?.throwIfAborted();
       await this.#file.write(text);
       await this.#file.datasync();
     } catch (err) {
@@ -53,6 +67,7 @@ export class LineProtocolFileOutput implements Output {
   }
 
   async close(): Promise<void> {
+    this.#closed = true;
     const file = this.#file;
     this.#file = undefined;
     await file?.close();

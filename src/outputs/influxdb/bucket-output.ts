@@ -14,6 +14,7 @@ export class BucketCreatingOutput implements Output {
   readonly #output: Output;
   readonly #destination: InfluxDestination;
   readonly #token: () => string | undefined;
+  readonly #closing = new AbortController();
   #ready = false;
 
   constructor(output: Output, destination: InfluxDestination, token: () => string | undefined) {
@@ -23,10 +24,14 @@ export class BucketCreatingOutput implements Output {
     this.#token = token;
   }
 
-  async write(events: readonly AuditEvent[]): Promise<void> {
+  async write(events: readonly AuditEvent[], signal?: AbortSignal): Promise<void> {
     if (!this.#ready) {
+      const abort =
+        signal === undefined
+          ? this.#closing.signal
+          : AbortSignal.any([this.#closing.signal, signal]);
       try {
-        await ensureBucket(this.#destination, this.#token());
+        await ensureBucket(this.#destination, this.#token(), { signal: abort });
       } catch (err) {
         if (!(err instanceof BucketError)) throw err;
         throw new OutputError(
@@ -39,7 +44,7 @@ export class BucketCreatingOutput implements Output {
       this.#ready = true;
     }
     try {
-      await this.#output.write(events);
+      await this.#output.write(events, signal);
     } catch (err) {
       // Deleted since: create it again before the next attempt.
       if (err instanceof OutputError && err.code === 'NOT_FOUND') this.#ready = false;
@@ -47,7 +52,9 @@ export class BucketCreatingOutput implements Output {
     }
   }
 
+  /** Aborts a bucket check or creation in flight, and closes the wrapped output. */
   close(): Promise<void> {
+    this.#closing.abort();
     return this.#output.close();
   }
 }

@@ -54,15 +54,21 @@ interface Bucket {
 export async function ensureBucket(
   destination: InfluxDestination,
   token: string | undefined,
-  options: { readonly timeoutMs?: number } = {},
+  options: {
+    readonly timeoutMs?: number;
+    /** Aborts the requests in flight (a shutdown); the result is then an UNREACHABLE error. */
+    readonly signal?: AbortSignal;
+  } = {},
 ): Promise<BucketState> {
   const target = influxTarget(destination);
   const client = new InfluxDB({ url: destination.url });
   const timeoutMs = options.timeoutMs ?? INFLUX_OUTPUT_DEFAULTS.timeoutMs;
   const org = encodeURIComponent(destination.org);
   const name = encodeURIComponent(destination.bucket);
+  const signal = options.signal === undefined ? {} : { signal: options.signal };
   const get = async (path: string): Promise<unknown> =>
-    (await influxRequest(client, target, { method: 'GET', path, token, timeoutMs })).body;
+    (await influxRequest(client, target, { method: 'GET', path, token, timeoutMs, ...signal }))
+      .body;
 
   // The org first: a 2.x server answers a missing bucket and a missing org both with 404.
   let orgID: string | undefined;
@@ -110,6 +116,7 @@ export async function ensureBucket(
       },
       token,
       timeoutMs,
+      ...signal,
     });
     return state(created.body as Bucket, true);
   } catch (err) {

@@ -99,14 +99,16 @@ export class InfluxOutput implements Output {
     this.#token = token;
   }
 
-  async write(events: readonly AuditEvent[]): Promise<void> {
+  async write(events: readonly AuditEvent[], signal?: AbortSignal): Promise<void> {
     if (this.#closing.signal.aborted) {
       throw new OutputError('UNREACHABLE', `${this.target}: the output is closed`, {
         retryable: true,
       });
     }
     if (events.length === 0) return;
-    for await (const body of this.#bodies(events)) await this.#post(body);
+    const abort =
+      signal === undefined ? this.#closing.signal : AbortSignal.any([this.#closing.signal, signal]);
+    for await (const body of this.#bodies(events)) await this.#post(body, abort);
   }
 
   /** Aborts requests in flight (their batches stay queued) and refuses further writes. */
@@ -138,7 +140,7 @@ export class InfluxOutput implements Output {
     if (body !== '') yield body;
   }
 
-  async #post(body: string): Promise<void> {
+  async #post(body: string, signal: AbortSignal): Promise<void> {
     let token: string | undefined;
     try {
       token = this.#token();
@@ -157,7 +159,7 @@ export class InfluxOutput implements Output {
       token,
       timeoutMs: this.#timeoutMs,
       gzipThreshold: this.#gzipThreshold,
-      signal: this.#closing.signal,
+      signal,
     });
   }
 }

@@ -5,6 +5,7 @@
  */
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
+import { setTimeout as setTimeoutPromise } from 'node:timers/promises';
 import type { AuditEvent } from '../../audit/types.ts';
 import type { WebhookDestination } from '../../sinks/types.ts';
 import { errorForStatus, type Output, OutputError } from '../types.ts';
@@ -19,13 +20,14 @@ export class Throttle {
   readonly #qps: number;
   readonly #burst: number;
   readonly #now: () => number;
-  readonly #sleep: (ms: number) => Promise<void>;
+  readonly #sleep: (ms: number, signal?: AbortSignal) => Promise<void>;
 
   constructor(
     qps: number,
     burst: number,
     now: () => number = () => performance.now(),
-    sleep: (ms: number) => Promise<void> = (ms) => new Promise((r) => setTimeout(r, ms)),
+    sleep: (ms: number, signal?: AbortSignal) => Promise<void> = (ms, signal) =>
+      setTimeoutPromise(ms, undefined, signal === undefined ? {} : { signal }),
   ) {
     this.#qps = qps;
     this.#burst = burst;
@@ -35,9 +37,13 @@ export class Throttle {
     this.#last = now();
   }
 
-  /** Waits until one batch may be sent, and takes its token. */
-  async take(): Promise<void> {
+  /**
+   * Waits until one batch may be sent, and takes its token; rejects without taking one when
+   * `signal` aborts.
+   */
+  async take(signal?: AbortSignal): Promise<void> {
     for (;;) {
+      signal?.throwIfAborted();
       const now = this.#now();
       this.#tokens = Math.min(this.#burst, this.#tokens + ((now - this.#last) / 1000) * this.#qps);
       this.#last = now;
@@ -45,7 +51,7 @@ export class Throttle {
         this.#tokens -= 1;
         return;
       }
-      await this.#sleep(((1 - this.#tokens) / this.#qps) * 1000);
+      await this.#sleep(((1 - this.#tokens) / this.#qps) * 1000, signal);
     }
   }
 }
@@ -58,6 +64,7 @@ export class WebhookOutput implements Output {
   readonly #ca: string | undefined;
   readonly #throttle: Throttle;
   readonly #timeoutMs: number;
+  readonly #closing = new AbortController();
 
   /** `throttle` and `timeoutMs` (default {@link WEBHOOK_TIMEOUT_MS}) are injectable for tests. */
   constructor(
@@ -72,16 +79,23 @@ export class WebhookOutput implements Output {
     this.#timeoutMs = options.timeoutMs ?? WEBHOOK_TIMEOUT_MS;
   }
 
-  async write(events: readonly AuditEvent[]): Promise<void> {
+  async write(events: readonly AuditEvent[], signal?: AbortSignal): Promise<void> {
+    if (this.#closing.signal.aborted) {
+      throw new OutputError('UNREACHABLE', `${this.target}: the output is closed`, {
+        retryable: true,
+      });
+    }
     if (events.length === 0) return;
-    await this.#throttle.take();
+    const abort =
+      signal === undefined ? this.#closing.signal : AbortSignal.any([this.#closing.signal, signal]);
+    await this.#throttle.take(abort);
     const body = JSON.stringify({
       kind: 'EventList',
       apiVersion: 'audit.k8s.io/v1',
       metadata: {},
       items: events,
     });
-    const { status, retryAfterMs, text } = await this.#post(body);
+    const { status, retryAfterMs, text } = await this.#post(body, abort);
     if (status >= 200 && status < 300) return;
     throw errorForStatus(
       status,
@@ -90,16 +104,25 @@ export class WebhookOutput implements Output {
     );
   }
 
-  #post(body: string): Promise<{ status: number; retryAfterMs?: number; text: string }> {
+  #post(
+    body: string,
+    signal: AbortSignal,
+  ): Promise<{ status: number; retryAfterMs?: number; text: string }> {
     const https = this.#url.protocol === 'https:';
     const request = https ? httpsRequest : httpRequest;
-    const unreachable = (err: Error) =>
-      err instanceof OutputError
-        ? err
-        : new OutputError('UNREACHABLE', `cannot reach ${this.target}: ${err.message}`, {
-            retryable: true,
-            cause: err,
-          });
+    const unreachable = (err: Error) => {
+      if (err instanceof OutputError) return err;
+      if (signal.aborted) {
+        return new OutputError('UNREACHABLE', `${this.target}: request aborted`, {
+          retryable: true,
+          cause: err,
+        });
+      }
+      return new OutputError('UNREACHABLE', `cannot reach ${this.target}: ${err.message}`, {
+        retryable: true,
+        cause: err,
+      });
+    };
     return new Promise((resolve, reject) => {
       const req = request(
         this.#url,
@@ -110,6 +133,8 @@ export class WebhookOutput implements Output {
             'content-length': Buffer.byteLength(body),
           },
           ...(https && this.#ca !== undefined ? { ca: this.#ca } : {}),
+          // Aborting destroys the socket: a destination that never answers holds nothing after.
+          signal,
         },
         (res) => {
           let text = '';
@@ -148,7 +173,9 @@ export class WebhookOutput implements Output {
     });
   }
 
+  /** Aborts requests in flight (their batches stay queued) and refuses further writes. */
   close(): Promise<void> {
+    this.#closing.abort();
     return Promise.resolve();
   }
 }

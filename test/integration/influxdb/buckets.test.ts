@@ -1,7 +1,8 @@
 // ensureBucket against a real influxd 2.7 (built by scripts/build-influxd.sh, started by
 // test/harness/influxd.ts, one server for the file). InfluxDB 1.8, which has no buckets API, is not
 // built here: a node:http server on 127.0.0.1 answers as its HTTP handler does for an unknown
-// path (404 "404 page not found", X-Influxdb-Version 1.8.10).
+// path (404 "404 page not found", X-Influxdb-Version 1.8.10); a server that never answers is one
+// that reads requests and says nothing.
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -136,6 +137,32 @@ describe('ensureBucket against a real influxd', () => {
     const err = await failure(ensureBucket({ ...destinationOn(server), url }, server.token));
     expect(err.code).toBe('UNREACHABLE');
     expect(err.retryable).toBe(true);
+  });
+});
+
+describe('ensureBucket against a server that never answers', () => {
+  it('ends as soon as its signal aborts, as a retryable UNREACHABLE', async () => {
+    const http = createServer((req) => {
+      req.resume();
+    });
+    await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve));
+    try {
+      const url = `http://127.0.0.1:${(http.address() as AddressInfo).port}`;
+      const deadline = new AbortController();
+      const pending = failure(
+        ensureBucket({ ...destinationOn(server), url }, server.token, { signal: deadline.signal }),
+      );
+      await new Promise((r) => setTimeout(r, 100));
+      const started = performance.now();
+      deadline.abort();
+      const err = await pending;
+      expect(performance.now() - started).toBeLessThan(100);
+      expect(err.code).toBe('UNREACHABLE');
+      expect(err.retryable).toBe(true);
+    } finally {
+      http.closeAllConnections();
+      await new Promise((resolve) => http.close(resolve));
+    }
   });
 });
 

@@ -346,6 +346,28 @@ describe('InfluxOutput against servers that throttle or hang', () => {
     }
   });
 
+  it('ends a write to a server that never answers as soon as its signal aborts', async () => {
+    const { url, server: http } = await standIn(() => undefined);
+    try {
+      const out = new InfluxOutput({ ...destinationOn(server), url }, SINK, () => 't');
+      const deadline = new AbortController();
+      const pending = failure(out.write(RECORDED, deadline.signal));
+      await new Promise((r) => setTimeout(r, 100));
+      const started = performance.now();
+      deadline.abort();
+      const err = await pending;
+      // Well inside the 10 s request deadline.
+      expect(performance.now() - started).toBeLessThan(100);
+      expect(err).toMatchObject({ code: 'UNREACHABLE', retryable: true });
+      expect(err.message).toContain('request aborted');
+      // The signal was this write's: the output itself stays usable.
+      const next = failure(out.write(RECORDED, AbortSignal.timeout(50)));
+      expect((await next).message).toContain('request aborted');
+    } finally {
+      await closed(http);
+    }
+  });
+
   it('aborts a write in flight on close, leaving the batch to be retried', async () => {
     const { url, server: http } = await standIn(() => undefined);
     try {

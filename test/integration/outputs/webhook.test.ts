@@ -1,6 +1,7 @@
 // The webhook output against real destinations: node:http and node:https servers on 127.0.0.1
 // (port 0), with a CA and server certificates made by the `openssl` CLI in a temp dir. Starts those
 // servers and the `openssl` processes; the throttle tests use an injected clock and start nothing.
+// Aborted writes run against a server that reads the request and never answers.
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer, type IncomingHttpHeaders, type Server } from 'node:http';
@@ -287,6 +288,74 @@ describe('webhook output over HTTP', () => {
     expect(error).toMatchObject({ code: 'TIMEOUT', retryable: true });
   });
 });
+
+describe('webhook output aborted (end of the shutdown grace period)', () => {
+  /** A server that reads requests and never answers, counting its open connections. */
+  async function silentServer(): Promise<{ port: number; connections: () => number }> {
+    let connections = 0;
+    const server = createHttpServer((req) => {
+      req.resume();
+    });
+    server.on('connection', (socket) => {
+      connections++;
+      socket.on('close', () => connections--);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    open.push(server);
+    return { port: (server.address() as AddressInfo).port, connections: () => connections };
+  }
+
+  it('ends a write to a destination that never answers as soon as its signal aborts, and closes the connection', async () => {
+    const { port, connections } = await silentServer();
+    const controller = new AbortController();
+    const write = output(`http://127.0.0.1:${port}/audit`).write(EVENTS, controller.signal);
+    await eventuallyTrue(() => connections() === 1);
+    const started = performance.now();
+    controller.abort();
+    const error = await failure(write);
+    expect(performance.now() - started).toBeLessThan(100);
+    expect(error).toMatchObject({ code: 'UNREACHABLE', retryable: true });
+    expect(error.message).toContain('request aborted');
+    await eventuallyTrue(() => connections() === 0);
+  });
+
+  it('aborts requests in flight on close, and refuses writes after it', async () => {
+    const { port, connections } = await silentServer();
+    const webhook = output(`http://127.0.0.1:${port}/audit`);
+    const write = webhook.write(EVENTS);
+    await eventuallyTrue(() => connections() === 1);
+    await webhook.close();
+    expect(await failure(write)).toMatchObject({ code: 'UNREACHABLE' });
+    expect((await failure(webhook.write(EVENTS))).message).toContain('closed');
+  });
+
+  it('ends a wait for the throttle when its signal aborts, sending nothing', async () => {
+    const destination = await startDestination(() => ({ status: 200 }));
+    const throttle = new Throttle(1, 1);
+    const webhook = new WebhookOutput(
+      { url: `${destination.origin}/audit`, qps: 1, burst: 1 },
+      { throttle },
+    );
+    await within(webhook.write(EVENTS.slice(0, 1)));
+    const controller = new AbortController();
+    // The next token is a second away.
+    const write = webhook.write(EVENTS.slice(1, 2), controller.signal);
+    setTimeout(() => controller.abort(), 50);
+    const started = performance.now();
+    await expect(within(write)).rejects.toThrow();
+    expect(performance.now() - started).toBeLessThan(500);
+    expect(destination.received).toHaveLength(1);
+  });
+});
+
+/** Polls `condition` every 10 ms, for up to BOUND_MS. */
+async function eventuallyTrue(condition: () => boolean): Promise<void> {
+  const deadline = Date.now() + BOUND_MS;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
 
 describe('webhook output target', () => {
   it('names origin and path only: no query string, no credentials', async () => {

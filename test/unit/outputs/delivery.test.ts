@@ -62,6 +62,56 @@ class ScriptedOutput implements Output {
   }
 }
 
+/**
+ * A destination that answers only when the test says so (a slow one), or never: each write waits
+ * for {@link HeldOutput.answer}, or for its abort signal when the output honours it.
+ */
+class HeldOutput implements Output {
+  readonly kind = 'webhook' as const;
+  readonly target = 'held';
+  readonly written: string[] = [];
+  readonly signals: (AbortSignal | undefined)[] = [];
+  readonly #waiting: (() => void)[] = [];
+  readonly #honoursAbort: boolean;
+  constructor(honoursAbort = true) {
+    this.#honoursAbort = honoursAbort;
+  }
+  write(events: readonly AuditEvent[], signal?: AbortSignal): Promise<void> {
+    this.signals.push(signal);
+    return new Promise((resolve, reject) => {
+      this.#waiting.push(() => {
+        this.written.push(...events.map((e) => e.auditID));
+        resolve();
+      });
+      if (!this.#honoursAbort) return;
+      signal?.addEventListener(
+        'abort',
+        () => reject(new OutputError('UNREACHABLE', 'request aborted', { retryable: true })),
+        { once: true },
+      );
+    });
+  }
+  /** Writes waiting for an answer. */
+  get inFlight(): number {
+    return this.#waiting.length;
+  }
+  /** The destination answers the oldest write waiting. */
+  answer(): void {
+    this.#waiting.shift()?.();
+  }
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
+/** Lets the loop run until `condition` holds (promise callbacks only; no timers). */
+async function settle(condition: () => boolean): Promise<void> {
+  for (let turn = 0; !condition(); turn++) {
+    if (turn > 1_000) throw new Error('condition not met');
+    await Promise.resolve();
+  }
+}
+
 function recorder() {
   const log: string[] = [];
   const observer: DeliveryObserver = {
@@ -196,10 +246,37 @@ describe('delivery loop', () => {
     const queue = new ListQueue(1);
     const unauthorized = new OutputError('UNAUTHORIZED', 'bad token', { retryable: false });
     const output = new ScriptedOutput([unauthorized, unauthorized]);
-    const { delays, done } = run(queue, output, recorder().observer);
-    await done;
+    const delays: number[] = [];
+    const stop = new AbortController();
+    await runDelivery(
+      queue,
+      output,
+      // Not draining: the loop runs until the batch got through.
+      { ...recorder().observer, delivered: () => stop.abort() },
+      {
+        batchSize: 3,
+        idleWaitMs: 10,
+        backoff: DEFAULT_BACKOFF,
+        sleep: (ms) => {
+          delays.push(ms);
+          return Promise.resolve();
+        },
+      },
+      { stop: stop.signal, abort: new AbortController().signal },
+    );
     expect(delays).toEqual([60_000, 60_000]);
     expect(output.written).toEqual(['e0']);
+  });
+
+  it('ends a drain at a permanent failure instead of waiting a minute for its re-check', async () => {
+    const queue = new ListQueue(2);
+    const unauthorized = new OutputError('UNAUTHORIZED', 'bad token', { retryable: false });
+    const { log, observer } = recorder();
+    const { delays, done } = run(queue, new ScriptedOutput([unauthorized]), observer);
+    await done;
+    expect(delays).toEqual([]);
+    expect(log).toEqual(['failed UNAUTHORIZED 2 #1']);
+    expect(queue.committed).toBe(0);
   });
 
   it('skips a batch the destination refuses as data, so that it cannot block the queue', async () => {
@@ -277,6 +354,158 @@ describe('delivery loop', () => {
     });
     expect(queue.committed).toBe(0);
     expect(output.written).toEqual([]);
+  });
+});
+
+describe('delivery loop at the end of the shutdown grace period', () => {
+  /** A draining loop over `queue`; `deadline` is the end of the drain. */
+  function draining(queue: ListQueue, output: Output, observer: DeliveryObserver) {
+    const stop = new AbortController();
+    stop.abort();
+    const deadline = new AbortController();
+    const options: DeliveryOptions = {
+      batchSize: 3,
+      idleWaitMs: 10,
+      backoff: DEFAULT_BACKOFF,
+      sleep: () => Promise.resolve(),
+    };
+    const done = runDelivery(queue, output, observer, options, {
+      stop: stop.signal,
+      abort: deadline.signal,
+    });
+    return { deadline, done };
+  }
+
+  it('aborts the write in flight at the deadline: nothing committed, nothing counted as failed', async () => {
+    const queue = new ListQueue(5);
+    const output = new HeldOutput();
+    const { log, observer } = recorder();
+    const { deadline, done } = draining(queue, output, observer);
+    await settle(() => output.inFlight === 1);
+    expect(output.signals[0]?.aborted).toBe(false);
+    deadline.abort();
+    await done;
+    // The output saw the deadline as its write's abort signal, and rejected.
+    expect(output.signals[0]?.aborted).toBe(true);
+    expect(output.written).toEqual([]);
+    expect(queue.committed).toBe(0);
+    expect(log).toEqual([]);
+  });
+
+  it('keeps the batches already delivered committed, and only the one in flight queued', async () => {
+    const queue = new ListQueue(7);
+    const output = new HeldOutput();
+    const { log, observer } = recorder();
+    const { deadline, done } = draining(queue, output, observer);
+    await settle(() => output.inFlight === 1);
+    output.answer();
+    await settle(() => output.signals.length === 2);
+    deadline.abort();
+    await done;
+    expect(output.written).toEqual(['e0', 'e1', 'e2']);
+    expect(queue.committed).toBe(3);
+    expect(log).toEqual(['delivered 3']);
+  });
+
+  it('stops waiting at the deadline for a write that cannot be cancelled', async () => {
+    const queue = new ListQueue(2);
+    const output = new HeldOutput(false);
+    const { log, observer } = recorder();
+    const { deadline, done } = draining(queue, output, observer);
+    await settle(() => output.inFlight === 1);
+    deadline.abort();
+    await done;
+    expect(queue.committed).toBe(0);
+    // It finishes later, unobserved: the loop is gone, and the batch stays queued.
+    output.answer();
+    await settle(() => output.written.length === 2);
+    expect(queue.committed).toBe(0);
+    expect(log).toEqual([]);
+  });
+
+  it('ends a retry wait at the deadline without a further attempt', async () => {
+    const queue = new ListQueue(2);
+    const deadline = new AbortController();
+    const output = new ScriptedOutput([
+      new OutputError('SERVER_ERROR', '503', { retryable: true, retryAfterMs: 30_000 }),
+    ]);
+    const stop = new AbortController();
+    stop.abort();
+    const waits: { ms: number; signal: AbortSignal }[] = [];
+    const { log, observer } = recorder();
+    const done = runDelivery(
+      queue,
+      output,
+      observer,
+      {
+        batchSize: 3,
+        idleWaitMs: 10,
+        backoff: DEFAULT_BACKOFF,
+        random: () => 0.5,
+        // A wait that ends only by its signal: the injected clock never reaches 30 s.
+        sleep: (ms, signal) =>
+          new Promise((resolve) => {
+            waits.push({ ms, signal });
+            signal.addEventListener('abort', () => resolve(), { once: true });
+          }),
+      },
+      { stop: stop.signal, abort: deadline.signal },
+    );
+    await settle(() => waits.length === 1);
+    deadline.abort();
+    await done;
+    expect(waits.map((w) => w.ms)).toEqual([30_000]);
+    expect(output.written).toEqual([]);
+    expect(queue.committed).toBe(0);
+    // The 503 before the deadline was a real failure; the deadline added none.
+    expect(log).toEqual(['failed SERVER_ERROR 2 #1']);
+  });
+
+  it('ends an idle wait as soon as the drain starts, after one more look for events', async () => {
+    const calls: { wait: number; aborted: boolean }[] = [];
+    const idle = {
+      // Nothing queued: waits as long as it may, or until its signal aborts.
+      next: (_max: number, wait: number, signal?: AbortSignal): Promise<Batch | null> => {
+        calls.push({ wait, aborted: signal?.aborted ?? false });
+        if (wait === 0) return Promise.resolve(null);
+        return new Promise((resolve) =>
+          signal?.addEventListener('abort', () => resolve(null), { once: true }),
+        );
+      },
+      commit: () => Promise.resolve(),
+    };
+    const stop = new AbortController();
+    const done = runDelivery(
+      idle,
+      new ScriptedOutput(),
+      recorder().observer,
+      { batchSize: 3, idleWaitMs: 60_000, backoff: DEFAULT_BACKOFF },
+      { stop: stop.signal, abort: new AbortController().signal },
+    );
+    await settle(() => calls.length === 1);
+    stop.abort();
+    await done;
+    expect(calls).toEqual([
+      { wait: 60_000, aborted: false },
+      { wait: 0, aborted: false },
+    ]);
+  });
+
+  it('drains a slow destination completely when it answers before the deadline', async () => {
+    const queue = new ListQueue(7);
+    const output = new HeldOutput();
+    const { log, observer } = recorder();
+    const { done } = draining(queue, output, observer);
+    let finished = false;
+    void done.then(() => (finished = true));
+    while (!finished) {
+      await settle(() => output.inFlight === 1 || finished);
+      output.answer();
+    }
+    expect(output.written).toEqual(['e0', 'e1', 'e2', 'e3', 'e4', 'e5', 'e6']);
+    expect(queue.committed).toBe(7);
+    expect(log).toEqual(['delivered 3', 'delivered 3', 'delivered 1']);
+    expect(output.signals.every((signal) => signal?.aborted === false)).toBe(true);
   });
 });
 

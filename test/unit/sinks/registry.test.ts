@@ -1,5 +1,9 @@
 // The sink registry over real in-memory queues and in-test outputs: routing into queues, delivery,
-// status, live changes, overflow, drain. Starts no process.
+// status, live changes, overflow, drain, and the end of a shutdown's drain over spools in a
+// temporary directory. Starts no process.
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { AuditEvent } from '../../../src/audit/types.ts';
 import { DEFAULT_BACKOFF } from '../../../src/outputs/delivery.ts';
@@ -50,7 +54,7 @@ class RecordingOutput implements Output {
 
 let registries: SinkRegistry[] = [];
 afterEach(async () => {
-  await Promise.all(registries.map((r) => r.close(0)));
+  await Promise.all(registries.map((r) => r.close()));
   registries = [];
 });
 
@@ -133,7 +137,7 @@ describe('sink registry', () => {
       2_000,
       5,
     );
-    await registry.close(1_000);
+    await registry.close(AbortSignal.timeout(1_000));
     expect(registry.hasSink(shop.key)).toBe(false);
     expect(registry.status(shop.key)).toMatchObject({ received: EVENTS.length, written: kept });
   });
@@ -339,7 +343,150 @@ describe('sink registry', () => {
     await registry.apply([shop]);
     const output = latest(shop.key);
     await registry.ingest(EVENTS, { kind: 'all' });
-    await registry.close(2_000);
+    await registry.close(AbortSignal.timeout(2_000));
     expect(output.got).toHaveLength(inNamespace('shop').length);
+  });
+});
+
+/** A destination that never answers: each write waits until its abort signal fires. */
+class SilentOutput implements Output {
+  readonly kind = 'file' as const;
+  readonly target = 'silent';
+  inFlight = 0;
+  aborted = 0;
+  write(_events: readonly AuditEvent[], signal?: AbortSignal): Promise<void> {
+    this.inFlight++;
+    return new Promise((_resolve, reject) => {
+      signal?.addEventListener(
+        'abort',
+        () => {
+          this.inFlight--;
+          this.aborted++;
+          reject(new OutputError('UNREACHABLE', 'request aborted', { retryable: true }));
+        },
+        { once: true },
+      );
+    });
+  }
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
+/** A destination that answers every write after `ms`. */
+class SlowOutput extends RecordingOutput {
+  readonly #ms: number;
+  constructor(ms: number) {
+    super('slow');
+    this.#ms = ms;
+  }
+  override async write(events: readonly AuditEvent[]): Promise<void> {
+    await new Promise((resolve) => setTimeout(resolve, this.#ms));
+    await super.write(events);
+  }
+}
+
+describe('sink registry at shutdown', () => {
+  const dirs: string[] = [];
+  afterEach(async () => {
+    for (const dir of dirs.splice(0)) await rm(dir, { recursive: true, force: true });
+  });
+
+  /** A registry whose sinks spool under `dir`, with outputs from `make`. */
+  function durable(dir: string, make: () => Output): SinkRegistry {
+    const registry = new SinkRegistry({
+      routing: { allowSecretPayloads: false },
+      factory: {
+        openQueue: (sink) =>
+          openQueue({ dir: join(dir, sink.key.replaceAll('/', '_')), maxBytes: 10 * 1024 * 1024 }),
+        createOutputs: () => Promise.resolve([make()]),
+      },
+      idleWaitMs: 5,
+      backoff: { ...DEFAULT_BACKOFF, initialMs: 5, maxMs: 5, permanentMs: 5 },
+    });
+    registries.push(registry);
+    return registry;
+  }
+
+  it('aborts writes in flight at the deadline, counts no failure, and leaves every event to the next start', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'kao-registry-'));
+    dirs.push(dir);
+    const shop = pipeline('shop', 'orders');
+    const billing = pipeline('billing', 'ledger');
+    const silent: SilentOutput[] = [];
+    const first = durable(dir, () => {
+      const output = new SilentOutput();
+      silent.push(output);
+      return output;
+    });
+    await first.apply([shop, billing]);
+    await first.ingest(EVENTS, { kind: 'all' });
+    await eventually(
+      'a write in flight to each sink',
+      () => silent.every((o) => o.inFlight === 1),
+      2_000,
+      5,
+    );
+
+    const deadline = new AbortController();
+    let closed = false;
+    const closing = first.close(deadline.signal).finally(() => (closed = true));
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    // Draining: the writes wait for their answer until the deadline.
+    expect(closed).toBe(false);
+    await expect(first.ingest(EVENTS, { kind: 'all' })).rejects.toThrow('shutting down');
+    deadline.abort();
+    expect(await closing).toEqual({
+      cutOff: true,
+      undelivered: [
+        { sink: shop.key, destinations: { file: inNamespace('shop').length } },
+        { sink: billing.key, destinations: { file: inNamespace('billing').length } },
+      ],
+    });
+    expect(silent.map((o) => o.aborted)).toEqual([1, 1]);
+    for (const sink of [shop, billing]) {
+      expect(first.status(sink.key)).toMatchObject({ failed: 0, written: 0 });
+    }
+
+    // The next start delivers each of them, once.
+    const recording: RecordingOutput[] = [];
+    const second = durable(dir, () => {
+      const output = new RecordingOutput('working');
+      recording.push(output);
+      return output;
+    });
+    await second.apply([shop, billing]);
+    const [toShop, toBilling] = recording as [RecordingOutput, RecordingOutput];
+    await eventually(
+      'a delivery to each sink',
+      () => toShop.got.length > 0 && toBilling.got.length > 0,
+      2_000,
+      5,
+    );
+    expect(await second.close(AbortSignal.timeout(2_000))).toEqual({
+      cutOff: false,
+      undelivered: [],
+    });
+    expect(toShop.got.map((e) => e.auditID)).toEqual(inNamespace('shop').map((e) => e.auditID));
+    expect(toBilling.got.map((e) => e.auditID)).toEqual(
+      inNamespace('billing').map((e) => e.auditID),
+    );
+  });
+
+  it('drains a slow destination completely when it answers before the deadline', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'kao-registry-'));
+    dirs.push(dir);
+    const shop = pipeline('shop', 'orders');
+    const slow = new SlowOutput(30);
+    const registry = durable(dir, () => slow);
+    await registry.apply([shop]);
+    // Batches of one: several slow writes, each well inside the deadline.
+    for (const event of inNamespace('shop').slice(0, 5)) {
+      await registry.ingest([event], { kind: 'sink', key: shop.key });
+    }
+    const deadline = new AbortController();
+    expect(await registry.close(deadline.signal)).toEqual({ cutOff: false, undelivered: [] });
+    expect(slow.got).toHaveLength(5);
+    expect(registry.status(shop.key)).toMatchObject({ failed: 0, written: 5 });
   });
 });
