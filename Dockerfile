@@ -1,6 +1,8 @@
 # The operator's container image: built on Debian with the full toolchain, run on a distroless
 # Node.js 24 base that has no shell, no package manager and runs as an unprivileged user.
 # test/unit/dockerfile.test.ts checks the invariants below; keep them when changing this file.
+# Needs BuildKit (`RUN --mount`): the default builder of Docker 23 and later, DOCKER_BUILDKIT=1
+# before. scripts/build-image.sh builds it, cached by its inputs.
 
 # ---- build: compile the TypeScript sources and collect the production dependencies ----------
 FROM node:24-bookworm-slim AS build
@@ -10,7 +12,12 @@ WORKDIR /app
 COPY package.json package-lock.json ./
 # Installs the dev dependencies too: tsc, and the `node` package whose install script (allowed in
 # package.json `allowScripts`) provides the Node.js 24 that every npm script runs on.
-RUN npm ci --no-fund --no-audit
+# Behind a TLS-intercepting proxy npm must trust the proxy's CA: give it as the optional build
+# secret `build-ca` (`docker build --secret id=build-ca,src=<PEM bundle>`). A secret is mounted
+# for this one instruction and written to no layer, so the CA never reaches the image.
+RUN --mount=type=secret,id=build-ca \
+    if [ -s /run/secrets/build-ca ]; then export NODE_EXTRA_CA_CERTS=/run/secrets/build-ca; fi && \
+    npm ci --no-fund --no-audit
 
 COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
@@ -18,7 +25,13 @@ RUN npm run build
 
 # Production dependencies only: drops tsc, the linters, vitest and the `node` package's own Node.js
 # binary, which the runtime image must not carry. No production dependency has an install script.
-RUN npm ci --omit=dev --ignore-scripts --no-fund --no-audit
+# The packages come from npm's cache of the first install; the secret covers a metadata request.
+RUN --mount=type=secret,id=build-ca \
+    if [ -s /run/secrets/build-ca ]; then export NODE_EXTRA_CA_CERTS=/run/secrets/build-ca; fi && \
+    npm ci --omit=dev --ignore-scripts --no-fund --no-audit
+
+# The data directory, empty: the runtime stage has no shell to create it.
+RUN install -d -m 0700 /data
 
 # ---- runtime ----------------------------------------------------------------------------------
 # distroless nodejs24: Node.js 24 on Debian 12; the :nonroot tag's default user is 65532.
@@ -36,6 +49,14 @@ ENV NODE_ENV=production
 COPY --from=build /app/package.json ./package.json
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
+
+# The spool and line-protocol files, at the path the chart mounts its volume on. Owned by the
+# process's user: Docker seeds a fresh named volume with the image's directory, owner included, so
+# `-v <volume>:/var/lib/kube-audit` is writable as well. VOLUME gives `docker run --read-only`
+# without any -v a writable (anonymous) volume there; Kubernetes mounts the chart's volume over it.
+COPY --from=build --chown=65532:65532 /data /var/lib/kube-audit
+ENV KUBE_AUDIT_DATA_DIR=/var/lib/kube-audit
+VOLUME /var/lib/kube-audit
 
 # Numeric, so that Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
 USER 65532
