@@ -30,13 +30,14 @@ RUN --mount=type=secret,id=build-ca \
     if [ -s /run/secrets/build-ca ]; then export NODE_EXTRA_CA_CERTS=/run/secrets/build-ca; fi && \
     npm ci --omit=dev --ignore-scripts --no-fund --no-audit
 
-# The data directory, empty: the runtime stage has no shell to create it.
-RUN install -d -m 0700 /data
+# The data directory, empty and private: the runtime stage has no shell to create it. Under a
+# parent of its own, because COPY keeps the mode of a directory it copies, but not of the one
+# whose contents it copies.
+RUN install -d -m 0700 /data/kube-audit
 
 # ---- runtime ----------------------------------------------------------------------------------
 # distroless nodejs24: Node.js 24 on Debian 12; the :nonroot tag's default user is 65532.
 FROM gcr.io/distroless/nodejs24-debian12:nonroot
-WORKDIR /app
 
 LABEL org.opencontainers.image.title="kube-audit-operator" \
       org.opencontainers.image.description="Dynamic Kubernetes audit sinks: per-sink audit policies with kube-apiserver semantics, written to InfluxDB" \
@@ -45,16 +46,18 @@ LABEL org.opencontainers.image.title="kube-audit-operator" \
 ENV NODE_ENV=production
 
 # Only what `node dist/main.js` loads: the compiled code, its dependencies, and package.json (the
-# `--version` text and `"type": "module"`). Owned by root, so the process cannot modify them.
-COPY --from=build /app/package.json ./package.json
-COPY --from=build /app/node_modules ./node_modules
-COPY --from=build /app/dist ./dist
+# `--version` text and `"type": "module"`). Owned by root, /app included, so the process cannot
+# modify them: COPY creates /app as root, where WORKDIR would create it as the base's user 65532.
+COPY --from=build /app/package.json /app/package.json
+COPY --from=build /app/node_modules /app/node_modules
+COPY --from=build /app/dist /app/dist
+WORKDIR /app
 
 # The spool and line-protocol files, at the path the chart mounts its volume on. Owned by the
 # process's user: Docker seeds a fresh named volume with the image's directory, owner included, so
 # `-v <volume>:/var/lib/kube-audit` is writable as well. VOLUME gives `docker run --read-only`
 # without any -v a writable (anonymous) volume there; Kubernetes mounts the chart's volume over it.
-COPY --from=build --chown=65532:65532 /data /var/lib/kube-audit
+COPY --from=build --chown=65532:65532 /data/ /var/lib/
 ENV KUBE_AUDIT_DATA_DIR=/var/lib/kube-audit
 VOLUME /var/lib/kube-audit
 

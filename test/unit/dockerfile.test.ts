@@ -145,7 +145,7 @@ describe('Dockerfile', () => {
       '/app/dist',
       '/app/node_modules',
       '/app/package.json',
-      '/data',
+      '/data/',
     ]);
   });
 
@@ -154,14 +154,16 @@ describe('Dockerfile', () => {
       (i) => i.keyword === 'COPY' && i.args.includes('--chown'),
     );
     expect(owned.map((i) => i.args.split(/\s+/))).toEqual([
-      ['--from=build', '--chown=65532:65532', '/data', chartDataDir],
+      ['--from=build', '--chown=65532:65532', '/data/', '/var/lib/'],
     ]);
-    // Created empty in the build stage (the runtime stage has no shell to do it).
-    expect(
-      build.instructions.some(
-        (i) => i.keyword === 'RUN' && /install -d -m 0700 \/data$/.test(i.args),
-      ),
-    ).toBe(true);
+    // /data holds the data directory alone, created empty and private in the build stage (the
+    // runtime stage has no shell to do it).
+    const name = chartDataDir.replace(/^\/var\/lib\//, '');
+    expect(name).not.toContain('/');
+    expect(build.instructions).toContainEqual({
+      keyword: 'RUN',
+      args: `install -d -m 0700 /data/${name}`,
+    });
   });
 
   it("defaults every command's data directory to the chart's, a volume even with --read-only", () => {
@@ -192,6 +194,16 @@ describe('Dockerfile', () => {
           expect(i.args).not.toMatch(/CA_CERT|SSL_CERT/);
       }
     }
+  });
+
+  it('creates /app by copying into it as root, not by WORKDIR as the base image user', () => {
+    const keywords = runtime.instructions.map((i) => i.keyword);
+    const workdir = keywords.indexOf('WORKDIR');
+    const lastAppCopy = runtime.instructions.findLastIndex(
+      (i) => i.keyword === 'COPY' && /\s\/app\/\S*$/.test(i.args),
+    );
+    expect(lastAppCopy).toBeGreaterThanOrEqual(0);
+    expect(workdir === -1 || workdir > lastAppCopy).toBe(true);
   });
 
   it('runs nothing in the runtime stage, which has no shell', () => {
