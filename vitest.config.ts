@@ -20,7 +20,12 @@ export default defineConfig({
         test: {
           name: 'integration',
           include: ['test/integration/**/*.test.ts', 'test/e2e/**/*.test.ts'],
-          exclude: [...configDefaults.exclude, 'test/e2e/controlplane/**', 'test/e2e/load.test.ts'],
+          exclude: [
+            ...configDefaults.exclude,
+            'test/e2e/controlplane/**',
+            'test/e2e/image/**',
+            'test/e2e/load.test.ts',
+          ],
           // Builds influxd and the control plane's binaries once per machine before any test, so
           // no test timeout pays for it.
           globalSetup: ['test/harness/global-setup.ts'],
@@ -39,6 +44,18 @@ export default defineConfig({
           // up to 30 s; both take far longer while other test files run beside them.
           testTimeout: 120_000,
           hookTimeout: 180_000,
+        },
+      },
+      {
+        extends: true,
+        test: {
+          name: 'image',
+          include: ['test/e2e/image/**/*.test.ts'],
+          // A Docker engine, the base images (or their stand-ins) and the image built from the
+          // Dockerfile, before any test: a cold build takes minutes.
+          globalSetup: ['test/harness/image-global-setup.ts'],
+          testTimeout: 120_000,
+          hookTimeout: 240_000,
         },
       },
       {
