@@ -5,6 +5,9 @@
  * test, all before any test, so that a cold build (minutes) is charged to no test's timeout. The
  * engine is released after the last test: stopped when this run started it.
  */
+import { readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { TestProject } from 'vitest/node';
 import { ensureControlPlaneBinaries, reapOrphanedControlPlanes } from './controlplane.ts';
 import {
@@ -18,6 +21,7 @@ import {
   type BuiltImage,
   ensureBaseImages,
   ensureImage,
+  HOST_DIR_PREFIX,
   removeOlderImages,
   TEST_OWNER_LABEL,
 } from './image.ts';
@@ -37,8 +41,8 @@ function seconds(since: number): string {
 }
 
 /**
- * Removes containers and volumes that image tests of a dead process left (a crashed run); they
- * carry {@link TEST_OWNER_LABEL} with the owner's pid.
+ * Removes containers, volumes and temporary directories that image tests of a dead process left
+ * (a crashed run); they carry {@link TEST_OWNER_LABEL}, or their name, with the owner's pid.
  */
 async function removeLeftovers(engine: DockerEngine): Promise<void> {
   const owned = async (kind: 'container' | 'volume') => {
@@ -62,6 +66,12 @@ async function removeLeftovers(engine: DockerEngine): Promise<void> {
   if (containers.length > 0) await docker(engine, ['container', 'rm', '--force', ...containers]);
   const volumes = await owned('volume');
   if (volumes.length > 0) await docker(engine, ['volume', 'rm', '--force', ...volumes]);
+  for (const name of readdirSync(tmpdir())) {
+    const owner = Number(name.slice(HOST_DIR_PREFIX.length).split('-')[0]);
+    if (name.startsWith(HOST_DIR_PREFIX) && owner > 0 && !alive(owner)) {
+      rmSync(join(tmpdir(), name), { recursive: true, force: true });
+    }
+  }
 }
 
 /** Runs before the image tests; returns the teardown. */

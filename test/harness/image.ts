@@ -45,6 +45,9 @@ export const INPUTS_LABEL = 'dev.kube-audit.inputs';
 /** Containers and volumes of the image tests carry it, with the test process's pid. */
 export const TEST_OWNER_LABEL = 'dev.kube-audit.test-owner';
 
+/** Temporary directories of the image tests are named `<prefix><pid>-...` in the temp dir. */
+export const HOST_DIR_PREFIX = 'kao-image-';
+
 /** A certificate of the tests' own, added to the build's CA file: the image must not hold it. */
 export const BUILD_CA_MARKER = join(ROOT, 'test', 'fixtures', 'image', 'build-ca-marker.pem');
 

@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { inject } from 'vitest';
 import { docker, type DockerEngine, type DockerResult, dockerOk } from '../../harness/docker.ts';
-import { TEST_OWNER_LABEL } from '../../harness/image.ts';
+import { HOST_DIR_PREFIX, TEST_OWNER_LABEL } from '../../harness/image.ts';
 
 /** The engine and the image the global setup provides. */
 export const engine: DockerEngine = inject('dockerEngine');
@@ -152,7 +152,7 @@ export async function createVolume(): Promise<string> {
  * mount. Files written into it are made readable by 65532 with {@link giveToNonroot}.
  */
 export async function hostDir(): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), 'kao-image-'));
+  const dir = await mkdtemp(join(tmpdir(), `${HOST_DIR_PREFIX}${process.pid}-`));
   names.dirs.add(dir);
   await chmod(dir, 0o755);
   return dir;
