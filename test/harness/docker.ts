@@ -25,6 +25,7 @@ import {
   readdirSync,
   readFileSync,
   rmSync,
+  statSync,
   writeFileSync,
 } from 'node:fs';
 import { request } from 'node:http';
@@ -53,6 +54,8 @@ const SYSTEM_SOCKET = '/var/run/docker.sock';
 
 /** 60 s: dockerd answers /_ping in about 2 s on an idle machine. */
 const START_TIMEOUT_MS = 60_000;
+/** 10 s: a lock directory without its owner's pid this long was left by a process that died. */
+const LOCK_UNOWNED_MS = 10_000;
 /** 30 s: dockerd stops its containers (10 s grace each) and its containerd on SIGTERM. */
 const STOP_TIMEOUT_MS = 30_000;
 
@@ -168,12 +171,16 @@ async function withLock<T>(fn: () => Promise<T>): Promise<T> {
       break;
     } catch {
       let owner = 0;
+      let ageMs = 0;
       try {
+        ageMs = Date.now() - statSync(LOCK).mtimeMs;
         owner = Number(readFileSync(join(LOCK, 'owner'), 'utf8'));
       } catch {
-        // being created: its owner writes the file next
+        // being created (its owner writes the file next), or just released
       }
-      if (owner > 0 && !alive(owner)) rmSync(LOCK, { recursive: true, force: true });
+      // Stale: its owner died, or died between creating it and writing its pid.
+      const stale = owner > 0 ? !alive(owner) : ageMs > LOCK_UNOWNED_MS;
+      if (stale) rmSync(LOCK, { recursive: true, force: true });
       else await new Promise((r) => setTimeout(r, 100));
     }
   }
