@@ -141,13 +141,15 @@ export interface BuiltImage {
 }
 
 /**
- * Builds the image with scripts/build-image.sh (at once when cached) and returns its reference.
- * `force` rebuilds it (BuildKit's cache still applies).
+ * Builds the image with scripts/build-image.sh (at once when cached), after making sure of its
+ * base images ({@link ensureBaseImages}), and returns its reference. `force` rebuilds it
+ * (BuildKit's cache still applies).
  */
 export async function ensureImage(
   engine: DockerEngine,
   opts: { readonly force?: boolean } = {},
 ): Promise<BuiltImage> {
+  await ensureBaseImages(engine);
   const started = performance.now();
   const { last: ref, stderr } = await runScript(engine, BUILD_IMAGE_SCRIPT, [
     '--ca-file',
