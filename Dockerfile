@@ -25,7 +25,8 @@ RUN npm run build
 
 # Production dependencies only: drops tsc, the linters, vitest and the `node` package's own Node.js
 # binary, which the runtime image must not carry. No production dependency has an install script.
-# The packages come from npm's cache of the first install; the secret covers a metadata request.
+# The packages come from npm's cache of the first install; npm may still ask the registry, so the
+# CA secret is mounted here too.
 RUN --mount=type=secret,id=build-ca \
     if [ -s /run/secrets/build-ca ]; then export NODE_EXTRA_CA_CERTS=/run/secrets/build-ca; fi && \
     npm ci --omit=dev --ignore-scripts --no-fund --no-audit
