@@ -1,6 +1,8 @@
 # The operator's container image: built on Debian with the full toolchain, run on a distroless
 # Node.js 24 base that has no shell, no package manager and runs as an unprivileged user.
 # test/unit/dockerfile.test.ts checks the invariants below; keep them when changing this file.
+# Needs BuildKit (`RUN --mount`): the default builder of Docker 23 and later, DOCKER_BUILDKIT=1
+# before. scripts/build-image.sh builds it, cached by its inputs.
 
 # ---- build: compile the TypeScript sources and collect the production dependencies ----------
 FROM node:24-bookworm-slim AS build
@@ -10,7 +12,12 @@ WORKDIR /app
 COPY package.json package-lock.json ./
 # Installs the dev dependencies too: tsc, and the `node` package whose install script (allowed in
 # package.json `allowScripts`) provides the Node.js 24 that every npm script runs on.
-RUN npm ci --no-fund --no-audit
+# Behind a TLS-intercepting proxy npm must trust the proxy's CA: give it as the optional build
+# secret `build-ca` (`docker build --secret id=build-ca,src=<PEM bundle>`). A secret is mounted
+# for this one instruction and written to no layer, so the CA never reaches the image.
+RUN --mount=type=secret,id=build-ca \
+    if [ -s /run/secrets/build-ca ]; then export NODE_EXTRA_CA_CERTS=/run/secrets/build-ca; fi && \
+    npm ci --no-fund --no-audit
 
 COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
@@ -18,12 +25,20 @@ RUN npm run build
 
 # Production dependencies only: drops tsc, the linters, vitest and the `node` package's own Node.js
 # binary, which the runtime image must not carry. No production dependency has an install script.
-RUN npm ci --omit=dev --ignore-scripts --no-fund --no-audit
+# The packages come from npm's cache of the first install; npm may still ask the registry, so the
+# CA secret is mounted here too.
+RUN --mount=type=secret,id=build-ca \
+    if [ -s /run/secrets/build-ca ]; then export NODE_EXTRA_CA_CERTS=/run/secrets/build-ca; fi && \
+    npm ci --omit=dev --ignore-scripts --no-fund --no-audit
+
+# The data directory, empty and private: the runtime stage has no shell to create it. Under a
+# parent of its own, because COPY keeps the mode of a directory it copies, but not of the one
+# whose contents it copies.
+RUN install -d -m 0700 /data/kube-audit
 
 # ---- runtime ----------------------------------------------------------------------------------
 # distroless nodejs24: Node.js 24 on Debian 12; the :nonroot tag's default user is 65532.
 FROM gcr.io/distroless/nodejs24-debian12:nonroot
-WORKDIR /app
 
 LABEL org.opencontainers.image.title="kube-audit-operator" \
       org.opencontainers.image.description="Dynamic Kubernetes audit sinks: per-sink audit policies with kube-apiserver semantics, written to InfluxDB" \
@@ -32,10 +47,20 @@ LABEL org.opencontainers.image.title="kube-audit-operator" \
 ENV NODE_ENV=production
 
 # Only what `node dist/main.js` loads: the compiled code, its dependencies, and package.json (the
-# `--version` text and `"type": "module"`). Owned by root, so the process cannot modify them.
-COPY --from=build /app/package.json ./package.json
-COPY --from=build /app/node_modules ./node_modules
-COPY --from=build /app/dist ./dist
+# `--version` text and `"type": "module"`). Owned by root, /app included, so the process cannot
+# modify them: COPY creates /app as root, where WORKDIR would create it as the base's user 65532.
+COPY --from=build /app/package.json /app/package.json
+COPY --from=build /app/node_modules /app/node_modules
+COPY --from=build /app/dist /app/dist
+WORKDIR /app
+
+# The spool and line-protocol files, at the path the chart mounts its volume on. Owned by the
+# process's user: Docker seeds a fresh named volume with the image's directory, owner included, so
+# `-v <volume>:/var/lib/kube-audit` is writable as well. VOLUME gives `docker run --read-only`
+# without any -v a writable (anonymous) volume there; Kubernetes mounts the chart's volume over it.
+COPY --from=build --chown=65532:65532 /data/ /var/lib/
+ENV KUBE_AUDIT_DATA_DIR=/var/lib/kube-audit
+VOLUME /var/lib/kube-audit
 
 # Numeric, so that Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
 USER 65532

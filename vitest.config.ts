@@ -41,7 +41,12 @@ export default defineConfig({
         test: {
           name: 'integration',
           include: ['test/integration/**/*.test.ts', 'test/e2e/**/*.test.ts'],
-          exclude: [...configDefaults.exclude, 'test/e2e/controlplane/**', 'test/e2e/load.test.ts'],
+          exclude: [
+            ...configDefaults.exclude,
+            'test/e2e/controlplane/**',
+            'test/e2e/image/**',
+            'test/e2e/load.test.ts',
+          ],
           ...servers(['influxd']),
           // Real servers: starting one takes about a second, a loaded CI machine far longer.
           testTimeout: 60_000,
@@ -65,6 +70,19 @@ export default defineConfig({
       {
         extends: true,
         test: {
+          name: 'image',
+          include: ['test/e2e/image/**/*.test.ts'],
+          // A Docker engine, the base images (or their stand-ins) and the image built from the
+          // Dockerfile; the control plane for `run` in a container.
+          ...servers(['controlplane', 'image']),
+          testTimeout: 120_000,
+          hookTimeout: 240_000,
+          sequence: { groupOrder: 3 },
+        },
+      },
+      {
+        extends: true,
+        test: {
           name: 'load',
           include: ['test/e2e/load.test.ts'],
           ...servers(['influxd']),
@@ -72,7 +90,7 @@ export default defineConfig({
           hookTimeout: 60_000,
           // Sustained overload for minutes would starve the timing-sensitive tests beside it (a
           // policy change within a second): a group of its own runs alone, never beside another.
-          sequence: { groupOrder: 3 },
+          sequence: { groupOrder: 4 },
         },
       },
     ],

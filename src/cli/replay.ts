@@ -2,7 +2,7 @@
  * `replay --events <audit.log> -f <file|dir>`: an apiserver audit log through the sinks of
  * manifest files, with a progress bar on a terminal.
  */
-import type { Command } from 'commander';
+import { type Command, Option } from 'commander';
 import { type ReplayProgress, replayAuditLog } from '../standalone/replay.ts';
 import { createLogger } from '../telemetry/logger.ts';
 import { CliError } from './errors.ts';
@@ -16,7 +16,12 @@ export function registerReplayCommand(program: Command, io: CommandIO): void {
     .description('run an apiserver audit log (JSON lines) through the sinks of manifest files')
     .requiredOption('--events <file>', 'audit log written by --audit-log-path (JSON lines)')
     .requiredOption('-f, --filename <file|dir>', 'AuditSink, AuditPipeline and Secret manifests')
-    .option('--data-dir <dir>', 'where sinks without a destination write line protocol')
+    .addOption(
+      new Option(
+        '--data-dir <dir>',
+        'where sinks without a destination write line protocol (default ./kube-audit-data)',
+      ).env('KUBE_AUDIT_DATA_DIR'),
+    )
     .option('--namespace <ns>', "the operator's namespace (default kube-audit)")
     .option('--cluster-wide-namespaces <list>', 'pipelines here see every namespace')
     .option('--allow-secret-payloads', 'keep bodies of Secret and token requests')

@@ -31,7 +31,7 @@ export function addReceiverOptions(command: Command): Command {
       env(
         '--data-dir <dir>',
         'DATA_DIR',
-        'spool and line-protocol files (default ./kube-audit-data)',
+        'spool and line-protocol files (default ./kube-audit-data; the image: /var/lib/kube-audit)',
       ),
     )
     .addOption(

@@ -23,12 +23,22 @@ afterEach(async () => {
   for (const dir of dirs.splice(0)) await rm(dir, { recursive: true, force: true });
 });
 
-async function replay(events: string, dataDir: string) {
+/** Runs replay with `--data-dir`, or with `KUBE_AUDIT_DATA_DIR` when `via` says so. */
+async function replay(events: string, dataDir: string, via: 'flag' | 'env' = 'flag') {
   return run(
     process.execPath,
-    [MAIN, 'replay', '--events', events, '-f', 'examples/standalone', '--data-dir', dataDir],
+    [
+      MAIN,
+      'replay',
+      '--events',
+      events,
+      '-f',
+      'examples/standalone',
+      ...(via === 'flag' ? ['--data-dir', dataDir] : []),
+    ],
     {
       cwd: ROOT,
+      env: via === 'env' ? { ...process.env, KUBE_AUDIT_DATA_DIR: dataDir } : process.env,
     },
   ).then(
     (r) => ({ code: 0, ...r }),
@@ -53,6 +63,14 @@ describe('replay', () => {
     );
     expect(await lines(join(dataDir, 'sinks', 'cluster-trail.lp'))).toBe(RECORDED.length);
     expect(await lines(join(dataDir, 'pipelines', 'shop', 'orders.lp'))).toBe(shop);
+  });
+
+  it('writes under KUBE_AUDIT_DATA_DIR without --data-dir, as the container image sets it', async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), 'kao-replay-'));
+    dirs.push(dataDir);
+    const result = await replay(EVENTS, dataDir, 'env');
+    expect(result.code).toBe(0);
+    expect(await lines(join(dataDir, 'sinks', 'cluster-trail.lp'))).toBe(RECORDED.length);
   });
 
   it('reports invalid lines with their line numbers, replays the rest, and exits 1', async () => {

@@ -4,10 +4,16 @@
  * vitest.config.ts) in the background and returns at once, so tests that need no server start
  * at once on a cold machine; each build writes its outcome to a file of this run's status
  * directory, and the setup file of a server-backed project (test/harness/servers-ready.ts) waits
- * for those files before the project's first test. Builds themselves are cached outside the
- * repository by version (the scripts/ that each one runs), so only a fresh machine pays for them.
+ * for those files before the project's test files are even loaded. Builds themselves are cached
+ * outside the repository by version or by their inputs (the scripts/ each one runs), so only a
+ * fresh machine pays for them.
  *
- * Starts build scripts only; no server.
+ * Builds run in two lanes, each one build at a time: `go` (compiling: influxd, Kubernetes) and
+ * `docker` (the Docker engine, base images and the operator's image: mostly downloads and
+ * package installs), side by side.
+ *
+ * Starts build scripts, and the Docker engine for the `image` build (released by the global
+ * teardown).
  */
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -17,37 +23,82 @@ import {
   KUBE_VERSION,
   LEGACY_KUBE_VERSION,
 } from './controlplane.ts';
+import { type DockerEngine, ensureDockerEngine, releaseDockerEngine } from './docker.ts';
+import {
+  type BuiltImage,
+  ensureImage,
+  imageCached,
+  removeOlderImages,
+  removeTestLeftovers,
+} from './image.ts';
 import { ensureInfluxd, influxdCached, INFLUXD_VERSION } from './influxd.ts';
+
+/** What the `image` build gives the tests: the engine to run containers on, and the image. */
+export interface ImageBuild {
+  readonly engine: DockerEngine;
+  readonly image: BuiltImage;
+}
 
 /** One server build: what it provides, whether it is cached, and how to get it. */
 interface ServerBuild {
   /** For the log: what the build provides. */
   readonly what: string;
+  /** Which lane it runs in (see the module's header). */
+  readonly lane: 'go' | 'docker';
   /** A cold build's duration on 2 idle cores, for the log line that says a build started. */
   readonly coldMinutes: number;
   readonly cached: () => boolean;
+  /** Builds or finds it; resolves with what the tests need to know of it (JSON). */
   readonly ensure: () => Promise<unknown>;
+  /** Ends what `ensure` started that must not outlive the run (a Docker engine). */
+  readonly release?: (value: unknown) => Promise<void>;
 }
 
-/** Every build a project can name, in the order they run when several are wanted. */
+/** Every build a project can name. */
 export const SERVER_BUILDS = {
   influxd: {
     what: `influxd ${INFLUXD_VERSION}`,
+    lane: 'go',
     coldMinutes: 7,
     cached: influxdCached,
-    ensure: ensureInfluxd,
+    ensure: async () => ({ path: await ensureInfluxd() }),
   },
   controlplane: {
     what: `etcd, kube-apiserver ${KUBE_VERSION}, kubectl and helm`,
+    lane: 'go',
     coldMinutes: 6,
     cached: () => controlPlaneBinariesCached(),
     ensure: () => ensureControlPlaneBinaries(),
   },
   'controlplane-legacy': {
     what: `kube-apiserver ${LEGACY_KUBE_VERSION} (native dynamic audit)`,
+    lane: 'go',
     coldMinutes: 6,
     cached: () => controlPlaneBinariesCached({ legacy: true }),
     ensure: () => ensureControlPlaneBinaries({ legacy: true }),
+  },
+  image: {
+    what: "a Docker engine, the Dockerfile's base images (or local stand-ins) and the operator's image",
+    lane: 'docker',
+    coldMinutes: 5,
+    cached: imageCached,
+    ensure: async (): Promise<ImageBuild> => {
+      const engine = await ensureDockerEngine();
+      try {
+        await removeTestLeftovers(engine);
+        const image = await ensureImage(engine);
+        await removeOlderImages(engine, image);
+        return { engine, image };
+      } catch (err) {
+        await releaseDockerEngine(engine);
+        throw err;
+      }
+    },
+    release: async (value: unknown) => {
+      const { engine } = value as ImageBuild;
+      await removeTestLeftovers(engine);
+      await releaseDockerEngine(engine);
+    },
   },
 } as const satisfies Record<string, ServerBuild>;
 
@@ -56,51 +107,60 @@ export type ServerName = keyof typeof SERVER_BUILDS;
 
 /** What a finished build leaves in the status directory. */
 type BuildOutcome =
-  { readonly ok: true; readonly seconds: number } | { readonly ok: false; readonly error: string };
+  | { readonly ok: true; readonly seconds: number; readonly value: unknown }
+  | { readonly ok: false; readonly error: string };
 
 function statusFile(dir: string, name: ServerName): string {
   return join(dir, `${name}.json`);
 }
 
 /**
- * Runs the builds in order, one at a time (each uses every core; see the vitest config's note on
- * the measured alternatives), writing each outcome to `dir`. Resolves when all have settled;
- * never rejects: a failure is the waiting workers' to report.
+ * Runs one build, writing its outcome to `dir`. Resolves with its value, or undefined when it
+ * failed; never rejects: a failure is the waiting workers' to report.
  */
-export async function runBuilds(
-  names: readonly ServerName[],
+export async function runBuild(
+  name: ServerName,
   dir: string,
   log: (line: string) => void,
-): Promise<void> {
+): Promise<unknown> {
   mkdirSync(dir, { recursive: true });
-  for (const name of names) {
-    const build: ServerBuild = SERVER_BUILDS[name];
-    const cached = build.cached();
-    if (!cached) {
-      log(
-        `${name}: building ${build.what} (first run on this machine: about ${build.coldMinutes} minutes on 2 cores)`,
-      );
-    }
-    const started = performance.now();
-    let outcome: BuildOutcome;
-    try {
-      await build.ensure();
-      outcome = { ok: true, seconds: Math.round((performance.now() - started) / 1000) };
-      if (!cached) log(`${name}: ready after ${outcome.seconds} s`);
-    } catch (err) {
-      outcome = { ok: false, error: err instanceof Error ? err.message : String(err) };
-      log(`${name}: build failed: ${outcome.error}`);
-    }
-    // Written beside and renamed: a waiting worker never reads half a file.
-    const file = statusFile(dir, name);
-    writeFileSync(`${file}.partial`, JSON.stringify(outcome));
-    renameSync(`${file}.partial`, file);
+  const build: ServerBuild = SERVER_BUILDS[name];
+  const cached = build.cached();
+  if (!cached) {
+    log(
+      `${name}: building ${build.what} (first run on this machine: about ${build.coldMinutes} minutes on 2 cores)`,
+    );
   }
+  const started = performance.now();
+  let outcome: BuildOutcome;
+  try {
+    const value = await build.ensure();
+    outcome = { ok: true, seconds: Math.round((performance.now() - started) / 1000), value };
+    if (!cached) log(`${name}: ready after ${outcome.seconds} s`);
+  } catch (err) {
+    outcome = { ok: false, error: err instanceof Error ? err.message : String(err) };
+    log(`${name}: build failed: ${outcome.error}`);
+  }
+  // Written beside and renamed: a waiting worker never reads half a file.
+  const file = statusFile(dir, name);
+  writeFileSync(`${file}.partial`, JSON.stringify(outcome));
+  renameSync(`${file}.partial`, file);
+  return outcome.ok ? outcome.value : undefined;
 }
 
+/** Releases what a build started (see {@link ServerBuild.release}); for the global teardown. */
+export async function releaseBuild(name: ServerName, value: unknown): Promise<void> {
+  const build: ServerBuild = SERVER_BUILDS[name];
+  if (value !== undefined) await build.release?.(value);
+}
+
+/** Values of the builds this worker waited for. */
+const built = new Map<ServerName, unknown>();
+
 /**
- * Resolves once every named build has succeeded; rejects with the build's error when one
- * failed. Without a status directory (no global setup ran) it builds what is missing itself.
+ * Resolves once every named build has succeeded, keeping their values for {@link builtValue};
+ * rejects with the build's error when one failed. Without a status directory (no global setup
+ * ran) it builds what is missing itself.
  */
 export async function serversBuilt(
   names: readonly ServerName[],
@@ -109,7 +169,7 @@ export async function serversBuilt(
 ): Promise<void> {
   for (const name of names) {
     if (dir === undefined) {
-      await SERVER_BUILDS[name].ensure();
+      built.set(name, await SERVER_BUILDS[name].ensure());
       continue;
     }
     for (;;) {
@@ -122,9 +182,19 @@ export async function serversBuilt(
       if (text !== undefined) {
         const outcome = JSON.parse(text) as BuildOutcome;
         if (!outcome.ok) throw new Error(`${name} could not be built: ${outcome.error}`);
+        built.set(name, outcome.value);
         break;
       }
       await new Promise((resolve) => setTimeout(resolve, pollMs));
     }
   }
+}
+
+/** What a build that this worker waited for gave (see {@link serversBuilt}). */
+export function builtValue(name: 'image'): ImageBuild;
+export function builtValue(name: ServerName): unknown {
+  if (!built.has(name)) {
+    throw new Error(`${name} is not among the servers of this test's project (vitest.config.ts)`);
+  }
+  return built.get(name);
 }

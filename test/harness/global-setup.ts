@@ -3,15 +3,16 @@
  * earlier run or worker, and starts in the background, at low CPU priority, the builds of the
  * servers the project names (`provide.servers` in vitest.config.ts; test/harness/builds.ts). It
  * returns at once, so projects that need no server (unit) run while the builds go on; the
- * project's setup file (test/harness/servers-ready.ts) waits for them before its first test, and
- * no test timeout pays for a build.
+ * project's setup file (test/harness/servers-ready.ts) waits for them before its test files load,
+ * and no test timeout pays for a build.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestProject } from 'vitest/node';
-import { runBuilds, type ServerName } from './builds.ts';
+import { releaseBuild, runBuild, SERVER_BUILDS, type ServerName } from './builds.ts';
 import { reapOrphanedControlPlanes } from './controlplane.ts';
+import { reapOrphanedDockerEngine } from './docker.ts';
 import { reapOrphanedServers } from './influxd.ts';
 
 declare module 'vitest' {
@@ -28,14 +29,15 @@ declare module 'vitest' {
 const BUILD_NICE = '10';
 
 /**
- * One build queue for the whole run: every project's global setup runs in this process, and a
- * server two projects need is built once. Kept on globalThis because each project may load this
- * module on its own.
+ * This run's builds: every project's global setup runs in this process, and a server two
+ * projects need is built once. Kept on globalThis because each project may load this module on
+ * its own.
  */
 interface RunBuilds {
   readonly dir: string;
-  readonly queued: Set<ServerName>;
-  chain: Promise<void>;
+  readonly started: Map<ServerName, Promise<unknown>>;
+  /** The last build queued in each lane: a lane runs one build at a time. */
+  readonly lanes: Map<string, Promise<unknown>>;
 }
 const KEY = Symbol.for('kube-audit-operator.test-builds');
 type WithBuilds = typeof globalThis & { [KEY]?: RunBuilds };
@@ -44,39 +46,40 @@ function runState(): RunBuilds {
   const global = globalThis as WithBuilds;
   global[KEY] ??= {
     dir: mkdtempSync(join(tmpdir(), 'kube-audit-operator-builds-')),
-    queued: new Set(),
-    chain: Promise.resolve(),
+    started: new Map(),
+    lanes: new Map(),
   };
   return global[KEY];
 }
 
 /** Runs before a server-backed project's tests; returns before the builds finish. */
-export function setup(project: TestProject): void {
+export async function setup(project: TestProject): Promise<void> {
   reapOrphanedServers();
   reapOrphanedControlPlanes();
+  await reapOrphanedDockerEngine();
   const state = runState();
   project.provide('buildStatusDir', state.dir);
-  const wanted = (project.config.provide.servers ?? []).filter((name) => !state.queued.has(name));
-  for (const name of wanted) state.queued.add(name);
-  if (wanted.length === 0) return;
   process.env.INFLUXD_NICE ??= BUILD_NICE;
   process.env.KUBE_APISERVER_NICE ??= BUILD_NICE;
-  // One build after another, in the order projects ask for them: each uses every core, and the
-  // first project's servers are ready soonest.
-  state.chain = state.chain.then(() =>
-    runBuilds(wanted, state.dir, (line) => {
-      console.log(line);
-    }),
-  );
+  // In the order projects ask for them, within each lane: the first project's servers are ready
+  // soonest.
+  for (const name of project.config.provide.servers ?? []) {
+    if (state.started.has(name)) continue;
+    const lane = SERVER_BUILDS[name].lane;
+    const previous = state.lanes.get(lane) ?? Promise.resolve();
+    const done = previous.then(() => runBuild(name, state.dir, (line) => console.log(line)));
+    state.lanes.set(lane, done);
+    state.started.set(name, done);
+  }
 }
 
-/** Runs after every test: waits for builds still running, then kills orphaned servers. */
+/** Runs after every test: waits for builds still running, releases them, reaps orphans. */
 export async function teardown(): Promise<void> {
   const state = (globalThis as WithBuilds)[KEY];
   if (state !== undefined) {
-    await state.chain;
-    rmSync(state.dir, { recursive: true, force: true });
     delete (globalThis as WithBuilds)[KEY];
+    for (const [name, done] of state.started) await releaseBuild(name, await done);
+    rmSync(state.dir, { recursive: true, force: true });
   }
   reapOrphanedServers();
   reapOrphanedControlPlanes();

@@ -1,7 +1,8 @@
 // The container image's invariants, read from the Dockerfile and .dockerignore (no Docker engine is
 // needed): a multi-stage build, a distroless Node.js 24 runtime that matches the project's Node.js,
-// a non-root user, and nothing in the runtime stage but the compiled code, the production
-// dependencies and package.json. Pure: starts no process.
+// a non-root user, nothing in the runtime stage but the compiled code, the production
+// dependencies, package.json and the chart's data directory owned by that user, and a build CA
+// that reaches no layer. Pure: starts no process. test/e2e/image/ builds and runs the image.
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 
@@ -69,6 +70,13 @@ function execForm(stage: Stage, keyword: string): unknown {
 const stages = parseDockerfile(read('Dockerfile'));
 const build = stages[0] as Stage;
 const runtime = stages.at(-1) as Stage;
+/** The data directory the chart mounts its spool volume on (templates/_helpers.tpl). */
+const chartDataDir = (() => {
+  const helpers = read('charts/kube-audit-operator/templates/_helpers.tpl');
+  const path = /define "kube-audit-operator\.dataDir" -\}\}([^{]+)\{\{/.exec(helpers)?.[1];
+  if (path === undefined) throw new Error('no kube-audit-operator.dataDir in _helpers.tpl');
+  return path.trim();
+})();
 const pkg = JSON.parse(read('package.json')) as {
   devDependencies: Record<string, string>;
   dependencies: Record<string, string>;
@@ -125,7 +133,7 @@ describe('Dockerfile', () => {
     for (const source of sources) expect(source).not.toMatch(/^(test|bench|\.)($|\/)/);
   });
 
-  it('copies only dist, the production node_modules and package.json into the runtime image', () => {
+  it('copies only dist, the production node_modules, package.json and the data directory into the runtime image', () => {
     const copies = runtime.instructions.filter((i) => i.keyword === 'COPY' || i.keyword === 'ADD');
     const copied = copies.map((i) => {
       expect(i.keyword).toBe('COPY');
@@ -133,7 +141,69 @@ describe('Dockerfile', () => {
       expect(words).toContain(`--from=${build.name}`);
       return words.filter((w) => !w.startsWith('--')).slice(0, -1);
     });
-    expect(copied.flat().sort()).toEqual(['/app/dist', '/app/node_modules', '/app/package.json']);
+    expect(copied.flat().sort()).toEqual([
+      '/app/dist',
+      '/app/node_modules',
+      '/app/package.json',
+      '/data/',
+    ]);
+  });
+
+  it('leaves the code owned by root and gives only the data directory to user 65532', () => {
+    const owned = runtime.instructions.filter(
+      (i) => i.keyword === 'COPY' && i.args.includes('--chown'),
+    );
+    expect(owned.map((i) => i.args.split(/\s+/))).toEqual([
+      ['--from=build', '--chown=65532:65532', '/data/', '/var/lib/'],
+    ]);
+    // /data holds the data directory alone, created empty and private in the build stage (the
+    // runtime stage has no shell to do it).
+    const name = chartDataDir.replace(/^\/var\/lib\//, '');
+    expect(name).not.toContain('/');
+    expect(build.instructions).toContainEqual({
+      keyword: 'RUN',
+      args: `install -d -m 0700 /data/${name}`,
+    });
+  });
+
+  it("defaults every command's data directory to the chart's, a volume even with --read-only", () => {
+    expect(runtime.instructions).toContainEqual({
+      keyword: 'ENV',
+      args: `KUBE_AUDIT_DATA_DIR=${chartDataDir}`,
+    });
+    expect(runtime.instructions).toContainEqual({ keyword: 'VOLUME', args: chartDataDir });
+  });
+
+  it('trusts an extra CA only as a build secret mounted into the npm steps', () => {
+    const mounting = stages.flatMap((stage) =>
+      stage.instructions
+        .filter((i) => i.args.includes('build-ca'))
+        .map((i) => ({ stage: stage.name, keyword: i.keyword, args: i.args })),
+    );
+    expect(mounting.length).toBeGreaterThanOrEqual(1);
+    for (const use of mounting) {
+      // Never copied, never an ENV or ARG (both are recorded in the image), never in the runtime stage.
+      expect(use.stage).toBe(build.name);
+      expect(use.keyword).toBe('RUN');
+      expect(use.args).toMatch(/^--mount=type=secret,id=build-ca\s/);
+      expect(use.args).toMatch(/\bnpm ci\b/);
+    }
+    for (const stage of stages) {
+      for (const i of stage.instructions) {
+        if (i.keyword === 'ENV' || i.keyword === 'ARG')
+          expect(i.args).not.toMatch(/CA_CERT|SSL_CERT/);
+      }
+    }
+  });
+
+  it('creates /app by copying into it as root, not by WORKDIR as the base image user', () => {
+    const keywords = runtime.instructions.map((i) => i.keyword);
+    const workdir = keywords.indexOf('WORKDIR');
+    const lastAppCopy = runtime.instructions.findLastIndex(
+      (i) => i.keyword === 'COPY' && /\s\/app\/\S*$/.test(i.args),
+    );
+    expect(lastAppCopy).toBeGreaterThanOrEqual(0);
+    expect(workdir === -1 || workdir > lastAppCopy).toBe(true);
   });
 
   it('runs nothing in the runtime stage, which has no shell', () => {
