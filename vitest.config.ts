@@ -20,7 +20,13 @@ export default defineConfig({
         test: {
           name: 'integration',
           include: ['test/integration/**/*.test.ts', 'test/e2e/**/*.test.ts'],
-          exclude: [...configDefaults.exclude, 'test/e2e/controlplane/**', 'test/e2e/load.test.ts'],
+          exclude: [
+            ...configDefaults.exclude,
+            'test/e2e/controlplane/**',
+            'test/e2e/load.test.ts',
+            'test/e2e/node/**',
+            'test/e2e/node-lifecycle/**',
+          ],
           // Builds influxd and the control plane's binaries once per machine before any test, so
           // no test timeout pays for it.
           globalSetup: ['test/harness/global-setup.ts'],
@@ -52,6 +58,33 @@ export default defineConfig({
           // Sustained overload for minutes would starve the timing-sensitive tests beside it (a
           // policy change within a second): a group of its own runs alone, never beside another.
           sequence: { groupOrder: 1 },
+        },
+      },
+      {
+        extends: true,
+        test: {
+          name: 'node',
+          include: ['test/e2e/node/**/*.test.ts'],
+          // One single-node cluster for the whole run (machine-wide state allows one per machine).
+          globalSetup: ['test/harness/node-global-setup.ts'],
+          // The files share that cluster and 2 cores: one at a time.
+          maxWorkers: 1,
+          sequence: { groupOrder: 2 },
+          // A Deployment is available in about 15 s on 2 idle cores, far later under load.
+          testTimeout: 180_000,
+          hookTimeout: 180_000,
+        },
+      },
+      {
+        extends: true,
+        test: {
+          name: 'node-lifecycle',
+          include: ['test/e2e/node-lifecycle/**/*.test.ts'],
+          // Stops the run's cluster, so it runs after every file that uses it.
+          maxWorkers: 1,
+          sequence: { groupOrder: 3 },
+          testTimeout: 600_000,
+          hookTimeout: 180_000,
         },
       },
     ],
