@@ -470,7 +470,7 @@ export function existingHostDirectories(): Record<string, boolean> {
 
 /**
  * Removes what the cluster left outside its state directory: /var/log/containers symlinks into
- * `stateDir`, libcni's cached results of `network`, then every directory of
+ * `stateDir`, the cached CNI results of the sandboxes of `network`, then every directory of
  * {@link HOST_DIRECTORIES} (and its empty subdirectories) that did not exist before the start
  * and is now empty.
  */
@@ -492,10 +492,21 @@ export function removeHostLeftovers(
       }
     }
   }
+  // libcni caches each sandbox's result of our network (<network>-<sandbox id>-eth0), and
+  // containerd its loopback's (cni-loopback-<sandbox id>-lo): a reaped sandbox leaves both.
   const results = '/var/lib/cni/results';
   if (existsSync(results)) {
-    for (const name of readdirSync(results)) {
-      if (name.startsWith(`${network}-`)) rmSync(join(results, name), { force: true });
+    const names = readdirSync(results);
+    const sandboxes = names
+      .filter((name) => name.startsWith(`${network}-`))
+      .map((name) => name.slice(network.length + 1).split('-')[0]);
+    for (const name of names) {
+      const [prefix, id] = name.startsWith(`${network}-`)
+        ? [network, name.slice(network.length + 1).split('-')[0]]
+        : ['cni-loopback', name.slice('cni-loopback-'.length).split('-')[0]];
+      if (name.startsWith(`${prefix}-`) && sandboxes.includes(id)) {
+        rmSync(join(results, name), { force: true });
+      }
     }
   }
   const removeEmpty = (dir: string): boolean => {
