@@ -46,6 +46,8 @@ export default defineConfig({
             'test/e2e/controlplane/**',
             'test/e2e/image/**',
             'test/e2e/load.test.ts',
+            'test/e2e/node/**',
+            'test/e2e/node-lifecycle/**',
           ],
           ...servers(['influxd']),
           // Real servers: starting one takes about a second, a loaded CI machine far longer.
@@ -91,6 +93,35 @@ export default defineConfig({
           // Sustained overload for minutes would starve the timing-sensitive tests beside it (a
           // policy change within a second): a group of its own runs alone, never beside another.
           sequence: { groupOrder: 4 },
+        },
+      },
+      {
+        extends: true,
+        test: {
+          name: 'node',
+          include: ['test/e2e/node/**/*.test.ts'],
+          // One single-node cluster for the whole run (machine-wide state allows one per machine),
+          // started when this group begins; the image to install on it.
+          ...servers(['influxd', 'controlplane', 'image', 'node-binaries', 'node']),
+          // The files share that cluster and 2 cores: one at a time.
+          maxWorkers: 1,
+          sequence: { groupOrder: 5 },
+          // A Deployment is available in about 15 s on 2 idle cores, far later under load.
+          testTimeout: 180_000,
+          hookTimeout: 180_000,
+        },
+      },
+      {
+        extends: true,
+        test: {
+          name: 'node-lifecycle',
+          include: ['test/e2e/node-lifecycle/**/*.test.ts'],
+          // Stops the run's cluster, so it runs after every file that uses it.
+          ...servers(['node-binaries']),
+          maxWorkers: 1,
+          sequence: { groupOrder: 6 },
+          testTimeout: 600_000,
+          hookTimeout: 180_000,
         },
       },
     ],

@@ -8,14 +8,16 @@
  * outside the repository by version or by their inputs (the scripts/ each one runs), so only a
  * fresh machine pays for them.
  *
- * Builds run in two lanes, each one build at a time: `go` (compiling: influxd, Kubernetes) and
- * `docker` (the Docker engine, base images and the operator's image: mostly downloads and
- * package installs), side by side.
+ * Builds run in lanes, each one build at a time, the lanes side by side: `go` (compiling:
+ * influxd, Kubernetes), `docker` (the Docker engine, base images and the operator's image: mostly
+ * downloads and package installs) and `cluster` (the single-node cluster). An on-demand build (the
+ * cluster) starts only once a worker asks for it, so a cluster does not idle through the groups
+ * that run before its tests.
  *
- * Starts build scripts, and the Docker engine for the `image` build (released by the global
- * teardown).
+ * Starts build scripts, the Docker engine of the `image` build and the cluster of the `node`
+ * build; the global teardown releases both.
  */
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   controlPlaneBinariesCached,
@@ -32,6 +34,18 @@ import {
   removeTestLeftovers,
 } from './image.ts';
 import { ensureInfluxd, influxdCached, INFLUXD_VERSION } from './influxd.ts';
+import {
+  attachNode,
+  ensureNodeBinaries,
+  ensureNodePackages,
+  NODE_KUBE_VERSION,
+  type NodeConnection,
+  nodeBinariesCached,
+  nodeConnection,
+  nodeRunning,
+  reapCrashedNode,
+  startNode,
+} from './node.ts';
 
 /** What the `image` build gives the tests: the engine to run containers on, and the image. */
 export interface ImageBuild {
@@ -44,7 +58,11 @@ interface ServerBuild {
   /** For the log: what the build provides. */
   readonly what: string;
   /** Which lane it runs in (see the module's header). */
-  readonly lane: 'go' | 'docker';
+  readonly lane: 'go' | 'docker' | 'cluster';
+  /** Runs only once a worker asks for it ({@link serversBuilt}). */
+  readonly onDemand?: boolean;
+  /** Builds that must have succeeded first (they run in their own lanes). */
+  readonly after?: readonly ServerName[];
   /** A cold build's duration on 2 idle cores, for the log line that says a build started. */
   readonly coldMinutes: number;
   readonly cached: () => boolean;
@@ -54,8 +72,12 @@ interface ServerBuild {
   readonly release?: (value: unknown) => Promise<void>;
 }
 
+/** The name of a server build. */
+export type ServerName =
+  'influxd' | 'controlplane' | 'controlplane-legacy' | 'image' | 'node-binaries' | 'node';
+
 /** Every build a project can name. */
-export const SERVER_BUILDS = {
+export const SERVER_BUILDS: Readonly<Record<ServerName, ServerBuild>> = {
   influxd: {
     what: `influxd ${INFLUXD_VERSION}`,
     lane: 'go',
@@ -100,10 +122,45 @@ export const SERVER_BUILDS = {
       await releaseDockerEngine(engine);
     },
   },
-} as const satisfies Record<string, ServerBuild>;
+  'node-binaries': {
+    what: `kubelet, kube-proxy, kube-scheduler, kube-controller-manager and kube-apiserver ${NODE_KUBE_VERSION}, the pause image, and Debian's containerd, runc and CNI plugins`,
+    lane: 'go',
+    coldMinutes: 15,
+    cached: () => nodeBinariesCached(),
+    ensure: async () => {
+      await ensureNodePackages();
+      await ensureNodeBinaries();
+      return {};
+    },
+  },
+  node: {
+    what: `the single-node Kubernetes ${NODE_KUBE_VERSION} cluster`,
+    lane: 'cluster',
+    onDemand: true,
+    after: ['node-binaries'],
+    coldMinutes: 1,
+    cached: () => true,
+    ensure: startRunNode,
+    release: async () => {
+      // A test may have stopped it already (the lifecycle tests do).
+      if (nodeRunning()) await attachNode().stop();
+    },
+  },
+};
 
-/** The name of a server build. */
-export type ServerName = keyof typeof SERVER_BUILDS;
+/**
+ * Starts the run's single-node cluster, after reaping one that a crashed run left: one cluster
+ * per machine. Resolves with how test files reach it.
+ */
+export async function startRunNode(): Promise<NodeConnection> {
+  if (await reapCrashedNode()) console.log('node: reaped a cluster left by a crashed run');
+  const cluster = await startNode();
+  const { timings } = cluster;
+  console.log(
+    `node: cluster ${NODE_KUBE_VERSION} up: processes ${timings.processesStarted} ms, node Ready ${timings.nodeReady} ms, default ServiceAccount ${timings.defaultServiceAccount} ms`,
+  );
+  return nodeConnection(cluster);
+}
 
 /** What a finished build leaves in the status directory. */
 type BuildOutcome =
@@ -114,6 +171,11 @@ function statusFile(dir: string, name: ServerName): string {
   return join(dir, `${name}.json`);
 }
 
+/** Left by a worker that waits for an on-demand build: the sign to start it. */
+function wantedFile(dir: string, name: ServerName): string {
+  return join(dir, `${name}.wanted`);
+}
+
 /**
  * Runs one build, writing its outcome to `dir`. Resolves with its value, or undefined when it
  * failed; never rejects: a failure is the waiting workers' to report.
@@ -122,9 +184,16 @@ export async function runBuild(
   name: ServerName,
   dir: string,
   log: (line: string) => void,
+  cancelled: () => boolean = () => false,
 ): Promise<unknown> {
   mkdirSync(dir, { recursive: true });
-  const build: ServerBuild = SERVER_BUILDS[name];
+  const build = SERVER_BUILDS[name];
+  if (build.onDemand === true) {
+    while (!existsSync(wantedFile(dir, name))) {
+      if (cancelled()) return undefined;
+      await new Promise((resolve) => setTimeout(resolve, 500));
+    }
+  }
   const cached = build.cached();
   if (!cached) {
     log(
@@ -150,7 +219,7 @@ export async function runBuild(
 
 /** Releases what a build started (see {@link ServerBuild.release}); for the global teardown. */
 export async function releaseBuild(name: ServerName, value: unknown): Promise<void> {
-  const build: ServerBuild = SERVER_BUILDS[name];
+  const build = SERVER_BUILDS[name];
   if (value !== undefined) await build.release?.(value);
 }
 
@@ -172,6 +241,7 @@ export async function serversBuilt(
       built.set(name, await SERVER_BUILDS[name].ensure());
       continue;
     }
+    writeFileSync(wantedFile(dir, name), '');
     for (;;) {
       let text: string | undefined;
       try {
@@ -192,6 +262,7 @@ export async function serversBuilt(
 
 /** What a build that this worker waited for gave (see {@link serversBuilt}). */
 export function builtValue(name: 'image'): ImageBuild;
+export function builtValue(name: 'node'): NodeConnection;
 export function builtValue(name: ServerName): unknown {
   if (!built.has(name)) {
     throw new Error(`${name} is not among the servers of this test's project (vitest.config.ts)`);

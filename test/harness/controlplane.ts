@@ -16,7 +16,6 @@
  * vitest global setup reaps servers whose owner died without doing so, as for influxd.
  */
 import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import {
   chmodSync,
   closeSync,
@@ -30,18 +29,25 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { request as httpsRequest } from 'node:https';
 import { createRequire } from 'node:module';
 import { homedir, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify as toYaml } from 'yaml';
 import { freePort } from './influxd.ts';
+import {
+  getWithToken,
+  type KubeUser,
+  kubeconfigFor,
+  newUser,
+  runClient,
+  tokenFile,
+} from './kube-access.ts';
 import { TestPki } from './pki.ts';
 import { alive, trackServer } from './processes.ts';
 
 /** The kube-apiserver release for the static audit webhook mode. */
-export const KUBE_VERSION = '1.35.4';
+export const KUBE_VERSION = '1.37.2';
 
 /**
  * The last kube-apiserver line with native dynamic audit (auditregistration.k8s.io/v1alpha1 was
@@ -97,18 +103,13 @@ export interface ControlPlaneOptions {
   extraApiserverArgs?: readonly string[];
 }
 
-/** A user of the static token file. */
-export interface KubeUser {
-  name: string;
-  token: string;
-  groups: string[];
-}
+export type { KubeUser } from './kube-access.ts';
 
 /** A running control plane. */
 export interface ControlPlane {
   /** `https://127.0.0.1:<port>`. */
   url: string;
-  /** The kube-apiserver version, e.g. `1.35.4`. */
+  /** The kube-apiserver version, e.g. `1.37.2`. */
   version: string;
   /** CA of the serving certificate (PEM path). */
   caFile: string;
@@ -426,58 +427,6 @@ const ETCD_START_TIMEOUT_MS = 60_000;
 /** 120 s: kube-apiserver is ready in a few seconds on 2 idle cores; far longer under load. */
 const APISERVER_START_TIMEOUT_MS = 120_000;
 
-interface Answer {
-  readonly status: number;
-  readonly body: string;
-}
-
-/** One GET over HTTPS that trusts `ca`, with a bearer token. */
-function getWithToken(url: string, token: string, ca: Buffer): Promise<Answer> {
-  return new Promise((resolve, reject) => {
-    const req = httpsRequest(
-      url,
-      { ca, headers: { authorization: `Bearer ${token}` }, agent: false, timeout: 5_000 },
-      (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (chunk: Buffer) => chunks.push(chunk));
-        res.on('end', () =>
-          resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }),
-        );
-        res.on('error', reject);
-      },
-    );
-    req.on('timeout', () => req.destroy(new Error(`GET ${url}: timed out`)));
-    req.on('error', reject);
-    req.end();
-  });
-}
-
-function newUser(name: string, groups: string[]): KubeUser {
-  return { name, token: randomBytes(24).toString('hex'), groups };
-}
-
-/** The static token file: token,user,uid[,"group1,group2"]. */
-function tokenFile(users: readonly KubeUser[]): string {
-  return users
-    .map((u, i) => {
-      const base = `${u.token},${u.name},uid-${i}`;
-      return u.groups.length === 0 ? base : `${base},"${u.groups.join(',')}"`;
-    })
-    .join('\n')
-    .concat('\n');
-}
-
-function kubeconfigFor(server: string, caFile: string, user: KubeUser): string {
-  return toYaml({
-    apiVersion: 'v1',
-    kind: 'Config',
-    clusters: [{ name: 'test', cluster: { server, 'certificate-authority': caFile } }],
-    users: [{ name: user.name, user: { token: user.token } }],
-    contexts: [{ name: 'test', context: { cluster: 'test', user: user.name } }],
-    'current-context': 'test',
-  });
-}
-
 /** The kubeconfig the apiserver's audit webhook reads to reach the receiver. */
 function auditWebhookKubeconfig(target: AuditWebhookTarget): string {
   const user: Record<string, string> = {};
@@ -704,7 +653,7 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
       logs: { etcd: join(dir, 'etcd.log'), apiserver: join(dir, 'kube-apiserver.log') },
       kubeconfig,
       kubectl: (kubectlArgs, opts = {}) =>
-        runKubectl(
+        runClient(
           kubectl,
           [
             `--kubeconfig=${kubeconfig(opts.user)}`,
@@ -727,37 +676,4 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
     await rm(dir, { recursive: true, force: true });
     throw err;
   }
-}
-
-/** 60 s: a kubectl call against a local apiserver takes well under a second. */
-const KUBECTL_TIMEOUT_MS = 60_000;
-
-function runKubectl(
-  binary: string,
-  args: string[],
-  input: string | undefined,
-): Promise<{ stdout: string; stderr: string; code: number }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(binary, args, { stdio: ['pipe', 'pipe', 'pipe'] });
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    child.stdout.on('data', (chunk: Buffer) => out.push(chunk));
-    child.stderr.on('data', (chunk: Buffer) => err.push(chunk));
-    const timer = setTimeout(() => child.kill('SIGKILL'), KUBECTL_TIMEOUT_MS);
-    child.once('error', (e) => {
-      clearTimeout(timer);
-      reject(e);
-    });
-    child.once('close', (code, signal) => {
-      clearTimeout(timer);
-      resolve({
-        stdout: Buffer.concat(out).toString('utf8'),
-        stderr:
-          Buffer.concat(err).toString('utf8') +
-          (signal === null ? '' : `\nkubectl ended by ${signal}`),
-        code: code ?? 128,
-      });
-    });
-    child.stdin.end(input ?? '');
-  });
 }

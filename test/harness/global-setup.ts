@@ -35,6 +35,8 @@ const BUILD_NICE = '10';
  */
 interface RunBuilds {
   readonly dir: string;
+  /** Set by the teardown: on-demand builds nobody asked for stop waiting. */
+  closing: boolean;
   readonly started: Map<ServerName, Promise<unknown>>;
   /** The last build queued in each lane: a lane runs one build at a time. */
   readonly lanes: Map<string, Promise<unknown>>;
@@ -46,6 +48,7 @@ function runState(): RunBuilds {
   const global = globalThis as WithBuilds;
   global[KEY] ??= {
     dir: mkdtempSync(join(tmpdir(), 'kube-audit-operator-builds-')),
+    closing: false,
     started: new Map(),
     lanes: new Map(),
   };
@@ -65,10 +68,20 @@ export async function setup(project: TestProject): Promise<void> {
   // soonest.
   for (const name of project.config.provide.servers ?? []) {
     if (state.started.has(name)) continue;
-    const lane = SERVER_BUILDS[name].lane;
-    const previous = state.lanes.get(lane) ?? Promise.resolve();
-    const done = previous.then(() => runBuild(name, state.dir, (line) => console.log(line)));
-    state.lanes.set(lane, done);
+    const build = SERVER_BUILDS[name];
+    const first = [
+      state.lanes.get(build.lane) ?? Promise.resolve(),
+      ...(build.after ?? []).map((b) => state.started.get(b) ?? Promise.resolve()),
+    ];
+    const done = Promise.all(first).then(() =>
+      runBuild(
+        name,
+        state.dir,
+        (line) => console.log(line),
+        () => state.closing,
+      ),
+    );
+    state.lanes.set(build.lane, done);
     state.started.set(name, done);
   }
 }
@@ -78,6 +91,7 @@ export async function teardown(): Promise<void> {
   const state = (globalThis as WithBuilds)[KEY];
   if (state !== undefined) {
     delete (globalThis as WithBuilds)[KEY];
+    state.closing = true;
     for (const [name, done] of state.started) await releaseBuild(name, await done);
     rmSync(state.dir, { recursive: true, force: true });
   }

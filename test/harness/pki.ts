@@ -78,10 +78,24 @@ export class TestPki {
   }
 
   /**
-   * A certificate with CN `name` signed by the CA `ca`; a server certificate names 127.0.0.1 as
-   * its only subject alternative name.
+   * A certificate with CN `name` signed by the CA `ca`; a server certificate names
+   * `ipAddresses` (default 127.0.0.1 alone) as its subject alternative names.
    */
-  async leaf(name: string, ca: string, profile: 'server' | 'client'): Promise<Issued> {
+  async leaf(
+    name: string,
+    ca: string,
+    profile: 'server' | 'client',
+    ipAddresses: readonly string[] = ['127.0.0.1'],
+  ): Promise<Issued> {
+    // The extensions of this one certificate: the shared configuration with its own addresses.
+    const extFile = join(this.dir, `${name}.ext`);
+    await writeFile(
+      extFile,
+      OPENSSL_CONF.replace(
+        'subjectAltName = IP:127.0.0.1',
+        `subjectAltName = ${ipAddresses.map((ip) => `IP:${ip}`).join(',')}`,
+      ),
+    );
     await this.#openssl([
       'req',
       '-new',
@@ -107,7 +121,7 @@ export class TestPki {
       '-out',
       `${name}.crt`,
       '-extfile',
-      this.#conf,
+      extFile,
       '-extensions',
       profile,
     ]);

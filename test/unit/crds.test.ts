@@ -98,7 +98,7 @@ function schemaPath(fieldPath: string): string {
   return `.${fieldPath.replace(/\[\d+\]/g, '[*]').replace(/\["[^"]*"\]$/, '')}`;
 }
 
-// Built-in short names of kube-apiserver 1.35 (`kubectl api-resources`): ours must not shadow one.
+// Built-in short names of kube-apiserver 1.37 (`kubectl api-resources`): ours must not shadow one.
 // prettier-ignore
 const BUILT_IN_SHORT_NAMES = [
   'cj', 'cm', 'crd', 'crds', 'cs', 'csr', 'deploy', 'ds', 'ep', 'ev', 'hpa', 'ing', 'ip', 'limits',

@@ -1,5 +1,5 @@
 // The Helm chart charts/kube-audit-operator. Real processes: the helm 4 binary (lint, template,
-// install, upgrade, uninstall), and etcd plus kube-apiserver 1.35 started by the harness, driven
+// install, upgrade, uninstall), and etcd plus kube-apiserver 1.37 started by the harness, driven
 // with the real kubectl. Rendered with the default values and with every option on
 // (ci/full-values.yaml), the manifests have the operator's hardening, probes, flags and exactly
 // the RBAC of examples/operator/rbac.yaml; the values schema refuses bad values by name; the
@@ -470,7 +470,7 @@ describe('values.schema.json', () => {
   });
 });
 
-describe('on kube-apiserver 1.35', () => {
+describe('on kube-apiserver 1.37', () => {
   let cp: ControlPlane;
 
   /** Runs kubectl and fails the test, with kubectl's stderr, unless it succeeds. */

@@ -1,4 +1,4 @@
-// The CRDs of crds/ on a real control plane: etcd plus kube-apiserver 1.35, started by the harness,
+// The CRDs of crds/ on a real control plane: etcd plus kube-apiserver 1.37, started by the harness,
 // driven with the real kubectl. The apiserver accepts the CRDs (structural schemas, CEL within its
 // cost budget), serves the samples and the valid edge cases, prints the columns, explains every
 // field, applies the schema defaults the operator expects, and refuses at apply time each invalid
@@ -63,7 +63,7 @@ afterAll(async () => {
   await cp?.stop();
 });
 
-describe('the CRDs on kube-apiserver 1.35', () => {
+describe('the CRDs on kube-apiserver 1.37', () => {
   it.each(CRD_NAMES)('accepts %s as structural and establishes it', async (name) => {
     const crd = JSON.parse(await kubectl(['get', 'crd', name, '-o', 'json'])) as {
       status: { conditions: { type: string; status: string }[] };
@@ -210,7 +210,7 @@ describe('the CRDs on kube-apiserver 1.35', () => {
   });
 });
 
-describe('valid manifests at the edges, on kube-apiserver 1.35', () => {
+describe('valid manifests at the edges, on kube-apiserver 1.37', () => {
   it.each(VALID_RESOURCES.map((c) => [c.name, c] as const))('%s: applies', async (_name, c) => {
     const result = await cp.kubectl(['apply', '-f', '-'], { input: JSON.stringify(c.manifest) });
     expect(result.stderr).toBe('');
@@ -218,7 +218,7 @@ describe('valid manifests at the edges, on kube-apiserver 1.35', () => {
   });
 });
 
-describe('invalid manifests, on kube-apiserver 1.35', () => {
+describe('invalid manifests, on kube-apiserver 1.37', () => {
   const atApply = INVALID_RESOURCES.filter((c) => c.caughtBy !== 'operator');
   const operatorOnly = INVALID_RESOURCES.filter((c) => c.caughtBy === 'operator');
 

@@ -1,4 +1,4 @@
-// Starts real control planes with the harness: etcd plus kube-apiserver 1.35 (static audit webhook)
+// Starts real control planes with the harness: etcd plus kube-apiserver 1.37 (static audit webhook)
 // and etcd plus kube-apiserver 1.18 (native dynamic audit), drives them with the real kubectl, and
 // receives their audit webhooks on a small node:https server in this process on 127.0.0.1. The
 // `openssl` command-line tool issues the receiver's certificate.
