@@ -18,6 +18,7 @@
  *   `<field>_bytes` records its full size.
  */
 import { bodyJson } from '../../audit/body-json.ts';
+import { epochMicros } from '../../audit/time.ts';
 import type { AuditEvent } from '../../audit/types.ts';
 import { TAG_NAMES, type TagName } from '../../sinks/types.ts';
 
@@ -299,40 +300,6 @@ function eventHash(key: string): number {
 /** The hashed slot of an event: its low 32 bits modulo 1,000. */
 function slotOf(event: number): number {
   return (event % 0x1_0000_0000) % 1000;
-}
-
-const TIMESTAMP = /^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:\d{2})$/;
-
-// Seconds already read: the events of a batch (and their requestReceivedTimestamps) share a few
-// seconds, and Date.parse is most of the cost of reading a timestamp. Cleared when it reaches 64.
-const SECONDS = new Map<string, number>();
-
-/** Microseconds since the epoch of an RFC 3339 timestamp, as exact decimal digits. */
-export function epochMicros(timestamp: string): string {
-  // What the apiserver writes: UTC with exactly six fraction digits (metav1.MicroTime).
-  if (timestamp.length === 27 && timestamp.charCodeAt(26) === 0x5a && MICRO_UTC.test(timestamp)) {
-    return fromSeconds(timestamp, `${timestamp.slice(0, 19)}Z`, timestamp.slice(20, 26));
-  }
-  const m = TIMESTAMP.exec(timestamp);
-  if (m === null) throw new RangeError(`not an RFC 3339 timestamp: ${timestamp}`);
-  const fraction = (m[2] ?? '').slice(0, 6).padEnd(6, '0');
-  return fromSeconds(timestamp, `${m[1] as string}${m[3] as string}`, fraction);
-}
-
-const MICRO_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$/;
-
-function fromSeconds(timestamp: string, second: string, fraction: string): string {
-  let seconds = SECONDS.get(second);
-  if (seconds === undefined) {
-    const ms = Date.parse(second);
-    if (Number.isNaN(ms)) throw new RangeError(`not an RFC 3339 timestamp: ${timestamp}`);
-    seconds = ms / 1000;
-    if (SECONDS.size >= 64) SECONDS.clear();
-    SECONDS.set(second, seconds);
-  }
-  // Digits after the seconds' digits: exact, and cheaper than formatting a 16-digit number.
-  if (seconds > 0) return `${seconds}${fraction}`;
-  return String(seconds * 1_000_000 + Number(fraction));
 }
 
 // Always with a decimal point, so that InfluxDB types the field as float even for whole values.

@@ -4,7 +4,6 @@
 import { describe, expect, it } from 'vitest';
 import type { AuditEvent } from '../../../src/audit/types.ts';
 import {
-  epochMicros,
   escapeMeasurement,
   escapeTag,
   LineProtocolEncoder,
@@ -221,23 +220,6 @@ describe('escaping', () => {
     ['a\\"b', 'a\ufffd\\"b'],
   ])('escapes the measurement %j as %j', (value, escaped) => {
     expect(escapeMeasurement(value)).toBe(escaped);
-  });
-});
-
-describe('epochMicros', () => {
-  it.each([
-    ['2026-11-22T04:08:57Z', '1795320537000000'],
-    ['2026-11-22T04:08:57.4Z', '1795320537400000'],
-    ['2026-11-22T04:08:57.440160Z', '1795320537440160'],
-    ['2026-11-22T04:08:57.440160999Z', '1795320537440160'],
-    ['2026-11-22T05:08:57.440160+01:00', '1795320537440160'],
-    ['1970-01-01T00:00:00.000001Z', '1'],
-  ])('reads %s as %s µs', (timestamp, micros) => {
-    expect(epochMicros(timestamp)).toBe(micros);
-  });
-
-  it('rejects a timestamp that is not RFC 3339', () => {
-    expect(() => epochMicros('22/11/2026')).toThrow(RangeError);
   });
 });
 
