@@ -392,7 +392,12 @@ export class FakeKubeApi implements KubeApi {
   /** A bearer token the TokenReview knows, and the non-resource URLs its user may read. */
   addUser(token: string, user: ReviewedUser, grants: readonly { path: string; verb: string }[]) {
     this.#tokens.set(token, copy(user));
-    for (const g of grants) this.#grants.add(`${user.username} ${g.verb} ${g.path}`);
+    for (const g of grants) this.#grants.add(`user:${user.username} ${g.verb} ${g.path}`);
+  }
+
+  /** Lets every member of `group` `verb` the non-resource URL `path`, as a ClusterRoleBinding. */
+  grantGroup(group: string, path: string, verb: string): void {
+    this.#grants.add(`group:${group} ${verb} ${path}`);
   }
 
   // ---- KubeApi: what the operator calls.
@@ -516,7 +521,8 @@ export class FakeKubeApi implements KubeApi {
 
   async reviewNonResourceAccess(user: ReviewedUser, path: string, verb: string): Promise<boolean> {
     await this.#enter('reviewNonResourceAccess', [user, path, verb]);
-    return this.#grants.has(`${user.username} ${verb} ${path}`);
+    const subjects = [`user:${user.username}`, ...(user.groups ?? []).map((g) => `group:${g}`)];
+    return subjects.some((subject) => this.#grants.has(`${subject} ${verb} ${path}`));
   }
 
   // ---- The apiserver's side.
