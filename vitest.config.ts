@@ -32,8 +32,9 @@ export default defineConfig({
           name: 'unit',
           include: ['test/unit/**/*.test.ts', 'test/cli/**/*.test.ts'],
           testTimeout: 20_000,
-          // First, and while the other projects' servers are still being built.
-          sequence: { groupOrder: 0 },
+          // First, and while the other projects' servers are still being built. Not group 0: with
+          // one worker (2 cores), vitest runs the files of group 0 after every numbered group.
+          sequence: { groupOrder: 1 },
         },
       },
       {
@@ -53,7 +54,7 @@ export default defineConfig({
           // Real servers: starting one takes about a second, a loaded CI machine far longer.
           testTimeout: 60_000,
           hookTimeout: 60_000,
-          sequence: { groupOrder: 1 },
+          sequence: { groupOrder: 2 },
         },
       },
       {
@@ -66,7 +67,7 @@ export default defineConfig({
           // up to 30 s; both take far longer while other test files run beside them.
           testTimeout: 120_000,
           hookTimeout: 180_000,
-          sequence: { groupOrder: 2 },
+          sequence: { groupOrder: 3 },
         },
       },
       {
@@ -79,7 +80,7 @@ export default defineConfig({
           ...servers(['controlplane', 'image']),
           testTimeout: 120_000,
           hookTimeout: 240_000,
-          sequence: { groupOrder: 3 },
+          sequence: { groupOrder: 4 },
         },
       },
       {
@@ -92,7 +93,7 @@ export default defineConfig({
           hookTimeout: 60_000,
           // Sustained overload for minutes would starve the timing-sensitive tests beside it (a
           // policy change within a second): a group of its own runs alone, never beside another.
-          sequence: { groupOrder: 4 },
+          sequence: { groupOrder: 5 },
         },
       },
       {
@@ -105,7 +106,7 @@ export default defineConfig({
           ...servers(['influxd', 'controlplane', 'image', 'node-binaries', 'node']),
           // The files share that cluster and 2 cores: one at a time.
           maxWorkers: 1,
-          sequence: { groupOrder: 5 },
+          sequence: { groupOrder: 6 },
           // A Deployment is available in about 15 s on 2 idle cores, far later under load.
           testTimeout: 180_000,
           hookTimeout: 180_000,
@@ -119,7 +120,7 @@ export default defineConfig({
           // Stops the run's cluster, so it runs after every file that uses it.
           ...servers(['node-binaries']),
           maxWorkers: 1,
-          sequence: { groupOrder: 6 },
+          sequence: { groupOrder: 7 },
           testTimeout: 600_000,
           hookTimeout: 180_000,
         },
