@@ -10,8 +10,8 @@ import {
   runDelivery,
 } from '../outputs/delivery.ts';
 import type { Output, OutputKind } from '../outputs/types.ts';
-import type { IngestResult, IngestTarget } from '../receiver/types.ts';
 import { QueueFullError, type SinkQueue } from '../spool/index.ts';
+import type { IngestResult, IngestTarget } from './ingest.ts';
 import { EventRouting, RouteIndex, type RoutingSettings } from './router.ts';
 import { SinkStatus, type SinkStatusSnapshot } from './status.ts';
 import type { Sink } from './types.ts';

@@ -11,7 +11,7 @@ import {
   validateReceiverOptions,
 } from '../../../src/receiver/options.ts';
 import { createReceiverApp } from '../../../src/receiver/server.ts';
-import type { Ingest, IngestResult, IngestTarget } from '../../../src/receiver/types.ts';
+import type { Ingest, IngestResult, IngestTarget } from '../../../src/sinks/ingest.ts';
 
 /** The token the fake apiserver presents. */
 export const TOKEN = 'apiserver-token-5b46c944';

@@ -3,7 +3,7 @@
 import { Readable } from 'node:stream';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { AccessDecision } from '../../../src/receiver/metrics-access.ts';
-import type { IngestResult } from '../../../src/receiver/types.ts';
+import type { IngestResult } from '../../../src/sinks/ingest.ts';
 import {
   BATCHES,
   eventList,
