@@ -28,11 +28,8 @@
 import { bodyJson } from '../../audit/body-json.ts';
 import { epochMicros, isPointTime } from '../../audit/time.ts';
 import { type AuditEvent, POINT_TIME_RANGE } from '../../audit/types.ts';
-import { TAG_NAMES, type TagName } from '../../sinks/types.ts';
 import { OutputError } from '../types.ts';
-
-/** Schema version (docs/influxdb-schema.md); bumped on any incompatible change. */
-export const SCHEMA_VERSION = 2;
+import { FIELD_KEYS, type StringFieldName, TAG_NAMES, type TagName } from './schema.ts';
 
 /**
  * 1 MiB: influxd's largest string field value (`tsdb.MaxFieldValueLength`); it drops a longer
@@ -40,35 +37,8 @@ export const SCHEMA_VERSION = 2;
  */
 export const MAX_FIELD_BYTES = 1_048_576;
 
-/** The string fields of the schema, apart from tags written as fields and `<tag>_full`. */
-const STRING_FIELDS = [
-  'audit_id',
-  'request_uri',
-  'name',
-  'user_groups',
-  'impersonated_user',
-  'source_ip',
-  'user_agent',
-  'reason',
-  'annotations',
-  'request_object',
-  'response_object',
-] as const;
-
 /** A string field the encoder writes. */
-type StringField = (typeof STRING_FIELDS)[number] | TagName | `${TagName}_full`;
-
-/**
- * Every field key a point can have (docs/influxdb-schema.md, "Fields"): the string fields, each
- * possibly with `<field>_bytes` beside it, and `latency_ms`.
- */
-export const FIELD_KEYS: readonly string[] = Object.freeze([
-  ...[...STRING_FIELDS, ...TAG_NAMES, ...TAG_NAMES.map((t) => `${t}_full`)].flatMap((key) => [
-    key,
-    `${key}_bytes`,
-  ]),
-  'latency_ms',
-]);
+type StringField = StringFieldName | TagName | `${TagName}_full`;
 
 /**
  * The longest series key a point may have: 65,535 bytes (influxd's `models.MaxKeyLength`) less

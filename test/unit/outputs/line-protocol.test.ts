@@ -9,7 +9,6 @@ import {
   CUT_MARKER,
   escapeMeasurement,
   escapeTag,
-  FIELD_KEYS,
   LineProtocolEncoder,
   MAX_FIELD_BYTES,
   MAX_SERIES_KEY_BYTES,
@@ -18,8 +17,8 @@ import {
   PointTimestamps,
   quote,
 } from '../../../src/outputs/influxdb/line-protocol.ts';
+import { FIELD_KEYS, TAG_NAMES } from '../../../src/outputs/influxdb/schema.ts';
 import { OutputError } from '../../../src/outputs/types.ts';
-import { TAG_NAMES } from '../../../src/sinks/types.ts';
 import { fieldsOf, seriesOf, tagAsStored, tagsOf, timeOf } from '../../support/line-protocol.ts';
 import { recordedEvents } from '../../support/recorded.ts';
 

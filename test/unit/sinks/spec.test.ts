@@ -10,7 +10,8 @@ import {
   SinkSpecError,
   sinkFromResource,
 } from '../../../src/sinks/spec.ts';
-import { type Sink, TAG_NAMES } from '../../../src/sinks/types.ts';
+import { TAG_NAMES } from '../../../src/outputs/influxdb/schema.ts';
+import type { Sink } from '../../../src/sinks/types.ts';
 
 type Json = Record<string, unknown>;
 
