@@ -5,7 +5,8 @@
  * status summed from both.
  */
 import type { Logger } from '../telemetry/logger.ts';
-import { type KubeApi, statusOf } from './kube.ts';
+import { type Clock, systemClock } from './clock.ts';
+import { type ConfigMapsApi, statusOf } from './kube.ts';
 import {
   type ClusterSnapshot,
   EMPTY_TOTALS,
@@ -26,15 +27,17 @@ import {
 
 /** What the tally needs. */
 export interface TallyOptions {
-  readonly api: KubeApi;
+  readonly api: ConfigMapsApi;
   readonly namespace: string;
   readonly lease: string;
+  /** The process logger; the tally logs as `module: tally`. */
   readonly log: Logger;
   /** A slot not renewed for this long is taken for gone. */
   readonly expiryMs: number;
   /** This replica's own report as it is now: fresher than its slot. */
   readonly own: () => ReplicaReport;
-  readonly now?: () => Date;
+  /** The local clock that liveness is judged by; the system's by default. */
+  readonly clock?: Clock;
 }
 
 /** Sums for one status pass. */
@@ -46,6 +49,8 @@ export interface Tally {
 /** Reads, folds and sums the replicas' reports. */
 export class ClusterTally {
   readonly #options: TallyOptions;
+  readonly #log: Logger;
+  readonly #clock: Clock;
   // Per slot: the resourceVersion last seen, and when (local clock, ms).
   readonly #observed = new Map<string, { readonly resourceVersion: string; readonly at: number }>();
   // Unreadable slots already logged, by name and resourceVersion: logged once each.
@@ -53,6 +58,8 @@ export class ClusterTally {
 
   constructor(options: TallyOptions) {
     this.#options = options;
+    this.#log = options.log.child({ module: 'tally' });
+    this.#clock = options.clock ?? systemClock;
   }
 
   /** Forgets liveness observations: a new leader gives every slot a full expiry from now. */
@@ -67,7 +74,8 @@ export class ClusterTally {
    * (they never go backwards) until the list works again.
    */
   async pass(resources: readonly ResourceIdentity[]): Promise<Tally> {
-    const { api, namespace, lease, log, expiryMs } = this.#options;
+    const { api, namespace, lease, expiryMs } = this.#options;
+    const log = this.#log;
     const now = this.#now();
     const own = { report: this.#options.own() };
     let parts: StatusParts;
@@ -151,6 +159,6 @@ export class ClusterTally {
   }
 
   #now(): number {
-    return (this.#options.now?.() ?? new Date()).getTime();
+    return this.#clock.now();
   }
 }
