@@ -36,6 +36,7 @@ import { EventRouting, type RoutingSettings } from '../../../src/sinks/router.ts
 import { SINK_API_VERSION, sinkFromResource } from '../../../src/sinks/spec.ts';
 import type { Sink } from '../../../src/sinks/types.ts';
 import { decodeRecord, encodeEvent } from '../../../src/spool/format.ts';
+import { eventList } from '../../support/events.ts';
 import { fieldsOf, seriesOf, timeOf } from '../../support/line-protocol.ts';
 import { recordedEvents } from '../../support/recorded.ts';
 import { post, testReceiver } from '../receiver/harness.ts';
@@ -129,10 +130,6 @@ function withField(event: AuditEvent, path: string, value: unknown): Record<stri
   if (value === undefined) delete at[last];
   else at[last] = value;
   return copy;
-}
-
-function eventList(items: unknown[]): string {
-  return JSON.stringify({ kind: 'EventList', apiVersion: 'audit.k8s.io/v1', items });
 }
 
 /** A recorded event with every declared field present, so each path has a parent to live in. */

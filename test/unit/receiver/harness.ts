@@ -147,8 +147,3 @@ export function item(overrides: Record<string, unknown> = {}): Record<string, un
     ...overrides,
   };
 }
-
-/** An EventList body. */
-export function eventList(items: unknown[], apiVersion = 'audit.k8s.io/v1'): string {
-  return JSON.stringify({ kind: 'EventList', apiVersion, metadata: {}, items });
-}
