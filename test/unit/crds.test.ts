@@ -232,7 +232,7 @@ describe('the schemas agree with the code', () => {
     expect(node('AuditPipeline', 'spec.policy.kind').enum).toEqual(['Policy']);
   });
 
-  it('list the tag names of src/sinks/types.ts, each at most once', () => {
+  it('list the tag names of src/outputs/influxdb/schema.ts, each at most once', () => {
     const tags = node('AuditSink', 'spec.influxdb.tags');
     expect(tags.items?.enum).toEqual(TAG_NAMES);
     expect(tags['x-kubernetes-list-type']).toBe('set');
