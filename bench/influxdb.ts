@@ -19,7 +19,7 @@ import {
   PointTimestamps,
 } from '../src/outputs/influxdb/line-protocol.ts';
 import { InfluxOutput } from '../src/outputs/influxdb/writer.ts';
-import { TAG_NAMES } from '../src/sinks/types.ts';
+import { TAG_NAMES } from '../src/outputs/influxdb/schema.ts';
 import { destinationOn, startInfluxd } from '../test/harness/influxd.ts';
 import { FULL, type HarnessOptions, type Measurement, measure, QUICK, sink } from './harness.ts';
 

@@ -20,7 +20,8 @@ import { compilePolicy } from '../src/policy/index.ts';
 import type { Policy } from '../src/policy/types.ts';
 import { encodeEvent } from '../src/spool/format.ts';
 import { EventRouting, RouteIndex } from '../src/sinks/router.ts';
-import { type Sink, TAG_NAMES } from '../src/sinks/types.ts';
+import { TAG_NAMES } from '../src/outputs/influxdb/schema.ts';
+import type { Sink } from '../src/sinks/types.ts';
 import {
   FULL,
   type HarnessOptions,

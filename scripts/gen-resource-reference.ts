@@ -1,17 +1,13 @@
 /**
- * Generates docs/resource-reference.md from the CRD schemas of crds/ (the single source of truth):
+ * Renders docs/resource-reference.md from the CRD schemas of crds/ (themselves generated from
+ * src/sinks/crds.ts); `npm run gen:crds` (scripts/gen-crds.ts) writes the page with the CRDs:
  * one list per resource with every field's path, type, whether it is required, its default, its
  * allowed values and its description, then the cross-field (CEL) rules and the printer columns.
  *
- *   npm run docs:reference               writes docs/resource-reference.md
- *   npm run docs:reference -- --check    exits 1 when the file is out of date
- *
- * (`node scripts/gen-resource-reference.ts` with Node.js 22.18 or later, which runs TypeScript.)
- *
  * test/unit/resource-reference.test.ts fails when the committed page differs from the output.
  */
-import { readFileSync, writeFileSync } from 'node:fs';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { format, resolveConfig } from 'prettier';
 import { parse } from 'yaml';
 
@@ -278,28 +274,4 @@ export async function renderResourceReference(): Promise<string> {
   const target = fileURLToPath(new URL(REFERENCE_PATH, ROOT));
   const options = (await resolveConfig(target)) ?? {};
   return format(page, { ...options, filepath: target });
-}
-
-async function main(): Promise<void> {
-  const page = await renderResourceReference();
-  const target = new URL(REFERENCE_PATH, ROOT);
-  if (process.argv.includes('--check')) {
-    let current = '';
-    try {
-      current = readFileSync(target, 'utf8');
-    } catch {
-      // missing: out of date
-    }
-    if (current !== page) {
-      process.stderr.write(`${REFERENCE_PATH} is out of date: run npm run docs:reference\n`);
-      process.exitCode = 1;
-    }
-    return;
-  }
-  writeFileSync(target, page);
-  process.stderr.write(`wrote ${REFERENCE_PATH}\n`);
-}
-
-if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  await main();
 }

@@ -46,3 +46,9 @@ export function parseDuration(input: string): number | { error: string } {
   }
   return Number(ns) / 1e6;
 }
+
+/** The text {@link parseDuration} accepts, as an OpenAPI pattern (a property test holds them equal). */
+export const DURATION_PATTERN = '^\\+?(0|((\\d+(\\.\\d*)?|\\.\\d+)(ns|us|µs|μs|ms|s|m|h|d|w))+)$';
+
+/** The durations CEL's `duration()` reads: the same, without `d` and `w`. */
+export const CEL_DURATION_PATTERN = '^\\+?(0|((\\d+(\\.\\d*)?|\\.\\d+)(ns|us|µs|μs|ms|s|m|h))+)$';

@@ -2,9 +2,13 @@
  * The operator's settings: one schema, each default documented beside its field, validated once at
  * start with every bad field named, then frozen. Flags and environment variables both feed it.
  */
-import { ACCESS_CACHE_DEFAULTS } from '../receiver/metrics-access.ts';
-import { isLoopbackHost, RECEIVER_DEFAULTS } from '../receiver/options.ts';
-import { LOG_LEVELS, type LogLevel } from '../telemetry/logger.ts';
+import { isLoopbackHost } from './loopback.ts';
+
+/** Log levels accepted by `--log-level`. */
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+
+/** One of {@link LOG_LEVELS}. */
+export type LogLevel = (typeof LOG_LEVELS)[number];
 
 /** Validated, frozen settings of `standalone` (and, later, `run`). */
 export interface Settings {
@@ -79,19 +83,35 @@ export const SETTINGS_DEFAULTS = Object.freeze({
   allowSecretPayloads: false,
   /** 25 s: inside Kubernetes' default 30 s termination grace period, with room to exit. */
   shutdownGraceSeconds: 25,
-  /** The receiver's default; see RECEIVER_DEFAULTS for why. */
-  maxRequestsPerConnection: RECEIVER_DEFAULTS.maxRequestsPerConnection,
-  /** The receiver's default; see RECEIVER_DEFAULTS for why. */
-  maxConnectionAgeSeconds: RECEIVER_DEFAULTS.maxConnectionAgeMs / 1000,
+  /**
+   * 100 requests: under load the apiserver posts a batch about every second per connection (up to
+   * 10 a second, its default webhook throttle), so a busy connection moves every 10 to 100 s; one
+   * TLS handshake per 100 batches of up to 400 events costs well under 1 % of the work.
+   */
+  maxRequestsPerConnection: 100,
+  /**
+   * 60 s: bounds how long a quiet connection stays on one replica, so that after a rolling update
+   * or a scale-up every replica has its share within about a minute (gRPC's max connection age
+   * plays the same part). Only an answer can say `Connection: close`; an idle connection is ended
+   * by the keep-alive timeout instead.
+   */
+  maxConnectionAgeSeconds: 60,
   logLevel: 'info',
   /** 5 s: fresh enough for `kubectl get`, a few writes per minute per resource at most. */
   statusIntervalSeconds: 5,
   leaseName: 'kube-audit-operator',
   nativeAuditSinks: 'auto',
-  /** The access cache's defaults; see ACCESS_CACHE_DEFAULTS for why. */
-  metricsAuthAllowTtlSeconds: ACCESS_CACHE_DEFAULTS.allowTtlMs / 1000,
-  /** The access cache's defaults; see ACCESS_CACHE_DEFAULTS for why. */
-  metricsAuthDenyTtlSeconds: ACCESS_CACHE_DEFAULTS.denyTtlMs / 1000,
+  /**
+   * 60 s: a scraper asks every 15 to 60 s, so a busy Prometheus costs one review per replica per
+   * minute, and a revoked binding stops working within a minute (controller-runtime keeps allowed
+   * decisions 5 minutes).
+   */
+  metricsAuthAllowTtlSeconds: 60,
+  /**
+   * 10 s: a token just granted access works before the next scrape, and a stranger trying tokens
+   * costs one review per token and 10 s (controller-runtime keeps denials 30 s).
+   */
+  metricsAuthDenyTtlSeconds: 10,
 });
 
 /** Settings that cannot be used; `problems` names every bad field. */

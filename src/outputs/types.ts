@@ -3,9 +3,10 @@
  * says what should happen after a failure.
  */
 import type { AuditEvent } from '../audit/types.ts';
+import type { DestinationName } from './kinds.ts';
 
-/** The destinations a sink can deliver to. */
-export type OutputKind = 'influxdb' | 'webhook' | 'file';
+/** The outputs a sink can deliver to: its destinations, or the embedded line-protocol file. */
+export type OutputKind = DestinationName | 'file';
 
 /** One destination of one sink. */
 export interface Output {

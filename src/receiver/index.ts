@@ -18,7 +18,6 @@ export {
   ReceiverOptionsError,
 } from './errors.ts';
 export {
-  isLoopbackHost,
   RECEIVER_DEFAULTS,
   type ReceiverOptions,
   type ReceiverOptionsInput,
@@ -34,4 +33,4 @@ export {
   CachedAccessReview,
 } from './metrics-access.ts';
 export { RECEIVER_ROUTES, startReceiver } from './server.ts';
-export type { Ingest, IngestResult, IngestTarget, Receiver, ReceiverLogger } from './types.ts';
+export type { Receiver, ReceiverLogger } from './types.ts';

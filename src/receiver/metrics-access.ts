@@ -7,6 +7,7 @@
  * review and clock.
  */
 import { createHash } from 'node:crypto';
+import { SETTINGS_DEFAULTS } from '../config/settings.ts';
 
 /** What a review decided about one bearer token. */
 export type AccessDecision =
@@ -36,17 +37,10 @@ export interface AccessCacheOptions {
 
 /** Defaults of {@link AccessCacheOptions}, each with where it comes from. */
 export const ACCESS_CACHE_DEFAULTS = Object.freeze({
-  /**
-   * 60 s: a scraper asks every 15 to 60 s, so a busy Prometheus costs one review per replica per
-   * minute, and a revoked binding stops working within a minute (controller-runtime keeps allowed
-   * decisions 5 minutes).
-   */
-  allowTtlMs: 60_000,
-  /**
-   * 10 s: a token just granted access works before the next scrape, and a stranger trying tokens
-   * costs one review per token and 10 s (controller-runtime keeps denials 30 s).
-   */
-  denyTtlMs: 10_000,
+  /** A setting of its own (`--metrics-auth-allow-ttl-seconds`); see SETTINGS_DEFAULTS for why. */
+  allowTtlMs: SETTINGS_DEFAULTS.metricsAuthAllowTtlSeconds * 1000,
+  /** A setting of its own (`--metrics-auth-deny-ttl-seconds`); see SETTINGS_DEFAULTS for why. */
+  denyTtlMs: SETTINGS_DEFAULTS.metricsAuthDenyTtlSeconds * 1000,
   /**
    * 1,024: far above the handful of scrapers a cluster has, and at most a few hundred KiB; a flood
    * of random tokens evicts the oldest entries, never grows the cache.

@@ -2,9 +2,10 @@
  * Receiver settings: validated once, with every bad field named, and frozen. Pure: no file is read
  * here (certificate files are read when the receiver starts and on every reload).
  */
-import { BlockList, isIP } from 'node:net';
 import { DEFAULT_PARSE_LIMITS, type ParseLimits } from '../audit/parse.ts';
 import { isRecord } from '../audit/types.ts';
+import { isLoopbackHost } from '../config/loopback.ts';
+import { SETTINGS_DEFAULTS } from '../config/settings.ts';
 import { ReceiverOptionsError } from './errors.ts';
 import type { AccessDecision } from './metrics-access.ts';
 import type { ReceiverLogger } from './types.ts';
@@ -83,19 +84,10 @@ export const RECEIVER_DEFAULTS = Object.freeze({
    * served well within that; a stat of two or three files is negligible work.
    */
   certificateCheckIntervalMs: 10_000,
-  /**
-   * 100 requests: under load the apiserver posts a batch about every second per connection (up to
-   * 10 a second, its default webhook throttle), so a busy connection moves every 10 to 100 s; one
-   * TLS handshake per 100 batches of up to 400 events costs well under 1 % of the work.
-   */
-  maxRequestsPerConnection: 100,
-  /**
-   * 60 s: bounds how long a quiet connection stays on one replica, so that after a rolling update
-   * or a scale-up every replica has its share within about a minute (gRPC's max connection age
-   * plays the same part). Only an answer can say `Connection: close`; an idle connection is ended
-   * by the keep-alive timeout instead.
-   */
-  maxConnectionAgeMs: 60_000,
+  /** A setting of its own (`--max-requests-per-connection`); see SETTINGS_DEFAULTS for why. */
+  maxRequestsPerConnection: SETTINGS_DEFAULTS.maxRequestsPerConnection,
+  /** A setting of its own (`--max-connection-age-seconds`); see SETTINGS_DEFAULTS for why. */
+  maxConnectionAgeMs: SETTINGS_DEFAULTS.maxConnectionAgeSeconds * 1000,
 });
 
 const KNOWN_FIELDS = new Set<string>([
@@ -308,19 +300,6 @@ function validateParseLimits(
   const maxDepth = limit('maxDepth');
   if (maxEvents === undefined || maxDepth === undefined) return undefined;
   return Object.freeze({ maxEvents, maxDepth });
-}
-
-const LOOPBACK = new BlockList();
-LOOPBACK.addSubnet('127.0.0.0', 8, 'ipv4');
-LOOPBACK.addAddress('::1', 'ipv6');
-LOOPBACK.addSubnet('::ffff:127.0.0.0', 104, 'ipv6');
-
-/** Whether `host` is a loopback address (127.0.0.0/8, ::1) or `localhost`. */
-export function isLoopbackHost(host: string): boolean {
-  if (host === 'localhost') return true;
-  const family = isIP(host);
-  if (family === 0) return false;
-  return LOOPBACK.check(host, family === 4 ? 'ipv4' : 'ipv6');
 }
 
 function isIntegerIn(value: unknown, min: number, max: number): value is number {

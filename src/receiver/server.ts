@@ -12,6 +12,7 @@ import { createServer as createHttpsServer, type Server as HttpsServer } from 'n
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
 import { AuditParseError, parseAuditPayload } from '../audit/parse.ts';
+import type { Ingest, IngestResult, IngestTarget } from '../sinks/ingest.ts';
 import { sinkKey } from '../sinks/types.ts';
 import {
   authenticate,
@@ -25,7 +26,7 @@ import type { AccessDecision } from './metrics-access.ts';
 import { type EndpointLabel, receiverMetrics } from './metrics.ts';
 import { type ReceiverOptions, validateReceiverOptions } from './options.ts';
 import { CertificateReloader, filesSignature, loadTlsMaterial, tlsServerOptions } from './tls.ts';
-import type { Ingest, IngestResult, IngestTarget, Receiver } from './types.ts';
+import type { Receiver } from './types.ts';
 
 /** The paths the receiver serves. */
 export const RECEIVER_ROUTES = Object.freeze({

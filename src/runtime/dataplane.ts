@@ -8,9 +8,9 @@ import { join } from 'node:path';
 import { collectDefaultMetrics, Registry } from 'prom-client';
 import type { Settings } from '../config/settings.ts';
 import { LineProtocolFileOutput, lineProtocolPath } from '../outputs/file/file-output.ts';
-import { BucketCreatingOutput, InfluxOutput } from '../outputs/influxdb/index.ts';
+import { INFLUX_DEFAULTS, TAG_NAMES } from '../outputs/influxdb/index.ts';
+import { createOutputs } from '../outputs/kinds.ts';
 import type { Output } from '../outputs/types.ts';
-import { WebhookOutput } from '../outputs/webhook/webhook-output.ts';
 import {
   type AccessDecision,
   type AccessReview,
@@ -20,8 +20,7 @@ import {
   validateReceiverOptions,
 } from '../receiver/index.ts';
 import { SinkRegistry } from '../sinks/registry.ts';
-import { INFLUX_DEFAULTS } from '../sinks/spec.ts';
-import { type Sink, TAG_NAMES } from '../sinks/types.ts';
+import type { Sink } from '../sinks/types.ts';
 import { openQueue } from '../spool/index.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import { SinkMetrics } from '../telemetry/metrics.ts';
@@ -252,17 +251,11 @@ function outputsFor(
   secrets: () => SecretStore,
   embeddedDestination: boolean,
 ): Output[] {
-  const outputs: Output[] = [];
-  const influx = sink.influxdb;
-  if (influx !== undefined) {
-    const namespace = secretNamespace(sink.ref, settings.namespace);
-    const ref = influx.tokenSecretRef;
-    const token = () =>
-      ref === undefined ? undefined : secrets().get(`${namespace}/${ref.name}`)?.[ref.key];
-    const output = new InfluxOutput(influx, sink.label, token);
-    outputs.push(influx.createBucket ? new BucketCreatingOutput(output, influx, token) : output);
-  }
-  if (sink.webhook !== undefined) outputs.push(new WebhookOutput(sink.webhook));
+  const namespace = secretNamespace(sink.ref, settings.namespace);
+  const outputs = createOutputs(sink, {
+    label: sink.label,
+    secret: (ref) => secrets().get(`${namespace}/${ref.name}`)?.[ref.key],
+  });
   if (outputs.length === 0 && embeddedDestination) {
     // The embedded default destination, so standalone mode works without an InfluxDB.
     outputs.push(

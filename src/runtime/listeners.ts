@@ -9,11 +9,11 @@ import type { Registry } from 'prom-client';
 import type { Settings } from '../config/settings.ts';
 import {
   type AccessDecision,
-  type Ingest,
   type Receiver,
   startReceiver,
   validateReceiverOptions,
 } from '../receiver/index.ts';
+import type { Ingest } from '../sinks/ingest.ts';
 import type { SinkRegistry } from '../sinks/registry.ts';
 import type { Sink } from '../sinks/types.ts';
 import type { Logger } from '../telemetry/logger.ts';

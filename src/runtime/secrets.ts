@@ -2,6 +2,7 @@
  * Secrets as the data plane sees them: decoded string values by `namespace/name`, whether they
  * come from manifest files (standalone) or from the cluster (the operator).
  */
+import { destinationSecrets } from '../outputs/kinds.ts';
 import type { Sink, SinkRef } from '../sinks/types.ts';
 
 /** Secret data (decoded) by `namespace/name`. */
@@ -22,8 +23,9 @@ export function referencedSecrets(
 ): { readonly id: string; readonly keys: readonly string[] }[] {
   const namespace = secretNamespace(sink.ref, operatorNamespace);
   const refs: { id: string; keys: string[] }[] = [];
-  const token = sink.influxdb?.tokenSecretRef;
-  if (token !== undefined) refs.push({ id: `${namespace}/${token.name}`, keys: [token.key] });
+  for (const ref of destinationSecrets(sink)) {
+    refs.push({ id: `${namespace}/${ref.name}`, keys: [ref.key] });
+  }
   const tls = sink.receiver?.tlsSecretName;
   if (tls !== undefined)
     refs.push({ id: `${sink.ref.namespace}/${tls}`, keys: ['tls.crt', 'tls.key'] });

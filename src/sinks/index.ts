@@ -6,12 +6,5 @@ export {
   type RoutingSettings,
   type SinkOutcome,
 } from './router.ts';
-export {
-  INFLUX_DEFAULTS,
-  SINK_API_VERSION,
-  type SinkSettings,
-  SinkSpecError,
-  sinkFromResource,
-  THROTTLE_DEFAULTS,
-} from './spec.ts';
+export { SINK_API_VERSION, type SinkSettings, SinkSpecError, sinkFromResource } from './spec.ts';
 export * from './types.ts';

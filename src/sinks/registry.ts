@@ -9,9 +9,10 @@ import {
   type DeliveryObserver,
   runDelivery,
 } from '../outputs/delivery.ts';
+import { batchingFor, destinationsOf } from '../outputs/kinds.ts';
 import type { Output, OutputKind } from '../outputs/types.ts';
-import type { IngestResult, IngestTarget } from '../receiver/types.ts';
 import { QueueFullError, type SinkQueue } from '../spool/index.ts';
+import type { IngestResult, IngestTarget } from './ingest.ts';
 import { EventRouting, RouteIndex, type RoutingSettings } from './router.ts';
 import { SinkStatus, type SinkStatusSnapshot } from './status.ts';
 import type { Sink } from './types.ts';
@@ -61,10 +62,6 @@ export interface DrainReport {
     readonly destinations: Readonly<Partial<Record<OutputKind, number>>>;
   }[];
 }
-
-/** Batches of at most 400 events to a webhook: the apiserver's own default batch size. */
-const WEBHOOK_BATCH_SIZE = 400;
-const DEFAULT_BATCH_SIZE = 1_000;
 
 interface RuntimeCore {
   /** Replaced on update; delivery reads it on every report, so it always sees the current sink. */
@@ -262,17 +259,14 @@ export class SinkRegistry {
     const loops = Promise.all(
       outputs.map((output) => {
         runtime.status.setDestination(output.kind, false, 'Pending', `writing to ${output.target}`);
+        const batching = batchingFor(runtime.sink, output.kind);
         return runDelivery(
           runtime.queue.consumer(output.kind),
           output,
           this.#observerFor(runtime, output),
           {
-            batchSize:
-              output.kind === 'webhook'
-                ? WEBHOOK_BATCH_SIZE
-                : (runtime.sink.influxdb?.batchSize ?? DEFAULT_BATCH_SIZE),
-            flushIntervalMs:
-              output.kind === 'influxdb' ? (runtime.sink.influxdb?.flushIntervalMs ?? 0) : 0,
+            batchSize: batching.size,
+            flushIntervalMs: batching.flushIntervalMs,
             idleWaitMs: this.#options.idleWaitMs ?? 1_000,
             backoff: this.#options.backoff ?? DEFAULT_BACKOFF,
           },
@@ -494,7 +488,7 @@ function refusal(
 
 // What decides whether outputs must be rebuilt: the destinations, not the policy.
 function destinationFingerprint(sink: Sink): string {
-  return JSON.stringify([sink.influxdb ?? null, sink.webhook ?? null]);
+  return JSON.stringify(destinationsOf(sink).map((d) => [d.name, d.destination]));
 }
 
 /** Whether `work` settles before `signal` aborts and, when given, before `ms` pass. */

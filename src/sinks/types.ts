@@ -2,6 +2,7 @@
  * The Sink model: what the data path needs to know about one AuditSink or AuditPipeline, built and
  * validated once from the resource (see `spec.ts`), then shared read-only.
  */
+import type { Destinations } from '../outputs/kinds.ts';
 import type { CompiledPolicy } from '../policy/checker.ts';
 import type { Policy } from '../policy/types.ts';
 
@@ -14,63 +15,6 @@ export interface SinkRef {
   /** Empty for the cluster-scoped AuditSink. */
   readonly namespace: string;
   readonly name: string;
-}
-
-/** A reference to one key of a Secret in the sink's own namespace (or the operator's, for AuditSink). */
-export interface SecretKeyRef {
-  readonly name: string;
-  readonly key: string;
-}
-
-/** The tags the InfluxDB schema can write, in the documented order. */
-export const TAG_NAMES = [
-  'level',
-  'stage',
-  'verb',
-  'api_group',
-  'api_version',
-  'resource',
-  'subresource',
-  'namespace',
-  'user',
-  'code',
-  'decision',
-  'sink',
-] as const;
-
-/** One tag of the InfluxDB schema. */
-export type TagName = (typeof TAG_NAMES)[number];
-
-/** Where and how a sink writes to InfluxDB (SPEC 2.3). */
-export interface InfluxDestination {
-  readonly url: string;
-  readonly org: string;
-  /** A bucket, or `database/retention-policy` on InfluxDB 1.8. */
-  readonly bucket: string;
-  /** Absent when the server needs no authentication. */
-  readonly tokenSecretRef?: SecretKeyRef;
-  readonly measurement: string;
-  readonly createBucket: boolean;
-  /** Retention of a created bucket in seconds; 0 keeps data forever. */
-  readonly retentionSeconds: number;
-  readonly batchSize: number;
-  readonly flushIntervalMs: number;
-  /** Which of {@link TAG_NAMES} are written as tags; the others are written as fields. */
-  readonly tags: readonly TagName[];
-  /** Extra tags on every point, e.g. `cluster: prod-eu`. */
-  readonly staticTags: Readonly<Record<string, string>>;
-}
-
-/** Forwarding of the filtered events as `audit.k8s.io/v1` EventList POSTs. */
-export interface WebhookDestination {
-  /** The resolved URL: `clientConfig.url`, or `https://<name>.<namespace>.svc:<port><path>`. */
-  readonly url: string;
-  /** PEM bundle to verify the server with; absent means the system roots. */
-  readonly caBundle?: string;
-  /** Batches per second. */
-  readonly qps: number;
-  /** Batches that may be sent at once before the rate applies. */
-  readonly burst: number;
 }
 
 /** A sink's own receiver endpoint settings (SPEC 4.2). */
@@ -87,8 +31,11 @@ export interface SinkScope {
   readonly namespace: string | null;
 }
 
-/** One sink, ready for the data path. */
-export interface Sink {
+/**
+ * One sink, ready for the data path; its destinations are under their `spec` field names
+ * (`influxdb`, `webhook`), one property per kind of `outputs/kinds.ts`.
+ */
+export interface Sink extends Destinations {
   readonly ref: SinkRef;
   /** Stable identity: `AuditSink/<name>` or `AuditPipeline/<namespace>/<name>`. */
   readonly key: string;
@@ -101,8 +48,6 @@ export interface Sink {
   /** Accepted but probably unintended, e.g. unknown policy fields; each names its field path. */
   readonly warnings: readonly string[];
   readonly scope: SinkScope;
-  readonly influxdb?: InfluxDestination;
-  readonly webhook?: WebhookDestination;
   readonly receiver?: ReceiverSettings;
 }
 

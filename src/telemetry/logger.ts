@@ -2,14 +2,9 @@
  * The process logger: pino, JSON lines on stdout, secrets redacted wherever they could appear.
  */
 import { pino, type Logger } from 'pino';
+import type { LogLevel } from '../config/settings.ts';
 
 export type { Logger } from 'pino';
-
-/** Log levels accepted by `--log-level`. */
-export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
-
-/** One of {@link LOG_LEVELS}. */
-export type LogLevel = (typeof LOG_LEVELS)[number];
 
 /**
  * Paths pino censors: credentials may sit in request headers, in Secret data read for a sink, or in

@@ -16,7 +16,8 @@ import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { InfluxDB } from '@influxdata/influxdb-client';
-import { type InfluxDestination, TAG_NAMES } from '../../src/sinks/types.ts';
+import { TAG_NAMES } from '../../src/outputs/influxdb/schema.ts';
+import type { InfluxDestination } from '../../src/outputs/influxdb/spec.ts';
 import { alive, trackServer } from './processes.ts';
 
 /** The InfluxDB version the tests run against; change together with the build script's default. */

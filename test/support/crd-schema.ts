@@ -8,7 +8,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { parseAllDocuments } from 'yaml';
 
-/** The directory of the CRDs, the single source of truth. */
+/** The directory of the CRDs (generated from src/sinks/crds.ts by `npm run gen:crds`). */
 export const CRD_DIR = new URL('../../crds/', import.meta.url);
 
 /** The directory of the sample resources. */

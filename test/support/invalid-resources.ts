@@ -5,6 +5,8 @@
  * operator to the same cases. Pure data: starts no process.
  */
 
+import { auditSinkResource, type Json, PEM_BASE64, pipelineResource } from './resources.ts';
+
 /** Which check refuses a manifest at `kubectl apply` time, if any. */
 export type CaughtBy =
   /** The OpenAPI keywords of the CRD schema: type, enum, pattern, bounds, required. */
@@ -34,8 +36,6 @@ export interface InvalidResource {
 /** The namespace every invalid AuditPipeline is in; a real apiserver needs it to exist. */
 export const INVALID_NAMESPACE = 'invalid-cases';
 
-const API_VERSION = 'kube-audit.dev/v1alpha1';
-
 const INFLUX = {
   url: 'http://influxdb.monitoring.svc:8086',
   org: 'platform',
@@ -48,22 +48,12 @@ const CATCH_ALL = { rules: [{ level: 'Metadata' }] } as const;
 
 const WEBHOOK_URL = 'https://audit.example.com/events';
 
-// A base64 PEM-armoured bundle: the schema and the operator check the armour, TLS the contents.
-const PEM_BASE64 = Buffer.from(
-  '-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUDq0hYw2J0f6m\n-----END CERTIFICATE-----\n',
-).toString('base64');
-
-function auditSink(name: string, spec: Record<string, unknown>): Record<string, unknown> {
-  return { apiVersion: API_VERSION, kind: 'AuditSink', metadata: { name }, spec };
+function auditSink(name: string, spec: Json): Json {
+  return auditSinkResource(spec, name);
 }
 
-function pipeline(name: string, spec: Record<string, unknown>): Record<string, unknown> {
-  return {
-    apiVersion: API_VERSION,
-    kind: 'AuditPipeline',
-    metadata: { name, namespace: INVALID_NAMESPACE },
-    spec,
-  };
+function pipeline(name: string, spec: Json): Json {
+  return pipelineResource(spec, INVALID_NAMESPACE, name);
 }
 
 /** An AuditSink writing to InfluxDB whose influxdb block is INFLUX with `overrides`. */

@@ -4,6 +4,8 @@
  * operator shows up here. Shared by the schema tests and the real-apiserver tests. Pure data.
  */
 
+import { auditSinkResource, type Json, PEM_BASE64, pipelineResource } from './resources.ts';
+
 /** One manifest both the apiserver and the operator accept. */
 export interface ValidResource {
   /** What is at the edge, as a sentence fragment for test names. */
@@ -14,25 +16,16 @@ export interface ValidResource {
 /** The namespace every valid AuditPipeline is in; a real apiserver needs it to exist. */
 export const VALID_NAMESPACE = 'valid-cases';
 
-const API_VERSION = 'kube-audit.dev/v1alpha1';
 const INFLUX = { url: 'http://influxdb.monitoring.svc:8086', org: 'platform', bucket: 'audit' };
 const LEGACY_POLICY = { level: 'Metadata', stages: ['ResponseComplete'] };
 const CATCH_ALL = { rules: [{ level: 'Metadata' }] };
-const PEM_BASE64 = Buffer.from(
-  '-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUDq0hYw2J0f6m\n-----END CERTIFICATE-----\n',
-).toString('base64');
 
-function auditSink(name: string, spec: Record<string, unknown>): Record<string, unknown> {
-  return { apiVersion: API_VERSION, kind: 'AuditSink', metadata: { name }, spec };
+function auditSink(name: string, spec: Json): Json {
+  return auditSinkResource(spec, name);
 }
 
-function pipeline(name: string, spec: Record<string, unknown>): Record<string, unknown> {
-  return {
-    apiVersion: API_VERSION,
-    kind: 'AuditPipeline',
-    metadata: { name, namespace: VALID_NAMESPACE },
-    spec,
-  };
+function pipeline(name: string, spec: Json): Json {
+  return pipelineResource(spec, VALID_NAMESPACE, name);
 }
 
 function influxSink(name: string, overrides: Record<string, unknown>): Record<string, unknown> {

@@ -11,7 +11,7 @@ const root = new URL('../../', import.meta.url);
 describe('docs/resource-reference.md', () => {
   it('is what scripts/gen-resource-reference.ts generates from crds/', async () => {
     const committed = readFileSync(new URL(REFERENCE_PATH, root), 'utf8');
-    // On failure: npm run docs:reference
+    // On failure: npm run gen:crds
     expect(committed).toBe(await renderResourceReference());
   });
 

@@ -5,12 +5,25 @@
 import { mkdir, open, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { AuditEvent } from '../../audit/types.ts';
-import type { SinkRef } from '../../sinks/types.ts';
+import type { Batching } from '../destination.ts';
 import { LineProtocolEncoder, type PointSchema } from '../influxdb/line-protocol.ts';
 import { type Output, OutputError } from '../types.ts';
 
+/** Which resource a file is for: an AuditSink (namespace empty) or an AuditPipeline. */
+export interface FileRef {
+  readonly kind: 'AuditSink' | 'AuditPipeline';
+  readonly namespace: string;
+  readonly name: string;
+}
+
+/** Batches of 1,000 events, written at once: one append and sync per batch. */
+export const LINE_PROTOCOL_FILE_BATCHING: Batching = Object.freeze({
+  size: 1_000,
+  flushIntervalMs: 0,
+});
+
 /** `<dataDir>/sinks/<name>.lp` for an AuditSink, `<dataDir>/pipelines/<ns>/<name>.lp` for a pipeline. */
-export function lineProtocolPath(dataDir: string, ref: SinkRef): string {
+export function lineProtocolPath(dataDir: string, ref: FileRef): string {
   return ref.kind === 'AuditSink'
     ? join(dataDir, 'sinks', `${ref.name}.lp`)
     : join(dataDir, 'pipelines', ref.namespace, `${ref.name}.lp`);

@@ -3,7 +3,7 @@
  * and again if it disappears; until then writes fail with the bucket error, so status says why.
  */
 import type { AuditEvent } from '../../audit/types.ts';
-import type { InfluxDestination } from '../../sinks/types.ts';
+import type { InfluxDestination } from './spec.ts';
 import { type Output, OutputError } from '../types.ts';
 import { BucketError, ensureBucket } from './buckets.ts';
 

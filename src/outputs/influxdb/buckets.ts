@@ -4,7 +4,7 @@
  * someone else in the meantime counts as existing.
  */
 import { InfluxDB } from '@influxdata/influxdb-client';
-import type { InfluxDestination } from '../../sinks/types.ts';
+import type { InfluxDestination } from './spec.ts';
 import type { OutputErrorCode } from '../types.ts';
 import { influxRequest, InfluxRequestError } from './http.ts';
 import { INFLUX_OUTPUT_DEFAULTS, influxTarget } from './writer.ts';

@@ -7,8 +7,9 @@ export {
   MAX_FIELD_BYTES,
   type PointSchema,
   PointTimestamps,
-  SCHEMA_VERSION,
 } from './line-protocol.ts';
+export { SCHEMA_VERSION, TAG_NAMES, type TagName } from './schema.ts';
+export { INFLUX_DEFAULTS, type InfluxDestination } from './spec.ts';
 export {
   INFLUX_OUTPUT_DEFAULTS,
   InfluxOutput,

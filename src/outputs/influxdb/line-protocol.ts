@@ -28,11 +28,14 @@
 import { bodyJson } from '../../audit/body-json.ts';
 import { epochMicros, isPointTime } from '../../audit/time.ts';
 import { type AuditEvent, POINT_TIME_RANGE } from '../../audit/types.ts';
-import { TAG_NAMES, type TagName } from '../../sinks/types.ts';
 import { OutputError } from '../types.ts';
-
-/** Schema version (docs/influxdb-schema.md); bumped on any incompatible change. */
-export const SCHEMA_VERSION = 2;
+import {
+  FIELD_KEYS,
+  FIELD_NAMES,
+  type StringFieldName,
+  TAG_NAMES,
+  type TagName,
+} from './schema.ts';
 
 /**
  * 1 MiB: influxd's largest string field value (`tsdb.MaxFieldValueLength`); it drops a longer
@@ -40,35 +43,38 @@ export const SCHEMA_VERSION = 2;
  */
 export const MAX_FIELD_BYTES = 1_048_576;
 
-/** The string fields of the schema, apart from tags written as fields and `<tag>_full`. */
-const STRING_FIELDS = [
-  'audit_id',
-  'request_uri',
-  'name',
-  'user_groups',
-  'impersonated_user',
-  'source_ip',
-  'user_agent',
-  'reason',
-  'annotations',
-  'request_object',
-  'response_object',
-] as const;
-
 /** A string field the encoder writes. */
-type StringField = (typeof STRING_FIELDS)[number] | TagName | `${TagName}_full`;
+type StringField = StringFieldName | TagName | `${TagName}_full`;
+
+/** Where a string field's value comes from: text, or JSON text written as is. */
+type FieldSource =
+  | { readonly text: (event: AuditEvent) => string | undefined }
+  | { readonly json: (event: AuditEvent) => string | undefined };
 
 /**
- * Every field key a point can have (docs/influxdb-schema.md, "Fields"): the string fields, each
- * possibly with `<field>_bytes` beside it, and `latency_ms`.
+ * The value of each string field of the schema (`schema.ts`): a field added there does not compile
+ * until it has its source here. Written in the schema's order.
  */
-export const FIELD_KEYS: readonly string[] = Object.freeze([
-  ...[...STRING_FIELDS, ...TAG_NAMES, ...TAG_NAMES.map((t) => `${t}_full`)].flatMap((key) => [
-    key,
-    `${key}_bytes`,
-  ]),
-  'latency_ms',
-]);
+const FIELD_SOURCES: { readonly [F in StringFieldName]: FieldSource } = {
+  audit_id: { text: (event) => event.auditID },
+  request_uri: { text: (event) => event.requestURI },
+  name: { text: (event) => event.objectRef?.name },
+  // JSON, not a joined list: group names may contain commas (LDAP DNs from OIDC claims do).
+  user_groups: { json: (event) => event.user.groups && JSON.stringify(event.user.groups) },
+  impersonated_user: { text: (event) => event.impersonatedUser?.username },
+  source_ip: { text: (event) => event.sourceIPs?.join(',') },
+  user_agent: { text: (event) => event.userAgent },
+  reason: { text: (event) => event.responseStatus?.reason },
+  annotations: { json: (event) => event.annotations && JSON.stringify(event.annotations) },
+  request_object: {
+    json: (event) =>
+      event.requestObject === undefined ? undefined : bodyJson(event.requestObject),
+  },
+  response_object: {
+    json: (event) =>
+      event.responseObject === undefined ? undefined : bodyJson(event.responseObject),
+  },
+};
 
 /**
  * The longest series key a point may have: 65,535 bytes (influxd's `models.MaxKeyLength`) less
@@ -227,6 +233,7 @@ export class LineProtocolEncoder {
       series += `,${t.key}=${escaped}`;
     }
 
+    // audit_id first and always: every point has it.
     let fields = `audit_id=${this.#stringField('audit_id', event.auditID)}`;
     const add = (key: StringField, value: string | undefined) => {
       // Empty strings are left out: influxd 2.7's Flux reader shifts the later values of a series
@@ -234,28 +241,22 @@ export class LineProtocolEncoder {
       if (value === undefined || value === '') return;
       fields += `,${key}=${this.#stringField(key, value)}`;
     };
-    add('request_uri', event.requestURI);
-    add('name', event.objectRef?.name);
-    // JSON, not a joined list: group names may contain commas (LDAP DNs from OIDC claims do).
-    const addJson = (key: StringField, json: string | undefined) => {
-      if (json !== undefined) fields += `,${key}=${this.#jsonField(key, json)}`;
-    };
-    addJson('user_groups', event.user.groups && JSON.stringify(event.user.groups));
-    add('impersonated_user', event.impersonatedUser?.username);
-    add('source_ip', event.sourceIPs?.join(','));
-    add('user_agent', event.userAgent);
     const micros = epochMicros(event.stageTimestamp);
-    if (event.requestReceivedTimestamp !== undefined) {
-      const received = epochMicros(event.requestReceivedTimestamp);
-      fields += `,latency_ms=${formatFloat((Number(micros) - Number(received)) / 1000)}`;
-    }
-    add('reason', event.responseStatus?.reason);
-    addJson('annotations', event.annotations && JSON.stringify(event.annotations));
-    if (event.requestObject !== undefined) {
-      addJson('request_object', bodyJson(event.requestObject));
-    }
-    if (event.responseObject !== undefined) {
-      addJson('response_object', bodyJson(event.responseObject));
+    for (const key of FIELD_NAMES) {
+      if (key === 'audit_id') continue;
+      if (key === 'latency_ms') {
+        if (event.requestReceivedTimestamp !== undefined) {
+          const received = epochMicros(event.requestReceivedTimestamp);
+          fields += `,latency_ms=${formatFloat((Number(micros) - Number(received)) / 1000)}`;
+        }
+        continue;
+      }
+      const source = FIELD_SOURCES[key];
+      if ('text' in source) add(key, source.text(event));
+      else {
+        const json = source.json(event);
+        if (json !== undefined) fields += `,${key}=${this.#jsonField(key, json)}`;
+      }
     }
     for (const tag of this.#tagsAsFields) add(tag, tagValue(tag, event, this.#sink));
     if (cut !== undefined) for (const [tag, value] of cut) add(`${tag}_full`, value);

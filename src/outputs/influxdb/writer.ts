@@ -11,7 +11,7 @@
 import { setImmediate } from 'node:timers/promises';
 import { InfluxDB } from '@influxdata/influxdb-client';
 import type { AuditEvent } from '../../audit/types.ts';
-import type { InfluxDestination } from '../../sinks/types.ts';
+import type { InfluxDestination } from './spec.ts';
 import { type Output, OutputError } from '../types.ts';
 import { influxRequest } from './http.ts';
 import { LineProtocolEncoder, type PointTimestamps } from './line-protocol.ts';

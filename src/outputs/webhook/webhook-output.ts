@@ -7,7 +7,7 @@ import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { setTimeout as setTimeoutPromise } from 'node:timers/promises';
 import type { AuditEvent } from '../../audit/types.ts';
-import type { WebhookDestination } from '../../sinks/types.ts';
+import type { WebhookDestination } from './spec.ts';
 import { errorForStatus, type Output, OutputError } from '../types.ts';
 
 /** 30 s per request: the apiserver's own webhook request timeout. */

@@ -8,13 +8,12 @@ import { type AuditEvent, POINT_TIME_RANGE } from '../../../src/audit/types.ts';
 import {
   CUT_MARKER,
   escapeTag,
-  FIELD_KEYS,
   LineProtocolEncoder,
   MAX_SERIES_KEY_BYTES,
   MAX_TAG_VALUE_BYTES,
 } from '../../../src/outputs/influxdb/line-protocol.ts';
 import { InfluxOutput } from '../../../src/outputs/influxdb/writer.ts';
-import { TAG_NAMES } from '../../../src/sinks/types.ts';
+import { FIELD_KEYS, TAG_NAMES } from '../../../src/outputs/influxdb/schema.ts';
 import { destinationOn, type InfluxServer, startInfluxd } from '../../harness/influxd.ts';
 import { tagAsStored } from '../../support/line-protocol.ts';
 import { recordedEvents } from '../../support/recorded.ts';

@@ -10,7 +10,7 @@ import { epochMicros } from '../../../src/audit/time.ts';
 import type { AuditEvent } from '../../../src/audit/types.ts';
 import { InfluxOutput } from '../../../src/outputs/influxdb/writer.ts';
 import { OutputError } from '../../../src/outputs/types.ts';
-import type { InfluxDestination } from '../../../src/sinks/types.ts';
+import type { InfluxDestination } from '../../../src/outputs/influxdb/spec.ts';
 import { destinationOn, type InfluxServer, type Row, startInfluxd } from '../../harness/influxd.ts';
 import { recordedEvents } from '../../support/recorded.ts';
 

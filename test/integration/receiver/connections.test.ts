@@ -9,12 +9,11 @@ import { Registry } from 'prom-client';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { AuditEvent } from '../../../src/audit/types.ts';
 import {
-  type Ingest,
-  type IngestResult,
   type Receiver,
   startReceiver,
   validateReceiverOptions,
 } from '../../../src/receiver/index.ts';
+import type { Ingest, IngestResult } from '../../../src/sinks/ingest.ts';
 
 /** Accepts every batch, after `delayMs`; refuses before the body while `wait` is set. */
 class RecordingIngest implements Ingest {

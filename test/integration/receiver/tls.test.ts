@@ -15,14 +15,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AuditEvent } from '../../../src/audit/types.ts';
 import {
   CertificateError,
-  type Ingest,
-  type IngestResult,
-  type IngestTarget,
   type Receiver,
   type ReceiverLogger,
   startReceiver,
   validateReceiverOptions,
 } from '../../../src/receiver/index.ts';
+import type { Ingest, IngestResult, IngestTarget } from '../../../src/sinks/ingest.ts';
 import { type Issued, TestPki } from '../../harness/pki.ts';
 
 const run = promisify(execFile);

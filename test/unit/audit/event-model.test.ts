@@ -25,18 +25,18 @@ import {
 } from '../../../src/audit/types.ts';
 import { LineProtocolFileOutput } from '../../../src/outputs/file/file-output.ts';
 import {
-  FIELD_KEYS,
   LineProtocolEncoder,
   MAX_FIELD_BYTES,
   type PointSchema,
 } from '../../../src/outputs/influxdb/line-protocol.ts';
+import { FIELD_KEYS, TAG_NAMES } from '../../../src/outputs/influxdb/schema.ts';
 import { Throttle, WebhookOutput } from '../../../src/outputs/webhook/webhook-output.ts';
 import { enforceLevel } from '../../../src/policy/enforce.ts';
 import { EventRouting, type RoutingSettings } from '../../../src/sinks/router.ts';
 import { SINK_API_VERSION, sinkFromResource } from '../../../src/sinks/spec.ts';
 import type { Sink } from '../../../src/sinks/types.ts';
-import { TAG_NAMES } from '../../../src/sinks/types.ts';
 import { decodeRecord, encodeEvent } from '../../../src/spool/format.ts';
+import { eventList } from '../../support/events.ts';
 import { fieldsOf, seriesOf, timeOf } from '../../support/line-protocol.ts';
 import { recordedEvents } from '../../support/recorded.ts';
 import { post, testReceiver } from '../receiver/harness.ts';
@@ -130,10 +130,6 @@ function withField(event: AuditEvent, path: string, value: unknown): Record<stri
   if (value === undefined) delete at[last];
   else at[last] = value;
   return copy;
-}
-
-function eventList(items: unknown[]): string {
-  return JSON.stringify({ kind: 'EventList', apiVersion: 'audit.k8s.io/v1', items });
 }
 
 /** A recorded event with every declared field present, so each path has a parent to live in. */

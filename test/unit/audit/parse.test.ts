@@ -24,6 +24,7 @@ import {
   LEVELS,
   STAGES,
 } from '../../../src/audit/types.ts';
+import { eventList } from '../../support/events.ts';
 
 const FIXTURES = new URL('../../fixtures/apiserver-1.20/', import.meta.url);
 
@@ -54,10 +55,6 @@ function item(overrides: JsonRecord = {}): JsonRecord {
     stageTimestamp: '2026-11-22T04:08:57.440160Z',
     ...overrides,
   };
-}
-
-function eventList(items: unknown, apiVersion: string = V1): string {
-  return JSON.stringify({ kind: 'EventList', apiVersion, metadata: {}, items });
 }
 
 function singleEvent(fields: JsonRecord, apiVersion: string = V1): string {

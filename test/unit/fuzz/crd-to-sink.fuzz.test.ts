@@ -6,14 +6,11 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { STAGES } from '../../../src/audit/types.ts';
-import {
-  INFLUX_DEFAULTS,
-  type SinkSettings,
-  SinkSpecError,
-  sinkFromResource,
-  THROTTLE_DEFAULTS,
-} from '../../../src/sinks/spec.ts';
-import { type Sink, TAG_NAMES } from '../../../src/sinks/types.ts';
+import { type SinkSettings, SinkSpecError, sinkFromResource } from '../../../src/sinks/spec.ts';
+import { TAG_NAMES } from '../../../src/outputs/influxdb/schema.ts';
+import { INFLUX_DEFAULTS } from '../../../src/outputs/influxdb/spec.ts';
+import { THROTTLE_DEFAULTS } from '../../../src/outputs/webhook/spec.ts';
+import type { Sink } from '../../../src/sinks/types.ts';
 import {
   nodeAt,
   samples,

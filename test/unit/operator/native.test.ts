@@ -15,10 +15,15 @@ import {
   NativeSinks,
 } from '../../../src/operator/native.ts';
 import { nativeSignature, nativeSignatureMatches } from '../../../src/receiver/auth.ts';
-import { SINK_API_VERSION, type SinkSettings, sinkFromResource } from '../../../src/sinks/spec.ts';
+import { type SinkSettings, sinkFromResource } from '../../../src/sinks/spec.ts';
 import type { Sink } from '../../../src/sinks/types.ts';
 import { conflict, FakeKubeApi, type Stored } from '../../support/fake-kube-api.ts';
 import { flush, ManualClock } from '../../support/manual-clock.ts';
+import {
+  auditSinkResource,
+  PEM_CERTIFICATE as CA_PEM,
+  pipelineResource,
+} from '../../support/resources.ts';
 import { capturedLogger, LEVELS } from './fixtures.ts';
 
 /** The operator's settings: a destination is required. */
@@ -27,18 +32,11 @@ const INFLUX = { url: 'http://influxdb.monitoring:8086', org: 'platform', bucket
 const KEY = 'native-key-0123456789abcdef';
 const BASE = 'https://10.96.0.50';
 // PEM-shaped: only its bytes matter here, nothing parses it.
-const CA_PEM =
-  '-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUDq0hYw2J0f6m\n-----END CERTIFICATE-----\n';
 
 /** An AuditSink as the removed API had it: one level and the stages to keep. */
 function auditSink(policy: Record<string, unknown>, name = 'cluster-trail'): Sink {
   return sinkFromResource(
-    {
-      apiVersion: SINK_API_VERSION,
-      kind: 'AuditSink',
-      metadata: { name, generation: 1 },
-      spec: { policy, influxdb: INFLUX },
-    },
+    auditSinkResource({ policy, influxdb: INFLUX }, name, { generation: 1 }),
     OPERATOR,
   );
 }
@@ -46,12 +44,7 @@ function auditSink(policy: Record<string, unknown>, name = 'cluster-trail'): Sin
 /** An AuditPipeline with a full audit.k8s.io Policy. */
 function pipeline(policy: Record<string, unknown>, namespace = 'shop', name = 'orders'): Sink {
   return sinkFromResource(
-    {
-      apiVersion: SINK_API_VERSION,
-      kind: 'AuditPipeline',
-      metadata: { name, namespace, generation: 1 },
-      spec: { policy, influxdb: INFLUX },
-    },
+    pipelineResource({ policy, influxdb: INFLUX }, namespace, name, { generation: 1 }),
     OPERATOR,
   );
 }

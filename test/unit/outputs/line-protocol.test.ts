@@ -9,7 +9,6 @@ import {
   CUT_MARKER,
   escapeMeasurement,
   escapeTag,
-  FIELD_KEYS,
   LineProtocolEncoder,
   MAX_FIELD_BYTES,
   MAX_SERIES_KEY_BYTES,
@@ -18,8 +17,9 @@ import {
   PointTimestamps,
   quote,
 } from '../../../src/outputs/influxdb/line-protocol.ts';
+import { FIELD_KEYS, TAG_NAMES } from '../../../src/outputs/influxdb/schema.ts';
 import { OutputError } from '../../../src/outputs/types.ts';
-import { TAG_NAMES } from '../../../src/sinks/types.ts';
+import { auditEvent as event } from '../../support/events.ts';
 import { fieldsOf, seriesOf, tagAsStored, tagsOf, timeOf } from '../../support/line-protocol.ts';
 import { recordedEvents } from '../../support/recorded.ts';
 
@@ -32,35 +32,6 @@ const SCHEMA: PointSchema = {
   staticTags: {},
   sink: 'audit/trail',
 };
-
-/** A small event with every field the schema reads. */
-function event(overrides: Partial<AuditEvent> = {}): AuditEvent {
-  return {
-    level: 'Request',
-    auditID: '0b6ad7a4-6c4e-4f3c-9a4e-2f0c1d1e2a3b',
-    stage: 'ResponseComplete',
-    requestURI: '/apis/apps/v1/namespaces/shop/deployments/web/scale',
-    verb: 'update',
-    user: { username: 'alice', groups: ['dev', 'system:authenticated'] },
-    impersonatedUser: { username: 'bob' },
-    sourceIPs: ['10.0.0.1', '10.0.0.2'],
-    userAgent: 'kubectl/v1.35.2',
-    objectRef: {
-      resource: 'deployments',
-      subresource: 'scale',
-      namespace: 'shop',
-      name: 'web',
-      apiGroup: 'apps',
-      apiVersion: 'v1',
-    },
-    responseStatus: { code: 409, reason: 'Conflict' },
-    requestObject: { spec: { replicas: 3 } },
-    requestReceivedTimestamp: '2026-11-22T04:08:57.000000Z',
-    stageTimestamp: '2026-11-22T04:08:57.002500Z',
-    annotations: { 'authorization.k8s.io/decision': 'allow' },
-    ...overrides,
-  };
-}
 
 /** The three parts of a line: series key, field set, timestamp (no escaped spaces in these tests). */
 function parts(line: string): { series: string; fields: string; time: string } {

@@ -3,7 +3,8 @@
 // Starts no process.
 import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
-import { BATCHES, eventList, item, post, type TestReceiver, testReceiver } from './harness.ts';
+import { BATCHES, item, post, type TestReceiver, testReceiver } from './harness.ts';
+import { eventList } from '../../support/events.ts';
 
 // Just above the smaller recorded batch: some mutated batches fit, the larger one never does,
 // so all three outcomes occur.

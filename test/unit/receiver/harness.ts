@@ -11,7 +11,7 @@ import {
   validateReceiverOptions,
 } from '../../../src/receiver/options.ts';
 import { createReceiverApp } from '../../../src/receiver/server.ts';
-import type { Ingest, IngestResult, IngestTarget } from '../../../src/receiver/types.ts';
+import type { Ingest, IngestResult, IngestTarget } from '../../../src/sinks/ingest.ts';
 
 /** The token the fake apiserver presents. */
 export const TOKEN = 'apiserver-token-5b46c944';
@@ -146,9 +146,4 @@ export function item(overrides: Record<string, unknown> = {}): Record<string, un
     stageTimestamp: '2026-11-22T04:08:57.440160Z',
     ...overrides,
   };
-}
-
-/** An EventList body. */
-export function eventList(items: unknown[], apiVersion = 'audit.k8s.io/v1'): string {
-  return JSON.stringify({ kind: 'EventList', apiVersion, metadata: {}, items });
 }

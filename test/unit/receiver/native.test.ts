@@ -6,7 +6,6 @@ import { nativeSignature, nativeSignatureMatches } from '../../../src/receiver/a
 import { ReceiverOptionsError } from '../../../src/receiver/errors.ts';
 import { validateReceiverOptions } from '../../../src/receiver/options.ts';
 import {
-  eventList,
   expectError,
   item,
   post,
@@ -15,6 +14,7 @@ import {
   type TestReceiver,
   testReceiver,
 } from './harness.ts';
+import { eventList } from '../../support/events.ts';
 
 const KEY = 'native-key-5b46c944305e45a0';
 const TRAIL = 'AuditSink/cluster-trail';

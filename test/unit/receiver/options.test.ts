@@ -4,8 +4,8 @@ import { describe, expect, it } from 'vitest';
 import { DEFAULT_PARSE_LIMITS } from '../../../src/audit/parse.ts';
 import { Registry } from 'prom-client';
 import { ReceiverOptionsError } from '../../../src/receiver/errors.ts';
+import { isLoopbackHost } from '../../../src/config/loopback.ts';
 import {
-  isLoopbackHost,
   RECEIVER_DEFAULTS,
   type ReceiverOptions,
   validateReceiverOptions,

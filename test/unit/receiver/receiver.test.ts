@@ -3,10 +3,9 @@
 import { Readable } from 'node:stream';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { AccessDecision } from '../../../src/receiver/metrics-access.ts';
-import type { IngestResult } from '../../../src/receiver/types.ts';
+import type { IngestResult } from '../../../src/sinks/ingest.ts';
 import {
   BATCHES,
-  eventList,
   expectError,
   item,
   post,
@@ -15,6 +14,7 @@ import {
   type TestReceiver,
   testReceiver,
 } from './harness.ts';
+import { eventList } from '../../support/events.ts';
 
 const open: TestReceiver[] = [];
 

@@ -13,6 +13,7 @@ import { sinkFromResource } from '../../../src/sinks/spec.ts';
 import type { Sink } from '../../../src/sinks/types.ts';
 import { openQueue } from '../../../src/spool/index.ts';
 import { recordedEvents } from '../../support/recorded.ts';
+import { pipelineResource } from '../../support/resources.ts';
 import { eventually } from '../../support/wait.ts';
 
 const EVENTS: AuditEvent[] = recordedEvents();
@@ -21,12 +22,7 @@ const SETTINGS = { clusterWideNamespaces: ['kube-audit'], requireDestination: fa
 
 function pipeline(namespace: string, name: string, level = 'Metadata', extra: object = {}): Sink {
   return sinkFromResource(
-    {
-      apiVersion: 'kube-audit.dev/v1alpha1',
-      kind: 'AuditPipeline',
-      metadata: { name, namespace },
-      spec: { policy: { rules: [{ level }] }, ...extra },
-    },
+    pipelineResource({ policy: { rules: [{ level }] }, ...extra }, namespace, name),
     SETTINGS,
   );
 }

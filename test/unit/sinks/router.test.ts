@@ -11,8 +11,9 @@ import {
   routeEvent,
   type SinkOutcome,
 } from '../../../src/sinks/router.ts';
-import { SINK_API_VERSION, type SinkSettings, sinkFromResource } from '../../../src/sinks/spec.ts';
+import { type SinkSettings, sinkFromResource } from '../../../src/sinks/spec.ts';
 import type { Sink } from '../../../src/sinks/types.ts';
+import { auditSinkResource, pipelineResource } from '../../support/resources.ts';
 
 // Standalone settings: no destination needed; `kube-audit` is the operator's own namespace.
 const SINK_SETTINGS: SinkSettings = {
@@ -26,27 +27,11 @@ const EVERYTHING = { rules: [{ level: 'RequestResponse' }] };
 const CATCH_METADATA = { rules: [{ level: 'Metadata' }] };
 
 function pipeline(namespace: string, policy: unknown = EVERYTHING, name = 'trail'): Sink {
-  return sinkFromResource(
-    {
-      apiVersion: SINK_API_VERSION,
-      kind: 'AuditPipeline',
-      metadata: { name, namespace },
-      spec: { policy },
-    },
-    SINK_SETTINGS,
-  );
+  return sinkFromResource(pipelineResource({ policy }, namespace, name), SINK_SETTINGS);
 }
 
 function auditSink(level: string, stages: string[], name = 'legacy'): Sink {
-  return sinkFromResource(
-    {
-      apiVersion: SINK_API_VERSION,
-      kind: 'AuditSink',
-      metadata: { name },
-      spec: { policy: { level, stages } },
-    },
-    SINK_SETTINGS,
-  );
+  return sinkFromResource(auditSinkResource({ policy: { level, stages } }, name), SINK_SETTINGS);
 }
 
 const managed = [{ manager: 'kubectl', operation: 'Update', fieldsV1: { 'f:data': {} } }];

@@ -10,9 +10,14 @@ import {
   SinkSpecError,
   sinkFromResource,
 } from '../../../src/sinks/spec.ts';
-import { type Sink, TAG_NAMES } from '../../../src/sinks/types.ts';
-
-type Json = Record<string, unknown>;
+import { TAG_NAMES } from '../../../src/outputs/influxdb/schema.ts';
+import type { Sink } from '../../../src/sinks/types.ts';
+import {
+  auditSinkResource as auditSink,
+  type Json,
+  PEM_CERTIFICATE as PEM,
+  pipelineResource as pipeline,
+} from '../../support/resources.ts';
 
 /** The operator's settings: its own namespace sees every namespace; a destination is required. */
 const OPERATOR: SinkSettings = { clusterWideNamespaces: ['kube-audit'], requireDestination: true };
@@ -21,23 +26,6 @@ const STANDALONE: SinkSettings = { clusterWideNamespaces: [], requireDestination
 
 const INFLUX = { url: 'http://influxdb.monitoring:8086', org: 'platform', bucket: 'audit' };
 const CATCH_ALL = { rules: [{ level: 'Metadata' }] };
-
-// A syntactically PEM-shaped bundle: the spec only checks the armour, TLS parses the contents.
-const PEM =
-  '-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUDq0hYw2J0f6m\n-----END CERTIFICATE-----\n';
-
-function auditSink(spec: Json, name = 'legacy'): Json {
-  return { apiVersion: SINK_API_VERSION, kind: 'AuditSink', metadata: { name }, spec };
-}
-
-function pipeline(spec: Json, namespace = 'shop', name = 'orders'): Json {
-  return {
-    apiVersion: SINK_API_VERSION,
-    kind: 'AuditPipeline',
-    metadata: { name, namespace },
-    spec,
-  };
-}
 
 /** A pipeline whose influxdb block is INFLUX with `overrides` applied. */
 function influxPipeline(overrides: Json): Json {

@@ -1,0 +1,22 @@
+/** The contract between the receiver and the sinks it hands events to. */
+import type { AuditEvent } from '../audit/types.ts';
+
+/** Which sinks a batch is for: every sink (fan-in endpoint) or one sink by its key. */
+export type IngestTarget =
+  { readonly kind: 'all' } | { readonly kind: 'sink'; readonly key: string };
+
+/** Whether a batch was queued, or refused because a queue is full. */
+export type IngestResult =
+  | { readonly ok: true; readonly accepted: number }
+  | { readonly ok: false; readonly reason: 'full'; readonly retryAfterSeconds: number };
+
+/** What the receiver hands events to: routing, queueing (and spooling) happen behind it. Resolves only once events are queued durably. */
+export interface Ingest {
+  ingest(events: AuditEvent[], target: IngestTarget): Promise<IngestResult>;
+  hasSink(key: string): boolean;
+  /**
+   * Seconds to ask the sender to wait when the target cannot take a batch now (its queues are
+   * full), checked before the body is read; undefined to go on.
+   */
+  refusing?(target: IngestTarget): number | undefined;
+}
