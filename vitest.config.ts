@@ -4,13 +4,15 @@ import type { ServerName } from './test/harness/builds.ts';
 /**
  * What a server-backed project needs: its servers are built in the background by the global
  * setup while earlier groups run, and its setup file waits for them before its first test
- * (test/harness/builds.ts).
+ * (test/harness/builds.ts). Servers only a few of its files need (`later`) are built after the
+ * others, and those files wait for them themselves (test/harness/servers-later.ts), so the
+ * project's other files do not.
  */
-function servers(names: ServerName[]) {
+function servers(names: ServerName[], later: ServerName[] = []) {
   return {
     globalSetup: ['test/harness/global-setup.ts'],
     setupFiles: ['test/harness/servers-ready.ts'],
-    provide: { servers: names },
+    provide: { servers: [...names, ...later], awaitedServers: names },
   };
 }
 
@@ -62,7 +64,7 @@ export default defineConfig({
         test: {
           name: 'e2e',
           include: ['test/e2e/controlplane/**/*.test.ts'],
-          ...servers(['influxd', 'controlplane', 'controlplane-legacy']),
+          ...servers(['influxd', 'controlplane'], ['controlplane-legacy']),
           // A control plane starts in about 10 s on 2 idle cores; a dynamic AuditSink batches for
           // up to 30 s; both take far longer while other test files run beside them.
           testTimeout: 120_000,

@@ -421,6 +421,16 @@ export async function releaseDockerEngine(engine: DockerEngine): Promise<void> {
   });
 }
 
+/**
+ * Whether another live test process (another run, from this checkout or another one) is using
+ * the engine this harness started: its images are in use and must stay.
+ */
+export function engineSharedWithOthers(engine: DockerEngine): boolean {
+  if (!engine.startedHere) return true;
+  const others = readRecord()?.users.filter((pid) => pid !== process.pid) ?? [];
+  return others.some(alive);
+}
+
 /** Stops a recorded engine whose users have all died. Returns whether it stopped one. */
 async function reapUnlocked(): Promise<boolean> {
   const record = readRecord();

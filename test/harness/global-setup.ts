@@ -19,6 +19,8 @@ declare module 'vitest' {
   export interface ProvidedContext {
     /** The server builds a project's tests need (vitest.config.ts). */
     servers: ServerName[];
+    /** Those of them its setup file waits for before any test file loads. */
+    awaitedServers: ServerName[];
     /** Where this run's builds write their outcomes (test/harness/builds.ts). */
     buildStatusDir: string;
   }

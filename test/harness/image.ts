@@ -25,7 +25,14 @@ import { tmpdir } from 'node:os';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { DATA_ROOT, type DockerEngine, docker, dockerOk, RUN_ROOT } from './docker.ts';
+import {
+  DATA_ROOT,
+  type DockerEngine,
+  docker,
+  dockerOk,
+  engineSharedWithOthers,
+  RUN_ROOT,
+} from './docker.ts';
 import { alive } from './processes.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -179,10 +186,11 @@ export async function ensureImage(
 
 /**
  * Removes the images of earlier inputs that scripts/build-image.sh left in an engine this harness
- * started (each change to src/ makes a new tag), keeping `keep`.
+ * started (each change to src/ makes a new tag), keeping `keep`. Not while another run uses the
+ * engine: the image of another checkout is that run's current one, not an earlier one.
  */
 export async function removeOlderImages(engine: DockerEngine, keep: BuiltImage): Promise<void> {
-  if (!engine.startedHere) return;
+  if (engineSharedWithOthers(engine)) return;
   const listed = await dockerOk(engine, [
     'image',
     'ls',

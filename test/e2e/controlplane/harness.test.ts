@@ -16,6 +16,7 @@ import {
   startControlPlane,
 } from '../../harness/controlplane.ts';
 import { type Issued, TestPki } from '../../harness/pki.ts';
+import { COLD_BUILD_TIMEOUT_MS, serversLater } from '../../harness/servers-later.ts';
 import { alive } from '../../harness/processes.ts';
 import { waitFor } from '../../support/wait.ts';
 
@@ -220,8 +221,9 @@ describe(`kube-apiserver ${LEGACY_KUBE_VERSION} with native dynamic audit`, () =
   let plane: ControlPlane;
 
   beforeAll(async () => {
+    await serversLater(['controlplane-legacy']);
     plane = await startControlPlane({ legacy: true, dynamicAudit: true });
-  });
+  }, COLD_BUILD_TIMEOUT_MS);
 
   afterAll(async () => {
     await plane?.stop();

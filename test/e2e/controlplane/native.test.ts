@@ -17,10 +17,14 @@ import {
   startOperatorProcess,
 } from '../../harness/operator.ts';
 import { TestPki } from '../../harness/pki.ts';
+import { serversLater } from '../../harness/servers-later.ts';
 import { grantedPermissions, OPERATOR_RBAC, requestsBy } from '../../support/rbac.ts';
 import { eventually } from '../../support/wait.ts';
 import { kubectlOk, postJson } from './kube.ts';
 import { AuditOracle, type WrittenBy } from './oracle.ts';
+
+// Built after the other servers of this project: only this file and one other need it.
+await serversLater(['controlplane-legacy']);
 
 const OPERATOR_NS = 'kube-audit';
 
