@@ -5,9 +5,13 @@
  */
 export {
   type AuthResult,
+  type AuthTarget,
   authenticate,
+  authorize,
   type ClientCertificateState,
+  type Credentials,
   nativeSignature,
+  TokenDigests,
 } from './auth.ts';
 export {
   CertificateError,
