@@ -373,7 +373,7 @@ ${indent(own.key)}
     );
     expect(await request('sekret-token')).toEqual({ status: 200, issuer: 'own' });
     expect((await request(undefined)).status).toBe(401);
-    expect((await request('wrong')).status).toBe(403);
+    expect((await request('wrong')).status).toBe(401);
   });
 
   it('serves /metrics only to its receiver token and to client certificates of its client CA; /healthz and /readyz to anyone', async () => {
@@ -443,7 +443,7 @@ ${indent(own.key)}
     );
     expect((await get('/healthz')).status).toBe(200);
     expect((await get('/metrics')).status).toBe(401);
-    expect((await get('/metrics', { token: 'not-the-token' })).status).toBe(403);
+    expect((await get('/metrics', { token: 'not-the-token' })).status).toBe(401);
     expect((await get('/metrics', { client: stranger })).status).toBe(403);
     const byToken = await get('/metrics', { token: 'scrape-token' });
     expect(byToken.status).toBe(200);
