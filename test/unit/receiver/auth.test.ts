@@ -1,7 +1,8 @@
 // Authentication and authorisation decisions for bearer tokens and client certificates, as tables:
 // the receiver-wide credentials, and each sink's own tokens on its own endpoints (ADR 0018). Pure:
 // starts no process (real TLS handshakes are in test/integration/receiver/tls.test.ts, the sinks'
-// tokens against the real receiver in test/e2e/standalone-credentials.test.ts).
+// tokens against the real receiver in test/e2e/standalone.test.ts and with the operator in
+// test/e2e/controlplane/security.test.ts).
 import { Socket } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import {
