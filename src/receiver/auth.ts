@@ -97,26 +97,6 @@ export function authorize(
   return { ok: false, code: 'INVALID_TOKEN' };
 }
 
-/**
- * Decides whether a request is authenticated by the receiver-wide credentials: a valid bearer
- * token or a verified client certificate. 401 when it carries no credential or a token no one
- * accepts, 403 for a certificate the client CA did not sign.
- */
-export function authenticate(
-  authorization: string | undefined,
-  certificate: ClientCertificateState,
-  tokens: ReadonlySet<string>,
-): AuthResult {
-  return authorize(
-    authorization,
-    certificate,
-    { kind: 'all' },
-    { receiverTokens: tokens, sinkTokens: NO_SINK_TOKENS },
-  );
-}
-
-const NO_SINK_TOKENS: ReadonlyMap<string, TokenDigests> = new Map();
-
 /** The client certificate state of a connection; plain sockets (and `inject()`) have none. */
 export function clientCertificateState(socket: Socket): ClientCertificateState {
   if (!(socket instanceof TLSSocket)) return 'none';

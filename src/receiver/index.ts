@@ -6,7 +6,6 @@
 export {
   type AuthResult,
   type AuthTarget,
-  authenticate,
   authorize,
   type ClientCertificateState,
   type Credentials,

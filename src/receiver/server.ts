@@ -19,8 +19,8 @@ import {
   authorize,
   bearerToken,
   clientCertificateState,
+  type Credentials,
   nativeSignatureMatches,
-  type TokenDigests,
 } from './auth.ts';
 import { ConnectionLimits } from './connections.ts';
 import { type ErrorBody, RECEIVER_ERRORS, ReceiverError } from './errors.ts';
@@ -96,10 +96,10 @@ export function createReceiverApp(
     maxAgeMs: options.maxConnectionAgeMs,
   });
   let closing = false;
-  const credentials = (): {
-    receiverTokens: ReadonlySet<string>;
-    sinkTokens: ReadonlyMap<string, TokenDigests>;
-  } => ({ receiverTokens: options.tokens(), sinkTokens: options.sinkTokens() });
+  const credentials = (): Credentials => ({
+    receiverTokens: options.tokens(),
+    sinkTokens: options.sinkTokens(),
+  });
   // A dedicated listener feeds its own sink whatever the path, so it authorises as that sink's.
   const authTarget = (target: IngestTarget | undefined): AuthTarget =>
     options.sinkKey !== undefined

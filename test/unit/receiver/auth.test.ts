@@ -8,7 +8,6 @@ import { describe, expect, it } from 'vitest';
 import {
   type AuthResult,
   type AuthTarget,
-  authenticate,
   authorize,
   type ClientCertificateState,
   clientCertificateState,
@@ -59,7 +58,21 @@ const cases: [string, string | undefined, ClientCertificateState, AuthResult][] 
   ],
 ];
 
-describe('authenticate', () => {
+/** The receiver-wide credentials alone, on the fan-in endpoint. */
+function authenticate(
+  authorization: string | undefined,
+  certificate: ClientCertificateState,
+  tokens: ReadonlySet<string>,
+): AuthResult {
+  return authorize(
+    authorization,
+    certificate,
+    { kind: 'all' },
+    { receiverTokens: tokens, sinkTokens: new Map() },
+  );
+}
+
+describe('authorize: the receiver-wide credentials', () => {
   it.each(cases)('decides on %s', (_name, authorization, certificate, expected) => {
     expect(authenticate(authorization, certificate, TOKENS)).toEqual(expected);
   });
