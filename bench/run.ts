@@ -1,12 +1,13 @@
 /**
  * `npm run bench [-- --quick]`: the micro-benchmarks (policy engine; ingest, that is parse, route,
- * policy and encode per core; receiver over loopback; overload), then the peer comparison against
+ * policy and encode per core; authentication decisions; receiver over loopback; overload), then the peer comparison against
  * Telegraf into a real influxd (bench/peer.ts). Prints a table per part, writes everything to
  * bench/results/bench-results.json (the peer figures at the top level, the micro-benchmarks under
  * `micro`) and draws docs/images/bench.svg from it (bench/chart.ts).
  *
  * On 2 cores the full run takes about 10 minutes, the quick one under 2.
  */
+import { printAuthResults, runAuthBench } from './auth.ts';
 import { type ChartInput, writeChart } from './chart.ts';
 import { FULL, printPerCore, QUICK, sink } from './harness.ts';
 import { runIngestBench } from './ingest.ts';
@@ -30,6 +31,9 @@ const policy = runPolicyBench(options);
 printPerCore('Policy engine', policy);
 const ingest = runIngestBench(options);
 printPerCore('Ingest: parse, route, policy and encode', ingest);
+
+const auth = runAuthBench(options);
+printAuthResults(auth);
 
 const receiver = await runReceiverBench(quick ? 1_000 : 5_000);
 console.log('\nReceiver over loopback HTTP, 400-event batches, 2 in flight, in-memory queues\n');
@@ -59,6 +63,7 @@ const report = {
   micro: {
     policy,
     ingest,
+    auth,
     receiver,
     overload,
     checksum: sink(),

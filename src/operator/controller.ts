@@ -6,7 +6,8 @@
  */
 import { RECEIVER_ROUTES } from '../receiver/index.ts';
 import type { DataPlane } from '../runtime/dataplane.ts';
-import { referencedSecrets, type SecretStore } from '../runtime/secrets.ts';
+import { tokenLines } from '../runtime/credentials.ts';
+import { referencedSecrets, type SecretReference, type SecretStore } from '../runtime/secrets.ts';
 import type { SinkRegistry } from '../sinks/registry.ts';
 import { type SinkSettings, sinkFromResource, SinkSpecError } from '../sinks/spec.ts';
 import { type Sink, type SinkKind, type SinkRef, sinkKey } from '../sinks/types.ts';
@@ -127,13 +128,25 @@ export class SinkController {
     return [...this.#states.values()];
   }
 
-  /** Secrets (and keys) a sink references that are missing, as `namespace/name[key]`. */
-  missingSecrets(sink: Sink): string[] {
-    return referencedSecrets(sink, this.#options.namespace).flatMap(({ id, keys }) => {
-      const data = this.#secrets.get(id);
-      if (data === undefined) return [`Secret ${id} labelled ${SECRET_OPT_IN_LABEL}=true`];
-      return keys.filter((k) => data[k] === undefined).map((k) => `key ${k} of Secret ${id}`);
-    });
+  /**
+   * Secrets (and keys) a sink references for `use` that are missing, as `namespace/name[key]`;
+   * a key of write tokens that holds none counts as missing, it admits no one.
+   */
+  missingSecrets(sink: Sink, use: SecretReference['use'] = 'delivery'): string[] {
+    return referencedSecrets(sink, this.#options.namespace)
+      .filter((ref) => ref.use === use)
+      .flatMap(({ id, keys }) => {
+        const data = this.#secrets.get(id);
+        if (data === undefined) return [`Secret ${id} labelled ${SECRET_OPT_IN_LABEL}=true`];
+        return keys.flatMap((k) => {
+          const value = data[k];
+          if (value === undefined) return [`key ${k} of Secret ${id}`];
+          if (use === 'credentials' && tokenLines(value).length === 0) {
+            return [`a token in key ${k} of Secret ${id}`];
+          }
+          return [];
+        });
+      });
   }
 
   /** The URL a sink receives at: its dedicated listener, or its path on the shared one. */

@@ -140,6 +140,8 @@ export class StatusPublisher {
         specProblems: state.problems,
         runningGeneration: state.problems.length > 0 ? sink?.generation : undefined,
         missingSecrets: sink === undefined ? [] : controller.missingSecrets(sink),
+        missingCredentials:
+          sink === undefined ? [] : controller.missingSecrets(sink, 'credentials'),
         endpoint: sink === undefined ? undefined : controller.endpoint(sink),
         receiverProblem:
           sink?.receiver?.port !== undefined && controller.endpoint(sink) === undefined

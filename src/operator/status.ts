@@ -52,6 +52,11 @@ export interface SinkObservation {
   readonly runningGeneration?: number | undefined;
   /** Secrets (or keys) the sink references that do not exist, as `namespace/name[key]`. */
   readonly missingSecrets: readonly string[];
+  /**
+   * The sink's own write tokens (`spec.receiver.tokenSecretRef`) when missing or empty: its
+   * endpoint then accepts the receiver-wide credentials only.
+   */
+  readonly missingCredentials?: readonly string[];
   /** The sink's endpoint URL when it is being served. */
   readonly endpoint: string | undefined;
   /** A dedicated listener asked for but not running, with why. */
@@ -122,9 +127,15 @@ function conditionVerdicts(o: SinkObservation): Record<ConditionType, Verdict> {
       ? { status: 'False', reason: 'InvalidSpec', message: 'not served: the spec is invalid' }
       : o.receiverProblem !== undefined
         ? { status: 'False', reason: 'ListenerFailed', message: o.receiverProblem }
-        : o.endpoint === undefined
-          ? { status: 'Unknown', reason: 'Starting', message: 'the endpoint is starting' }
-          : { status: 'True', reason: 'Serving', message: `receiving at ${o.endpoint}` };
+        : (o.missingCredentials?.length ?? 0) > 0
+          ? {
+              status: 'False',
+              reason: 'SecretNotFound',
+              message: `not found: ${(o.missingCredentials ?? []).join(', ')}; until it is, the endpoint accepts the receiver-wide credentials only`,
+            }
+          : o.endpoint === undefined
+            ? { status: 'Unknown', reason: 'Starting', message: 'the endpoint is starting' }
+            : { status: 'True', reason: 'Serving', message: `receiving at ${o.endpoint}` };
   const destination = destinationVerdict(o);
   const blocking = [policy, receiver, destination].find((v) => v.status === 'False');
   const ready: Verdict =

@@ -11,27 +11,90 @@ export type ClientCertificateState = 'none' | 'verified' | 'rejected';
 
 /** The outcome of authenticating one request. */
 export type AuthResult =
-  | { readonly ok: true; readonly via: 'token' | 'certificate' }
+  | { readonly ok: true; readonly via: 'token' | 'certificate' | 'sink-token' }
   | {
       readonly ok: false;
-      readonly code: 'UNAUTHENTICATED' | 'INVALID_TOKEN' | 'UNTRUSTED_CLIENT_CERTIFICATE';
+      readonly code:
+        'UNAUTHENTICATED' | 'INVALID_TOKEN' | 'UNTRUSTED_CLIENT_CERTIFICATE' | 'ENDPOINT_FORBIDDEN';
     };
 
 /**
- * Decides whether a request is authenticated: a valid bearer token or a verified client
- * certificate suffices. 401 when it carries neither credential, 403 when what it carries is wrong.
+ * Accepted bearer tokens, kept as SHA-256 digests only: a request is compared with digests made
+ * once, not with the tokens themselves.
  */
-export function authenticate(
+export class TokenDigests {
+  readonly #digests: readonly Buffer[];
+
+  private constructor(digests: readonly Buffer[]) {
+    this.#digests = digests;
+  }
+
+  /** The digests of `tokens`; empty tokens are never accepted. */
+  static of(tokens: Iterable<string>): TokenDigests {
+    return new TokenDigests([...new Set(tokens)].filter((t) => t !== '').map(sha256));
+  }
+
+  /** How many tokens are accepted. */
+  get size(): number {
+    return this.#digests.length;
+  }
+
+  /**
+   * Whether `presented` (a digest) is one of them: every digest is compared, in constant time,
+   * so timing tells nothing about which token a guess resembled or how many there are before it.
+   */
+  matches(presented: Buffer): boolean {
+    let match = false;
+    for (const accepted of this.#digests) {
+      if (timingSafeEqual(presented, accepted)) match = true;
+    }
+    return match;
+  }
+}
+
+/** Where a request writes: the fan-in endpoint (every sink), or one sink's own endpoints. */
+export type AuthTarget = { readonly kind: 'all' } | { readonly kind: 'sink'; readonly key: string };
+
+/** What the receiver accepts: its own credentials everywhere, each sink's on that sink only. */
+export interface Credentials {
+  /** The receiver-wide bearer tokens (the kube-apiserver's), accepted on every endpoint. */
+  readonly receiverTokens: ReadonlySet<string>;
+  /** Each sink's own bearer tokens, by sink key, accepted on that sink's endpoints only. */
+  readonly sinkTokens: ReadonlyMap<string, TokenDigests>;
+}
+
+/**
+ * Decides whether a request may write to `target` (ADR 0018). A verified client certificate or a
+ * receiver-wide token may write anywhere; a sink's token only to that sink. A token no one
+ * accepts is 401 (not authenticated); a sink's token elsewhere is 403 (authenticated, not
+ * authorised there). Every accepted token is compared, whatever the outcome, so the time taken
+ * does not tell which kind of token, or whose, a guess came close to.
+ */
+export function authorize(
   authorization: string | undefined,
   certificate: ClientCertificateState,
-  tokens: ReadonlySet<string>,
+  target: AuthTarget,
+  credentials: Credentials,
 ): AuthResult {
   if (certificate === 'verified') return { ok: true, via: 'certificate' };
   const token = bearerToken(authorization);
-  if (token !== undefined && tokenMatches(token, tokens)) return { ok: true, via: 'token' };
-  if (token !== undefined) return { ok: false, code: 'INVALID_TOKEN' };
-  if (certificate === 'rejected') return { ok: false, code: 'UNTRUSTED_CLIENT_CERTIFICATE' };
-  return { ok: false, code: 'UNAUTHENTICATED' };
+  if (token === undefined) {
+    if (certificate === 'rejected') return { ok: false, code: 'UNTRUSTED_CLIENT_CERTIFICATE' };
+    return { ok: false, code: 'UNAUTHENTICATED' };
+  }
+  const presented = sha256(token);
+  const receiverWide = tokenMatches(presented, credentials.receiverTokens);
+  let own = false;
+  let elsewhere = false;
+  for (const [key, tokens] of credentials.sinkTokens) {
+    if (!tokens.matches(presented)) continue;
+    if (target.kind === 'sink' && key === target.key) own = true;
+    else elsewhere = true;
+  }
+  if (receiverWide) return { ok: true, via: 'token' };
+  if (own) return { ok: true, via: 'sink-token' };
+  if (elsewhere) return { ok: false, code: 'ENDPOINT_FORBIDDEN' };
+  return { ok: false, code: 'INVALID_TOKEN' };
 }
 
 /** The client certificate state of a connection; plain sockets (and `inject()`) have none. */
@@ -58,8 +121,7 @@ export function bearerToken(authorization: string | undefined): string | undefin
  * Compares digests in constant time and visits every token, so response timing tells nothing about
  * how much of a guess was right or which token it resembled.
  */
-function tokenMatches(token: string, tokens: ReadonlySet<string>): boolean {
-  const presented = sha256(token);
+function tokenMatches(presented: Buffer, tokens: ReadonlySet<string>): boolean {
   let match = false;
   for (const accepted of tokens) {
     if (accepted !== '' && timingSafeEqual(presented, sha256(accepted))) match = true;

@@ -11,7 +11,13 @@ export const RECEIVER_ERRORS = Object.freeze({
     statusCode: 401,
     message: 'missing credentials: send a bearer token or a client certificate',
   },
-  INVALID_TOKEN: { statusCode: 403, message: 'the bearer token is not accepted' },
+  // 401 as RFC 6750's invalid_token: a token no one accepts authenticates nobody.
+  INVALID_TOKEN: { statusCode: 401, message: 'the bearer token is not accepted' },
+  // 403 as RFC 6750's insufficient_scope: the token is known, but is not for this endpoint.
+  ENDPOINT_FORBIDDEN: {
+    statusCode: 403,
+    message: "this credential may write to its own sink's endpoints only",
+  },
   UNTRUSTED_CLIENT_CERTIFICATE: {
     statusCode: 403,
     message: 'the client certificate is not signed by the client CA',

@@ -5,9 +5,12 @@
  */
 export {
   type AuthResult,
-  authenticate,
+  type AuthTarget,
+  authorize,
   type ClientCertificateState,
+  type Credentials,
   nativeSignature,
+  TokenDigests,
 } from './auth.ts';
 export {
   CertificateError,

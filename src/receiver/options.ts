@@ -7,6 +7,7 @@ import { isRecord } from '../audit/types.ts';
 import { isLoopbackHost } from '../config/loopback.ts';
 import { SETTINGS_DEFAULTS } from '../config/settings.ts';
 import { ReceiverOptionsError } from './errors.ts';
+import type { TokenDigests } from './auth.ts';
 import type { AccessDecision } from './metrics-access.ts';
 import type { ReceiverLogger } from './types.ts';
 
@@ -30,6 +31,16 @@ export interface ReceiverOptions {
   readonly insecure: boolean;
   /** Accepted bearer tokens, read again on every request so that rotated Secrets apply at once. */
   readonly tokens: () => ReadonlySet<string>;
+  /**
+   * Each sink's own bearer tokens by sink key, accepted on that sink's endpoints only (a 403
+   * elsewhere); read on every request, like `tokens`.
+   */
+  readonly sinkTokens: () => ReadonlyMap<string, TokenDigests>;
+  /**
+   * The sink a dedicated listener feeds: every request to it is authorised as a request to that
+   * sink's endpoint, whatever its path.
+   */
+  readonly sinkKey?: string;
   /** Largest request body accepted; larger ones are answered 413 before they are read. */
   readonly bodyLimitBytes: number;
   /** Limits applied while decoding a body (events per request, JSON depth). */
@@ -96,6 +107,8 @@ const KNOWN_FIELDS = new Set<string>([
   'tls',
   'insecure',
   'tokens',
+  'sinkTokens',
+  'sinkKey',
   'bodyLimitBytes',
   'parseLimits',
   'readiness',
@@ -110,6 +123,7 @@ const TLS_FIELDS = new Set<string>(['certFile', 'keyFile', 'clientCAFile']);
 const PARSE_LIMIT_FIELDS = new Set<string>(['maxEvents', 'maxDepth']);
 
 const NO_TOKENS: ReadonlySet<string> = new Set();
+const NO_SINK_TOKENS: ReadonlyMap<string, TokenDigests> = new Map();
 const ALWAYS_READY = (): boolean => true;
 
 /**
@@ -165,6 +179,18 @@ export function validateReceiverOptions(input: unknown): ReceiverOptions {
       'tokens',
       'Required value: bearer tokens, unless tls.clientCAFile admits client certificates',
     );
+  }
+
+  const sinkTokens = input.sinkTokens;
+  if (sinkTokens !== undefined && typeof sinkTokens !== 'function') {
+    add(
+      'sinkTokens',
+      `expected a function returning each sink's tokens, got ${describe(sinkTokens)}`,
+    );
+  }
+  const sinkKey = input.sinkKey;
+  if (sinkKey !== undefined && (typeof sinkKey !== 'string' || sinkKey === '')) {
+    add('sinkKey', `expected a sink key, got ${describe(sinkKey)}`);
   }
 
   const bodyLimitBytes = input.bodyLimitBytes ?? RECEIVER_DEFAULTS.bodyLimitBytes;
@@ -224,6 +250,10 @@ export function validateReceiverOptions(input: unknown): ReceiverOptions {
     ...(tls === undefined ? {} : { tls }),
     insecure: insecure as boolean,
     tokens: (tokens as (() => ReadonlySet<string>) | undefined) ?? (() => NO_TOKENS),
+    sinkTokens:
+      (sinkTokens as (() => ReadonlyMap<string, TokenDigests>) | undefined) ??
+      (() => NO_SINK_TOKENS),
+    ...(sinkKey === undefined ? {} : { sinkKey: sinkKey as string }),
     bodyLimitBytes: bodyLimitBytes as number,
     parseLimits: parseLimits as ParseLimits,
     readiness: readiness as () => boolean,

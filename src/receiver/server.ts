@@ -15,9 +15,11 @@ import { AuditParseError, parseAuditPayload } from '../audit/parse.ts';
 import type { Ingest, IngestResult, IngestTarget } from '../sinks/ingest.ts';
 import { sinkKey } from '../sinks/types.ts';
 import {
-  authenticate,
+  type AuthTarget,
+  authorize,
   bearerToken,
   clientCertificateState,
+  type Credentials,
   nativeSignatureMatches,
 } from './auth.ts';
 import { ConnectionLimits } from './connections.ts';
@@ -94,6 +96,17 @@ export function createReceiverApp(
     maxAgeMs: options.maxConnectionAgeMs,
   });
   let closing = false;
+  const credentials = (): Credentials => ({
+    receiverTokens: options.tokens(),
+    sinkTokens: options.sinkTokens(),
+  });
+  // A dedicated listener feeds its own sink whatever the path, so it authorises as that sink's.
+  const authTarget = (target: IngestTarget | undefined): AuthTarget =>
+    options.sinkKey !== undefined
+      ? { kind: 'sink', key: options.sinkKey }
+      : target?.kind === 'sink'
+        ? target
+        : { kind: 'all' };
 
   const app = Fastify({
     logger: false,
@@ -196,10 +209,11 @@ export function createReceiverApp(
         return new ReceiverError('SINK_NOT_FOUND');
       }
     } else if (!options.insecure) {
-      const auth = authenticate(
+      const auth = authorize(
         request.headers.authorization,
         clientCertificateState(request.raw.socket),
-        options.tokens(),
+        authTarget(target),
+        credentials(),
       );
       if (!auth.ok) return authenticationError(auth.code);
     }
@@ -288,11 +302,13 @@ export function createReceiverApp(
     if (options.insecure) return;
     const access = options.metricsAccess;
     if (access === undefined) {
-      // Standalone: what the audit endpoints accept, answered as they answer.
-      const auth = authenticate(
+      // Standalone: what the fan-in endpoint accepts, answered as it answers (a sink's own token
+      // is 403 here, as there).
+      const auth = authorize(
         request.headers.authorization,
         clientCertificateState(request.raw.socket),
-        options.tokens(),
+        { kind: 'all' },
+        credentials(),
       );
       if (!auth.ok) throw authenticationError(auth.code);
       return;
@@ -407,6 +423,7 @@ function authenticationError(
     | 'UNAUTHENTICATED'
     | 'INVALID_TOKEN'
     | 'UNTRUSTED_CLIENT_CERTIFICATE'
+    | 'ENDPOINT_FORBIDDEN'
     | 'METRICS_UNAUTHENTICATED',
 ): ReceiverError {
   return new ReceiverError(

@@ -24,6 +24,7 @@ import type { Sink } from '../sinks/types.ts';
 import { openQueue } from '../spool/index.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import { SinkMetrics } from '../telemetry/metrics.ts';
+import { SinkTokens, tokenLines } from './credentials.ts';
 import { connectionLimits, DedicatedListeners } from './listeners.ts';
 import { secretNamespace, type SecretStore } from './secrets.ts';
 import { AFTER_DRAIN, type ShutdownBudget, shutdownBudget, within } from './shutdown.ts';
@@ -91,18 +92,22 @@ export async function startDataPlane(
   });
   const tokens = new TokenFiles(settings.tokenFiles);
   await tokens.reload();
+  const sinkTokens = new SinkTokens(options.secrets, settings.namespace);
   const metricsAccess = metricsAccessOf(settings, options.metricsReview);
   const listeners = new DedicatedListeners({
     settings,
     registry,
     metrics,
     tokens: () => tokens.current,
+    sinkTokens: () => sinkTokens.current(),
     readiness: () => ready,
     secrets: options.secrets,
     log,
     ...(metricsAccess === undefined ? {} : { metricsAccess }),
   });
   const apply = async (sinks: readonly Sink[]) => {
+    // Before the registry: a sink's endpoint never exists without its credentials.
+    sinkTokens.setSinks(sinks);
     try {
       await registry.apply(sinks);
     } finally {
@@ -130,6 +135,7 @@ export async function startDataPlane(
               },
             }),
         tokens: () => tokens.current,
+        sinkTokens: () => sinkTokens.current(),
         readiness: () => ready,
         ...(metricsAccess === undefined ? {} : { metricsAccess }),
         ...connectionLimits(settings),
@@ -270,7 +276,7 @@ function outputsFor(
   return outputs;
 }
 
-/** Bearer tokens from files, one per line; blank lines and `#` comments ignored. */
+/** Bearer tokens from files, one per line; blank lines and `#` comments ignored ({@link tokenLines}). */
 class TokenFiles {
   current: ReadonlySet<string> = new Set();
   readonly #files: readonly string[];
@@ -282,10 +288,7 @@ class TokenFiles {
   async reload(): Promise<void> {
     const tokens = new Set<string>();
     for (const file of this.#files) {
-      for (const line of (await readFile(file, 'utf8')).split('\n')) {
-        const token = line.trim();
-        if (token !== '' && !token.startsWith('#')) tokens.add(token);
-      }
+      for (const token of tokenLines(await readFile(file, 'utf8'))) tokens.add(token);
     }
     this.current = tokens;
   }

@@ -11,6 +11,7 @@ import {
   type AccessDecision,
   type Receiver,
   startReceiver,
+  type TokenDigests,
   validateReceiverOptions,
 } from '../receiver/index.ts';
 import type { Ingest } from '../sinks/ingest.ts';
@@ -41,6 +42,8 @@ export interface ListenerContext {
   readonly registry: SinkRegistry;
   readonly metrics: Registry;
   readonly tokens: () => ReadonlySet<string>;
+  /** Each sink's own tokens, by sink key (ADR 0018). */
+  readonly sinkTokens: () => ReadonlyMap<string, TokenDigests>;
   readonly readiness: () => boolean;
   readonly secrets: () => SecretStore;
   readonly log: Logger;
@@ -121,6 +124,8 @@ export class DedicatedListeners {
         insecure: settings.insecure,
         ...(await this.#tls(sink)),
         tokens: this.#context.tokens,
+        sinkTokens: this.#context.sinkTokens,
+        sinkKey: sink.key,
         readiness: this.#context.readiness,
         ...(this.#context.metricsAccess === undefined
           ? {}

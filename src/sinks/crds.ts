@@ -13,6 +13,7 @@ import {
   LEGACY_POLICY_SCHEMA,
   RECEIVER_SCHEMA,
   SINK_API_VERSION,
+  SINK_RECEIVER_SCHEMA,
 } from './spec.ts';
 
 /**
@@ -357,7 +358,7 @@ const RESOURCES: readonly ResourceDefinition[] = [
         jsonPath: '.spec.policy.level',
       },
     ],
-    extraSpec: {},
+    extraSpec: { receiver: SINK_RECEIVER_SCHEMA },
   },
   {
     kind: 'AuditPipeline',

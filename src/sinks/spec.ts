@@ -5,7 +5,12 @@
  * is checked here or by the destination kind. Pure.
  */
 import { isLevel, isRecord, LEVELS, STAGES, type Stage } from '../audit/types.ts';
-import { DNS1123_SUBDOMAIN, SECRET_NAME_MESSAGE } from '../outputs/fields.ts';
+import {
+  asSecretKeyRef,
+  DNS1123_SUBDOMAIN,
+  SECRET_NAME_MESSAGE,
+  secretKeyRefNode,
+} from '../outputs/fields.ts';
 import { DESTINATION_KINDS, DESTINATION_NAMES, type Destinations } from '../outputs/kinds.ts';
 import { compilePolicy } from '../policy/checker.ts';
 import { decodePolicyBody } from '../policy/load.ts';
@@ -82,7 +87,27 @@ export const LEGACY_POLICY_SCHEMA: SchemaNode = {
   operator: { typeMessage: 'Required value' },
 };
 
-/** `spec.receiver` of an AuditPipeline: its own listener (SPEC 4.2). */
+/**
+ * `spec.receiver.tokenSecretRef`: the sink's own write credential (ADR 0018), for a kube-apiserver
+ * of another cluster that should post to this sink and nowhere else.
+ */
+function tokenSecretRefNode(where: string): SchemaNode {
+  return secretKeyRefNode(
+    `A key of a Secret in ${where}, labelled kube-audit.dev/usable-by-sinks: "true", holding bearer tokens, one per line (blank lines and lines starting with # are ignored). They are accepted on this sink's own endpoints only, besides the operator's receiver-wide credentials, and answered 403 on every other endpoint. Changes to the Secret apply without a restart; while it or the key is missing the endpoint accepts the receiver-wide credentials only.`,
+    'The key holding the tokens.',
+  );
+}
+
+/** `spec.receiver` of an AuditSink: its own write credential only (no dedicated listener). */
+export const SINK_RECEIVER_SCHEMA: SchemaNode = {
+  type: 'object',
+  description:
+    "Who may post to the sink's own endpoint (status.endpoint) besides the operator's receiver-wide credentials.",
+  properties: { tokenSecretRef: tokenSecretRefNode("the operator's namespace") },
+  operator: { typeMessage: 'expected an object' },
+};
+
+/** `spec.receiver` of an AuditPipeline: its own listener and write credential (SPEC 4.2). */
 export const RECEIVER_SCHEMA: SchemaNode = {
   type: 'object',
   description:
@@ -116,6 +141,7 @@ export const RECEIVER_SCHEMA: SchemaNode = {
       pattern: DNS1123_SUBDOMAIN,
       operator: { patternMessage: SECRET_NAME_MESSAGE },
     },
+    tokenSecretRef: tokenSecretRefNode("the pipeline's namespace"),
   },
   operator: { typeMessage: 'expected an object' },
 };
@@ -169,13 +195,7 @@ export function sinkFromResource(resource: unknown, settings: SinkSettings): Sin
   if (settings.requireDestination && !named) {
     v.add('spec', `Required value: ${DESTINATION_REQUIRED.message}`);
   }
-  let receiver: ReceiverSettings | undefined;
-  if (kind === 'AuditPipeline') {
-    receiver = v.read(RECEIVER_SCHEMA, spec.receiver, 'spec.receiver') as
-      ReceiverSettings | undefined;
-  } else if (spec.receiver !== undefined && spec.receiver !== null) {
-    v.add('spec.receiver', 'unknown field: dedicated receivers are an AuditPipeline setting');
-  }
+  const receiver = receiverSettings(kind, spec.receiver, v);
   if (v.problems.length > 0 || policy === undefined) throw new SinkSpecError(what, v.problems);
 
   const clusterWide = kind === 'AuditSink' || settings.clusterWideNamespaces.includes(namespace);
@@ -192,6 +212,36 @@ export function sinkFromResource(resource: unknown, settings: SinkSettings): Sin
     ...(destinations as Destinations),
     ...(receiver === undefined ? {} : { receiver }),
   };
+}
+
+/** `spec.receiver` as the sink model keeps it. */
+function receiverSettings(
+  kind: SinkRef['kind'],
+  value: unknown,
+  v: FieldCheck,
+): ReceiverSettings | undefined {
+  if (kind === 'AuditSink' && isRecord(value)) {
+    // Said plainly: the CRD would prune these, and the user would wonder where they went.
+    for (const field of ['port', 'tlsSecretName']) {
+      if (value[field] !== undefined && value[field] !== null) {
+        v.add(
+          `spec.receiver.${field}`,
+          'unknown field: dedicated receivers are an AuditPipeline setting',
+        );
+      }
+    }
+  }
+  const schema = kind === 'AuditSink' ? SINK_RECEIVER_SCHEMA : RECEIVER_SCHEMA;
+  const read = v.read(schema, value, 'spec.receiver') as
+    (ReceiverSettings & { tokenSecretRef?: unknown }) | undefined;
+  if (read === undefined) return undefined;
+  const { tokenSecretRef: ref, ...rest } = read;
+  const tokenSecretRef = asSecretKeyRef(ref);
+  const settings: ReceiverSettings = {
+    ...rest,
+    ...(tokenSecretRef === undefined ? {} : { tokenSecretRef }),
+  };
+  return Object.keys(settings).length === 0 ? undefined : settings;
 }
 
 /**

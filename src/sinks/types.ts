@@ -2,6 +2,7 @@
  * The Sink model: what the data path needs to know about one AuditSink or AuditPipeline, built and
  * validated once from the resource (see `spec.ts`), then shared read-only.
  */
+import type { SecretKeyRef } from '../outputs/destination.ts';
 import type { Destinations } from '../outputs/kinds.ts';
 import type { CompiledPolicy } from '../policy/checker.ts';
 import type { Policy } from '../policy/types.ts';
@@ -23,6 +24,11 @@ export interface ReceiverSettings {
   readonly port?: number;
   /** A Secret of type kubernetes.io/tls for the dedicated listener. */
   readonly tlsSecretName?: string;
+  /**
+   * A Secret key of bearer tokens, one per line, accepted on this sink's own endpoints only
+   * (besides the receiver-wide credentials).
+   */
+  readonly tokenSecretRef?: SecretKeyRef;
 }
 
 /** Which events a sink may see. */

@@ -5,6 +5,7 @@
  */
 import type { Settings } from '../config/settings.ts';
 import { startDataPlane } from '../runtime/dataplane.ts';
+import { missingTokenSecret } from '../runtime/credentials.ts';
 import type { SecretStore } from '../runtime/secrets.ts';
 import { AFTER_DRAIN, shutdownBudget } from '../runtime/shutdown.ts';
 import { watchPaths } from '../runtime/watch.ts';
@@ -41,6 +42,15 @@ export async function startStandalone(
     for (const warning of loaded.warnings)
       log.warn({ warning }, 'manifest accepted with a warning');
     secrets = loaded.secrets;
+    for (const sink of loaded.sinks) {
+      const missing = missingTokenSecret(sink, loaded.secrets, settings.namespace);
+      if (missing !== undefined) {
+        log.warn(
+          { sink: sink.key, missing },
+          "the sink's own tokens are missing: its endpoint accepts the receiver-wide credentials only",
+        );
+      }
+    }
     return loaded;
   };
   const initial = await load();

@@ -53,6 +53,8 @@ interface Running {
   readonly url: string;
   readonly child: ChildProcess;
   readonly stderr: () => string;
+  /** Its JSON log (stdout). */
+  readonly stdout: () => string;
   readonly exited: Promise<number | null>;
 }
 
@@ -60,10 +62,12 @@ interface Running {
 function spawnStandalone(args: readonly string[]): Omit<Running, 'url'> {
   const child = spawn(process.execPath, [MAIN, 'standalone', ...args], {
     cwd: ROOT,
-    stdio: ['ignore', 'ignore', 'pipe'],
+    stdio: ['ignore', 'pipe', 'pipe'],
   });
   let stderr = '';
+  let stdout = '';
   child.stderr?.setEncoding('utf8').on('data', (c: string) => (stderr += c));
+  child.stdout?.setEncoding('utf8').on('data', (c: string) => (stdout += c));
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
   cleanups.push(async () => {
     if (child.exitCode === null && child.signalCode === null) {
@@ -71,7 +75,7 @@ function spawnStandalone(args: readonly string[]): Omit<Running, 'url'> {
       await exited;
     }
   });
-  return { child, stderr: () => stderr, exited };
+  return { child, stderr: () => stderr, stdout: () => stdout, exited };
 }
 
 async function startStandalone(
@@ -373,7 +377,7 @@ ${indent(own.key)}
     );
     expect(await request('sekret-token')).toEqual({ status: 200, issuer: 'own' });
     expect((await request(undefined)).status).toBe(401);
-    expect((await request('wrong')).status).toBe(403);
+    expect((await request('wrong')).status).toBe(401);
   });
 
   it('serves /metrics only to its receiver token and to client certificates of its client CA; /healthz and /readyz to anyone', async () => {
@@ -443,7 +447,7 @@ ${indent(own.key)}
     );
     expect((await get('/healthz')).status).toBe(200);
     expect((await get('/metrics')).status).toBe(401);
-    expect((await get('/metrics', { token: 'not-the-token' })).status).toBe(403);
+    expect((await get('/metrics', { token: 'not-the-token' })).status).toBe(401);
     expect((await get('/metrics', { client: stranger })).status).toBe(403);
     const byToken = await get('/metrics', { token: 'scrape-token' });
     expect(byToken.status).toBe(200);
@@ -472,3 +476,167 @@ ${indent(own.key)}
     expect(launched.stderr()).toContain('EADDRINUSE');
   });
 });
+
+describe("standalone: each sink's own writers (spec.receiver.tokenSecretRef)", () => {
+  const inNs = (ns: string) => EVENTS.filter((e) => e.objectRef?.namespace === ns).length;
+
+  /** The two tenants' pipelines, and their writers' tokens as Secret manifests beside them. */
+  function manifests(shopTokens: string, billingTokens: string | undefined): string {
+    const pipeline = (namespace: string, name: string) => `apiVersion: kube-audit.dev/v1alpha1
+kind: AuditPipeline
+metadata: {name: ${name}, namespace: ${namespace}}
+spec:
+  policy: {rules: [{level: Metadata}]}
+  receiver:
+    tokenSecretRef: {name: writers, key: tokens}
+`;
+    const secret = (namespace: string, tokens: string) => `apiVersion: v1
+kind: Secret
+metadata: {name: writers, namespace: ${namespace}}
+stringData:
+  tokens: ${JSON.stringify(tokens)}
+`;
+    return [
+      pipeline('shop', 'orders'),
+      secret('shop', shopTokens),
+      pipeline('billing', 'ledger'),
+      ...(billingTokens === undefined ? [] : [secret('billing', billingTokens)]),
+    ].join('---\n');
+  }
+
+  it("admits a tenant's token on its own endpoint only, follows a rotation, and never logs a token", async () => {
+    const dir = await tempDir();
+    const pki = new TestPki(join(dir, 'pki'));
+    await mkdir(pki.dir);
+    await pki.init();
+    const ca = await pki.ca('ca');
+    const serving = await pki.leaf('receiver', 'ca', 'server');
+    const apiserverToken = 'apiserver-token-3f9c1e7a2b';
+    const shopToken = 'shop-writer-8d2e4a6c0f';
+    const billingToken = 'billing-writer-5b7d9f1a3c';
+    const rotatedShopToken = 'shop-writer-rotated-1e3a5c7e9b';
+    await writeFile(join(dir, 'tokens'), `${apiserverToken}\n`);
+    const manifestDir = join(dir, 'manifests');
+    await mkdir(manifestDir);
+    // billing's Secret is not there yet: its endpoint admits the receiver-wide token only.
+    await writeFile(join(manifestDir, 'tenants.yaml'), manifests(shopToken, undefined));
+    const dataDir = join(dir, 'data');
+    const port = await freePort();
+    const launched = spawnStandalone([
+      '-f',
+      manifestDir,
+      '--listen',
+      `127.0.0.1:${port}`,
+      '--tls-cert-file',
+      serving.certFile,
+      '--tls-key-file',
+      serving.keyFile,
+      '--token-file',
+      join(dir, 'tokens'),
+      '--data-dir',
+      dataDir,
+      '--log-level',
+      'info',
+    ]);
+    const post = (path: string, token: string | undefined, body: string) =>
+      new Promise<number>((resolve, reject) => {
+        const req = httpsRequest(
+          {
+            host: '127.0.0.1',
+            port,
+            path: `${path}?timeout=30s`,
+            method: 'POST',
+            ca: ca.cert,
+            headers: {
+              'content-type': 'application/json',
+              ...(token === undefined ? {} : { authorization: `Bearer ${token}` }),
+            },
+          },
+          (res) => {
+            res.resume();
+            res.on('end', () => resolve(res.statusCode ?? 0));
+          },
+        );
+        req.on('error', reject);
+        req.end(body);
+      });
+    const SHOP = '/audit/v1/pipelines/shop/orders';
+    const BILLING = '/audit/v1/pipelines/billing/ledger';
+    const FAN_IN = '/audit/v1/events';
+    const first = BATCHES[0] as string;
+    await waitFor(
+      'the receiver to admit the apiserver',
+      () => post(FAN_IN, apiserverToken, EMPTY),
+      (s) => s === 200,
+      15_000,
+      50,
+    );
+
+    // Every recorded batch through the shop's own endpoint with the shop's own token.
+    for (const batch of BATCHES) expect(await post(SHOP, shopToken, batch)).toBe(200);
+    const shopFile = join(dataDir, 'pipelines', 'shop', 'orders.lp');
+    await untilLines(shopFile, inNs('shop'));
+
+    expect({
+      shopOnFanIn: await post(FAN_IN, shopToken, first),
+      shopOnBilling: await post(BILLING, shopToken, first),
+      billingBeforeItsSecret: await post(BILLING, billingToken, first),
+      unknown: await post(SHOP, 'nobody-knows-this', first),
+      none: await post(SHOP, undefined, first),
+      apiserverOnShop: await post(SHOP, apiserverToken, EMPTY),
+      apiserverOnBilling: await post(BILLING, apiserverToken, EMPTY),
+    }).toEqual({
+      shopOnFanIn: 403,
+      shopOnBilling: 403,
+      billingBeforeItsSecret: 401,
+      unknown: 401,
+      none: 401,
+      apiserverOnShop: 200,
+      apiserverOnBilling: 200,
+    });
+    // The refused batches reached no trail: billing's file was never written.
+    expect(await lines(join(dataDir, 'pipelines', 'billing', 'ledger.lp'))).toEqual([]);
+    expect(await lines(shopFile)).toHaveLength(inNs('shop'));
+
+    // billing's Secret arrives, and shop rotates: both apply on the reload, without a restart.
+    await writeFile(
+      join(manifestDir, 'tenants.yaml'),
+      manifests(`${shopToken}\n${rotatedShopToken}`, billingToken),
+    );
+    await waitFor(
+      "billing's token admitted",
+      () => post(BILLING, billingToken, EMPTY),
+      (s) => s === 200,
+      15_000,
+      50,
+    );
+    expect(await post(SHOP, rotatedShopToken, EMPTY)).toBe(200);
+    expect(await post(SHOP, shopToken, EMPTY)).toBe(200);
+    expect(await post(SHOP, billingToken, EMPTY)).toBe(403);
+    await writeFile(join(manifestDir, 'tenants.yaml'), manifests(rotatedShopToken, billingToken));
+    await waitFor(
+      'the old shop token refused',
+      () => post(SHOP, shopToken, EMPTY),
+      (s) => s === 401,
+      15_000,
+      50,
+    );
+    expect(await post(SHOP, rotatedShopToken, first)).toBe(200);
+    expect(await post(BILLING, billingToken, first)).toBe(200);
+    // The line-protocol file appends: the first batch's shop events a second time.
+    const shopInFirst = (
+      JSON.parse(first) as { items: { objectRef?: { namespace?: string } }[] }
+    ).items.filter((e) => e.objectRef?.namespace === 'shop').length;
+    await untilLines(shopFile, inNs('shop') + shopInFirst);
+
+    const log = launched.stdout() + launched.stderr();
+    // billing's missing Secret was reported, by name.
+    expect(log).toContain("the sink's own tokens are missing");
+    expect(log).toContain('Secret billing/writers');
+    for (const token of [apiserverToken, shopToken, billingToken, rotatedShopToken]) {
+      expect(log).not.toContain(token);
+    }
+  });
+});
+
+const EMPTY = JSON.stringify({ apiVersion: 'audit.k8s.io/v1', kind: 'EventList', items: [] });

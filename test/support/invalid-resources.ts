@@ -125,8 +125,28 @@ export const INVALID_RESOURCES: readonly InvalidResource[] = [
       influxdb: INFLUX,
       receiver: { port: 9443 },
     }),
-    path: 'spec.receiver',
+    path: 'spec.receiver.port',
     caughtBy: 'unknown-field',
+  },
+  {
+    name: 'write tokens without the key',
+    manifest: pipeline('writers-no-key', {
+      policy: CATCH_ALL,
+      influxdb: INFLUX,
+      receiver: { tokenSecretRef: { name: 'trail-writers' } },
+    }),
+    path: 'spec.receiver.tokenSecretRef.key',
+    caughtBy: 'schema',
+  },
+  {
+    name: 'write tokens in a Secret whose name is no DNS subdomain',
+    manifest: pipeline('writers-bad-name', {
+      policy: CATCH_ALL,
+      influxdb: INFLUX,
+      receiver: { tokenSecretRef: { name: 'Trail_Writers', key: 'tokens' } },
+    }),
+    path: 'spec.receiver.tokenSecretRef.name',
+    caughtBy: 'schema',
   },
 
   // Webhook forwarding.

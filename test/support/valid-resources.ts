@@ -221,4 +221,20 @@ export const VALID_RESOURCES: readonly ValidResource[] = [
       receiver: { port: 65_535 },
     }),
   },
+  {
+    name: 'a pipeline with its own write tokens',
+    manifest: pipeline('own-writers', {
+      policy: CATCH_ALL,
+      influxdb: INFLUX,
+      receiver: { tokenSecretRef: { name: 'trail-writers', key: 'tokens' } },
+    }),
+  },
+  {
+    name: 'an AuditSink with its own write tokens',
+    manifest: auditSink('own-writers', {
+      policy: LEGACY_POLICY,
+      influxdb: INFLUX,
+      receiver: { tokenSecretRef: { name: 'cluster-writers', key: 'tokens.txt' } },
+    }),
+  },
 ];

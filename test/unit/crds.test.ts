@@ -387,6 +387,7 @@ describe('the samples', () => {
       'AuditSink',
       'Secret',
       'Secret',
+      'Secret',
     ]);
   });
 
@@ -414,16 +415,19 @@ describe('the samples', () => {
       .map((s) => s.resource as Secret);
     for (const { resource } of sinks) {
       const sink = sinkFromResource(resource, OPERATOR);
-      const ref = sink.influxdb?.tokenSecretRef;
-      if (ref === undefined) continue;
       // An AuditSink's Secret is in the operator's namespace.
       const namespace = sink.ref.kind === 'AuditSink' ? 'kube-audit' : sink.ref.namespace;
-      const secret = secrets.find(
-        (s) => s.metadata?.name === ref.name && s.metadata?.namespace === namespace,
-      );
-      expect(secret, `${sink.key}: Secret ${namespace}/${ref.name}`).toBeDefined();
-      expect(Object.keys(secret?.stringData ?? {})).toContain(ref.key);
+      const refs = [sink.influxdb?.tokenSecretRef, sink.receiver?.tokenSecretRef];
+      for (const ref of refs) {
+        if (ref === undefined) continue;
+        const secret = secrets.find(
+          (s) => s.metadata?.name === ref.name && s.metadata?.namespace === namespace,
+        );
+        expect(secret, `${sink.key}: Secret ${namespace}/${ref.name}`).toBeDefined();
+        expect(Object.keys(secret?.stringData ?? {})).toContain(ref.key);
+      }
     }
+    expect(sinks.some(({ resource }) => sinkFromResource(resource, OPERATOR).receiver)).toBe(true);
   });
 
   it('migrate a removed-API manifest by its apiVersion only: no field it did not have', () => {

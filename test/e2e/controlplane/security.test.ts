@@ -4,7 +4,8 @@
 // operator's fan-in endpoint with a bearer token), influxd, kubectl, and `kube-audit-operator run`
 // (the built binary, with a token file and a client CA for mTLS, run as a user with exactly the
 // documented RBAC, which is checked against what it calls; /metrics reviewed by the apiserver). One AuditPipeline has a dedicated listener, one has not; one AuditSink sees the
-// whole cluster.
+// whole cluster. Both tenants' pipelines name their own writers' tokens (ADR 0018), a third
+// names a Secret that does not exist yet.
 import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { request as httpsRequest } from 'node:https';
@@ -35,6 +36,8 @@ const B_META = { namespace: 'team-b', name: 'b-meta', sink: 'team-b/b-meta', buc
 /** A pipeline whose token Secret exists but does not carry the opt-in label. */
 const A_UNLABELLED = { namespace: 'team-a', name: 'a-unlabelled', sink: 'team-a/a-unlabelled' };
 const CLUSTER = { name: 'cluster', sink: 'cluster', bucket: 'cluster' };
+/** A pipeline whose writers' token Secret does not exist until a test creates it. */
+const B_PENDING = { namespace: 'team-b', name: 'b-pending', sink: 'team-b/b-pending' };
 
 // Set up step by step in beforeAll; afterAll stops whatever was started.
 let cp: ControlPlane | undefined;
@@ -47,6 +50,9 @@ let dedicatedUrl = '';
 let receiverToken = '';
 let trustedClient: Issued;
 let strangerClient: Issued;
+/** Each tenant's own writers' tokens (spec.receiver.tokenSecretRef). */
+let teamAWriter = '';
+let teamBWriter = '';
 /** Every credential and Secret value the test hands out: none may reach the operator's log. */
 const secrets = new Map<string, string>();
 
@@ -147,7 +153,16 @@ beforeAll(async () => {
   const unlabelledToken = await server.createToken([{ action: 'write', bucket: A_ALL.bucket }]);
   secrets.set('token in the unlabelled Secret', unlabelledToken);
 
+  teamAWriter = randomBytes(24).toString('base64url');
+  teamBWriter = randomBytes(24).toString('base64url');
+  secrets.set("team-a's writer token", teamAWriter);
+  secrets.set("team-b's writer token", teamBWriter);
+
   const resources = [
+    secret('team-a', 'a-writers', { tokens: `${teamAWriter}\n` }),
+    secret('team-b', 'b-writers', {
+      tokens: `# the payments cluster's apiserver\n${teamBWriter}\n`,
+    }),
     secret(OPERATOR_NS, 'cluster-token', { token: clusterToken as string }),
     secret('team-a', 'influxdb', { token: teamAToken as string }),
     secret('team-b', 'influxdb', { token: teamBToken as string }),
@@ -169,10 +184,15 @@ beforeAll(async () => {
     },
     pipeline(server, A_ALL, A_ALL.bucket, 'influxdb', {
       policy: { omitStages: ['RequestReceived'], rules: [{ level: 'RequestResponse' }] },
-      receiver: { port: dedicatedPort },
+      receiver: { port: dedicatedPort, tokenSecretRef: { name: 'a-writers', key: 'tokens' } },
     }),
     pipeline(server, B_META, B_META.bucket, 'influxdb', {
       policy: { omitStages: ['RequestReceived'], rules: [{ level: 'Metadata' }] },
+      receiver: { tokenSecretRef: { name: 'b-writers', key: 'tokens' } },
+    }),
+    pipeline(server, B_PENDING, B_META.bucket, 'influxdb', {
+      policy: { omitStages: ['RequestReceived'], rules: [{ level: 'Metadata' }] },
+      receiver: { tokenSecretRef: { name: 'b-pending-writers', key: 'tokens' } },
     }),
     pipeline(server, A_UNLABELLED, A_ALL.bucket, 'database', {
       policy: { rules: [{ level: 'Metadata' }] },
@@ -362,13 +382,13 @@ describe('receiver authentication', () => {
     }
   });
 
-  it('answers 403 to a wrong bearer token, on every endpoint', async () => {
+  it('answers 401 to a bearer token no one accepts, on every endpoint', async () => {
     const wrong = randomBytes(24).toString('base64url');
     secrets.set('wrong receiver token', wrong);
     for (const { what, url } of endpoints()) {
       expect({ what, status: (await post(url, EMPTY_LIST, { token: wrong })).status }).toEqual({
         what,
-        status: 403,
+        status: 401,
       });
     }
   });
@@ -565,6 +585,115 @@ describe('tenant scope', () => {
       await rowsOf(CLUSTER.bucket, CLUSTER.sink),
     ]);
     expect(everything).not.toContain(password);
+  });
+});
+
+describe("each sink's own writers (spec.receiver.tokenSecretRef)", () => {
+  const fanIn = () => `${receiverUrl}/audit/v1/events`;
+  const sharedA = () => `${receiverUrl}/audit/v1/pipelines/${A_ALL.namespace}/${A_ALL.name}`;
+  const dedicatedA = () => `${dedicatedUrl}/audit/v1/events`;
+  const sharedB = () => `${receiverUrl}/audit/v1/pipelines/${B_META.namespace}/${B_META.name}`;
+  const clusterSink = () => `${receiverUrl}/audit/v1/sinks/${CLUSTER.name}`;
+  const pendingB = () =>
+    `${receiverUrl}/audit/v1/pipelines/${B_PENDING.namespace}/${B_PENDING.name}`;
+  const statusOf = async (url: string, token: string) =>
+    (await post(url, EMPTY_LIST, { token })).status;
+  const applySecret = (namespace: string, name: string, tokens: string) =>
+    must(['apply', '-f', '-'], stringify(secret(namespace, name, { tokens })));
+
+  it("lets team-b's token write to team-b's pipeline, and answers it 403 everywhere else", async () => {
+    const event = configmapEvent('create', B_META.namespace, B_META.namespace, 'b-by-own-writer');
+    expect((await post(sharedB(), eventList([event]), { token: teamBWriter })).status).toBe(200);
+    const written = await eventually("team-b's own writer's event in its bucket", async () => {
+      const rows = await rowsNamed(B_META.bucket, B_META.sink, 'b-by-own-writer');
+      return rows.length > 0 ? rows : undefined;
+    });
+    expect(written.map((r) => r.user)).toEqual(['mallory']);
+    const refused = {
+      'the fan-in endpoint': await statusOf(fanIn(), teamBWriter),
+      "the AuditSink's endpoint": await statusOf(clusterSink(), teamBWriter),
+      "team-a's pipeline on the shared listener": await statusOf(sharedA(), teamBWriter),
+      "team-a's dedicated listener": await statusOf(dedicatedA(), teamBWriter),
+    };
+    expect(refused).toEqual({
+      'the fan-in endpoint': 403,
+      "the AuditSink's endpoint": 403,
+      "team-a's pipeline on the shared listener": 403,
+      "team-a's dedicated listener": 403,
+    });
+    // Nothing of team-b's forged body reached another trail through a refused request.
+    expect(await rowsNamed(A_ALL.bucket, A_ALL.sink, 'b-by-own-writer')).toEqual([]);
+    expect(await rowsNamed(CLUSTER.bucket, CLUSTER.sink, 'b-by-own-writer')).toEqual([]);
+  });
+
+  it("lets team-a's token write to team-a's pipeline, on the shared listener and its dedicated one, and nowhere else", async () => {
+    expect({
+      dedicated: await statusOf(dedicatedA(), teamAWriter),
+      shared: await statusOf(sharedA(), teamAWriter),
+      teamB: await statusOf(sharedB(), teamAWriter),
+      fanIn: await statusOf(fanIn(), teamAWriter),
+    }).toEqual({ dedicated: 200, shared: 200, teamB: 403, fanIn: 403 });
+  });
+
+  it("keeps the apiserver's receiver-wide token working on every endpoint, the tenants' own included", async () => {
+    for (const url of [fanIn(), clusterSink(), sharedA(), dedicatedA(), sharedB(), pendingB()]) {
+      expect({ url, status: await statusOf(url, receiverToken) }).toEqual({ url, status: 200 });
+    }
+  });
+
+  it("follows a rotated writers' Secret without a restart: old and new during the rotation, then the new one only", async () => {
+    const rotated = randomBytes(24).toString('base64url');
+    secrets.set("team-b's rotated writer token", rotated);
+    await applySecret('team-b', 'b-writers', `${teamBWriter}\n${rotated}\n`);
+    await eventually(
+      'the new token accepted',
+      async () => (await statusOf(sharedB(), rotated)) === 200,
+    );
+    expect(await statusOf(sharedB(), teamBWriter)).toBe(200);
+    await applySecret('team-b', 'b-writers', `${rotated}\n`);
+    await eventually(
+      'the old token refused',
+      async () => (await statusOf(sharedB(), teamBWriter)) === 401,
+    );
+    expect({
+      oldOnOwn: await statusOf(sharedB(), teamBWriter),
+      oldOnFanIn: await statusOf(fanIn(), teamBWriter),
+      newOnOwn: await statusOf(sharedB(), rotated),
+      newOnTeamA: await statusOf(sharedA(), rotated),
+    }).toEqual({ oldOnOwn: 401, oldOnFanIn: 401, newOnOwn: 200, newOnTeamA: 403 });
+    teamBWriter = rotated;
+  });
+
+  it("reports a missing writers' Secret on ReceiverReady, admits only the receiver-wide credentials meanwhile, and follows its creation", async () => {
+    const status = await eventually('ReceiverReady=False', async () => {
+      const s = await getStatus('auditpipeline', B_PENDING.name, B_PENDING.namespace);
+      return condition(s, 'ReceiverReady')?.status === 'False' ? s : undefined;
+    });
+    const receiver = condition(status, 'ReceiverReady');
+    expect(receiver?.reason).toBe('SecretNotFound');
+    expect(receiver?.message).toContain('team-b/b-pending-writers');
+    expect(receiver?.message).toContain('receiver-wide credentials only');
+    // The destination is fine: only who may post is narrowed.
+    expect(condition(status, 'DestinationReady')?.status).toBe('True');
+    const pendingWriter = randomBytes(24).toString('base64url');
+    secrets.set("b-pending's writer token", pendingWriter);
+    expect({
+      receiverWide: await statusOf(pendingB(), receiverToken),
+      // team-b's other pipeline's token: known, but not for this pipeline.
+      neighbour: await statusOf(pendingB(), teamBWriter),
+      notYetIssued: await statusOf(pendingB(), pendingWriter),
+    }).toEqual({ receiverWide: 200, neighbour: 403, notYetIssued: 401 });
+
+    await applySecret('team-b', 'b-pending-writers', `${pendingWriter}\n`);
+    await eventually(
+      'the new Secret admitted',
+      async () => (await statusOf(pendingB(), pendingWriter)) === 200,
+    );
+    await eventually('ReceiverReady=True', async () => {
+      const s = await getStatus('auditpipeline', B_PENDING.name, B_PENDING.namespace);
+      return condition(s, 'ReceiverReady')?.status === 'True';
+    });
+    expect(await statusOf(sharedB(), pendingWriter)).toBe(403);
   });
 });
 

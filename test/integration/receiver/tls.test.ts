@@ -223,11 +223,11 @@ describe('receiver over HTTPS', () => {
     expect(answer.status).toBe(200);
   });
 
-  it('answers 403 to a wrong bearer token', async () => {
+  it('answers 401 to a bearer token no one accepts', async () => {
     const answer = await postAsApiserver(receiver.url, ONE_EVENT, {
       headers: { authorization: 'Bearer not-the-token' },
     });
-    expect(answer.status).toBe(403);
+    expect(answer.status).toBe(401);
     expect(JSON.parse(answer.body)).toMatchObject({ code: 'INVALID_TOKEN' });
   });
 
@@ -264,7 +264,7 @@ describe('receiver over HTTPS', () => {
     expect(
       (await send(receiver.url, { path: '/metrics', headers: { authorization: 'Bearer nope' } }))
         .status,
-    ).toBe(403);
+    ).toBe(401);
     expect((await send(receiver.url, { path: '/metrics', client: strangerClient })).status).toBe(
       403,
     );
@@ -274,12 +274,15 @@ describe('receiver over HTTPS', () => {
     });
     expect(byToken.status).toBe(200);
     expect(byToken.body).toContain(
-      'kube_audit_receiver_requests_total{endpoint="events",status="403"} 2',
+      'kube_audit_receiver_requests_total{endpoint="events",status="401"} 2',
+    );
+    expect(byToken.body).toContain(
+      'kube_audit_receiver_requests_total{endpoint="events",status="403"} 1',
     );
     const byCertificate = await send(receiver.url, { path: '/metrics', client });
     expect(byCertificate.status).toBe(200);
     expect(byCertificate.body).toContain(
-      'kube_audit_receiver_requests_total{endpoint="metrics",status="401"} 1',
+      'kube_audit_receiver_requests_total{endpoint="metrics",status="401"} 2',
     );
   });
 

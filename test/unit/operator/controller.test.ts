@@ -287,6 +287,47 @@ describe('Secrets referenced by sinks', () => {
     expect(orders && h.controller.missingSecrets(orders)).toEqual([]);
   });
 
+  it("watches a sink's own write tokens, and reports them apart from the destination's Secrets", async () => {
+    const h = harness();
+    const withWriters = (name: string, secretName: string): object => {
+      const resource = pipeline(name) as { spec: Record<string, unknown> };
+      return {
+        ...resource,
+        spec: {
+          ...resource.spec,
+          receiver: { tokenSecretRef: { name: secretName, key: 'tokens' } },
+        },
+      };
+    };
+    h.api.put('Secret', secret('shop', 'writers', { tokens: 'team-token\n' }));
+    h.api.put('Secret', secret('shop', 'empty-writers', { tokens: '# none yet\n' }));
+    h.api.put('AuditPipeline', withWriters('orders', 'writers'));
+    h.api.put('AuditPipeline', withWriters('refunds', 'absent-writers'));
+    h.api.put('AuditPipeline', withWriters('returns', 'empty-writers'));
+    await h.controller.start();
+    expect(h.api.watching()).toEqual(
+      expect.arrayContaining(['Secret shop/writers', 'Secret shop/absent-writers']),
+    );
+    const missing = (name: string) => {
+      const sink = h.plane.running.get(`AuditPipeline/shop/${name}`);
+      if (sink === undefined) throw new Error(`${name} is not running`);
+      return {
+        delivery: h.controller.missingSecrets(sink),
+        credentials: h.controller.missingSecrets(sink, 'credentials'),
+      };
+    };
+    expect(missing('orders')).toEqual({ delivery: [], credentials: [] });
+    // The sink runs all the same: the receiver-wide credentials still reach it.
+    expect(missing('refunds')).toEqual({
+      delivery: [],
+      credentials: ['Secret shop/absent-writers labelled kube-audit.dev/usable-by-sinks=true'],
+    });
+    expect(missing('returns')).toEqual({
+      delivery: [],
+      credentials: ['a token in key tokens of Secret shop/empty-writers'],
+    });
+  });
+
   it.each<{
     name: string;
     change: (api: FakeKubeApi) => void;

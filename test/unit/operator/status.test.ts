@@ -100,6 +100,19 @@ describe('conditions', () => {
       },
     },
     {
+      name: 'missing write tokens make the receiver not ready (its own clients are refused), and leave the destination alone',
+      observation: observation({
+        missingCredentials: [
+          'Secret shop/audit-writers labelled kube-audit.dev/usable-by-sinks=true',
+        ],
+      }),
+      expected: {
+        Ready: { status: 'False', reason: 'SecretNotFound' },
+        ReceiverReady: { status: 'False', reason: 'SecretNotFound' },
+        DestinationReady: { status: 'True', reason: 'Delivered' },
+      },
+    },
+    {
       name: 'a destination refusing the token is not ready, with its error code as the reason',
       observation: observation({
         snapshot: snapshot({
@@ -213,6 +226,17 @@ describe('conditions', () => {
       'shop/influx-token[token]',
     );
     expect(conditionOf(conditions, 'Ready').message).toContain('shop/influx-token[token]');
+  });
+
+  it('names the missing token Secret, and says the receiver-wide credentials still work', () => {
+    const { conditions } = buildStatus(
+      observation({ missingCredentials: ['key tokens of Secret shop/audit-writers'] }),
+      [],
+      NOW,
+    );
+    expect(conditionOf(conditions, 'ReceiverReady').message).toBe(
+      'not found: key tokens of Secret shop/audit-writers; until it is, the endpoint accepts the receiver-wide credentials only',
+    );
   });
 
   it("names the failing destination and its error's message", () => {

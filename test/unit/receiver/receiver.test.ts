@@ -348,13 +348,14 @@ describe('authentication', () => {
     },
   );
 
-  it('answers 403 INVALID_TOKEN for a wrong token and never echoes it', async () => {
+  it('answers 401 INVALID_TOKEN for a token no one accepts, and never echoes it', async () => {
     const { app, ingest } = receiver();
     const wrong = 'wrong-token-d0e1f2';
     const response = await post(app, '/audit/v1/events', eventList([item()]), {
       authorization: `Bearer ${wrong}`,
     });
-    expectError(response, 403, 'INVALID_TOKEN');
+    expectError(response, 401, 'INVALID_TOKEN');
+    expect(response.headers['www-authenticate']).toBe('Bearer');
     expect(response.body).not.toContain(wrong);
     expect(response.body).not.toContain(TOKEN);
     expect(ingest.calls).toEqual([]);
@@ -373,11 +374,11 @@ describe('authentication', () => {
     const rotated = 'rotated-token-77aa';
     const send = (token: string) =>
       post(app, '/audit/v1/events', eventList([item()]), { authorization: `Bearer ${token}` });
-    expect((await send(rotated)).statusCode).toBe(403);
+    expect((await send(rotated)).statusCode).toBe(401);
     tokens.add(rotated);
     expect((await send(rotated)).statusCode).toBe(200);
     tokens.delete(TOKEN);
-    expect((await send(TOKEN)).statusCode).toBe(403);
+    expect((await send(TOKEN)).statusCode).toBe(401);
   });
 
   it('checks credentials before readiness, sink existence and the body', async () => {
@@ -418,16 +419,16 @@ describe('who may read /metrics with the receiver’s own credentials (standalon
     expect(response.body).not.toContain('kube_audit');
   });
 
-  it('answers 403 to a token the audit endpoints would refuse', async () => {
+  it('answers 401 to a token the audit endpoints would refuse', async () => {
     const { app } = receiver();
-    expectError(await getMetrics(app, bearer('not-the-token')), 403, 'INVALID_TOKEN');
+    expectError(await getMetrics(app, bearer('not-the-token')), 401, 'INVALID_TOKEN');
   });
 
   it('serves the metrics to a token the audit endpoints accept, and follows its rotation', async () => {
     const { app, tokens } = receiver();
     expect((await getMetrics(app, bearer(TOKEN))).statusCode).toBe(200);
     tokens.delete(TOKEN);
-    expect((await getMetrics(app, bearer(TOKEN))).statusCode).toBe(403);
+    expect((await getMetrics(app, bearer(TOKEN))).statusCode).toBe(401);
   });
 
   it('is open only when insecure on a loopback address', async () => {
@@ -537,7 +538,7 @@ describe('who may read /metrics when a review decides (run)', () => {
     const withScraperToken = await post(app, '/audit/v1/events', eventList([item()]), {
       authorization: 'Bearer prometheus-sa-token',
     });
-    expectError(withScraperToken, 403, 'INVALID_TOKEN');
+    expectError(withScraperToken, 401, 'INVALID_TOKEN');
     expect(review.asked).toEqual([]);
   });
 });

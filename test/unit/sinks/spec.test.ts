@@ -191,7 +191,7 @@ describe('AuditSink: the removed auditregistration.k8s.io/v1alpha1 API, revived'
     ]);
   });
 
-  it('rejects spec.receiver: dedicated receivers are a pipeline setting', () => {
+  it('rejects a dedicated listener in spec.receiver: dedicated receivers are a pipeline setting', () => {
     expect(
       problemsOf(
         auditSink({
@@ -200,7 +200,9 @@ describe('AuditSink: the removed auditregistration.k8s.io/v1alpha1 API, revived'
           receiver: { port: 9443 },
         }),
       ),
-    ).toEqual(['spec.receiver: unknown field: dedicated receivers are an AuditPipeline setting']);
+    ).toEqual([
+      'spec.receiver.port: unknown field: dedicated receivers are an AuditPipeline setting',
+    ]);
   });
 
   it('treats spec.receiver: null as absent, as it does spec.influxdb: null and a pipeline does', () => {
@@ -528,6 +530,66 @@ describe('AuditPipeline', () => {
         pipeline({ policy: CATCH_ALL, influxdb: INFLUX, receiver: { tlsSecretName: 'audit-tls' } }),
       ),
     ).toEqual(['spec.receiver.tlsSecretName: Forbidden: a TLS Secret needs a dedicated port']);
+  });
+});
+
+describe("a sink's own write tokens (spec.receiver.tokenSecretRef)", () => {
+  const ref = { name: 'audit-writers', key: 'tokens' };
+
+  it('keeps the reference of a pipeline, without a dedicated listener', () => {
+    const sink = sinkFromResource(
+      pipeline({ policy: CATCH_ALL, influxdb: INFLUX, receiver: { tokenSecretRef: ref } }),
+      OPERATOR,
+    );
+    expect(sink.receiver).toEqual({ tokenSecretRef: ref });
+  });
+
+  it('keeps it beside a dedicated listener', () => {
+    const sink = sinkFromResource(
+      pipeline({
+        policy: CATCH_ALL,
+        influxdb: INFLUX,
+        receiver: { port: 9443, tokenSecretRef: ref },
+      }),
+      OPERATOR,
+    );
+    expect(sink.receiver).toEqual({ port: 9443, tokenSecretRef: ref });
+  });
+
+  it('keeps the reference of an AuditSink', () => {
+    const sink = sinkFromResource(
+      auditSink({
+        policy: { level: 'Metadata', stages: ['ResponseComplete'] },
+        influxdb: INFLUX,
+        receiver: { tokenSecretRef: ref },
+      }),
+      OPERATOR,
+    );
+    expect(sink.receiver).toEqual({ tokenSecretRef: ref });
+  });
+
+  it.each([
+    [{ name: 'audit-writers' }, ['spec.receiver.tokenSecretRef.key: Required value']],
+    [{ key: 'tokens' }, ['spec.receiver.tokenSecretRef.name: Required value']],
+    [
+      { name: 'Audit_Writers', key: 'tokens' },
+      [
+        'spec.receiver.tokenSecretRef.name: Invalid value: "Audit_Writers": a Secret name is a lowercase RFC 1123 subdomain',
+      ],
+    ],
+    [
+      { name: 'audit-writers', key: 'to/kens' },
+      [
+        'spec.receiver.tokenSecretRef.key: Invalid value: "to/kens": a Secret key is letters, digits, "-", "_" and "."',
+      ],
+    ],
+    ['audit-writers', ['spec.receiver.tokenSecretRef: expected an object with name and key']],
+  ])('refuses %j, naming the field', (value, problems) => {
+    expect(
+      problemsOf(
+        pipeline({ policy: CATCH_ALL, influxdb: INFLUX, receiver: { tokenSecretRef: value } }),
+      ),
+    ).toEqual(problems);
   });
 });
 
