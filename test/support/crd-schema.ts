@@ -7,6 +7,7 @@
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import { parseAllDocuments } from 'yaml';
+import type { CelRule, SchemaNode } from '../../src/resource/schema.ts';
 
 /** The directory of the CRDs (generated from src/sinks/crds.ts by `npm run gen:crds`). */
 export const CRD_DIR = new URL('../../crds/', import.meta.url);
@@ -14,38 +15,26 @@ export const CRD_DIR = new URL('../../crds/', import.meta.url);
 /** The directory of the sample resources. */
 export const SAMPLES_DIR = new URL('../../crds/samples/', import.meta.url);
 
-/** One CEL rule of a schema. */
-export interface ValidationRule {
-  readonly rule: string;
-  readonly message?: string;
-  readonly fieldPath?: string;
-  readonly reason?: string;
-}
+/** One CEL rule as a CRD carries it: the product's {@link CelRule} without its in-process `holds`. */
+export type ValidationRule = Omit<CelRule, 'holds'>;
 
-/** The subset of apiextensions.k8s.io/v1 JSONSchemaProps the CRDs use. */
-export interface Schema {
-  readonly type?: 'object' | 'array' | 'string' | 'integer' | 'number' | 'boolean';
-  readonly description?: string;
-  readonly format?: string;
+/**
+ * A schema node as read back from a CRD file: the product's {@link SchemaNode} without its
+ * in-process parts (`operator`, a rule's `holds`). Only the type is shared; what the functions
+ * below check of a CRD they check on their own, so a bug of the generator cannot hide in them.
+ * `type` may be absent and `additionalProperties` a boolean: what is read is the file, which
+ * the generator's type does not vouch for.
+ */
+export type Schema = Omit<
+  SchemaNode,
+  'type' | 'properties' | 'additionalProperties' | 'items' | 'x-kubernetes-validations' | 'operator'
+> & {
+  readonly type?: SchemaNode['type'];
   readonly properties?: Readonly<Record<string, Schema>>;
   readonly additionalProperties?: Schema | boolean;
-  readonly required?: readonly string[];
   readonly items?: Schema;
-  readonly enum?: readonly unknown[];
-  readonly default?: unknown;
-  readonly pattern?: string;
-  readonly minimum?: number;
-  readonly maximum?: number;
-  readonly minLength?: number;
-  readonly maxLength?: number;
-  readonly minItems?: number;
-  readonly maxItems?: number;
-  readonly maxProperties?: number;
-  readonly 'x-kubernetes-list-type'?: 'atomic' | 'set' | 'map';
-  readonly 'x-kubernetes-list-map-keys'?: readonly string[];
-  readonly 'x-kubernetes-preserve-unknown-fields'?: boolean;
   readonly 'x-kubernetes-validations'?: readonly ValidationRule[];
-}
+};
 
 /** A printer column of a CRD version. */
 export interface PrinterColumn {
