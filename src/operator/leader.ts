@@ -4,7 +4,7 @@
  * renewal for the lease duration (by its own clock, so skewed clocks do no harm); every write is a compare-and-swap on resourceVersion, so two
  * replicas never both believe they lead for longer than one renew deadline.
  */
-import { type KubeApi, type Lease, microTime, statusOf } from './kube.ts';
+import { type KubeApi, type Lease, microTime, type OwnerReference, statusOf } from './kube.ts';
 
 /** Timings, client-go's defaults: 15 s lease, renew within 10 s, try every 2 s. */
 export const LEADER_DEFAULTS = Object.freeze({
@@ -61,6 +61,7 @@ export class LeaderElector {
   #timer: NodeJS.Timeout | undefined;
   #stopped = false;
   #tick: Promise<void> = Promise.resolve();
+  #lease: OwnerReference | undefined;
 
   constructor(api: KubeApi, options: LeaderOptions) {
     this.#api = api;
@@ -70,6 +71,14 @@ export class LeaderElector {
   /** Whether this replica currently leads. */
   get leading(): boolean {
     return this.#leading;
+  }
+
+  /**
+   * The Lease as last read or written, as the owner of the replicas' status reports: deleting
+   * the Lease (`helm uninstall` does) deletes them. Undefined until the first read.
+   */
+  get owner(): OwnerReference | undefined {
+    return this.#lease;
   }
 
   /** Starts campaigning: one attempt now, then one per retry period. */
@@ -116,6 +125,7 @@ export class LeaderElector {
     const now = this.#now();
     try {
       const lease = await this.#api.readLease(namespace, name);
+      this.#remember(lease);
       const renewal = `${lease?.spec.holderIdentity ?? ''}@${lease?.spec.renewTime ?? ''}`;
       if (this.#observed?.renewal !== renewal) this.#observed = { renewal, at: now };
       const decision = leaseDecision(lease, identity, now, duration, this.#observed.at);
@@ -125,10 +135,11 @@ export class LeaderElector {
         renewTime: microTime(now),
       };
       if (decision === 'create') {
-        await this.#api.createLease({
+        const created = await this.#api.createLease({
           metadata: { name, namespace },
           spec: { ...spec, acquireTime: microTime(now), leaseTransitions: 0 },
         });
+        this.#remember(created);
       } else if (decision === 'renew' && lease !== undefined) {
         await this.#api.replaceLease({ ...lease, spec: { ...lease.spec, ...spec } });
       } else if (decision === 'acquire' && lease !== undefined) {
@@ -157,6 +168,14 @@ export class LeaderElector {
 
   #now(): Date {
     return this.#options.now?.() ?? new Date();
+  }
+
+  #remember(lease: Lease | undefined): void {
+    const uid = lease?.metadata.uid;
+    this.#lease =
+      lease === undefined || uid === undefined
+        ? undefined
+        : { apiVersion: 'coordination.k8s.io/v1', kind: 'Lease', name: lease.metadata.name, uid };
   }
 
   #set(leading: boolean): void {

@@ -115,6 +115,8 @@ export async function startOperator(settings: Settings, log: Logger): Promise<Op
     log,
     intervalMs,
     heartbeatMs,
+    // The reports go with the Lease: the chart's Lease is deleted by `helm uninstall`.
+    owner: () => elector.owner,
   });
   const publisher = new StatusPublisher({
     api,
@@ -126,6 +128,7 @@ export async function startOperator(settings: Settings, log: Logger): Promise<Op
       log,
       expiryMs: heartbeatMs * REPORT_EXPIRY_HEARTBEATS,
       own: () => reporter.current(),
+      owner: () => elector.owner,
     }),
     log,
     intervalMs,
@@ -153,8 +156,9 @@ export async function startOperator(settings: Settings, log: Logger): Promise<Op
     await plane.shutdown();
     throw err;
   }
-  reporter.start();
+  // The elector first: its first read of the Lease names the owner of the report slot.
   elector.start();
+  reporter.start();
   publisher.start();
   plane.setReady(true);
   log.info(

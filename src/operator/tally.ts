@@ -5,7 +5,7 @@
  * status summed from both.
  */
 import type { Logger } from '../telemetry/logger.ts';
-import { type KubeApi, statusOf } from './kube.ts';
+import { type KubeApi, type OwnerReference, statusOf } from './kube.ts';
 import {
   type ClusterSnapshot,
   EMPTY_TOTALS,
@@ -34,6 +34,8 @@ export interface TallyOptions {
   readonly expiryMs: number;
   /** This replica's own report as it is now: fresher than its slot. */
   readonly own: () => ReplicaReport;
+  /** The Lease, once known: the owner of the totals (they go when it goes). */
+  readonly owner?: () => OwnerReference | undefined;
   readonly now?: () => Date;
 }
 
@@ -138,6 +140,7 @@ export class ClusterTally {
       'totals',
       JSON.stringify(totals),
       resourceVersion,
+      this.#options.owner?.(),
     );
     if (resourceVersion === undefined) await api.createConfigMap(body);
     else await api.replaceConfigMap(body);
