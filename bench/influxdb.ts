@@ -11,9 +11,9 @@ import { cpus } from 'node:os';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { gzipSync } from 'node:zlib';
+import { epochMicros } from '../src/audit/time.ts';
 import type { AuditEvent } from '../src/audit/types.ts';
 import {
-  epochMicros,
   LineProtocolEncoder,
   type PointSchema,
   PointTimestamps,

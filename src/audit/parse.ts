@@ -4,15 +4,16 @@
  *
  * Pure: no I/O, no clock, no logger.
  */
+import { isPointTime } from './time.ts';
 import {
   AUDIT_V1,
   AUDIT_V1BETA1,
   type AuditEvent,
-  isLevel,
+  EVENT_MODEL,
+  type FieldDecl,
+  type FieldDecls,
   isRecord,
-  isStage,
-  LEVELS,
-  STAGES,
+  POINT_TIME_RANGE,
 } from './types.ts';
 
 /** Why a payload was rejected; stable, for clients and metrics. */
@@ -210,46 +211,147 @@ function toEvent(value: unknown, path: string, listVersion: AuditApiVersion): Au
     }
   }
   if (listVersion === AUDIT_V1BETA1) convertFromV1beta1(value);
-  if (!isLevel(value.level)) {
-    throw enumError(join(path, 'level'), value.level, LEVELS);
-  }
-  if (!isStage(value.stage)) {
-    throw enumError(join(path, 'stage'), value.stage, STAGES);
-  }
-  requireString(value, 'auditID', path, true);
-  requireString(value, 'requestURI', path, true);
-  requireString(value, 'verb', path, true);
-  requireTimestamp(value, 'stageTimestamp', path, true);
-  requireTimestamp(value, 'requestReceivedTimestamp', path, false);
-  requireUser(value.user, join(path, 'user'), true);
-  requireUser(value.impersonatedUser, join(path, 'impersonatedUser'), false);
-  optionalString(value, 'userAgent', path);
-  optionalStringArray(value.sourceIPs, join(path, 'sourceIPs'));
-  optionalObjectRef(value.objectRef, join(path, 'objectRef'));
-  optionalStringMap(value.annotations, join(path, 'annotations'));
-  if (value.responseStatus !== undefined && value.responseStatus !== null) {
-    if (!isRecord(value.responseStatus)) {
-      throw invalid(
-        join(path, 'responseStatus'),
-        `expected an object, got ${describe(value.responseStatus)}`,
-      );
-    }
-    const code = value.responseStatus.code;
-    if (code !== undefined && !Number.isInteger(code)) {
-      throw invalid(
-        join(path, 'responseStatus.code'),
-        `expected an integer, got ${describe(code)}`,
-      );
-    }
-  }
+  checkFields(value, EVENT_FIELDS, path);
   delete value.apiVersion;
   delete value.kind;
-  // Go decodes null as absent; so does the AuditEvent type.
-  dropNulls(value);
-  if (isRecord(value.user)) dropNulls(value.user);
-  if (isRecord(value.impersonatedUser)) dropNulls(value.impersonatedUser);
-  if (isRecord(value.objectRef)) dropNulls(value.objectRef);
   return value as unknown as AuditEvent;
+}
+
+/**
+ * A declared field, ready to check: the declaration walked once, not for every event, into objects
+ * of one shape (the checks then read their properties at one place in memory).
+ */
+interface FieldCheck {
+  readonly name: string;
+  readonly type: FieldDecl['type'];
+  readonly required: boolean;
+  readonly pointTime: boolean;
+  /** The values of an enum. */
+  readonly values: readonly string[];
+  /** The fields of an object. */
+  readonly fields: readonly FieldCheck[];
+}
+
+function compile(fields: FieldDecls): readonly FieldCheck[] {
+  return Object.entries(fields).map(([name, decl]) => ({
+    name,
+    type: decl.type,
+    required: 'required' in decl && decl.required === true,
+    pointTime: decl.type === 'timestamp' && decl.pointTime === true,
+    values: decl.type === 'enum' ? decl.values : [],
+    fields: decl.type === 'object' ? compile(decl.fields) : [],
+  }));
+}
+
+const EVENT_FIELDS = compile(EVENT_MODEL);
+
+/**
+ * Checks the declared fields of `obj` in place, and removes its null values: Go decodes null as
+ * absent, and so does the model.
+ */
+function checkFields(obj: Record<string, unknown>, fields: readonly FieldCheck[], path: string) {
+  for (const field of fields) checkField(obj[field.name], field, path);
+  for (const key in obj) if (obj[key] === null) delete obj[key];
+}
+
+// The path of a field is only built when it is wrong, or to descend into an object.
+function checkField(value: unknown, field: FieldCheck, parent: string): void {
+  if (value === undefined || value === null) {
+    if (field.required) throw invalid(join(parent, field.name), 'Required value');
+    return;
+  }
+  switch (field.type) {
+    case 'string':
+      if (typeof value !== 'string') {
+        throw invalid(join(parent, field.name), `expected a string, got ${describe(value)}`);
+      }
+      if (value === '' && field.required) throw invalid(join(parent, field.name), 'Required value');
+      return;
+    case 'enum':
+      if (typeof value !== 'string' || !field.values.includes(value)) {
+        throw enumError(join(parent, field.name), value, field.values);
+      }
+      return;
+    case 'timestamp':
+      if (typeof value !== 'string' || !isRfc3339(value)) {
+        throw invalid(
+          join(parent, field.name),
+          `expected an RFC 3339 timestamp, got ${describe(value)}`,
+        );
+      }
+      if (field.pointTime && !isPointTime(value)) {
+        throw invalid(
+          join(parent, field.name),
+          `unsupported value ${JSON.stringify(value)}: must be from ${POINT_TIME_RANGE.earliest} ` +
+            `through ${POINT_TIME_RANGE.latest}, the times InfluxDB can store`,
+        );
+      }
+      return;
+    case 'int32':
+      if (!Number.isInteger(value)) {
+        throw invalid(join(parent, field.name), `expected an integer, got ${describe(value)}`);
+      }
+      if ((value as number) < INT32_MIN || (value as number) > INT32_MAX) {
+        throw invalid(
+          join(parent, field.name),
+          `expected an integer from ${INT32_MIN} to ${INT32_MAX}, got ${describe(value)}`,
+        );
+      }
+      return;
+    case 'strings':
+      checkStrings(value, join(parent, field.name));
+      return;
+    case 'stringMap': {
+      if (!isRecord(value)) {
+        throw invalid(
+          join(parent, field.name),
+          `expected an object of strings, got ${describe(value)}`,
+        );
+      }
+      for (const key in value) {
+        if (typeof value[key] !== 'string') {
+          throw invalid(
+            `${join(parent, field.name)}[${JSON.stringify(key)}]`,
+            `expected a string, got ${describe(value[key])}`,
+          );
+        }
+      }
+      return;
+    }
+    case 'stringsMap': {
+      if (!isRecord(value)) {
+        throw invalid(join(parent, field.name), `expected an object, got ${describe(value)}`);
+      }
+      for (const key in value) {
+        checkStrings(value[key], `${join(parent, field.name)}[${JSON.stringify(key)}]`);
+      }
+      return;
+    }
+    case 'object': {
+      const path = join(parent, field.name);
+      if (!isRecord(value)) throw invalid(path, `expected an object, got ${describe(value)}`);
+      checkFields(value, field.fields, path);
+      return;
+    }
+    case 'json':
+      return;
+  }
+}
+
+// Go's int32, the type of metav1.Status.code.
+const INT32_MIN = -2_147_483_648;
+const INT32_MAX = 2_147_483_647;
+
+function checkStrings(value: unknown, path: string): void {
+  if (value === undefined || value === null) return;
+  if (!Array.isArray(value)) {
+    throw invalid(path, `expected an array of strings, got ${describe(value)}`);
+  }
+  for (let i = 0; i < value.length; i++) {
+    if (typeof value[i] !== 'string') {
+      throw invalid(`${path}[${i}]`, `expected a string, got ${describe(value[i])}`);
+    }
+  }
 }
 
 /**
@@ -314,98 +416,6 @@ function isRfc3339Slow(value: string): boolean {
   return day >= 1 && day <= daysInMonth;
 }
 
-function requireTimestamp(
-  obj: Record<string, unknown>,
-  key: string,
-  path: string,
-  required: boolean,
-) {
-  const value = obj[key];
-  if (value === undefined || value === null) {
-    if (required) throw invalid(join(path, key), 'Required value');
-    return;
-  }
-  if (typeof value !== 'string' || !isRfc3339(value)) {
-    throw invalid(join(path, key), `expected an RFC 3339 timestamp, got ${describe(value)}`);
-  }
-}
-
-function requireString(obj: Record<string, unknown>, key: string, path: string, nonEmpty: boolean) {
-  const value = obj[key];
-  if (value === undefined || value === null || (nonEmpty && value === '')) {
-    throw invalid(join(path, key), 'Required value');
-  }
-  if (typeof value !== 'string') {
-    throw invalid(join(path, key), `expected a string, got ${describe(value)}`);
-  }
-}
-
-function optionalString(obj: Record<string, unknown>, key: string, path: string) {
-  const value = obj[key];
-  if (value !== undefined && value !== null && typeof value !== 'string') {
-    throw invalid(join(path, key), `expected a string, got ${describe(value)}`);
-  }
-}
-
-function optionalStringArray(value: unknown, path: string) {
-  if (value === undefined || value === null) return;
-  if (!Array.isArray(value))
-    throw invalid(path, `expected an array of strings, got ${describe(value)}`);
-  for (let i = 0; i < value.length; i++) {
-    if (typeof value[i] !== 'string') {
-      throw invalid(`${path}[${i}]`, `expected a string, got ${describe(value[i])}`);
-    }
-  }
-}
-
-function optionalStringMap(value: unknown, path: string) {
-  if (value === undefined || value === null) return;
-  if (!isRecord(value))
-    throw invalid(path, `expected an object of strings, got ${describe(value)}`);
-  for (const key in value) {
-    if (typeof value[key] !== 'string') {
-      throw invalid(
-        `${path}[${JSON.stringify(key)}]`,
-        `expected a string, got ${describe(value[key])}`,
-      );
-    }
-  }
-}
-
-function requireUser(value: unknown, path: string, required: boolean) {
-  if (value === undefined || value === null) {
-    if (required) throw invalid(path, 'Required value');
-    return;
-  }
-  if (!isRecord(value)) throw invalid(path, `expected an object, got ${describe(value)}`);
-  optionalString(value, 'username', path);
-  optionalString(value, 'uid', path);
-  optionalStringArray(value.groups, join(path, 'groups'));
-  if (value.extra !== undefined && value.extra !== null) {
-    if (!isRecord(value.extra))
-      throw invalid(join(path, 'extra'), `expected an object, got ${describe(value.extra)}`);
-    for (const key in value.extra)
-      optionalStringArray(value.extra[key], `${path}.extra[${JSON.stringify(key)}]`);
-  }
-}
-
-const OBJECT_REF_FIELDS = [
-  'resource',
-  'namespace',
-  'name',
-  'uid',
-  'apiGroup',
-  'apiVersion',
-  'resourceVersion',
-  'subresource',
-] as const;
-
-function optionalObjectRef(value: unknown, path: string) {
-  if (value === undefined || value === null) return;
-  if (!isRecord(value)) throw invalid(path, `expected an object, got ${describe(value)}`);
-  for (const key of OBJECT_REF_FIELDS) optionalString(value, key, path);
-}
-
 /**
  * Rejects documents nested deeper than `maxDepth` before `JSON.parse` builds them.
  *
@@ -435,10 +445,6 @@ export function checkJsonDepth(text: string, maxDepth: number): void {
       depth--;
     }
   }
-}
-
-function dropNulls(obj: Record<string, unknown>): void {
-  for (const key in obj) if (obj[key] === null) delete obj[key];
 }
 
 // A quote is escaped when an odd number of backslashes precede it.

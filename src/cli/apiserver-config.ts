@@ -219,10 +219,10 @@ async function currentSinks(flags: ApiserverConfigFlags, io: CommandIO): Promise
     return loaded.sinks;
   }
   // Loaded only when reading a cluster, as `run` does.
-  const { KubeApi: Api, loadKubeConfig } = await import('../operator/kube.ts');
+  const { ClientNodeKubeApi, loadKubeConfig } = await import('../operator/kube-client.ts');
   let api: KubeApi;
   try {
-    api = new Api(loadKubeConfig(flags.kubeconfig));
+    api = new ClientNodeKubeApi(loadKubeConfig(flags.kubeconfig));
   } catch (err) {
     throw new CliError(`cannot read the cluster: ${(err as Error).message}`, 1, { cause: err });
   }

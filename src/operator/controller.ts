@@ -7,25 +7,44 @@
 import { RECEIVER_ROUTES } from '../receiver/index.ts';
 import type { DataPlane } from '../runtime/dataplane.ts';
 import { referencedSecrets, type SecretStore } from '../runtime/secrets.ts';
+import type { SinkRegistry } from '../sinks/registry.ts';
 import { type SinkSettings, sinkFromResource, SinkSpecError } from '../sinks/spec.ts';
 import { type Sink, type SinkKind, type SinkRef, sinkKey } from '../sinks/types.ts';
 import type { Logger } from '../telemetry/logger.ts';
+import type { ReconcileMetrics, ReconcileOutcome } from '../telemetry/metrics.ts';
+import { type Clock, sleep, systemClock } from './clock.ts';
 import { type ChangeType, Informer } from './informer.ts';
-import { type KubeApi, type KubeObject, SECRET_OPT_IN_LABEL, type SecretObject } from './kube.ts';
+import {
+  type KubeObject,
+  SECRET_OPT_IN_LABEL,
+  type SecretObject,
+  type SecretsApi,
+  type SinkResourcesApi,
+} from './kube.ts';
 import { DONE, type ReconcileResult, TerminalError, WorkQueue } from './workqueue.ts';
+
+/** What the controller drives: the data plane's sinks, listeners and delivery retries. */
+export interface ControlledPlane extends Pick<DataPlane, 'apply' | 'dedicatedUrls'> {
+  readonly registry: Pick<SinkRegistry, 'retryNow'>;
+}
 
 /** What the controller needs. */
 export interface ControllerOptions {
-  readonly api: KubeApi;
-  readonly plane: DataPlane;
+  readonly api: SinkResourcesApi & SecretsApi;
+  readonly plane: ControlledPlane;
   readonly sinkSettings: SinkSettings;
   /** The operator's namespace: AuditSink Secrets live here. */
   readonly namespace: string;
   /** Base URL of the shared receiver as the apiserver reaches it (status `endpoint`). */
   readonly endpointBase: string;
+  /** The process logger; the controller logs as `module: controller`, each reconcile with its key. */
   readonly log: Logger;
+  /** Counts and times every reconcile. */
+  readonly metrics: ReconcileMetrics;
   /** Called after every change of the configured sinks, e.g. to sync native AuditSinks. */
   readonly onSinksChanged?: (sinks: readonly Sink[]) => void;
+  /** Retry delays, the wait for a Secret's first list, reconcile durations; the system's by default. */
+  readonly clock?: Clock;
 }
 
 /** What the controller knows of one resource; the status writer reads it. */
@@ -53,6 +72,8 @@ const SECRET_SYNC_WAIT_MS = 5_000;
 /** Keeps the data plane's sinks equal to the cluster's resources. */
 export class SinkController {
   readonly #options: ControllerOptions;
+  readonly #log: Logger;
+  readonly #clock: Clock;
   readonly #informers: Record<SinkKind, Informer<KubeObject>>;
   readonly #queue: WorkQueue;
   readonly #states = new Map<string, ResourceState>();
@@ -62,17 +83,21 @@ export class SinkController {
 
   constructor(options: ControllerOptions) {
     this.#options = options;
-    const { log } = options;
+    this.#clock = options.clock ?? systemClock;
+    const log = options.log.child({ module: 'controller' });
+    this.#log = log;
     this.#queue = new WorkQueue({
-      reconcile: (key) => this.#reconcile(key),
+      reconcile: (key) => this.#measured(key),
       // A few keys at once: a reconcile mostly waits (Secret lists, spool opening), and applies
       // are serialised anyway.
       concurrency: 4,
       // 500 ms doubling: a failed apply (disk, a Secret's first list) is retried soon, not hot.
       baseDelayMs: 500,
+      clock: this.#clock,
       onError: (key, err, retryInMs) => {
-        if (retryInMs === undefined) log.warn({ key, err }, 'resource not applied');
-        else log.error({ key, err, retryInMs }, 'reconcile failed; retrying');
+        const keyed = log.child({ key });
+        if (retryInMs === undefined) keyed.warn({ err }, 'resource not applied');
+        else keyed.error({ err, retryInMs }, 'reconcile failed; retrying');
       },
     });
     const informer = (kind: SinkKind) =>
@@ -83,6 +108,8 @@ export class SinkController {
         onError: (err, retryInMs) => {
           log.warn({ err, kind, retryInMs }, 'watch failed; resuming');
         },
+        sleep: (ms) => sleep(this.#clock, ms),
+        now: () => this.#clock.now(),
       });
     this.#informers = {
       AuditSink: informer('AuditSink'),
@@ -123,6 +150,11 @@ export class SinkController {
     await this.#queue.settled();
   }
 
+  /** Resolves once no reconcile is queued or running (retries waiting on a timer aside). */
+  settled(): Promise<void> {
+    return this.#queue.settled();
+  }
+
   /** Stops watching and waits for running reconciles. */
   async stop(): Promise<void> {
     await Promise.all([
@@ -149,7 +181,24 @@ export class SinkController {
     this.#queue.add(key);
   }
 
-  async #reconcile(key: string): Promise<ReconcileResult> {
+  // One reconcile, counted by its result and timed.
+  async #measured(key: string): Promise<ReconcileResult> {
+    const { kind } = parseKey(key);
+    const started = this.#clock.now();
+    let result: ReconcileOutcome = 'error';
+    try {
+      const done = await this.#reconcile(key, this.#log.child({ key }));
+      result = 'success';
+      return done;
+    } catch (err) {
+      if (err instanceof TerminalError) result = 'terminal';
+      throw err;
+    } finally {
+      this.#options.metrics.observe(kind, result, (this.#clock.now() - started) / 1000);
+    }
+  }
+
+  async #reconcile(key: string, log: Logger): Promise<ReconcileResult> {
     const { kind, namespace, name } = parseKey(key);
     const obj = this.#informers[kind].get(name, kind === 'AuditSink' ? undefined : namespace);
     const previous = this.#states.get(key);
@@ -157,7 +206,7 @@ export class SinkController {
       this.#states.delete(key);
       this.#releaseSecrets(key);
       await this.#applySinks();
-      this.#options.log.info({ key }, 'sink removed');
+      log.info({}, 'sink removed');
       return DONE;
     }
     const generation = generationOf(obj);
@@ -179,7 +228,7 @@ export class SinkController {
     if (problems.length > 0) {
       throw new TerminalError(`${key}: ${problems.join('; ')}`);
     }
-    this.#options.log.info({ key, generation }, 'sink applied');
+    log.info({ generation }, 'sink applied');
     return DONE;
   }
 
@@ -213,10 +262,16 @@ export class SinkController {
     }
     // A Secret that cannot be listed (RBAC) must not stall reconciles: its watch keeps retrying,
     // and status reports the Secret missing meanwhile.
-    await Promise.race([
-      Promise.all(pending),
-      new Promise((resolve) => setTimeout(resolve, SECRET_SYNC_WAIT_MS).unref()),
-    ]);
+    if (pending.length === 0) return;
+    let timer: unknown;
+    const waited = new Promise<void>((resolve) => {
+      timer = this.#clock.setTimeout(resolve, SECRET_SYNC_WAIT_MS);
+    });
+    try {
+      await Promise.race([Promise.all(pending), waited]);
+    } finally {
+      this.#clock.clearTimeout(timer);
+    }
   }
 
   #startSecretWatch(id: string): SecretWatch {
@@ -233,8 +288,10 @@ export class SinkController {
         }
       },
       onError: (err, retryInMs) => {
-        this.#options.log.warn({ err, secret: id, retryInMs }, 'Secret watch failed; resuming');
+        this.#log.warn({ err, secret: id, retryInMs }, 'Secret watch failed; resuming');
       },
+      sleep: (ms) => sleep(this.#clock, ms),
+      now: () => this.#clock.now(),
     });
     const watch: SecretWatch = { informer, users: new Set(), synced: informer.start() };
     this.#secretWatches.set(id, watch);

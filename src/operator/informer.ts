@@ -1,9 +1,10 @@
 /**
- * Informer semantics on client-node's ListWatch: list, then watch from the list's
- * resourceVersion; a 410 Gone relists (ListWatch does that itself, reporting deletions it missed);
- * any other failure stops ListWatch, so here it is restarted with capped exponential backoff.
+ * Informer semantics on a list-then-watch ({@link ObjectWatch}, client-node's ListWatch in
+ * production): list, then watch from the list's resourceVersion; a 410 Gone relists (ListWatch
+ * does that itself, reporting deletions it missed); any other failure stops the watch, so here it
+ * is restarted with capped exponential backoff.
  */
-import type { KubernetesObject, ListWatch } from '@kubernetes/client-node';
+import type { ObjectWatch } from './kube.ts';
 
 /** What happened to an object. */
 export type ChangeType = 'add' | 'update' | 'delete';
@@ -29,8 +30,8 @@ function defaultSleep(ms: number): Promise<void> {
 }
 
 /** A restartable list-and-watch with a local cache. */
-export class Informer<T extends KubernetesObject> {
-  readonly #lw: ListWatch<T>;
+export class Informer<T> {
+  readonly #lw: ObjectWatch<T>;
   readonly #options: InformerOptions<T>;
   #stopped = false;
   #failures = 0;
@@ -39,7 +40,7 @@ export class Informer<T extends KubernetesObject> {
   #starting = false;
   #startError: unknown;
 
-  constructor(lw: ListWatch<T>, options: InformerOptions<T>) {
+  constructor(lw: ObjectWatch<T>, options: InformerOptions<T>) {
     this.#lw = lw;
     this.#options = options;
     lw.on('add', (obj) => options.onChange(obj, 'add'));

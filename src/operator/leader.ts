@@ -4,7 +4,8 @@
  * renewal for the lease duration (by its own clock, so skewed clocks do no harm); every write is a compare-and-swap on resourceVersion, so two
  * replicas never both believe they lead for longer than one renew deadline.
  */
-import { type KubeApi, type Lease, microTime, type OwnerReference, statusOf } from './kube.ts';
+import { type Clock, systemClock } from './clock.ts';
+import { type Lease, type LeasesApi, microTime, type OwnerReference, statusOf } from './kube.ts';
 
 /** Timings, client-go's defaults: 15 s lease, renew within 10 s, try every 2 s. */
 export const LEADER_DEFAULTS = Object.freeze({
@@ -24,7 +25,8 @@ export interface LeaderOptions {
   readonly leaseDurationSeconds?: number;
   readonly renewDeadlineMs?: number;
   readonly retryPeriodMs?: number;
-  readonly now?: () => Date;
+  /** The retry timer and the local clock that expiry is counted by; the system's by default. */
+  readonly clock?: Clock;
 }
 
 /**
@@ -52,20 +54,22 @@ export function leaseDecision(
 
 /** Campaigns for the Lease until stopped; {@link leading} tells whether this replica holds it. */
 export class LeaderElector {
-  readonly #api: KubeApi;
+  readonly #api: LeasesApi;
   readonly #options: LeaderOptions;
+  readonly #clock: Clock;
   #leading = false;
   #lastRenew = 0;
   // The holder's renewal as last seen, and when (local clock).
   #observed: { readonly renewal: string; readonly at: Date } | undefined;
-  #timer: NodeJS.Timeout | undefined;
+  #timer: unknown;
   #stopped = false;
   #tick: Promise<void> = Promise.resolve();
   #lease: OwnerReference | undefined;
 
-  constructor(api: KubeApi, options: LeaderOptions) {
+  constructor(api: LeasesApi, options: LeaderOptions) {
     this.#api = api;
     this.#options = options;
+    this.#clock = options.clock ?? systemClock;
   }
 
   /** Whether this replica currently leads. */
@@ -87,7 +91,7 @@ export class LeaderElector {
     const loop = () => {
       if (this.#stopped) return;
       this.#tick = this.#attempt().finally(() => {
-        if (!this.#stopped) this.#timer = setTimeout(loop, period);
+        if (!this.#stopped) this.#timer = this.#clock.setTimeout(loop, period);
       });
     };
     loop();
@@ -96,7 +100,7 @@ export class LeaderElector {
   /** Stops campaigning and, when leading, releases the Lease so another replica takes over at once. */
   async stop(): Promise<void> {
     this.#stopped = true;
-    clearTimeout(this.#timer);
+    this.#clock.clearTimeout(this.#timer);
     await this.#tick;
     if (!this.#leading) return;
     this.#set(false);
@@ -167,7 +171,7 @@ export class LeaderElector {
   }
 
   #now(): Date {
-    return this.#options.now?.() ?? new Date();
+    return new Date(this.#clock.now());
   }
 
   #remember(lease: Lease | undefined): void {

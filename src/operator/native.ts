@@ -10,7 +10,8 @@ import { type Level, levelRank, STAGES, type Stage } from '../audit/types.ts';
 import { nativeSignature, RECEIVER_ROUTES } from '../receiver/index.ts';
 import type { Sink } from '../sinks/types.ts';
 import type { Logger } from '../telemetry/logger.ts';
-import { type KubeApi, type KubeObject, NATIVE_GROUP, NATIVE_VERSION } from './kube.ts';
+import { type Clock, every, sleep, systemClock } from './clock.ts';
+import { type KubeObject, type NativeAuditSinksApi, NATIVE_GROUP, NATIVE_VERSION } from './kube.ts';
 
 /** The label that marks native AuditSinks as ours; nothing else is ever changed or deleted. */
 export const NATIVE_MANAGED_BY = Object.freeze({
@@ -27,7 +28,7 @@ const NATIVE_RETRY_MS = 2_000;
 
 /** What native mode needs. */
 export interface NativeSinksOptions {
-  readonly api: KubeApi;
+  readonly api: NativeAuditSinksApi;
   /** The receivers' base URL as the apiserver reaches it. */
   readonly endpointBase: string;
   readonly key: string;
@@ -35,8 +36,11 @@ export interface NativeSinksOptions {
   readonly caBundle: () => Promise<string | undefined>;
   /** How often the native sinks are checked even without a change (a renewed certificate). */
   readonly resyncMs?: number;
+  /** The process logger; native sync logs as `module: native`. */
   readonly log: Logger;
   readonly leading: () => boolean;
+  /** The resync and retry timers; the system's by default. */
+  readonly clock?: Clock;
 }
 
 /** The native AuditSink that mirrors a sink. Pure. */
@@ -101,19 +105,22 @@ export function nativeSinkName(key: string): string {
 /** Keeps native AuditSinks equal to the sinks, while leading. */
 export class NativeSinks {
   readonly #options: NativeSinksOptions;
+  readonly #log: Logger;
+  readonly #clock: Clock;
   #wanted: readonly Sink[] = [];
   #syncing: Promise<void> = Promise.resolve();
   #again = false;
   #busy = false;
   #stopped = false;
-  readonly #timer: NodeJS.Timeout;
+  readonly #stopTimer: () => void;
 
   constructor(options: NativeSinksOptions) {
     this.#options = options;
-    this.#timer = setInterval(() => {
+    this.#log = options.log.child({ module: 'native' });
+    this.#clock = options.clock ?? systemClock;
+    this.#stopTimer = every(this.#clock, options.resyncMs ?? NATIVE_RESYNC_MS, () => {
       this.sync(this.#wanted);
-    }, options.resyncMs ?? NATIVE_RESYNC_MS);
-    this.#timer.unref();
+    });
   }
 
   /** Records the current sinks and syncs (one sync at a time; the latest set wins). */
@@ -130,7 +137,7 @@ export class NativeSinks {
   /** Waits for a sync in progress; native sinks stay, as the endpoints stay on other replicas. */
   async stop(): Promise<void> {
     this.#stopped = true;
-    clearInterval(this.#timer);
+    this.#stopTimer();
     await this.#syncing;
   }
 
@@ -141,8 +148,11 @@ export class NativeSinks {
       try {
         await this.#syncOnce(this.#wanted);
       } catch (err) {
-        this.#options.log.error({ err }, 'native AuditSinks not synced; retrying');
-        await new Promise((resolve) => setTimeout(resolve, NATIVE_RETRY_MS).unref());
+        this.#log.error(
+          { err, retryInMs: NATIVE_RETRY_MS },
+          'native AuditSinks not synced; retrying',
+        );
+        await sleep(this.#clock, NATIVE_RETRY_MS);
         this.#again = true;
       }
     } while (this.#again);
@@ -151,7 +161,8 @@ export class NativeSinks {
   }
 
   async #syncOnce(sinks: readonly Sink[]): Promise<void> {
-    const { api, endpointBase, key, log } = this.#options;
+    const { api, endpointBase, key } = this.#options;
+    const log = this.#log;
     const caBundle = await this.#options.caBundle();
     const selector = Object.entries(NATIVE_MANAGED_BY)
       .map(([k, v]) => `${k}=${v}`)

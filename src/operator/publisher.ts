@@ -6,8 +6,9 @@
  */
 import { sinkKey } from '../sinks/types.ts';
 import type { Logger } from '../telemetry/logger.ts';
+import { type Clock, every, systemClock } from './clock.ts';
 import type { ResourceState, SinkController } from './controller.ts';
-import { GROUP, type KubeApi, statusOf, VERSION } from './kube.ts';
+import { type EventsApi, GROUP, type SinkResourcesApi, statusOf, VERSION } from './kube.ts';
 import type { ResourceIdentity } from './reports.ts';
 import {
   buildStatus,
@@ -23,44 +24,49 @@ export const EVENT_COMPONENT = 'kube-audit-operator';
 
 /** What the publisher needs. */
 export interface PublisherOptions {
-  readonly api: KubeApi;
-  readonly controller: SinkController;
+  readonly api: Pick<SinkResourcesApi, 'patchStatus'> & EventsApi;
+  readonly controller: Pick<SinkController, 'states' | 'missingSecrets' | 'endpoint'>;
   /** Every replica's counts and destination health. */
   readonly tally: Pick<ClusterTally, 'pass' | 'reset'>;
+  /** The process logger; the publisher logs as `module: status`. */
   readonly log: Logger;
   readonly intervalMs: number;
   readonly leading: () => boolean;
-  readonly now?: () => Date;
+  /** The pass timer and condition times; the system's by default. */
+  readonly clock?: Clock;
 }
 
 /** Writes status and Events for every resource the controller knows. */
 export class StatusPublisher {
   readonly #options: PublisherOptions;
+  readonly #log: Logger;
+  readonly #clock: Clock;
   // What this replica last wrote, per resource key: unchanged status is not written again.
   readonly #written = new Map<
     string,
     { json: string; uid: string | undefined; status: ResourceStatus }
   >();
-  #timer: NodeJS.Timeout | undefined;
+  #stopTimer: (() => void) | undefined;
   #running: Promise<void> = Promise.resolve();
   #stopped = false;
 
   constructor(options: PublisherOptions) {
     this.#options = options;
+    this.#log = options.log.child({ module: 'status' });
+    this.#clock = options.clock ?? systemClock;
   }
 
   /** Publishes once per interval until stopped. */
   start(): void {
-    this.#timer = setInterval(() => {
+    this.#stopTimer = every(this.#clock, this.#options.intervalMs, () => {
       void this.publish();
-    }, this.#options.intervalMs);
-    this.#timer.unref();
+    });
   }
 
   /** Stops publishing; only {@link flush} still writes. */
   stop(): void {
     this.#stopped = true;
-    clearInterval(this.#timer);
+    this.#stopTimer?.();
   }
 
   /** Forgets what was written and which reports were seen when, so a new leader starts afresh. */
@@ -88,7 +94,7 @@ export class StatusPublisher {
     this.#running = this.#running
       .then(() => this.#publishAll(final))
       .catch((err: unknown) => {
-        this.#options.log.warn({ err }, 'status pass failed');
+        this.#log.warn({ err }, 'status pass failed');
       });
     return this.#running;
   }
@@ -109,7 +115,7 @@ export class StatusPublisher {
         await this.#publishOne(key, state, final, tally);
       } catch (err) {
         // Deleted meanwhile: the next pass no longer sees it.
-        if (statusOf(err) !== 404) this.#options.log.warn({ err, key }, 'status not written');
+        if (statusOf(err) !== 404) this.#log.warn({ err, key }, 'status not written');
       }
     }
     for (const key of this.#written.keys()) if (!live.has(key)) this.#written.delete(key);
@@ -143,7 +149,7 @@ export class StatusPublisher {
           sink === undefined || uid === undefined ? undefined : tally.snapshot({ key, uid }),
       },
       previous,
-      this.#options.now?.() ?? new Date(),
+      new Date(this.#clock.now()),
     );
     const held = neverBackwards(built, shown);
     const status = final && previous.length > 0 ? { ...held, conditions: previous } : held;
@@ -153,10 +159,11 @@ export class StatusPublisher {
     const namespace = state.object.metadata?.namespace ?? '';
     await this.#options.api.patchStatus(state.kind, namespace, name, status);
     this.#written.set(key, { json, uid, status });
-    if (!final) await this.#recordEvents(state, previous, status.conditions);
+    if (!final) await this.#recordEvents(key, state, previous, status.conditions);
   }
 
   async #recordEvents(
+    key: string,
     state: ResourceState,
     before: readonly Condition[],
     after: readonly Condition[],
@@ -169,7 +176,7 @@ export class StatusPublisher {
       namespace: state.kind === 'AuditSink' ? '' : (metadata.namespace ?? ''),
       uid: metadata.uid ?? '',
     };
-    const now = this.#options.now?.() ?? new Date();
+    const now = new Date(this.#clock.now());
     for (const c of changedConditions(before, after)) {
       const wasFalse = before.find((b) => b.type === c.type)?.status === 'False';
       let event: { type: 'Normal' | 'Warning'; reason: string; message: string } | undefined;
@@ -182,7 +189,7 @@ export class StatusPublisher {
       try {
         await this.#options.api.createEvent({ involved, ...event }, EVENT_COMPONENT, now);
       } catch (err) {
-        this.#options.log.warn({ err, reason: event.reason }, 'Event not recorded');
+        this.#log.warn({ err, key, reason: event.reason }, 'Event not recorded');
       }
     }
   }

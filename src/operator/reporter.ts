@@ -9,7 +9,8 @@ import { randomBytes } from 'node:crypto';
 import type { SinkRegistry } from '../sinks/registry.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { ResourceState } from './controller.ts';
-import { type ConfigMapObject, type KubeApi, type OwnerReference, statusOf } from './kube.ts';
+import { type Clock, every, systemClock } from './clock.ts';
+import { type ConfigMapObject, type ConfigMapsApi, type OwnerReference, statusOf } from './kube.ts';
 import {
   beyond,
   type Counts,
@@ -54,7 +55,7 @@ export interface StatusParts {
 
 /** Lists the slots and the totals of an installation. */
 export async function listStatusParts(
-  api: KubeApi,
+  api: Pick<ConfigMapsApi, 'listConfigMaps'>,
   namespace: string,
   lease: string,
   log: Logger,
@@ -101,7 +102,7 @@ export function statusPart(
 
 /** What the reporter needs. */
 export interface ReporterOptions {
-  readonly api: KubeApi;
+  readonly api: ConfigMapsApi;
   readonly namespace: string;
   /** The Lease's name: prefix of the slot names, value of {@link STATUS_OF_LABEL}. */
   readonly lease: string;
@@ -109,6 +110,7 @@ export interface ReporterOptions {
   readonly replica: string;
   readonly states: () => readonly ResourceState[];
   readonly registry: Pick<SinkRegistry, 'status'>;
+  /** The process logger; the reporter logs as `module: reporter`. */
   readonly log: Logger;
   /** Writes at most this often. */
   readonly intervalMs: number;
@@ -116,7 +118,8 @@ export interface ReporterOptions {
   readonly heartbeatMs: number;
   /** The Lease, once known: the owner of every slot written (they go when it goes). */
   readonly owner?: () => OwnerReference | undefined;
-  readonly now?: () => Date;
+  /** The write timer and the report's times; the system's by default. */
+  readonly clock?: Clock;
 }
 
 /** Longest destination message in a report: errors can quote whole responses. */
@@ -133,6 +136,8 @@ interface Absolute {
 /** Publishes this replica's report. */
 export class ReplicaReporter {
   readonly #options: ReporterOptions;
+  readonly #log: Logger;
+  readonly #clock: Clock;
   #incarnation = newIncarnation();
   // Counters (absolute, as the registry has them) that an earlier incarnation of this process
   // already reported: a new incarnation reports only what exceeds them.
@@ -142,12 +147,14 @@ export class ReplicaReporter {
   #slot: { readonly name: string; resourceVersion: string } | undefined;
   #lastSinks: string | undefined;
   #lastWriteAt = Number.NEGATIVE_INFINITY;
-  #timer: NodeJS.Timeout | undefined;
+  #stopTimer: (() => void) | undefined;
   #running: Promise<void> = Promise.resolve();
   #stopped = false;
 
   constructor(options: ReporterOptions) {
     this.#options = options;
+    this.#log = options.log.child({ module: 'reporter' });
+    this.#clock = options.clock ?? systemClock;
   }
 
   /** The incarnation counting now. */
@@ -163,16 +170,15 @@ export class ReplicaReporter {
   /** Publishes every interval (when changed or a heartbeat is due) until stopped. */
   start(): void {
     void this.publish();
-    this.#timer = setInterval(() => {
+    this.#stopTimer = every(this.#clock, this.#options.intervalMs, () => {
       void this.publish();
-    }, this.#options.intervalMs);
-    this.#timer.unref();
+    });
   }
 
   /** Stops the timer; {@link publishFinal} still writes. */
   stop(): void {
     this.#stopped = true;
-    clearInterval(this.#timer);
+    this.#stopTimer?.();
   }
 
   /** Publishes now if due; one write at a time. Never rejects. */
@@ -195,7 +201,7 @@ export class ReplicaReporter {
     this.#running = this.#running
       .then(() => this.#publishOnce(final))
       .catch((err: unknown) => {
-        this.#options.log.warn({ err, slot: this.#slot?.name }, 'replica report not published');
+        this.#log.warn({ err, slot: this.#slot?.name }, 'replica report not published');
       });
     return this.#running;
   }
@@ -253,7 +259,8 @@ export class ReplicaReporter {
   async #recheck(): Promise<void> {
     const slot = this.#slot;
     if (slot === undefined) return;
-    const { api, namespace, lease, log } = this.#options;
+    const { api, namespace, lease } = this.#options;
+    const log = this.#log;
     const parts = await listStatusParts(api, namespace, lease, log);
     const object = parts.slots.find((s) => s.metadata.name === slot.name);
     const report = object === undefined ? undefined : readReport(object);
@@ -273,7 +280,8 @@ export class ReplicaReporter {
   }
 
   async #claim(absolute: Map<string, Absolute>, final: boolean): Promise<void> {
-    const { api, namespace, lease, log } = this.#options;
+    const { api, namespace, lease } = this.#options;
+    const log = this.#log;
     const parts = await listStatusParts(api, namespace, lease, log);
     const owner = this.#options.owner?.();
     const built = this.#report(absolute, final);
@@ -373,7 +381,7 @@ export class ReplicaReporter {
   }
 
   #now(): Date {
-    return this.#options.now?.() ?? new Date();
+    return new Date(this.#clock.now());
   }
 }
 

@@ -13,9 +13,11 @@ import { AFTER_DRAIN, shutdownBudget, within } from '../runtime/shutdown.ts';
 import type { SecretStore } from '../runtime/secrets.ts';
 import type { SinkSettings } from '../sinks/spec.ts';
 import type { Logger } from '../telemetry/logger.ts';
+import { ReconcileMetrics } from '../telemetry/metrics.ts';
 import { metricsAccessReview } from './access-review.ts';
 import { SinkController } from './controller.ts';
-import { KubeApi, loadKubeConfig } from './kube.ts';
+import type { KubeApi } from './kube.ts';
+import { ClientNodeKubeApi, loadKubeConfig } from './kube-client.ts';
 import { LeaderElector } from './leader.ts';
 import { NativeSinks } from './native.ts';
 import { StatusPublisher } from './publisher.ts';
@@ -53,13 +55,15 @@ export async function startOperator(settings: Settings, log: Logger): Promise<Op
       `--lease-name ${JSON.stringify(settings.leaseName)}: must be at most 63 lowercase letters, digits, '-' or '.', starting and ending with a letter or digit`,
     );
   }
-  const api = new KubeApi(loadKubeConfig(settings.kubeconfig));
+  // The parts take the process logger and bind their own module; these lines are the wiring's.
+  const own = log.child({ module: 'operator' });
+  const api = new ClientNodeKubeApi(loadKubeConfig(settings.kubeconfig));
   const sinkSettings: SinkSettings = {
     clusterWideNamespaces: settings.clusterWideNamespaces,
     requireDestination: true,
   };
   const nativeKey = await readNativeKey(settings.nativeKeyFile);
-  const native = await nativeModeWanted(api, settings, nativeKey !== undefined, log);
+  const native = await nativeModeWanted(api, settings, nativeKey !== undefined, own);
 
   let secrets: () => SecretStore = () => new Map();
   const plane = await startDataPlane(
@@ -69,7 +73,7 @@ export async function startOperator(settings: Settings, log: Logger): Promise<Op
       log,
       embeddedDestination: false,
       // /metrics: bearer tokens reviewed by the apiserver, as this process's own identity.
-      metricsReview: metricsAccessReview(api.kc),
+      metricsReview: metricsAccessReview(api),
       // Signed endpoints exist only where native AuditSinks use them: nowhere else does a
       // path alone admit events.
       ...(native && nativeKey !== undefined ? { nativeKey } : {}),
@@ -100,6 +104,7 @@ export async function startOperator(settings: Settings, log: Logger): Promise<Op
     namespace: settings.namespace,
     endpointBase,
     log,
+    metrics: new ReconcileMetrics(plane.metrics, ['AuditSink', 'AuditPipeline']),
     ...(nativeSinks === undefined ? {} : { onSinksChanged: (s) => nativeSinks.sync(s) }),
   });
   secrets = () => controller.secrets();
@@ -134,20 +139,21 @@ export async function startOperator(settings: Settings, log: Logger): Promise<Op
     intervalMs,
     leading: () => leading,
   });
+  const leaderLog = log.child({ module: 'leader' });
   const elector = new LeaderElector(api, {
     namespace: settings.namespace,
     name: settings.leaseName,
     identity: `${hostname()}_${randomBytes(4).toString('hex')}`,
     onChange: (now) => {
       leading = now;
-      log.info({ leading }, leading ? 'leading: writing status' : 'following');
+      leaderLog.info({ leading }, leading ? 'leading: writing status' : 'following');
       publisher.reset();
       if (leading) {
         void publisher.publish();
         nativeSinks?.sync(plane.registry.sinks());
       }
     },
-    onError: (err) => log.warn({ err }, 'leader election failed; retrying'),
+    onError: (err) => leaderLog.warn({ err }, 'leader election failed; retrying'),
   });
 
   try {
@@ -161,7 +167,7 @@ export async function startOperator(settings: Settings, log: Logger): Promise<Op
   reporter.start();
   publisher.start();
   plane.setReady(true);
-  log.info(
+  own.info(
     { url: plane.url, endpointBase, sinks: plane.registry.sinks().length, native },
     'operator ready',
   );
@@ -186,8 +192,8 @@ export async function startOperator(settings: Settings, log: Logger): Promise<Op
       finished = (await within(publisher.flush(), budget.end)) && finished;
       finished = (await within(nativeSinks?.stop() ?? Promise.resolve(), budget.end)) && finished;
       finished = (await within(elector.stop(), budget.end)) && finished;
-      if (finished) log.info({}, 'stopped');
-      else log.warn({}, 'grace period over before the final status and the Lease release');
+      if (finished) own.info({}, 'stopped');
+      else own.warn({}, 'grace period over before the final status and the Lease release');
     },
   };
 }
@@ -204,7 +210,7 @@ async function readNativeKey(file: string | undefined): Promise<string | undefin
 // Native AuditSinks only where the apiserver serves them and can reach the operator by a URL
 // that is not the listener's own bind address.
 async function nativeModeWanted(
-  api: KubeApi,
+  api: Pick<KubeApi, 'servesNativeAuditSinks'>,
   settings: Settings,
   haveKey: boolean,
   log: Logger,

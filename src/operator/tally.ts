@@ -5,7 +5,8 @@
  * status summed from both.
  */
 import type { Logger } from '../telemetry/logger.ts';
-import { type KubeApi, type OwnerReference, statusOf } from './kube.ts';
+import { type Clock, systemClock } from './clock.ts';
+import { type ConfigMapsApi, type OwnerReference, statusOf } from './kube.ts';
 import {
   type ClusterSnapshot,
   EMPTY_TOTALS,
@@ -26,9 +27,10 @@ import {
 
 /** What the tally needs. */
 export interface TallyOptions {
-  readonly api: KubeApi;
+  readonly api: ConfigMapsApi;
   readonly namespace: string;
   readonly lease: string;
+  /** The process logger; the tally logs as `module: tally`. */
   readonly log: Logger;
   /** A slot not renewed for this long is taken for gone. */
   readonly expiryMs: number;
@@ -36,7 +38,8 @@ export interface TallyOptions {
   readonly own: () => ReplicaReport;
   /** The Lease, once known: the owner of the totals (they go when it goes). */
   readonly owner?: () => OwnerReference | undefined;
-  readonly now?: () => Date;
+  /** The local clock that liveness is judged by; the system's by default. */
+  readonly clock?: Clock;
 }
 
 /** Sums for one status pass. */
@@ -48,6 +51,8 @@ export interface Tally {
 /** Reads, folds and sums the replicas' reports. */
 export class ClusterTally {
   readonly #options: TallyOptions;
+  readonly #log: Logger;
+  readonly #clock: Clock;
   // Per slot: the resourceVersion last seen, and when (local clock, ms).
   readonly #observed = new Map<string, { readonly resourceVersion: string; readonly at: number }>();
   // Unreadable slots already logged, by name and resourceVersion: logged once each.
@@ -55,6 +60,8 @@ export class ClusterTally {
 
   constructor(options: TallyOptions) {
     this.#options = options;
+    this.#log = options.log.child({ module: 'tally' });
+    this.#clock = options.clock ?? systemClock;
   }
 
   /** Forgets liveness observations: a new leader gives every slot a full expiry from now. */
@@ -69,7 +76,8 @@ export class ClusterTally {
    * (they never go backwards) until the list works again.
    */
   async pass(resources: readonly ResourceIdentity[]): Promise<Tally> {
-    const { api, namespace, lease, log, expiryMs } = this.#options;
+    const { api, namespace, lease, expiryMs } = this.#options;
+    const log = this.#log;
     const now = this.#now();
     const own = { report: this.#options.own() };
     let parts: StatusParts;
@@ -154,6 +162,6 @@ export class ClusterTally {
   }
 
   #now(): number {
-    return (this.#options.now?.() ?? new Date()).getTime();
+    return this.#clock.now();
   }
 }

@@ -1,11 +1,11 @@
 /**
  * Prometheus metrics of the data path, per sink (SPEC 5): received, dropped by reason, written,
- * failed, queue depth and write latency.
+ * failed, queue depth and write latency; and of the operator's reconciles, per kind.
  */
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import type { Output } from '../outputs/types.ts';
 import type { SinkObserver } from '../sinks/registry.ts';
-import type { Sink } from '../sinks/types.ts';
+import type { Sink, SinkKind } from '../sinks/types.ts';
 
 interface RoutingCounters {
   readonly received: { inc(value: number): void };
@@ -103,5 +103,49 @@ export class SinkMetrics implements SinkObserver {
   failed(sink: Sink, output: Output, error: Error, _count: number): void {
     const code = 'code' in error && typeof error.code === 'string' ? error.code : 'UNKNOWN';
     this.#failed.inc({ sink: sink.key, output: output.kind, code });
+  }
+}
+
+/**
+ * What a reconcile came to: `success` (applied, or removed), `error` (failed, retried with
+ * backoff), `terminal` (an invalid spec: reported in status, not retried until it changes).
+ */
+export const RECONCILE_RESULTS = ['success', 'error', 'terminal'] as const;
+
+/** One of {@link RECONCILE_RESULTS}. */
+export type ReconcileOutcome = (typeof RECONCILE_RESULTS)[number];
+
+/** The operator's reconciles, counted by kind and result and timed by kind. */
+export class ReconcileMetrics {
+  readonly #total: Counter<'kind' | 'result'>;
+  readonly #duration: Histogram<'kind'>;
+
+  constructor(registry: Registry, kinds: readonly SinkKind[]) {
+    const registers = [registry];
+    this.#total = new Counter({
+      name: 'kube_audit_reconcile_total',
+      help: 'Reconciles of AuditSink and AuditPipeline resources, by kind and result: success, error (retried with backoff), terminal (an invalid spec, not retried).',
+      labelNames: ['kind', 'result'],
+      registers,
+    });
+    this.#duration = new Histogram({
+      name: 'kube_audit_reconcile_duration_seconds',
+      help: 'Time one reconcile took, from reading the cache to the sinks applied.',
+      labelNames: ['kind'],
+      // From a few milliseconds (an apply) to the 5 s a reconcile waits for a new Secret's list.
+      buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers,
+    });
+    // Every series from the start, at zero: an alert on increase() sees the first error.
+    for (const kind of kinds) {
+      for (const result of RECONCILE_RESULTS) this.#total.inc({ kind, result }, 0);
+      this.#duration.zero({ kind });
+    }
+  }
+
+  /** Records one reconcile. */
+  observe(kind: SinkKind, result: ReconcileOutcome, seconds: number): void {
+    this.#total.inc({ kind, result });
+    this.#duration.observe({ kind }, seconds);
   }
 }

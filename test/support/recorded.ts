@@ -7,8 +7,8 @@
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { epochMicros } from '../../src/audit/time.ts';
 import type { AuditEvent } from '../../src/audit/types.ts';
-import { epochMicros } from '../../src/outputs/influxdb/line-protocol.ts';
 
 /** The fixture directory. */
 export const RECORDED_DIR = fileURLToPath(new URL('../fixtures/apiserver-1.20/', import.meta.url));

@@ -16,19 +16,82 @@
  *   is carried exactly. An empty string is not written at all, as an empty tag cannot be.
  * - a string field longer than {@link MAX_FIELD_BYTES} is cut to that many bytes, and
  *   `<field>_bytes` records its full size.
+ * - a tag value longer than its share of the series key ({@link MAX_TAG_VALUE_BYTES} at most) is
+ *   cut on a character boundary and ends with {@link CUT_MARKER}; the field `<tag>_full` holds the
+ *   whole value.
+ *
+ * Events reach the encoder as `audit/parse.ts` checked them: every field it reads has its declared
+ * type, and `stageTimestamp` lies in `POINT_TIME_RANGE`. An event that did not pass those checks
+ * (spooled by an older version) fails with a non-retryable `REJECTED` error rather than a
+ * TypeError that delivery would retry forever.
  */
 import { bodyJson } from '../../audit/body-json.ts';
-import type { AuditEvent } from '../../audit/types.ts';
+import { epochMicros, isPointTime } from '../../audit/time.ts';
+import { type AuditEvent, POINT_TIME_RANGE } from '../../audit/types.ts';
 import { TAG_NAMES, type TagName } from '../../sinks/types.ts';
+import { OutputError } from '../types.ts';
 
 /** Schema version (docs/influxdb-schema.md); bumped on any incompatible change. */
-export const SCHEMA_VERSION = 1;
+export const SCHEMA_VERSION = 2;
 
 /**
  * 1 MiB: influxd's largest string field value (`tsdb.MaxFieldValueLength`); it drops a longer
  * point and answers 422, which would block the sink on one oversized event.
  */
 export const MAX_FIELD_BYTES = 1_048_576;
+
+/** The string fields of the schema, apart from tags written as fields and `<tag>_full`. */
+const STRING_FIELDS = [
+  'audit_id',
+  'request_uri',
+  'name',
+  'user_groups',
+  'impersonated_user',
+  'source_ip',
+  'user_agent',
+  'reason',
+  'annotations',
+  'request_object',
+  'response_object',
+] as const;
+
+/** A string field the encoder writes. */
+type StringField = (typeof STRING_FIELDS)[number] | TagName | `${TagName}_full`;
+
+/**
+ * Every field key a point can have (docs/influxdb-schema.md, "Fields"): the string fields, each
+ * possibly with `<field>_bytes` beside it, and `latency_ms`.
+ */
+export const FIELD_KEYS: readonly string[] = Object.freeze([
+  ...[...STRING_FIELDS, ...TAG_NAMES, ...TAG_NAMES.map((t) => `${t}_full`)].flatMap((key) => [
+    key,
+    `${key}_bytes`,
+  ]),
+  'latency_ms',
+]);
+
+/**
+ * The longest series key a point may have: 65,535 bytes (influxd's `models.MaxKeyLength`) less
+ * what influxd adds to it to store each field, `#!~#` and the field key, for the longest field key
+ * (`impersonated_user_bytes`, 23 bytes): 65,508. A series key counts as written in line protocol,
+ * escapes included. influxd 2.7.12 refuses a longer one, and with it the whole write (400); the
+ * limit is measured by test/integration/influxdb/limits.test.ts.
+ */
+export const MAX_SERIES_KEY_BYTES =
+  65_535 - 4 - Math.max(...FIELD_KEYS.map((key) => Buffer.byteLength(key)));
+
+/**
+ * 4,096 bytes: the longest tag value written, escapes included. The twelve schema tags at this
+ * length take 49,258 bytes of the series key with their keys, which leaves about 16 KB for the
+ * measurement and static tags. Far longer than any Kubernetes name (253 characters) or user name
+ * an authenticator issues in practice; a tag that long is already useless for grouping.
+ */
+export const MAX_TAG_VALUE_BYTES = 4_096;
+
+/** Ends a tag value that was cut; the field `<tag>_full` holds the whole value. */
+export const CUT_MARKER = '\u2026';
+
+const CUT_MARKER_BYTES = 3;
 
 /** How a sink's points look. */
 export interface PointSchema {
@@ -40,6 +103,11 @@ export interface PointSchema {
   readonly sink: string;
   /** Longest string field value in UTF-8 bytes; {@link MAX_FIELD_BYTES} by default. */
   readonly maxFieldBytes?: number;
+  /**
+   * Longest tag value as written, in UTF-8 bytes; {@link MAX_TAG_VALUE_BYTES} by default, less
+   * when the measurement and static tags leave a smaller share of {@link MAX_SERIES_KEY_BYTES}.
+   */
+  readonly maxTagValueBytes?: number;
 }
 
 /** The value of each schema tag for an event; empty means absent. */
@@ -85,6 +153,7 @@ export class LineProtocolEncoder {
   readonly #timestamps: PointTimestamps;
   readonly #measurement: string;
   readonly #maxFieldBytes: number;
+  readonly #maxTagValueBytes: number;
   // Sorted by key once, as InfluxDB sorts them: the series key is canonical with no per-event sort.
   readonly #seriesTags: readonly SeriesTag[];
 
@@ -101,22 +170,65 @@ export class LineProtocolEncoder {
     this.#seriesTags = tags.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
     this.#tagsAsFields = TAG_NAMES.filter((t) => !schema.tags.includes(t));
     this.#maxFieldBytes = schema.maxFieldBytes ?? MAX_FIELD_BYTES;
+    this.#maxTagValueBytes = Math.min(
+      schema.maxTagValueBytes ?? MAX_TAG_VALUE_BYTES,
+      tagValueShare(this.#measurement, this.#seriesTags),
+    );
   }
 
-  /** One line of line protocol for `event`, without the trailing newline. */
+  /** The longest tag value this encoder writes, in UTF-8 bytes as written. */
+  get maxTagValueBytes(): number {
+    return this.#maxTagValueBytes;
+  }
+
+  /**
+   * One line of line protocol for `event`, without the trailing newline.
+   *
+   * @throws OutputError `REJECTED` when the event was not checked by `audit/parse.ts` and cannot
+   * be a point: the data itself is wrong, so retrying cannot help.
+   */
   encode(event: AuditEvent): string {
+    try {
+      return this.#encode(event);
+    } catch (err) {
+      throw new OutputError(
+        'REJECTED',
+        `event ${JSON.stringify(String(event.auditID).slice(0, 100))} cannot be written as a point: ${(err as Error).message}`,
+        { retryable: false, cause: err },
+      );
+    }
+  }
+
+  #encode(event: AuditEvent): string {
+    if (!isPointTime(event.stageTimestamp)) {
+      throw new RangeError(
+        `stageTimestamp ${event.stageTimestamp} is outside ${POINT_TIME_RANGE.earliest} to ${POINT_TIME_RANGE.latest}`,
+      );
+    }
     let series = this.#measurement;
+    // Tags cut to fit the series key, with their whole value: rare, so allocated only when needed.
+    let cut: [TagName, string][] | undefined;
     for (const t of this.#seriesTags) {
       if ('value' in t) {
         series += `,${t.key}=${t.value}`;
         continue;
       }
       const value = tagValue(t.tag, event, this.#sink);
-      if (value !== '') series += `,${t.key}=${escapeTag(value)}`;
+      if (value === '') continue;
+      let escaped = escapeTag(value);
+      // A UTF-16 unit is at most 3 UTF-8 bytes: most values need no byte count at all.
+      if (
+        escaped.length * 3 > this.#maxTagValueBytes &&
+        Buffer.byteLength(escaped) > this.#maxTagValueBytes
+      ) {
+        escaped = cutTag(value, this.#maxTagValueBytes);
+        (cut ??= []).push([t.tag, value]);
+      }
+      series += `,${t.key}=${escaped}`;
     }
 
     let fields = `audit_id=${this.#stringField('audit_id', event.auditID)}`;
-    const add = (key: string, value: string | undefined) => {
+    const add = (key: StringField, value: string | undefined) => {
       // Empty strings are left out: influxd 2.7's Flux reader shifts the later values of a series
       // after an empty string (the escaping integration test shows it).
       if (value === undefined || value === '') return;
@@ -125,7 +237,7 @@ export class LineProtocolEncoder {
     add('request_uri', event.requestURI);
     add('name', event.objectRef?.name);
     // JSON, not a joined list: group names may contain commas (LDAP DNs from OIDC claims do).
-    const addJson = (key: string, json: string | undefined) => {
+    const addJson = (key: StringField, json: string | undefined) => {
       if (json !== undefined) fields += `,${key}=${this.#jsonField(key, json)}`;
     };
     addJson('user_groups', event.user.groups && JSON.stringify(event.user.groups));
@@ -146,22 +258,23 @@ export class LineProtocolEncoder {
       addJson('response_object', bodyJson(event.responseObject));
     }
     for (const tag of this.#tagsAsFields) add(tag, tagValue(tag, event, this.#sink));
+    if (cut !== undefined) for (const [tag, value] of cut) add(`${tag}_full`, value);
 
     const offset = this.#timestamps.slot(series, micros, `${event.auditID}\u0000${event.stage}`);
-    return `${series} ${fields} ${micros}${offset < 10 ? '00' : offset < 100 ? '0' : ''}${offset}`;
+    return `${series} ${fields} ${pointNanos(micros, offset)}`;
   }
 
   /**
    * A JSON text as a string field: JSON.stringify never leaves a lone surrogate, so only quotes
    * and backslashes need escaping; as long as the size limit allows.
    */
-  #jsonField(key: string, json: string): string {
+  #jsonField(key: StringField, json: string): string {
     if (json.length * 3 > this.#maxFieldBytes) return this.#stringField(key, json);
     return `"${json.replaceAll('\\', '\\\\').replaceAll('"', '\\"')}"`;
   }
 
   /** A quoted string field, cut to the size limit (with `<key>_bytes` added) when longer. */
-  #stringField(key: string, value: string): string {
+  #stringField(key: StringField, value: string): string {
     // A UTF-16 unit is at most 3 UTF-8 bytes: most values need no byte count at all.
     if (value.length * 3 <= this.#maxFieldBytes) return quote(value);
     const bytes = Buffer.from(value.toWellFormed(), 'utf8');
@@ -171,6 +284,52 @@ export class LineProtocolEncoder {
     while (end > 0 && ((bytes[end] as number) & 0xc0) === 0x80) end--;
     return `${quote(bytes.toString('utf8', 0, end))},${key}_bytes=${bytes.length}i`;
   }
+}
+
+/**
+ * The bytes each event tag value may take so that the whole series key stays within
+ * {@link MAX_SERIES_KEY_BYTES}: what the measurement, the static tags and every tag key leave,
+ * shared equally among the tags read from events.
+ */
+function tagValueShare(measurement: string, tags: readonly SeriesTag[]): number {
+  let fixed = Buffer.byteLength(measurement);
+  let shared = 0;
+  for (const t of tags) {
+    // `,key=value` for a static tag, `,key=` for an event tag.
+    fixed += 2 + Buffer.byteLength(t.key) + ('value' in t ? Buffer.byteLength(t.value) : 0);
+    if (!('value' in t)) shared++;
+  }
+  return shared === 0 ? Infinity : Math.max(0, Math.floor((MAX_SERIES_KEY_BYTES - fixed) / shared));
+}
+
+/**
+ * A tag value cut so that, escaped and with {@link CUT_MARKER}, it takes at most `maxBytes` bytes.
+ * Cut between code points, never inside one; each character is counted at the most its escape can
+ * take (a backslash may become U+FFFD, 3 bytes), so the result fits whatever follows it.
+ */
+function cutTag(value: string, maxBytes: number): string {
+  const budget = maxBytes - CUT_MARKER_BYTES;
+  let bytes = 0;
+  let end = 0;
+  while (end < value.length) {
+    const code = value.codePointAt(end) as number;
+    const cost =
+      code === 0x5c // a backslash
+        ? 3
+        : code === 0x2c || code === 0x3d || code === 0x20 || code === 0x0a || code === 0x0d
+          ? 2
+          : code < 0x80
+            ? 1
+            : code < 0x800
+              ? 2
+              : code < 0x10000
+                ? 3 // a lone surrogate too: it becomes U+FFFD
+                : 4;
+    if (bytes + cost > budget) break;
+    bytes += cost;
+    end += code < 0x10000 ? 1 : 2;
+  }
+  return escapeTag(`${value.slice(0, end)}${CUT_MARKER}`);
 }
 
 /**
@@ -301,38 +460,11 @@ function slotOf(event: number): number {
   return (event % 0x1_0000_0000) % 1000;
 }
 
-const TIMESTAMP = /^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:\d{2})$/;
-
-// Seconds already read: the events of a batch (and their requestReceivedTimestamps) share a few
-// seconds, and Date.parse is most of the cost of reading a timestamp. Cleared when it reaches 64.
-const SECONDS = new Map<string, number>();
-
-/** Microseconds since the epoch of an RFC 3339 timestamp, as exact decimal digits. */
-export function epochMicros(timestamp: string): string {
-  // What the apiserver writes: UTC with exactly six fraction digits (metav1.MicroTime).
-  if (timestamp.length === 27 && timestamp.charCodeAt(26) === 0x5a && MICRO_UTC.test(timestamp)) {
-    return fromSeconds(timestamp, `${timestamp.slice(0, 19)}Z`, timestamp.slice(20, 26));
-  }
-  const m = TIMESTAMP.exec(timestamp);
-  if (m === null) throw new RangeError(`not an RFC 3339 timestamp: ${timestamp}`);
-  const fraction = (m[2] ?? '').slice(0, 6).padEnd(6, '0');
-  return fromSeconds(timestamp, `${m[1] as string}${m[3] as string}`, fraction);
-}
-
-const MICRO_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$/;
-
-function fromSeconds(timestamp: string, second: string, fraction: string): string {
-  let seconds = SECONDS.get(second);
-  if (seconds === undefined) {
-    const ms = Date.parse(second);
-    if (Number.isNaN(ms)) throw new RangeError(`not an RFC 3339 timestamp: ${timestamp}`);
-    seconds = ms / 1000;
-    if (SECONDS.size >= 64) SECONDS.clear();
-    SECONDS.set(second, seconds);
-  }
-  // Digits after the seconds' digits: exact, and cheaper than formatting a 16-digit number.
-  if (seconds > 0) return `${seconds}${fraction}`;
-  return String(seconds * 1_000_000 + Number(fraction));
+/** The point time in nanoseconds: the microsecond's first nanosecond plus the slot. */
+function pointNanos(micros: string, slot: number): string {
+  // Before 1970 the digits of the slot would count backwards from a negative microsecond.
+  if (micros.charCodeAt(0) === 0x2d /* - */) return String(BigInt(micros) * 1000n + BigInt(slot));
+  return `${micros}${slot < 10 ? '00' : slot < 100 ? '0' : ''}${slot}`;
 }
 
 // Always with a decimal point, so that InfluxDB types the field as float even for whole values.

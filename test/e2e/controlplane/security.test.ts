@@ -21,6 +21,7 @@ import {
   startOperatorProcess,
 } from '../../harness/operator.ts';
 import { type Issued, TestPki } from '../../harness/pki.ts';
+import { metricSum } from '../../support/metrics.ts';
 import { grantedPermissions, OPERATOR_RBAC, requestsBy } from '../../support/rbac.ts';
 import { eventually } from '../../support/wait.ts';
 import { conditionOf, httpsGet, kubectlOk, type SinkStatus, sinkStatus } from './kube.ts';
@@ -430,6 +431,23 @@ describe('who may read /metrics', () => {
         alice: 403,
         admin: 200,
       });
+    }
+  });
+
+  it('serves the reconciles of both kinds, counted by result and timed, to a reader with access', async () => {
+    const { admin } = running('the control plane', cp).users;
+    const { status, body } = await get(receiverUrl, admin.token);
+    expect(status).toBe(200);
+    for (const kind of ['AuditSink', 'AuditPipeline']) {
+      const total = (result: string) =>
+        metricSum(body, 'kube_audit_reconcile_total', { kind, result });
+      expect({ kind, success: total('success') > 0 }).toEqual({ kind, success: true });
+      for (const result of ['error', 'terminal']) {
+        expect(body).toContain(`kube_audit_reconcile_total{kind="${kind}",result="${result}"}`);
+      }
+      expect(
+        metricSum(body, 'kube_audit_reconcile_duration_seconds_count', { kind }),
+      ).toBeGreaterThan(0);
     }
   });
 

@@ -746,31 +746,36 @@ const jsonValue = fc.json({ maxDepth: 3 }).map((text) => JSON.parse(text) as Jso
 const maybe = <T>(valid: fc.Arbitrary<T>) =>
   fc.oneof({ arbitrary: valid, weight: 20 }, { arbitrary: jsonValue, weight: 1 });
 
-const timestamp = fc
-  .tuple(
-    fc.date({
-      min: new Date('0001-01-01T00:00:00Z'),
-      max: new Date('9999-12-31T23:59:59Z'),
-      noInvalidDate: true,
-    }),
-    fc.option(fc.stringMatching(/^[0-9]{1,9}$/), { nil: '' }),
-    fc.oneof(
-      fc.constant('Z'),
-      fc
-        .tuple(
-          fc.constantFrom('+', '-'),
-          fc.integer({ min: 0, max: 23 }),
-          fc.integer({ min: 0, max: 59 }),
-        )
-        .map(
-          ([sign, h, m]) => `${sign}${String(h).padStart(2, '0')}:${String(m).padStart(2, '0')}`,
-        ),
-    ),
-  )
-  .map(([date, fraction, zone]) => {
-    const seconds = date.toISOString().slice(0, 19);
-    return `${seconds}${fraction === '' ? '' : `.${fraction}`}${zone}`;
-  });
+/** RFC 3339 timestamps between `min` and `max`, with any fraction and offset Go accepts. */
+function timestampBetween(min: string, max: string): fc.Arbitrary<string> {
+  return fc
+    .tuple(
+      fc.date({ min: new Date(min), max: new Date(max), noInvalidDate: true }),
+      fc.option(fc.stringMatching(/^[0-9]{1,9}$/), { nil: '' }),
+      fc.oneof(
+        fc.constant('Z'),
+        fc
+          .tuple(
+            fc.constantFrom('+', '-'),
+            fc.integer({ min: 0, max: 23 }),
+            fc.integer({ min: 0, max: 59 }),
+          )
+          .map(
+            ([sign, h, m]) => `${sign}${String(h).padStart(2, '0')}:${String(m).padStart(2, '0')}`,
+          ),
+      ),
+    )
+    .map(([date, fraction, zone]) => {
+      const seconds = date.toISOString().slice(0, 19);
+      return `${seconds}${fraction === '' ? '' : `.${fraction}`}${zone}`;
+    });
+}
+
+/** Any timestamp Go's time.Parse reads: what requestReceivedTimestamp may hold. */
+const timestamp = timestampBetween('0001-01-01T00:00:00Z', '9999-12-31T23:59:59Z');
+
+/** A stageTimestamp InfluxDB can store, a day inside the bounds so that any offset keeps it there. */
+const pointTimestamp = timestampBetween('1677-09-22T00:12:44Z', '2262-04-10T23:47:16Z');
 
 const strings = fc.array(fc.string(), { maxLength: 3 });
 const dictionary = <T>(value: fc.Arbitrary<T>) =>
@@ -829,7 +834,7 @@ const validEvent: fc.Arbitrary<AuditEvent> = fc.record(
     requestObject: object,
     responseObject: object,
     requestReceivedTimestamp: timestamp,
-    stageTimestamp: timestamp,
+    stageTimestamp: pointTimestamp,
     annotations: dictionary(fc.string()),
   },
   { requiredKeys: ['level', 'auditID', 'stage', 'requestURI', 'verb', 'user', 'stageTimestamp'] },
@@ -849,7 +854,7 @@ const roughEvent = fc.record(
     objectRef: maybe(objectRef),
     responseStatus: maybe(responseStatus),
     requestReceivedTimestamp: maybe(timestamp),
-    stageTimestamp: maybe(timestamp),
+    stageTimestamp: maybe(pointTimestamp),
     annotations: maybe(dictionary(fc.string())),
     apiVersion: maybe(fc.constantFrom(V1, V1BETA1)),
     kind: maybe(fc.constant('Event')),

@@ -1,6 +1,8 @@
 // Native dynamic mode: the auditregistration.k8s.io/v1alpha1 AuditSink that mirrors each sink (its
-// one level and kept stages, its signed URL) and the names those objects get. Pure: starts no
-// process.
+// one level and kept stages, its signed URL), the names those objects get, and their sync, on the
+// in-memory fake of the Kubernetes API and a manual clock: only labelled objects are created,
+// replaced or deleted, only while leading, retried after a failure. Starts no process and opens
+// no socket.
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { Level, Stage } from '../../../src/audit/types.ts';
@@ -10,10 +12,14 @@ import {
   nativeCapture,
   nativeSinkFor,
   nativeSinkName,
+  NativeSinks,
 } from '../../../src/operator/native.ts';
 import { nativeSignature, nativeSignatureMatches } from '../../../src/receiver/auth.ts';
 import { SINK_API_VERSION, type SinkSettings, sinkFromResource } from '../../../src/sinks/spec.ts';
 import type { Sink } from '../../../src/sinks/types.ts';
+import { conflict, FakeKubeApi, type Stored } from '../../support/fake-kube-api.ts';
+import { flush, ManualClock } from '../../support/manual-clock.ts';
+import { capturedLogger, LEVELS } from './fixtures.ts';
 
 /** The operator's settings: a destination is required. */
 const OPERATOR: SinkSettings = { clusterWideNamespaces: ['kube-audit'], requireDestination: true };
@@ -273,5 +279,176 @@ describe('nativeSinkName', () => {
         return nativeSinkName(a) !== nativeSinkName(b);
       }),
     );
+  });
+});
+
+describe('NativeSinks', () => {
+  const RESYNC_MS = 60_000;
+
+  /** A NativeSinks on the fake API; `leading` and `ca` are the test's to change. */
+  function setUp(api = new FakeKubeApi()) {
+    api.servesNative = true;
+    const clock = new ManualClock();
+    const { log, lines } = capturedLogger();
+    const scene = { leading: true, ca: undefined as string | undefined };
+    const native = new NativeSinks({
+      api,
+      endpointBase: BASE,
+      key: KEY,
+      caBundle: () => Promise.resolve(scene.ca),
+      resyncMs: RESYNC_MS,
+      log,
+      leading: () => scene.leading,
+      clock,
+    });
+    return Object.assign(scene, { api, clock, native, lines });
+  }
+
+  /** The native AuditSinks as stored: name to the sink they mirror, or `(not ours)`. */
+  function mirrored(api: FakeKubeApi): Record<string, string> {
+    return Object.fromEntries(
+      api
+        .list('NativeAuditSink')
+        .map((o) => [
+          o.metadata.name,
+          o.metadata.annotations?.[NATIVE_SINK_ANNOTATION] ?? '(not ours)',
+        ]),
+    );
+  }
+
+  const orders = pipeline({ rules: [{ level: 'Metadata' }] }, 'shop', 'orders');
+  const trail = auditSink({ level: 'Request', stages: ['ResponseComplete'] });
+
+  /** A native AuditSink an administrator made by hand: not labelled as ours. */
+  const theirs = {
+    apiVersion: 'auditregistration.k8s.io/v1alpha1',
+    kind: 'AuditSink',
+    metadata: { name: 'security-team' },
+    spec: {
+      policy: { level: 'Metadata' },
+      webhook: { clientConfig: { url: 'https://siem.example' } },
+    },
+  };
+
+  it('creates one labelled native AuditSink per sink, naming the sink it mirrors', async () => {
+    const s = setUp();
+    s.native.sync([orders, trail]);
+    await flush();
+    expect(mirrored(s.api)).toEqual({
+      [nativeSinkName(orders.key)]: orders.key,
+      [nativeSinkName(trail.key)]: trail.key,
+    });
+    const stored = s.api.get('NativeAuditSink', '', nativeSinkName(orders.key));
+    expect(stored?.metadata.labels).toEqual(NATIVE_MANAGED_BY);
+    expect(stored?.spec).toEqual(nativeSinkFor(orders, BASE, KEY, undefined).spec);
+    await s.native.stop();
+  });
+
+  it('deletes the labelled ones no sink wants, and never touches one that is not labelled', async () => {
+    const s = setUp();
+    s.api.put('NativeAuditSink', theirs);
+    s.native.sync([orders, trail]);
+    await flush();
+    s.native.sync([trail]);
+    await flush();
+    expect(mirrored(s.api)).toEqual({
+      [nativeSinkName(trail.key)]: trail.key,
+      'security-team': '(not ours)',
+    });
+    s.native.sync([]);
+    await flush();
+    expect(mirrored(s.api)).toEqual({ 'security-team': '(not ours)' });
+    expect(s.api.get('NativeAuditSink', '', 'security-team')?.spec).toEqual(theirs.spec);
+    await s.native.stop();
+  });
+
+  it('rewrites only what differs: an edit by hand, a renewed CA at the next resync', async () => {
+    const s = setUp();
+    s.native.sync([orders, trail]);
+    await flush();
+    expect(s.api.count('applyNativeSink')).toBe(2);
+    // Unchanged: listed, not written.
+    s.native.sync([orders, trail]);
+    await flush();
+    expect(s.api.count('applyNativeSink')).toBe(2);
+    // Someone points ours elsewhere: the next sync puts it back.
+    const name = nativeSinkName(orders.key);
+    const edited = s.api.get('NativeAuditSink', '', name) as Stored;
+    s.api.put('NativeAuditSink', {
+      ...edited,
+      spec: { ...(edited.spec as object), webhook: { clientConfig: { url: 'https://elsewhere' } } },
+    });
+    // The serving certificate is renewed: every native sink gets the new CA at the resync.
+    s.ca = CA_PEM;
+    await s.clock.advance(RESYNC_MS);
+    expect(s.api.count('applyNativeSink')).toBe(4);
+    for (const sink of [orders, trail]) {
+      expect(s.api.get('NativeAuditSink', '', nativeSinkName(sink.key))?.spec).toEqual(
+        nativeSinkFor(sink, BASE, KEY, CA_PEM).spec,
+      );
+    }
+    await s.native.stop();
+  });
+
+  it('writes nothing while following, and catches up at the first sync after it leads', async () => {
+    const s = setUp();
+    s.leading = false;
+    s.native.sync([orders]);
+    await s.clock.advance(3 * RESYNC_MS);
+    expect(s.api.calls).toEqual([]);
+    s.leading = true;
+    await s.clock.advance(RESYNC_MS);
+    expect(Object.values(mirrored(s.api))).toEqual([orders.key]);
+    await s.native.stop();
+  });
+
+  it('retries a failed sync after 2 s, with the latest set of sinks', async () => {
+    const s = setUp();
+    s.api.forbid('listNativeSinks');
+    s.native.sync([orders]);
+    await flush();
+    // While the retry waits, the sinks change: the retry syncs the newer set.
+    s.native.sync([trail]);
+    s.api.allow('listNativeSinks');
+    await s.clock.advance(1_999);
+    expect(mirrored(s.api)).toEqual({});
+    await s.clock.advance(1);
+    expect(mirrored(s.api)).toEqual({ [nativeSinkName(trail.key)]: trail.key });
+    expect(s.lines.find((l) => l.msg === 'native AuditSinks not synced; retrying')).toMatchObject({
+      level: LEVELS.error,
+      module: 'native',
+      retryInMs: 2_000,
+      err: { message: 'listNativeSinks is forbidden' },
+    });
+    await s.native.stop();
+  });
+
+  it('retries a replace that lost a race with another writer (409)', async () => {
+    const s = setUp();
+    s.native.sync([orders]);
+    await flush();
+    s.ca = CA_PEM;
+    s.api.failNext('applyNativeSink', conflict('auditsinks.auditregistration.k8s.io'));
+    s.native.sync([orders]);
+    await flush();
+    expect(s.api.get('NativeAuditSink', '', nativeSinkName(orders.key))?.spec).toEqual(
+      nativeSinkFor(orders, BASE, KEY, undefined).spec,
+    );
+    await s.clock.advance(2_000);
+    expect(s.api.get('NativeAuditSink', '', nativeSinkName(orders.key))?.spec).toEqual(
+      nativeSinkFor(orders, BASE, KEY, CA_PEM).spec,
+    );
+    await s.native.stop();
+  });
+
+  it('stops resyncing when stopped, and leaves the native sinks in place', async () => {
+    const s = setUp();
+    s.native.sync([orders]);
+    await flush();
+    await s.native.stop();
+    const calls = s.api.calls.length;
+    await s.clock.advance(3 * RESYNC_MS);
+    expect(s.api.calls.length).toBe(calls);
+    expect(Object.values(mirrored(s.api))).toEqual([orders.key]);
   });
 });

@@ -1,19 +1,26 @@
 // The line-protocol encoder as a pure function: tag set, fields and their types, tags written as
-// fields, static tags, escaping, the size limit, timestamps and their collision slots. Starts no
-// process; test/integration/influxdb/escaping.test.ts checks the same rules against a real influxd.
+// fields, static tags, escaping, the size limits of fields and of the series key, timestamps and
+// their collision slots. Starts no process; test/integration/influxdb/escaping.test.ts checks the
+// same rules against a real influxd.
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import type { AuditEvent } from '../../../src/audit/types.ts';
+import { type AuditEvent, POINT_TIME_RANGE } from '../../../src/audit/types.ts';
 import {
-  epochMicros,
+  CUT_MARKER,
   escapeMeasurement,
   escapeTag,
+  FIELD_KEYS,
   LineProtocolEncoder,
   MAX_FIELD_BYTES,
+  MAX_SERIES_KEY_BYTES,
+  MAX_TAG_VALUE_BYTES,
   type PointSchema,
   PointTimestamps,
   quote,
 } from '../../../src/outputs/influxdb/line-protocol.ts';
+import { OutputError } from '../../../src/outputs/types.ts';
 import { TAG_NAMES } from '../../../src/sinks/types.ts';
+import { fieldsOf, seriesOf, tagAsStored, tagsOf, timeOf } from '../../support/line-protocol.ts';
 import { recordedEvents } from '../../support/recorded.ts';
 
 /** Real events recorded from kube-apiserver 1.20. */
@@ -177,6 +184,214 @@ describe('LineProtocolEncoder', () => {
   });
 });
 
+const bytes = (text: string) => Buffer.byteLength(text);
+
+describe('tag values too long for the series key', () => {
+  it('cuts a 70,000-character resource to 4,096 bytes with a marker and keeps it whole in resource_full', () => {
+    const resource = 'r'.repeat(70_000);
+    const line = new LineProtocolEncoder(SCHEMA).encode(
+      event({ objectRef: { resource, namespace: 'shop' } }),
+    );
+    const series = seriesOf(line);
+    expect(bytes(series)).toBeLessThanOrEqual(MAX_SERIES_KEY_BYTES);
+    const tag = tagsOf(series).get('resource') as string;
+    expect(bytes(tag)).toBe(MAX_TAG_VALUE_BYTES);
+    expect(tag).toBe(`${'r'.repeat(MAX_TAG_VALUE_BYTES - 3)}${CUT_MARKER}`);
+    expect(fieldsOf(line).get('resource_full')).toBe(resource);
+    expect(tagsOf(series).get('namespace')).toBe('shop');
+    expect(line).not.toContain('namespace_full');
+  });
+
+  it('keeps a tag of exactly the limit whole, and cuts one byte more', () => {
+    const encoder = new LineProtocolEncoder(SCHEMA);
+    const exact = 'u'.repeat(MAX_TAG_VALUE_BYTES);
+    const whole = encoder.encode(event({ user: { username: exact } }));
+    expect(tagsOf(seriesOf(whole)).get('user')).toBe(exact);
+    expect(whole).not.toContain('user_full');
+    const over = encoder.encode(event({ user: { username: `${exact}u` } }));
+    expect(tagsOf(seriesOf(over)).get('user')).toBe(`${'u'.repeat(MAX_TAG_VALUE_BYTES - 3)}…`);
+    expect(fieldsOf(over).get('user_full')).toBe(`${exact}u`);
+  });
+
+  it('counts escapes in the limit: a value of commas is cut at half as many characters', () => {
+    const encoder = new LineProtocolEncoder({ ...SCHEMA, maxTagValueBytes: 13 });
+    const series = seriesOf(encoder.encode(event({ user: { username: ',,,,,,,,,,' } })));
+    expect(series).toContain(',user=\\,\\,\\,\\,\\,…,');
+    expect(tagsOf(series).get('user')).toBe(',,,,,…');
+  });
+
+  it.each([
+    ['three-byte characters', '€'.repeat(10), '€€€'],
+    ['four-byte characters (surrogate pairs)', '😀'.repeat(10), '😀😀'],
+    ['a mix', 'a€😀€😀', 'a€😀'],
+  ])('never cuts inside a character: %s', (_, username, kept) => {
+    const encoder = new LineProtocolEncoder({ ...SCHEMA, maxTagValueBytes: 12 });
+    const tag = tagsOf(seriesOf(encoder.encode(event({ user: { username } })))).get('user');
+    expect(tag).toBe(`${kept}…`);
+    expect(tag?.isWellFormed()).toBe(true);
+  });
+
+  it('leaves a backslash before the marker as it is, since the marker is no separator', () => {
+    const encoder = new LineProtocolEncoder({ ...SCHEMA, maxTagValueBytes: 8 });
+    const tag = tagsOf(seriesOf(encoder.encode(event({ user: { username: 'ab\\cdefghij' } }))));
+    expect(tag.get('user')).toBe('ab\\…');
+  });
+
+  it('gives every tag a smaller share when static tags and the measurement take much of the key', () => {
+    const staticTags = { cluster: 'c'.repeat(30_000) };
+    const encoder = new LineProtocolEncoder({ ...SCHEMA, staticTags });
+    const fixed = bytes('kubernetes_audit') + bytes(`,cluster=${staticTags.cluster}`);
+    const keys = TAG_NAMES.reduce((sum, tag) => sum + 2 + tag.length, 0);
+    expect(encoder.maxTagValueBytes).toBe(
+      Math.floor((MAX_SERIES_KEY_BYTES - fixed - keys) / TAG_NAMES.length),
+    );
+    expect(encoder.maxTagValueBytes).toBeLessThan(MAX_TAG_VALUE_BYTES);
+  });
+
+  it('keeps the whole series key within 65,535 bytes when every tag is far too long', () => {
+    const long = (c: string) => c.repeat(100_000);
+    const encoder = new LineProtocolEncoder({
+      ...SCHEMA,
+      sink: long('s'),
+      staticTags: { cluster: 'prod-eu' },
+    });
+    const line = encoder.encode(
+      event({
+        level: 'Request',
+        verb: long('\\'),
+        user: { username: long('😀') },
+        objectRef: {
+          apiGroup: long(','),
+          apiVersion: long('\n'),
+          resource: long('€'),
+          subresource: long(' '),
+          namespace: long('='),
+          name: 'web',
+        },
+        annotations: { 'authorization.k8s.io/decision': long('\\,') },
+      }),
+    );
+    const series = seriesOf(line);
+    expect(bytes(series)).toBeLessThanOrEqual(MAX_SERIES_KEY_BYTES);
+    expect(bytes(series)).toBeGreaterThan(MAX_SERIES_KEY_BYTES / 3);
+    for (const tag of [
+      'verb',
+      'user',
+      'api_group',
+      'api_version',
+      'resource',
+      'subresource',
+      'namespace',
+      'decision',
+      'sink',
+    ]) {
+      expect(line, tag).toContain(`,${tag}_full="`);
+    }
+    expect(line).not.toContain('level_full');
+    expect(fieldsOf(line).get('namespace_full')).toBe(long('='));
+  });
+
+  it('does not cut a tag written as a field: only the 1 MiB field limit applies there', () => {
+    const encoder = new LineProtocolEncoder({ ...SCHEMA, tags: ['verb', 'sink'] });
+    const resource = 'r'.repeat(70_000);
+    const line = encoder.encode(event({ objectRef: { resource } }));
+    expect(fieldsOf(line).get('resource')).toBe(resource);
+    expect(line).not.toContain('resource_full');
+  });
+
+  it('cuts a whole value above 1 MiB in its _full field too, and records its size', () => {
+    const resource = 'r'.repeat(MAX_FIELD_BYTES + 10);
+    const line = new LineProtocolEncoder(SCHEMA).encode(event({ objectRef: { resource } }));
+    expect(fieldsOf(line).get('resource_full')).toHaveLength(MAX_FIELD_BYTES);
+    expect(line).toContain(`,resource_full_bytes=${MAX_FIELD_BYTES + 10}i`);
+  });
+
+  it('reads back as a prefix of the value, cut between characters, with the marker', () => {
+    const limit = 24;
+    const encoder = new LineProtocolEncoder({ ...SCHEMA, maxTagValueBytes: limit });
+    const text = fc.string({
+      unit: fc.oneof(
+        fc.constantFrom(',', '=', ' ', '\\', '\n', '\r', '"', '€', '😀', '\ud800', 'é'),
+        fc.string({ unit: 'binary', minLength: 1, maxLength: 1 }),
+      ),
+      minLength: 1,
+      maxLength: 40,
+    });
+    fc.assert(
+      fc.property(text, (username) => {
+        const line = encoder.encode(event({ user: { username } }));
+        const tag = tagsOf(seriesOf(line)).get('user') as string;
+        expect(tag.isWellFormed()).toBe(true);
+        if (!line.includes(',user_full=')) {
+          expect(tag).toBe(tagAsStored(username));
+          return;
+        }
+        expect(bytes(escapeTag(`${tag.slice(0, -1)}`))).toBeLessThanOrEqual(limit);
+        expect(fieldsOf(line).get('user_full')).toBe(username.toWellFormed());
+        // Some prefix of the value, between code points, is what the tag holds.
+        const chars = [...username];
+        const prefixes = chars.map((_, n) => tagAsStored(`${chars.slice(0, n).join('')}…`));
+        expect(prefixes).toContain(tag);
+      }),
+      { numRuns: 2000 },
+    );
+  });
+});
+
+describe('field keys', () => {
+  it('writes only the keys FIELD_KEYS lists, which set the series key limit', () => {
+    const encoder = new LineProtocolEncoder({ ...SCHEMA, tags: ['sink'], maxFieldBytes: 4 });
+    const long = 'x'.repeat(70_000);
+    const line = encoder.encode(
+      event({ user: { username: long, groups: ['g'] }, impersonatedUser: { username: long } }),
+    );
+    const keys = [...fieldsOf(line).keys()];
+    expect(keys).toContain('impersonated_user_bytes');
+    for (const key of keys) expect(FIELD_KEYS).toContain(key);
+    expect(MAX_SERIES_KEY_BYTES).toBe(65_535 - '#!~#'.length - 'impersonated_user_bytes'.length);
+  });
+});
+
+describe('events that did not pass the checks of audit/parse.ts', () => {
+  it.each([
+    ['a responseStatus.reason that is a number', { responseStatus: { code: 500, reason: 42 } }],
+    ['a stageTimestamp after 2262', { stageTimestamp: '2300-01-01T00:00:00Z' }],
+    ['a stageTimestamp before 1677', { stageTimestamp: '1600-01-01T00:00:00Z' }],
+    ['a stageTimestamp that is not RFC 3339', { stageTimestamp: 'yesterday' }],
+    ['a user that is missing', { user: undefined }],
+  ])('fails with a non-retryable REJECTED error for %s', (_, overrides) => {
+    const bad = { ...event(), ...overrides } as unknown as AuditEvent;
+    let error: unknown;
+    try {
+      new LineProtocolEncoder(SCHEMA).encode(bad);
+    } catch (err) {
+      error = err;
+    }
+    expect(error).toBeInstanceOf(OutputError);
+    expect(error).toMatchObject({ code: 'REJECTED', retryable: false });
+    expect((error as Error).message).toContain(`event "${bad.auditID}" cannot be written`);
+  });
+
+  it('writes the first and the last microsecond of POINT_TIME_RANGE', () => {
+    const encoder = new LineProtocolEncoder(SCHEMA);
+    const first = encoder.encode(event({ stageTimestamp: POINT_TIME_RANGE.earliest }));
+    const last = encoder.encode(event({ stageTimestamp: POINT_TIME_RANGE.latest }));
+    const slot = (line: string, micros: bigint) => timeOf(line) - micros * 1000n;
+    expect(slot(first, POINT_TIME_RANGE.earliestMicros)).toBeGreaterThanOrEqual(0n);
+    expect(slot(first, POINT_TIME_RANGE.earliestMicros)).toBeLessThan(1000n);
+    expect(slot(last, POINT_TIME_RANGE.latestMicros)).toBeGreaterThanOrEqual(0n);
+    expect(slot(last, POINT_TIME_RANGE.latestMicros)).toBeLessThan(1000n);
+  });
+
+  it('puts the slot after the microsecond before 1970 too, not before it', () => {
+    const line = new LineProtocolEncoder(SCHEMA).encode(
+      event({ stageTimestamp: '1969-12-31T23:59:59.999999Z' }),
+    );
+    expect(timeOf(line)).toBeGreaterThanOrEqual(-1000n);
+    expect(timeOf(line)).toBeLessThan(0n);
+  });
+});
+
 describe('escaping', () => {
   it.each([
     ['plain', 'plain'],
@@ -221,23 +436,6 @@ describe('escaping', () => {
     ['a\\"b', 'a\ufffd\\"b'],
   ])('escapes the measurement %j as %j', (value, escaped) => {
     expect(escapeMeasurement(value)).toBe(escaped);
-  });
-});
-
-describe('epochMicros', () => {
-  it.each([
-    ['2026-11-22T04:08:57Z', '1795320537000000'],
-    ['2026-11-22T04:08:57.4Z', '1795320537400000'],
-    ['2026-11-22T04:08:57.440160Z', '1795320537440160'],
-    ['2026-11-22T04:08:57.440160999Z', '1795320537440160'],
-    ['2026-11-22T05:08:57.440160+01:00', '1795320537440160'],
-    ['1970-01-01T00:00:00.000001Z', '1'],
-  ])('reads %s as %s µs', (timestamp, micros) => {
-    expect(epochMicros(timestamp)).toBe(micros);
-  });
-
-  it('rejects a timestamp that is not RFC 3339', () => {
-    expect(() => epochMicros('22/11/2026')).toThrow(RangeError);
   });
 });
 

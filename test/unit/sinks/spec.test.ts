@@ -825,7 +825,7 @@ describe('names InfluxDB would refuse or hide', () => {
     },
   );
 
-  it.each(['time', '_field', '_measurement', '_value', 'request_object_bytes'])(
+  it.each(['time', '_field', '_measurement', '_value', 'request_object_bytes', 'user_full'])(
     'rejects the static tag %j, which collides with InfluxDB or the schema',
     (tag) => {
       const problems = problemsOf(

@@ -1,0 +1,224 @@
+// One bad event among good ones, posted to the built CLI (`node dist/main.js standalone`) in front
+// of a real influxd (test/harness): 50 recorded events, one a hostile client made, 50 more. An
+// event no destination can take is refused with a 400 naming it, before anything is acknowledged;
+// an event with tags too long for a series key is written, cut; and the sink keeps writing what
+// comes next. Starts one influxd for the file and one standalone process per test.
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { AuditEvent } from '../../src/audit/types.ts';
+import { CUT_MARKER, MAX_TAG_VALUE_BYTES } from '../../src/outputs/influxdb/line-protocol.ts';
+import { freePort, type InfluxServer, startInfluxd } from '../harness/influxd.ts';
+import { type StandaloneProcess, startStandalone } from '../harness/standalone.ts';
+import { recordedEvents } from '../support/recorded.ts';
+import { waitFor } from '../support/wait.ts';
+
+const BUCKET = 'bad-events';
+const RECORDED = recordedEvents();
+
+let influx: InfluxServer;
+let dir: string;
+let running: StandaloneProcess;
+
+beforeAll(async () => {
+  influx = await startInfluxd();
+  await influx.createBucket(BUCKET);
+});
+afterAll(async () => {
+  await influx.dispose();
+});
+afterEach(async () => {
+  await running?.stop('SIGKILL');
+  await rm(dir, { recursive: true, force: true });
+});
+
+/** Standalone with one AuditSink that keeps every event whole, writing to BUCKET. */
+async function start(): Promise<StandaloneProcess> {
+  dir = await mkdtemp(join(tmpdir(), 'kao-e2e-bad-events-'));
+  await mkdir(join(dir, 'manifests'));
+  await writeFile(
+    join(dir, 'manifests', 'sink.yaml'),
+    `apiVersion: kube-audit.dev/v1alpha1
+kind: AuditSink
+metadata: {name: trail}
+spec:
+  policy: {level: RequestResponse, stages: [ResponseStarted, ResponseComplete, Panic]}
+  influxdb:
+    url: ${influx.url}
+    org: ${influx.org}
+    bucket: ${BUCKET}
+    flushInterval: 100ms
+    tokenSecretRef: {name: influx, key: token}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: influx, namespace: kube-audit}
+stringData: {token: ${influx.token}}
+`,
+  );
+  running = await startStandalone({
+    manifests: join(dir, 'manifests'),
+    port: await freePort(),
+    dataDir: join(dir, 'data'),
+  });
+  return running;
+}
+
+/** `count` recorded events made new by their auditIDs `<run>-<i>`. */
+function goodEvents(run: string, count: number, from = 0): AuditEvent[] {
+  return Array.from({ length: count }, (_, k) => {
+    const i = from + k;
+    return { ...(RECORDED[i % RECORDED.length] as AuditEvent), auditID: `${run}-${i}` };
+  });
+}
+
+/** 50 good events, the bad one (a good one changed by `spoil`), 50 good events. */
+function batchWithBadEvent(run: string, spoil: (event: Record<string, unknown>) => void) {
+  const bad = goodEvents(run, 1, 50)[0] as unknown as Record<string, unknown>;
+  spoil(bad);
+  return [...goodEvents(run, 50), bad, ...goodEvents(run, 50, 51)];
+}
+
+async function post(url: string, items: unknown[]): Promise<{ status: number; body: unknown }> {
+  const res = await fetch(`${url}/audit/v1/events?timeout=30s`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ kind: 'EventList', apiVersion: 'audit.k8s.io/v1', items }),
+  });
+  return { status: res.status, body: await res.json() };
+}
+
+/** The auditIDs in BUCKET that start with `run-`. */
+async function written(run: string): Promise<Set<string>> {
+  const rows = await influx.query(`import "strings"
+    from(bucket: "${BUCKET}")
+    |> range(start: 0)
+    |> filter(fn: (r) => r._measurement == "kubernetes_audit" and r._field == "audit_id")
+    |> filter(fn: (r) => strings.hasPrefix(v: r._value, prefix: "${run}-"))
+    |> keep(columns: ["_value"])`);
+  return new Set(rows.map((r) => String(r._value)));
+}
+
+async function untilWritten(run: string, count: number): Promise<Set<string>> {
+  return waitFor(
+    `${count} events of ${run} in ${BUCKET}`,
+    () => written(run),
+    (ids) => ids.size === count,
+  );
+}
+
+/** The sink's lines of `/metrics` that count failed writes or events dropped as rejected. */
+async function failures(url: string): Promise<string[]> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  return text
+    .split('\n')
+    .filter(
+      (line) =>
+        (line.startsWith('kube_audit_sink_write_failures_total{') ||
+          (line.startsWith('kube_audit_sink_dropped_events_total{') &&
+            line.includes('reason="rejected"'))) &&
+        !line.endsWith(' 0'),
+    );
+}
+
+// The apiserver never sends these; a hostile client found each one stopping a sink or losing a
+// whole write before they were checked at the receiver.
+const REFUSED = [
+  { what: 'a number as responseStatus.reason', field: 'responseStatus.reason', value: 42 },
+  {
+    what: 'an array as responseStatus.reason',
+    field: 'responseStatus.reason',
+    value: ['Forbidden'],
+  },
+  { what: 'an object as responseStatus.reason', field: 'responseStatus.reason', value: { x: 1 } },
+  { what: 'a stageTimestamp in year 0001', field: 'stageTimestamp', value: '0001-01-01T00:00:00Z' },
+  { what: 'a stageTimestamp in year 1600', field: 'stageTimestamp', value: '1600-02-29T12:00:00Z' },
+  {
+    what: 'a stageTimestamp in 1677, before the bound',
+    field: 'stageTimestamp',
+    value: '1677-09-21T00:12:43.145224Z',
+  },
+  {
+    what: 'a stageTimestamp in 2262, after the bound',
+    field: 'stageTimestamp',
+    value: '2262-04-11T23:47:16.854775Z',
+  },
+  { what: 'a stageTimestamp in year 2300', field: 'stageTimestamp', value: '2300-01-01T00:00:00Z' },
+  {
+    what: 'a stageTimestamp in year 9999',
+    field: 'stageTimestamp',
+    value: '9999-12-31T23:59:59.999999Z',
+  },
+];
+
+describe('one bad event among 100 good ones, against standalone and a real influxd', () => {
+  it('refuses every batch holding an event no destination can store, naming it, and keeps writing the next', async () => {
+    const { url } = await start();
+    for (const [n, { what, field, value }] of REFUSED.entries()) {
+      const run = `bad-${n}`;
+      const items = batchWithBadEvent(run, (event) => {
+        if (field === 'stageTimestamp') event.stageTimestamp = value;
+        else event.responseStatus = { code: 403, reason: value };
+      });
+      const answer = await post(url, items);
+      expect(answer, what).toMatchObject({ status: 400, body: { code: 'INVALID_EVENT' } });
+      const message = (answer.body as { message: string }).message;
+      expect(message.startsWith(`items[50].${field}: `), message).toBe(true);
+      if (field === 'stageTimestamp') {
+        expect(message).toContain(
+          'must be from 1677-09-21T00:12:43.145225Z through 2262-04-11T23:47:16.854774999Z',
+        );
+      }
+      // The same client sends the next batch, good: it is written, and nothing of the refused one.
+      expect((await post(url, goodEvents(`next-${n}`, 101))).status).toBe(200);
+      await untilWritten(`next-${n}`, 101);
+      expect(await written(run), what).toEqual(new Set());
+    }
+    expect(await failures(url)).toEqual([]);
+  });
+
+  it.each([
+    [
+      'a 70,000-character objectRef.resource',
+      'resource',
+      (e: Record<string, unknown>) => {
+        e.objectRef = { ...(e.objectRef as object), resource: 'r'.repeat(70_000) };
+      },
+    ],
+    [
+      'a 70,000-character user name',
+      'user',
+      (e: Record<string, unknown>) => {
+        e.user = { ...(e.user as object), username: `oidc:${'ü'.repeat(69_995)}` };
+      },
+    ],
+  ] as const)(
+    'writes all 101 events when one has %s, the long tag cut and kept whole in its field',
+    async (_, tag, spoil) => {
+      const { url } = await start();
+      const run = `long-${tag}`;
+      const items = batchWithBadEvent(run, spoil);
+      expect((await post(url, items)).status).toBe(200);
+      await untilWritten(run, 101);
+
+      const long = items[50] as AuditEvent;
+      const whole = tag === 'resource' ? long.objectRef?.resource : long.user.username;
+      const rows = await influx.query(`from(bucket: "${BUCKET}")
+      |> range(start: 0)
+      |> filter(fn: (r) => r._measurement == "kubernetes_audit" and r._field == "${tag}_full")
+      |> filter(fn: (r) => r.sink == "trail")`);
+      const point = rows.find((r) => r._value === whole);
+      expect(point, `${tag}_full holding the whole value`).toBeDefined();
+      const cut = String(point?.[tag]);
+      expect(cut.endsWith(CUT_MARKER)).toBe(true);
+      expect(Buffer.byteLength(cut)).toBeLessThanOrEqual(MAX_TAG_VALUE_BYTES);
+      expect(whole?.startsWith(cut.slice(0, -1))).toBe(true);
+
+      // The sink keeps flowing: a later batch is written too.
+      expect((await post(url, goodEvents(`after-${tag}`, 101))).status).toBe(200);
+      await untilWritten(`after-${tag}`, 101);
+      expect(await failures(url)).toEqual([]);
+    },
+  );
+});
