@@ -30,8 +30,8 @@ const run = promisify(execFile);
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 
-/** The ClusterIP run.sh has always pinned: in kind-config.yaml's serviceSubnet 10.96.0.0/16. */
-const SERVICE_IP = '10.96.100.100';
+/** The ClusterIP pinned for the chart (and in run.sh's placeholder): in kind-config.yaml's serviceSubnet. */
+export const KIND_SERVICE_IP = '10.96.100.100';
 
 /** Where kind-config.yaml mounts the audit files inside the node. */
 export const KIND_AUDIT_MOUNT = '/etc/kubernetes/audit';
@@ -112,7 +112,7 @@ export async function kindCluster(): Promise<ClusterUnderTest> {
     kubeconfig,
     kubectlBinary,
     binDirs: [dirname(kubectlBinary), dirname(helmBinary)],
-    serviceIP: SERVICE_IP,
+    serviceIP: KIND_SERVICE_IP,
     hostAddress,
     kubectl,
     helm: (args, opts = {}) =>
