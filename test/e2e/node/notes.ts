@@ -57,15 +57,27 @@ export function apiserverFlags(notes: string): string[] {
 }
 
 /**
- * The first `sh` code block of a Markdown section (`## <heading>`): the command a README shows
- * first there, continuation lines included.
+ * The `sh` code block of a Markdown section (`## <heading>`) that contains `marker`, its
+ * indentation (in a list item) removed: the command a README shows there, continuation lines
+ * included. Fails unless exactly one block has it.
  */
-export function firstShellBlock(markdown: string, heading: string): string {
+export function shellBlock(markdown: string, heading: string, marker: string): string {
   const start = markdown.indexOf(`\n## ${heading}\n`);
   if (start < 0) throw new Error(`no section "## ${heading}"`);
   const end = markdown.indexOf('\n## ', start + 1);
   const section = markdown.slice(start, end < 0 ? undefined : end);
-  const m = /```sh\n([\s\S]*?)```/.exec(section);
-  if (m === null) throw new Error(`section "## ${heading}" has no sh block`);
-  return (m[1] as string).trim();
+  const blocks = [...section.matchAll(/^( *)```sh\n([\s\S]*?)^\1```$/gm)]
+    .map((m) => {
+      const indent = (m[1] as string).length;
+      return (m[2] as string)
+        .split('\n')
+        .map((line) => line.slice(Math.min(indent, line.length - line.trimStart().length)))
+        .join('\n')
+        .trim();
+    })
+    .filter((b) => b.includes(marker));
+  if (blocks.length !== 1) {
+    throw new Error(`section "## ${heading}" has ${blocks.length} sh blocks with ${marker}`);
+  }
+  return blocks[0] as string;
 }
