@@ -21,6 +21,8 @@ export interface OperatorContainer {
   readonly startedAt: string;
   readonly ready: boolean;
   readonly terminating: boolean;
+  /** When its pod's deletion was asked for (ms since the epoch), if it was. */
+  readonly deletionRequestedAt: number | undefined;
   /** `reason` of the container's last termination (`OOMKilled`, `Error`, ...). */
   readonly lastTermination: string | undefined;
 }
@@ -39,7 +41,12 @@ export interface ReplicaCounters {
 }
 
 interface PodJson {
-  metadata: { name: string; uid: string; deletionTimestamp?: string };
+  metadata: {
+    name: string;
+    uid: string;
+    deletionTimestamp?: string;
+    deletionGracePeriodSeconds?: number;
+  };
   status?: {
     podIP?: string;
     containerStatuses?: {
@@ -74,6 +81,12 @@ export async function operatorContainers(
         startedAt: c.state?.running?.startedAt ?? '',
         ready: c.ready,
         terminating: pod.metadata.deletionTimestamp !== undefined,
+        // deletionTimestamp is the end of the grace period the deletion gave.
+        deletionRequestedAt:
+          pod.metadata.deletionTimestamp === undefined
+            ? undefined
+            : Date.parse(pod.metadata.deletionTimestamp) -
+              (pod.metadata.deletionGracePeriodSeconds ?? 0) * 1000,
         lastTermination: c.lastState?.terminated?.reason,
       })),
   );
@@ -137,6 +150,8 @@ export class PodWatch {
   readonly #selector: string;
   readonly #logs = new Map<string, { pod: string; text: string; child: ChildProcess }>();
   readonly #containers = new Map<string, ContainerRecord>();
+  /** Per pod: since when it has been going away (deleted, or a container killed). */
+  readonly #endings = new Map<string, number>();
   #metrics: MetricsAccess | undefined;
   #timer: NodeJS.Timeout | undefined;
   #polling: Promise<void> = Promise.resolve();
@@ -186,6 +201,7 @@ export class PodWatch {
           this.#containers.set(c.id, record);
         }
         record.lastTermination = c.lastTermination ?? record.lastTermination;
+        if (c.deletionRequestedAt !== undefined) this.ending(c.pod, c.deletionRequestedAt);
         if (!this.#logs.has(c.id)) this.#follow(c);
         const peak = await this.#cluster.containerPeakMemory(c.id).catch(() => 0);
         record.peakMemory = Math.max(record.peakMemory, peak);
@@ -210,6 +226,20 @@ export class PodWatch {
       token: access.token,
     });
     return answer.status === 200 ? replicaCounters(answer.body) : undefined;
+  }
+
+  /**
+   * Records that a pod started going away at `at` (ms since the epoch): deleted, or its container
+   * killed. From then on its readiness probe fails by design (off first on SIGTERM; nothing
+   * listens while it stops or restarts).
+   */
+  ending(pod: string, at: number = Date.now()): void {
+    this.#endings.set(pod, Math.min(at, this.#endings.get(pod) ?? Infinity));
+  }
+
+  /** Since when a pod has been going away, if it has. */
+  endingSince(pod: string): number | undefined {
+    return this.#endings.get(pod);
   }
 
   /** Every container seen, by containerd id. */

@@ -6,7 +6,7 @@
  * Starts nothing but what it is asked to: the apiserver's restarts go through the harness.
  */
 import { execFile } from 'node:child_process';
-import { mkdirSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { copyFile, mkdtemp, readFile } from 'node:fs/promises';
 import { request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
@@ -148,10 +148,12 @@ export async function singleNodeCluster(): Promise<ClusterUnderTest> {
     },
     apiserverLog: () => readFile(node.logFile('kube-apiserver'), 'utf8'),
     request,
-    async containerPeakMemory(containerId) {
+    containerPeakMemory(containerId) {
       const peak = containerPeakMemory(containerId);
-      if (peak === undefined) throw new Error(`no memory cgroup for container ${containerId}`);
-      return peak;
+      if (peak === undefined) {
+        return Promise.reject(new Error(`no memory cgroup for container ${containerId}`));
+      }
+      return Promise.resolve(peak);
     },
     async containerProcess(containerId): Promise<ContainerProcess> {
       const pid = await taskPid(containerId);
@@ -163,14 +165,14 @@ export async function singleNodeCluster(): Promise<ClusterUnderTest> {
     async killContainer(containerId) {
       await ctr(['tasks', 'kill', '--all', '--signal', 'SIGKILL', containerId]);
     },
-    async nodeDirectory(name) {
+    nodeDirectory(name) {
       const path = join(volumes, name);
       mkdirSync(path, { recursive: true });
-      statSync(path);
-      return { path, files: async () => filesUnder(path) };
+      return Promise.resolve({ path, files: () => Promise.resolve(filesUnder(path)) });
     },
-    async dispose() {
+    dispose() {
       rmSync(work, { recursive: true, force: true });
+      return Promise.resolve();
     },
   };
 }
