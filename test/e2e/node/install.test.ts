@@ -237,54 +237,69 @@ interface ProbeFailure {
   readonly message: string;
 }
 
+interface EventJson {
+  reason: string;
+  message: string;
+  count?: number;
+  firstTimestamp?: string;
+  eventTime?: string;
+  involvedObject: { name: string };
+}
+
+/** The release namespace's Events of one reason. */
+async function eventsOf(reason: string): Promise<EventJson[]> {
+  const out = await kubectl([
+    'get',
+    'events',
+    '-n',
+    NS,
+    '--field-selector',
+    `reason=${reason}`,
+    '-o',
+    'json',
+  ]);
+  return (JSON.parse(out) as { items: EventJson[] }).items.filter((e) =>
+    e.involvedObject.name.startsWith(RELEASE),
+  );
+}
+
+/** When an Event first happened (seconds precision). */
+function firstTime(e: EventJson): number {
+  return Date.parse(e.firstTimestamp ?? e.eventTime ?? '');
+}
+
 /** Every failed probe of the release's pods, with when it came after its container started. */
 async function probeFailures(): Promise<ProbeFailure[]> {
-  const list = JSON.parse(
-    await kubectl([
-      'get',
-      'events',
-      '-n',
-      NS,
-      '--field-selector',
-      'reason=Unhealthy',
-      '-o',
-      'json',
-    ]),
-  ) as {
-    items: {
-      message: string;
-      count?: number;
-      firstTimestamp?: string;
-      eventTime?: string;
-      involvedObject: { name: string };
-    }[];
-  };
+  const unhealthy = await eventsOf('Unhealthy');
+  // The kubelet's "Stopping container": the pod is going away (deleted, or rolled).
+  const stopping = new Map<string, number>();
+  for (const e of await eventsOf('Killing')) {
+    const pod = e.involvedObject.name;
+    stopping.set(pod, Math.min(firstTime(e), stopping.get(pod) ?? Infinity));
+  }
   await watch.poll();
-  return list.items
-    .filter((e) => e.involvedObject.name.startsWith(RELEASE))
-    .map((e) => {
-      const pod = e.involvedObject.name;
-      const first = Date.parse(e.firstTimestamp ?? e.eventTime ?? '');
-      // The container it probed: the pod's last one started before the failure (timestamps
-      // have seconds only).
-      const start = Math.max(
-        ...watch
-          .containers()
-          .filter((c) => c.pod === pod)
-          .map((c) => Date.parse(c.startedAt))
-          .filter((t) => t <= first + 1_000),
-      );
-      // Event times have seconds only.
-      const ending = watch.endingSince(pod);
-      return {
-        pod,
-        probe: /^(\w+) probe/.exec(e.message)?.[1] ?? e.message,
-        count: e.count ?? 1,
-        secondsAfterStart: Number.isFinite(start) ? (first - start) / 1000 : undefined,
-        whileEnding: ending !== undefined && first >= ending - 1_000,
-        message: e.message,
-      };
-    });
+  return unhealthy.map((e) => {
+    const pod = e.involvedObject.name;
+    const first = firstTime(e);
+    // The container it probed: the pod's last one started before the failure (timestamps
+    // have seconds only).
+    const start = Math.max(
+      ...watch
+        .containers()
+        .filter((c) => c.pod === pod)
+        .map((c) => Date.parse(c.startedAt))
+        .filter((t) => t <= first + 1_000),
+    );
+    const ending = Math.min(watch.endingSince(pod) ?? Infinity, stopping.get(pod) ?? Infinity);
+    return {
+      pod,
+      probe: /^(\w+) probe/.exec(e.message)?.[1] ?? e.message,
+      count: e.count ?? 1,
+      secondsAfterStart: Number.isFinite(start) ? (first - start) / 1000 : undefined,
+      whileEnding: first >= ending - 1_000,
+      message: e.message,
+    };
+  });
 }
 
 /**
@@ -620,53 +635,70 @@ describe(`the chart installed with the README's command`, () => {
     expect(table).toMatch(/team-payments\s+trail\s+True\s+audit\s+\d+\s+\d+/);
     expect(table).toMatch(/team-a\s+a-trail\s+True\s+team-a\s+\d+\s+\d+/);
     expect(await kubectl(['get', 'aus'])).toMatch(/cluster-metadata\s+True/);
-    // Once the queues are empty: what each sink received is written or dropped, and status (the
-    // leader's sum of every replica's report) equals the replicas' own metrics summed.
+    // Status is the leader's sum of every replica's report (ADR 0013), each written at most once
+    // per status interval: with the cluster's own components audited all the time, it trails the
+    // replicas' live counters by up to two intervals. So it must lie between the replicas' sums
+    // read before those two intervals and the sums read after it: never a count twice, never
+    // more than two intervals behind. And what it says was written or dropped was received.
     const metricsKey = (name: string) => {
       const s = SINKS[name] as { kind: string; namespace?: string };
       return s.kind === 'auditsink' ? `AuditSink/${name}` : `AuditPipeline/${s.namespace}/${name}`;
     };
+    const sums = async () => {
+      await watch.poll();
+      const live = (await operatorContainers(cluster, NS, SELECTOR)).map((c) => c.id);
+      const records = watch.containers().filter((r) => live.includes(r.id) && r.last !== undefined);
+      if (records.length !== 2) return undefined;
+      const sum = (name: string, key: 'received' | 'written') =>
+        records.reduce((n, r) => n + ((r.last as ReplicaCounters)[key][metricsKey(name)] ?? 0), 0);
+      return Object.fromEntries(
+        Object.keys(SINKS).map((name) => [
+          name,
+          { received: sum(name, 'received'), written: sum(name, 'written') },
+        ]),
+      );
+    };
+    /** Two status intervals (the chart's default, 5 s) and a little. */
+    const TRAIL_MS = 12_000;
     let last: unknown;
     await eventually(
-      'status equal to the sum of both replicas’ counters',
+      'status between the replicas’ sums two intervals before and now',
       async () => {
-        await watch.poll();
-        const live = (await operatorContainers(cluster, NS, SELECTOR)).map((c) => c.id);
-        const records = watch
-          .containers()
-          .filter((r) => live.includes(r.id) && r.last !== undefined);
-        if (records.length !== 2) return false;
-        const sum = (name: string, key: 'received' | 'written' | 'queued') =>
-          records.reduce(
-            (n, r) => n + ((r.last as ReplicaCounters)[key][metricsKey(name)] ?? 0),
-            0,
-          );
+        const before = await sums();
+        await new Promise((resolve) => setTimeout(resolve, TRAIL_MS));
         const rows = await Promise.all(
           Object.keys(SINKS).map(async (name) => {
             const s = await status(name);
             const dropped = Object.values(s.dropped ?? {}).reduce((a, b) => a + b, 0);
             return {
               name,
-              status: { received: s.received, written: s.written, dropped, failed: s.failed },
-              replicas: { received: sum(name, 'received'), written: sum(name, 'written') },
-              queued: sum(name, 'queued'),
+              status: { received: s.received ?? 0, written: s.written ?? 0, dropped },
+              failed: s.failed ?? 0,
             };
           }),
         );
-        last = rows;
-        return rows.every(
-          (r) =>
-            r.queued === 0 &&
-            r.status.received === r.replicas.received &&
-            r.status.written === r.replicas.written &&
-            r.status.received === (r.status.written ?? 0) + r.status.dropped &&
-            (r.status.received ?? 0) > 0,
-        )
+        const after = await sums();
+        last = { before, rows, after };
+        if (before === undefined || after === undefined) return false;
+        return rows.every((r) => {
+          const [b, a] = [before[r.name], after[r.name]];
+          return (
+            b !== undefined &&
+            a !== undefined &&
+            r.failed === 0 &&
+            r.status.received > 0 &&
+            b.received <= r.status.received &&
+            r.status.received <= a.received &&
+            b.written <= r.status.written &&
+            r.status.written <= a.written &&
+            r.status.written + r.status.dropped <= r.status.received
+          );
+        })
           ? rows
           : false;
       },
-      60_000,
-      2_000,
+      90_000,
+      0,
     ).catch((err: unknown) => {
       throw new Error(`${String(err)}\n${JSON.stringify(last, null, 1)}`);
     });

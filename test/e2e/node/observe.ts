@@ -148,7 +148,10 @@ export class PodWatch {
   readonly #cluster: ClusterUnderTest;
   readonly #namespace: string;
   readonly #selector: string;
-  readonly #logs = new Map<string, { pod: string; text: string; child: ChildProcess }>();
+  readonly #logs = new Map<
+    string,
+    { pod: string; text: string; child: ChildProcess; exited: boolean }
+  >();
   readonly #containers = new Map<string, ContainerRecord>();
   /** Per pod: since when it has been going away (deleted, or a container killed). */
   readonly #endings = new Map<string, number>();
@@ -202,7 +205,9 @@ export class PodWatch {
         }
         record.lastTermination = c.lastTermination ?? record.lastTermination;
         if (c.deletionRequestedAt !== undefined) this.ending(c.pod, c.deletionRequestedAt);
-        if (!this.#logs.has(c.id)) this.#follow(c);
+        // A follower ends with the apiserver's connection (a restart sends GOAWAY): follow again
+        // from the start, which the kubelet still has while the container lives.
+        if (!this.#logs.has(c.id) || this.#logs.get(c.id)?.exited === true) this.#follow(c);
         const peak = await this.#cluster.containerPeakMemory(c.id).catch(() => 0);
         record.peakMemory = Math.max(record.peakMemory, peak);
         const counters = await this.scrape(c).catch(() => undefined);
@@ -308,7 +313,7 @@ export class PodWatch {
       ],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
-    const entry = { pod: c.pod, text: '', child };
+    const entry = { pod: c.pod, text: '', child, exited: false };
     const keep = (chunk: Buffer) => {
       // The last MiB is plenty for a failure message and the checks.
       entry.text = (entry.text + chunk.toString('utf8')).slice(-1024 * 1024);
@@ -316,6 +321,9 @@ export class PodWatch {
     child.stdout.on('data', keep);
     child.stderr.on('data', keep);
     child.on('error', () => undefined);
+    child.on('exit', () => {
+      entry.exited = true;
+    });
     this.#logs.set(c.id, entry);
   }
 }
