@@ -97,6 +97,11 @@ export class LeaderElector {
     loop();
   }
 
+  /** Resolves once the attempt under way (right after {@link start}: the first) has finished; never rejects. */
+  attempted(): Promise<void> {
+    return this.#tick;
+  }
+
   /** Stops campaigning and, when leading, releases the Lease so another replica takes over at once. */
   async stop(): Promise<void> {
     this.#stopped = true;

@@ -162,8 +162,10 @@ export async function startOperator(settings: Settings, log: Logger): Promise<Op
     await plane.shutdown();
     throw err;
   }
-  // The elector first: its first read of the Lease names the owner of the report slot.
+  // The elector first: its first read of the Lease names the owner of the report slots. A slot
+  // claimed before it would have no owner until its next write, and outlive an uninstall then.
   elector.start();
+  await elector.attempted();
   reporter.start();
   publisher.start();
   plane.setReady(true);

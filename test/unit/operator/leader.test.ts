@@ -354,12 +354,12 @@ describe('LeaderElector', () => {
     await us.elector.stop();
   });
 
-  it('names the Lease it created as the owner when there was none', async () => {
+  it('names the Lease it created as the owner when there was none, by the end of its first attempt', async () => {
     const api = new FakeKubeApi();
     const clock = new ManualClock(NOW);
     const us = campaign(api, clock, US);
     us.elector.start();
-    await flush();
+    await us.elector.attempted();
     expect(us.elector.owner?.uid).toBe(api.get('Lease', NAMESPACE, NAME)?.metadata.uid);
     await us.elector.stop();
   });
