@@ -243,7 +243,7 @@ interface EventJson {
   count?: number;
   firstTimestamp?: string;
   eventTime?: string;
-  involvedObject: { name: string };
+  involvedObject: { name: string; uid: string };
 }
 
 /** The release namespace's Events of one reason. */
@@ -274,8 +274,8 @@ async function probeFailures(): Promise<ProbeFailure[]> {
   // The kubelet's "Stopping container": the pod is going away (deleted, or rolled).
   const stopping = new Map<string, number>();
   for (const e of await eventsOf('Killing')) {
-    const pod = e.involvedObject.name;
-    stopping.set(pod, Math.min(firstTime(e), stopping.get(pod) ?? Infinity));
+    const uid = e.involvedObject.uid;
+    stopping.set(uid, Math.min(firstTime(e), stopping.get(uid) ?? Infinity));
   }
   await watch.poll();
   return unhealthy.map((e) => {
@@ -290,7 +290,8 @@ async function probeFailures(): Promise<ProbeFailure[]> {
         .map((c) => Date.parse(c.startedAt))
         .filter((t) => t <= first + 1_000),
     );
-    const ending = Math.min(watch.endingSince(pod) ?? Infinity, stopping.get(pod) ?? Infinity);
+    const uid = e.involvedObject.uid;
+    const ending = Math.min(watch.endingSince(uid) ?? Infinity, stopping.get(uid) ?? Infinity);
     return {
       pod,
       probe: /^(\w+) probe/.exec(e.message)?.[1] ?? e.message,
@@ -319,7 +320,9 @@ async function expectNoEarlyProbe(): Promise<void> {
   expect(failures.filter((f) => f.probe !== 'Startup' && !f.whileEnding)).toEqual([]);
   expect(
     failures.filter(
-      (f) => f.secondsAfterStart === undefined || f.secondsAfterStart < STARTUP_DELAY_SECONDS - 1,
+      (f) =>
+        !f.whileEnding &&
+        (f.secondsAfterStart === undefined || f.secondsAfterStart < STARTUP_DELAY_SECONDS - 1),
     ),
   ).toEqual([]);
 }
@@ -852,7 +855,7 @@ describe(`the chart installed with the README's command`, () => {
     stream = new ConfigMapStream(cluster.kubeconfig, 'team-payments', 'kill', 200).start();
     const victim = await replicaWithQueue();
     const queued = watch.containers().find((r) => r.id === victim.id)?.last?.queued;
-    watch.ending(victim.pod);
+    watch.ending(victim.podUid);
     await cluster.killContainer(victim.id);
     const restarted = await eventually(
       'the container started again in the same pod, and Ready',
@@ -980,7 +983,7 @@ describe(`the chart installed with the README's command`, () => {
     const spoolFiles = await volume?.files();
     expect(spoolFiles?.length).toBeGreaterThan(0);
     // Deleted while InfluxDB is away: its drain cannot finish, its events stay spooled.
-    watch.ending(pod);
+    if (before !== undefined) watch.ending(before.podUid);
     await kubectl(['delete', 'pod', pod, '-n', NS, '--wait=true', '--timeout=120s']);
     const after = await eventually(
       `${pod} back and Ready`,
@@ -1092,6 +1095,9 @@ describe(`the chart installed with the README's command`, () => {
     const logEnd = await apiserverLogEnd();
     await install();
     const ready = performance.now();
+    // While no receiver ran, the apiserver retried its batches for a few seconds and then dropped
+    // them, as it does for any webhook that is down: from here on, nothing may be lost.
+    oracle.since = new Date();
     const holder = await eventually(
       'a replica holding the Lease',
       async () =>
@@ -1115,8 +1121,8 @@ describe(`the chart installed with the README's command`, () => {
     await kubectl(['create', 'configmap', 'after-reinstall', '-n', 'team-payments']);
     await everyBucketExact();
     expect(await webhookErrors(logEnd)).toEqual([]);
-    // The reports again name the chart's Lease as their owner (a slot written before a replica
-    // first read the Lease gains it at its next write, within a heartbeat).
+    // The reports again name the chart's Lease as their owner, each from its first write (a
+    // replica reports only once it has read the Lease); the totals come with the first fold.
     await eventually(
       'every status report owned by the Lease',
       async () => {
@@ -1142,7 +1148,7 @@ describe(`the chart installed with the README's command`, () => {
           )
         );
       },
-      60_000,
+      15_000,
       1_000,
     );
   });

@@ -153,7 +153,7 @@ export class PodWatch {
     { pod: string; text: string; child: ChildProcess; exited: boolean }
   >();
   readonly #containers = new Map<string, ContainerRecord>();
-  /** Per pod: since when it has been going away (deleted, or a container killed). */
+  /** Per pod uid: since when it has been going away (deleted, or a container killed). */
   readonly #endings = new Map<string, number>();
   #metrics: MetricsAccess | undefined;
   #timer: NodeJS.Timeout | undefined;
@@ -204,7 +204,7 @@ export class PodWatch {
           this.#containers.set(c.id, record);
         }
         record.lastTermination = c.lastTermination ?? record.lastTermination;
-        if (c.deletionRequestedAt !== undefined) this.ending(c.pod, c.deletionRequestedAt);
+        if (c.deletionRequestedAt !== undefined) this.ending(c.podUid, c.deletionRequestedAt);
         // A follower ends with the apiserver's connection (a restart sends GOAWAY): follow again
         // from the start, which the kubelet still has while the container lives.
         if (!this.#logs.has(c.id) || this.#logs.get(c.id)?.exited === true) this.#follow(c);
@@ -234,17 +234,17 @@ export class PodWatch {
   }
 
   /**
-   * Records that a pod started going away at `at` (ms since the epoch): deleted, or its container
-   * killed. From then on its readiness probe fails by design (off first on SIGTERM; nothing
-   * listens while it stops or restarts).
+   * Records that a pod (by uid: a StatefulSet's new pod has the old one's name) started going
+   * away at `at` (ms since the epoch): deleted, or its container killed. From then on its probes
+   * fail by design (readiness off first on SIGTERM; nothing listens while it stops or restarts).
    */
-  ending(pod: string, at: number = Date.now()): void {
-    this.#endings.set(pod, Math.min(at, this.#endings.get(pod) ?? Infinity));
+  ending(podUid: string, at: number = Date.now()): void {
+    this.#endings.set(podUid, Math.min(at, this.#endings.get(podUid) ?? Infinity));
   }
 
-  /** Since when a pod has been going away, if it has. */
-  endingSince(pod: string): number | undefined {
-    return this.#endings.get(pod);
+  /** Since when a pod (by uid) has been going away, if it has. */
+  endingSince(podUid: string): number | undefined {
+    return this.#endings.get(podUid);
   }
 
   /** Every container seen, by containerd id. */
