@@ -1147,7 +1147,10 @@ describe(`the chart installed with the README's command`, () => {
     figures.reinstallLeaseSeconds = Math.round((performance.now() - ready) / 100) / 10;
     expect(holder).toMatch(new RegExp(`^${RELEASE}-`));
     expect(figures.reinstallLeaseSeconds as number).toBeLessThan(10);
-    await kubectl(['create', 'configmap', 'after-reinstall', '-n', 'team-payments']);
+    // Work in both tenants' namespaces: every sink has something to write.
+    for (const ns of ['team-payments', 'team-a']) {
+      await kubectl(['create', 'configmap', 'after-reinstall', '-n', ns]);
+    }
     await everyBucketExact();
     expect(await webhookErrors(logEnd)).toEqual([]);
     // The reports again name the chart's Lease as their owner, each from its first write (a
