@@ -1074,9 +1074,11 @@ describe(`the chart installed with the README's command`, () => {
     const began = performance.now();
     // --wait waits for the release's objects, not for their pods.
     await helm(['uninstall', RELEASE, '-n', NS, '--wait', '--timeout=120s']);
+    // The pod objects, not only their containers: the kubelet deletes them last.
     await eventually(
       'the pods gone',
-      async () => (await operatorContainers(cluster, NS, SELECTOR)).length === 0,
+      async () =>
+        (await kubectl(['get', 'pods', '-n', NS, '-l', SELECTOR, '-o', 'name'])).trim() === '',
       120_000,
       1_000,
     );
