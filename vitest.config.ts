@@ -16,6 +16,9 @@ function servers(names: ServerName[], later: ServerName[] = []) {
   };
 }
 
+/** The install scenario's cluster is kind's (test/e2e/node/cluster.ts). */
+const ON_KIND = process.env.KUBE_AUDIT_E2E_CLUSTER === 'kind';
+
 // Projects run one group after another (one worker on 2 cores, by vitest's default): unit tests
 // first, then each server-backed project in the order its servers are built, so on a cold
 // machine tests start at once and every later group finds its servers built, or nearly.
@@ -102,10 +105,16 @@ export default defineConfig({
         extends: true,
         test: {
           name: 'node',
-          include: ['test/e2e/node/**/*.test.ts'],
-          // One single-node cluster for the whole run (machine-wide state allows one per machine),
-          // started when this group begins; the image to install on it.
-          ...servers(['influxd', 'controlplane', 'image', 'node-binaries', 'node']),
+          // On kind (e2e/kind/run.sh) the install scenario alone, against the cluster run.sh
+          // made, with only influxd built here; otherwise every file, on one single-node cluster
+          // for the whole run (machine-wide state allows one per machine), started when this
+          // group begins, and the image to install on it.
+          ...(ON_KIND
+            ? { include: ['test/e2e/node/install.test.ts'], ...servers(['influxd']) }
+            : {
+                include: ['test/e2e/node/**/*.test.ts'],
+                ...servers(['influxd', 'controlplane', 'image', 'node-binaries', 'node']),
+              }),
           // The files share that cluster and 2 cores: one at a time.
           maxWorkers: 1,
           sequence: { groupOrder: 6 },

@@ -64,8 +64,17 @@ export interface ConfigMapObject {
     namespace: string;
     resourceVersion?: string;
     labels?: Record<string, string>;
+    ownerReferences?: OwnerReference[];
   };
   data?: Record<string, string>;
+}
+
+/** The object a ConfigMap belongs to: the garbage collector deletes it with its owner. */
+export interface OwnerReference {
+  apiVersion: string;
+  kind: string;
+  name: string;
+  uid: string;
 }
 
 /** One Kubernetes Event about an object (core/v1). */
@@ -86,7 +95,7 @@ export interface EventRecord {
 export interface Lease {
   apiVersion?: string;
   kind?: string;
-  metadata: { name: string; namespace: string; resourceVersion?: string };
+  metadata: { name: string; namespace: string; resourceVersion?: string; uid?: string };
   spec: {
     holderIdentity?: string;
     leaseDurationSeconds?: number;

@@ -5,7 +5,7 @@
  * replicas never both believe they lead for longer than one renew deadline.
  */
 import { type Clock, systemClock } from './clock.ts';
-import { type Lease, type LeasesApi, microTime, statusOf } from './kube.ts';
+import { type Lease, type LeasesApi, microTime, type OwnerReference, statusOf } from './kube.ts';
 
 /** Timings, client-go's defaults: 15 s lease, renew within 10 s, try every 2 s. */
 export const LEADER_DEFAULTS = Object.freeze({
@@ -64,6 +64,7 @@ export class LeaderElector {
   #timer: unknown;
   #stopped = false;
   #tick: Promise<void> = Promise.resolve();
+  #lease: OwnerReference | undefined;
 
   constructor(api: LeasesApi, options: LeaderOptions) {
     this.#api = api;
@@ -76,6 +77,14 @@ export class LeaderElector {
     return this.#leading;
   }
 
+  /**
+   * The Lease as last read or written, as the owner of the replicas' status reports: deleting
+   * the Lease (`helm uninstall` does) deletes them. Undefined until the first read.
+   */
+  get owner(): OwnerReference | undefined {
+    return this.#lease;
+  }
+
   /** Starts campaigning: one attempt now, then one per retry period. */
   start(): void {
     const period = this.#options.retryPeriodMs ?? LEADER_DEFAULTS.retryPeriodMs;
@@ -86,6 +95,11 @@ export class LeaderElector {
       });
     };
     loop();
+  }
+
+  /** Resolves once the attempt under way (right after {@link start}: the first) has finished; never rejects. */
+  attempted(): Promise<void> {
+    return this.#tick;
   }
 
   /** Stops campaigning and, when leading, releases the Lease so another replica takes over at once. */
@@ -120,6 +134,7 @@ export class LeaderElector {
     const now = this.#now();
     try {
       const lease = await this.#api.readLease(namespace, name);
+      this.#remember(lease);
       const renewal = `${lease?.spec.holderIdentity ?? ''}@${lease?.spec.renewTime ?? ''}`;
       if (this.#observed?.renewal !== renewal) this.#observed = { renewal, at: now };
       const decision = leaseDecision(lease, identity, now, duration, this.#observed.at);
@@ -129,10 +144,11 @@ export class LeaderElector {
         renewTime: microTime(now),
       };
       if (decision === 'create') {
-        await this.#api.createLease({
+        const created = await this.#api.createLease({
           metadata: { name, namespace },
           spec: { ...spec, acquireTime: microTime(now), leaseTransitions: 0 },
         });
+        this.#remember(created);
       } else if (decision === 'renew' && lease !== undefined) {
         await this.#api.replaceLease({ ...lease, spec: { ...lease.spec, ...spec } });
       } else if (decision === 'acquire' && lease !== undefined) {
@@ -161,6 +177,14 @@ export class LeaderElector {
 
   #now(): Date {
     return new Date(this.#clock.now());
+  }
+
+  #remember(lease: Lease | undefined): void {
+    const uid = lease?.metadata.uid;
+    this.#lease =
+      lease === undefined || uid === undefined
+        ? undefined
+        : { apiVersion: 'coordination.k8s.io/v1', kind: 'Lease', name: lease.metadata.name, uid };
   }
 
   #set(leading: boolean): void {

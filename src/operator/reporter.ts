@@ -10,7 +10,7 @@ import type { SinkRegistry } from '../sinks/registry.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { ResourceState } from './controller.ts';
 import { type Clock, every, systemClock } from './clock.ts';
-import { type ConfigMapObject, type ConfigMapsApi, statusOf } from './kube.ts';
+import { type ConfigMapObject, type ConfigMapsApi, type OwnerReference, statusOf } from './kube.ts';
 import {
   beyond,
   type Counts,
@@ -86,6 +86,7 @@ export function statusPart(
   part: 'replica' | 'totals',
   json: string,
   resourceVersion?: string,
+  owner?: OwnerReference,
 ): ConfigMapObject {
   return {
     metadata: {
@@ -93,6 +94,7 @@ export function statusPart(
       namespace,
       labels: { [STATUS_OF_LABEL]: lease, [STATUS_PART_LABEL]: part },
       ...(resourceVersion === undefined ? {} : { resourceVersion }),
+      ...(owner === undefined ? {} : { ownerReferences: [owner] }),
     },
     data: { [part === 'replica' ? REPORT_KEY : TOTALS_KEY]: json },
   };
@@ -114,6 +116,8 @@ export interface ReporterOptions {
   readonly intervalMs: number;
   /** Writes at least this often, changed or not: the leader's proof of life. */
   readonly heartbeatMs: number;
+  /** The Lease, once known: the owner of every slot written (they go when it goes). */
+  readonly owner?: () => OwnerReference | undefined;
   /** The write timer and the report's times; the system's by default. */
   readonly clock?: Clock;
 }
@@ -227,6 +231,7 @@ export class ReplicaReporter {
       'replica',
       JSON.stringify(report),
       this.#slot.resourceVersion,
+      this.#options.owner?.(),
     );
     try {
       const written = await this.#options.api.replaceConfigMap(body);
@@ -278,6 +283,7 @@ export class ReplicaReporter {
     const { api, namespace, lease } = this.#options;
     const log = this.#log;
     const parts = await listStatusParts(api, namespace, lease, log);
+    const owner = this.#options.owner?.();
     const built = this.#report(absolute, final);
     const report = JSON.stringify(built);
     const sinks = JSON.stringify(built.sinks);
@@ -287,7 +293,8 @@ export class ReplicaReporter {
     });
     for (const slot of free.slice(0, CLAIM_ATTEMPTS)) {
       try {
-        const body = statusPart(namespace, lease, slot.metadata.name, 'replica', report, rv(slot));
+        const name = slot.metadata.name;
+        const body = statusPart(namespace, lease, name, 'replica', report, rv(slot), owner);
         this.#wrote(await api.replaceConfigMap(body), absolute, sinks);
         log.info(
           { slot: slot.metadata.name, incarnation: this.#incarnation },
@@ -304,7 +311,7 @@ export class ReplicaReporter {
       while (taken.has(slotName(lease, index))) index++;
       const name = slotName(lease, index);
       try {
-        const body = statusPart(namespace, lease, name, 'replica', report);
+        const body = statusPart(namespace, lease, name, 'replica', report, undefined, owner);
         this.#wrote(await api.createConfigMap(body), absolute, sinks);
         log.info({ slot: name, incarnation: this.#incarnation }, 'report slot created');
         return;

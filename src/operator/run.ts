@@ -120,6 +120,8 @@ export async function startOperator(settings: Settings, log: Logger): Promise<Op
     log,
     intervalMs,
     heartbeatMs,
+    // The reports go with the Lease: the chart's Lease is deleted by `helm uninstall`.
+    owner: () => elector.owner,
   });
   const publisher = new StatusPublisher({
     api,
@@ -131,6 +133,7 @@ export async function startOperator(settings: Settings, log: Logger): Promise<Op
       log,
       expiryMs: heartbeatMs * REPORT_EXPIRY_HEARTBEATS,
       own: () => reporter.current(),
+      owner: () => elector.owner,
     }),
     log,
     intervalMs,
@@ -159,8 +162,11 @@ export async function startOperator(settings: Settings, log: Logger): Promise<Op
     await plane.shutdown();
     throw err;
   }
-  reporter.start();
+  // The elector first: its first read of the Lease names the owner of the report slots. A slot
+  // claimed before it would have no owner until its next write, and outlive an uninstall then.
   elector.start();
+  await elector.attempted();
+  reporter.start();
   publisher.start();
   plane.setReady(true);
   own.info(

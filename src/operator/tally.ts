@@ -6,7 +6,7 @@
  */
 import type { Logger } from '../telemetry/logger.ts';
 import { type Clock, systemClock } from './clock.ts';
-import { type ConfigMapsApi, statusOf } from './kube.ts';
+import { type ConfigMapsApi, type OwnerReference, statusOf } from './kube.ts';
 import {
   type ClusterSnapshot,
   EMPTY_TOTALS,
@@ -36,6 +36,8 @@ export interface TallyOptions {
   readonly expiryMs: number;
   /** This replica's own report as it is now: fresher than its slot. */
   readonly own: () => ReplicaReport;
+  /** The Lease, once known: the owner of the totals (they go when it goes). */
+  readonly owner?: () => OwnerReference | undefined;
   /** The local clock that liveness is judged by; the system's by default. */
   readonly clock?: Clock;
 }
@@ -146,6 +148,7 @@ export class ClusterTally {
       'totals',
       JSON.stringify(totals),
       resourceVersion,
+      this.#options.owner?.(),
     );
     if (resourceVersion === undefined) await api.createConfigMap(body);
     else await api.replaceConfigMap(body);

@@ -1,8 +1,9 @@
 /**
  * A real InfluxDB server for integration tests and benchmarks: builds `influxd` once per machine
  * (scripts/build-influxd.sh, cached by version outside the repository), then starts it on
- * 127.0.0.1 with a free port and its own temporary data directory, onboarded with an org, a
- * bucket and an operator token.
+ * 127.0.0.1 (or another address of this machine, e.g. a Kubernetes node's, for pods to reach)
+ * with a free port and its own temporary data directory, onboarded with an org, a bucket and an
+ * operator token.
  *
  * Every started server is recorded in a directory of its own under {@link RUN_ROOT}, with the
  * pid of the test process that owns it; the process kills its servers when it exits, and the
@@ -43,7 +44,7 @@ export interface Permission {
 
 /** A running (or stopped, restartable) influxd with an onboarded org. */
 export interface InfluxServer {
-  /** `http://127.0.0.1:<port>`; stays the same across {@link restart}. */
+  /** `http://<host>:<port>` (127.0.0.1 unless asked otherwise); stays the same across {@link restart}. */
   readonly url: string;
   readonly org: string;
   readonly orgID: string;
@@ -183,19 +184,21 @@ const STOP_TIMEOUT_MS = 10_000;
 class InfluxdProcess {
   readonly #binary: string;
   readonly #dir: string;
+  readonly #host: string;
   readonly #port: number;
   #child: ChildProcess | undefined;
   #exited: Promise<void> = Promise.resolve();
   #log = '';
 
-  constructor(binaryPath: string, dir: string, port: number) {
+  constructor(binaryPath: string, dir: string, host: string, port: number) {
     this.#binary = binaryPath;
     this.#dir = dir;
+    this.#host = host;
     this.#port = port;
   }
 
   get url(): string {
-    return `http://127.0.0.1:${this.#port}`;
+    return `http://${this.#host}:${this.#port}`;
   }
 
   async start(): Promise<void> {
@@ -210,7 +213,7 @@ class InfluxdProcess {
       this.#binary,
       [
         '--http-bind-address',
-        `127.0.0.1:${this.#port}`,
+        `${this.#host}:${this.#port}`,
         '--bolt-path',
         join(data, 'influxd.bolt'),
         '--engine-path',
@@ -269,8 +272,14 @@ class InfluxdProcess {
 
 let serial = 0;
 
+/** Where {@link startInfluxd} listens. */
+export interface InfluxdOptions {
+  /** An address of this machine; default 127.0.0.1. */
+  readonly host?: string;
+}
+
 /** Starts a fresh influxd and onboards it; call {@link InfluxServer.dispose} when done. */
-export async function startInfluxd(): Promise<InfluxServer> {
+export async function startInfluxd(options: InfluxdOptions = {}): Promise<InfluxServer> {
   const binaryPath = await ensureInfluxd();
   mkdirSync(RUN_ROOT, { recursive: true });
   const dir = await mkdtemp(join(RUN_ROOT, `${process.pid}-${serial++}-`));
@@ -278,7 +287,7 @@ export async function startInfluxd(): Promise<InfluxServer> {
   try {
     // The port is free when asked for but could be taken before influxd binds it: try again.
     for (let attempt = 1; ; attempt++) {
-      proc = new InfluxdProcess(binaryPath, dir, await freePort());
+      proc = new InfluxdProcess(binaryPath, dir, options.host ?? '127.0.0.1', await freePort());
       try {
         await proc.start();
         break;

@@ -17,6 +17,7 @@ import {
   type Lease,
   type ObjectMeta,
   type ObjectWatch,
+  type OwnerReference,
   type ReviewedUser,
   SECRET_OPT_IN_LABEL,
   type SecretObject,
@@ -36,7 +37,7 @@ const CLUSTER_SCOPED: ReadonlySet<StoredKind> = new Set(['AuditSink', 'NativeAud
 export interface Stored {
   apiVersion?: string;
   kind?: string;
-  metadata: ObjectMeta & { name: string; namespace?: string };
+  metadata: ObjectMeta & { name: string; namespace?: string; ownerReferences?: OwnerReference[] };
   spec?: unknown;
   status?: unknown;
   data?: Record<string, string>;
@@ -328,6 +329,29 @@ export class FakeKubeApi implements KubeApi {
     if (before === undefined) return false;
     this.#write(kind, id, before, undefined);
     return true;
+  }
+
+  /**
+   * Deletes every object whose owners (`metadata.ownerReferences`, by uid) are all gone, as the
+   * kube-controller-manager's garbage collector does some time after an owner is deleted; returns
+   * `kind/namespace/name` of each deleted.
+   */
+  collectGarbage(): string[] {
+    const uids = new Set<string>();
+    for (const store of this.#objects.values()) {
+      for (const o of store.values()) if (o.metadata.uid !== undefined) uids.add(o.metadata.uid);
+    }
+    const deleted: string[] = [];
+    for (const [kind, store] of this.#objects) {
+      for (const [id, o] of [...store]) {
+        const owners = o.metadata.ownerReferences;
+        if (owners === undefined || owners.length === 0) continue;
+        if (owners.some((r) => uids.has(r.uid))) continue;
+        this.#write(kind, id, o, undefined);
+        deleted.push(`${kind}/${id}`);
+      }
+    }
+    return deleted.sort();
   }
 
   /** An object as stored now. */

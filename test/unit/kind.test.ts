@@ -1,14 +1,16 @@
 // The kind end-to-end setup (e2e/kind/), checked without Docker: every YAML file parses, the
-// cluster config wires the audit flags to the mounted directory, the scenario's resources become
-// the sinks the operator would build, the placeholders load, and run.sh is valid bash that agrees
-// with the config. Starts only `bash -n`, which parses the script without running it.
+// cluster config wires the audit flags to the mounted directory and the audit log to where
+// test/e2e/node/on-kind.ts reads it, the placeholders load, and run.sh is valid bash that agrees
+// with the config and runs the node test's install scenario against kind. Starts only `bash -n`,
+// which parses the script without running it.
 import { execFileSync } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { parse, parseAllDocuments } from 'yaml';
 import { loadPolicy } from '../../src/policy/load.ts';
-import { sinkFromResource } from '../../src/sinks/spec.ts';
+import { KIND_AUDIT_LOG, KIND_AUDIT_MOUNT, KIND_SERVICE_IP } from '../e2e/node/on-kind.ts';
 
 const dir = new URL('../../e2e/kind/', import.meta.url);
 const read = (path: string) => readFileSync(new URL(path, dir), 'utf8');
@@ -48,7 +50,7 @@ const patches = new Map(
 
 interface ApiServerPatch {
   extraArgs: Record<string, string> | { name: string; value: string }[];
-  extraVolumes: { name: string; hostPath: string; mountPath: string }[];
+  extraVolumes: { name: string; hostPath: string; mountPath: string; readOnly?: boolean }[];
 }
 
 /** The apiserver flags a patch sets, whichever form its kubeadm version uses. */
@@ -78,11 +80,9 @@ describe('e2e/kind', () => {
       (f) => (f.endsWith('.yaml') || f.endsWith('.kubeconfig')) && !f.startsWith('.work'),
     );
     expect(files.sort()).toEqual([
-      'influxdb.yaml',
       'kind-config.yaml',
       'placeholder/audit-policy.yaml',
       'placeholder/audit-webhook.kubeconfig',
-      'scenario.yaml',
     ]);
     for (const file of files) expect(documents(file).length).toBeGreaterThan(0);
   });
@@ -95,33 +95,41 @@ describe('e2e/kind', () => {
 
     it('mounts the audit directory into the node, where the apiserver flags point', () => {
       expect(controlPlane.extraMounts).toEqual([
-        { hostPath: '.work/audit', containerPath: '/etc/kubernetes/audit', readOnly: true },
+        { hostPath: '.work/audit', containerPath: KIND_AUDIT_MOUNT, readOnly: true },
       ]);
     });
 
     it.each(['kubeadm.k8s.io/v1beta3', 'kubeadm.k8s.io/v1beta4'])(
-      'starts the apiserver with the audit webhook flags in kubeadm %s',
+      "starts the apiserver with the notes' audit flags and a JSON audit log where on-kind.ts reads it, in kubeadm %s",
       (version) => {
         const patch = patches.get(version);
         expect(patch, `a patch for ${version}`).toBeDefined();
         expect(flags(patch as ApiServerPatch)).toEqual({
-          'audit-webhook-config-file': '/etc/kubernetes/audit/audit-webhook.kubeconfig',
-          'audit-policy-file': '/etc/kubernetes/audit/audit-policy.yaml',
+          'audit-webhook-config-file': `${KIND_AUDIT_MOUNT}/audit-webhook.kubeconfig`,
+          'audit-policy-file': `${KIND_AUDIT_MOUNT}/audit-policy.yaml`,
           'audit-webhook-batch-max-wait': '5s',
+          'audit-log-path': KIND_AUDIT_LOG,
+          'audit-log-format': 'json',
         });
         expect((patch as ApiServerPatch).extraVolumes).toEqual([
           expect.objectContaining({
-            hostPath: '/etc/kubernetes/audit',
-            mountPath: '/etc/kubernetes/audit',
+            hostPath: KIND_AUDIT_MOUNT,
+            mountPath: KIND_AUDIT_MOUNT,
+            readOnly: true,
+          }),
+          expect.objectContaining({
+            hostPath: dirname(KIND_AUDIT_LOG),
+            mountPath: dirname(KIND_AUDIT_LOG),
           }),
         ]);
       },
     );
 
-    it('has a service range holding the ClusterIP run.sh pins', () => {
+    it('has a service range holding the ClusterIP on-kind.ts pins, the one run.sh names', () => {
+      expect(shellValue('SERVICE_IP')).toBe(KIND_SERVICE_IP);
       const [network, bits] = kindConfig.networking.serviceSubnet.split('/');
       const size = 2 ** (32 - Number(bits));
-      const ip = ipv4(shellValue('SERVICE_IP'));
+      const ip = ipv4(KIND_SERVICE_IP);
       expect(ip).toBeGreaterThan(ipv4(network as string));
       expect(ip).toBeLessThan(ipv4(network as string) + size - 1);
     });
@@ -139,7 +147,7 @@ describe('e2e/kind', () => {
         'current-context': string;
       };
       expect(config.clusters[0]?.cluster.server).toBe(
-        `https://${shellValue('SERVICE_IP')}:${shellValue('SERVICE_PORT')}/audit/v1/events`,
+        `https://${KIND_SERVICE_IP}:${shellValue('SERVICE_PORT')}/audit/v1/events`,
       );
       expect(config['current-context']).toBe('default');
     });
@@ -147,53 +155,8 @@ describe('e2e/kind', () => {
     it('has both files under the names the apiserver flags give', () => {
       const args = flags(patches.get('kubeadm.k8s.io/v1beta3') as ApiServerPatch);
       for (const flag of ['audit-webhook-config-file', 'audit-policy-file']) {
-        const file = (args[flag] as string).replace('/etc/kubernetes/audit/', 'placeholder/');
+        const file = (args[flag] as string).replace(`${KIND_AUDIT_MOUNT}/`, 'placeholder/');
         expect(read(file).length).toBeGreaterThan(0);
-      }
-    });
-  });
-
-  describe('scenario.yaml', () => {
-    const resources = documents('scenario.yaml').filter((d) => d.kind !== 'Namespace');
-    const settings = { clusterWideNamespaces: [shellValue('NAMESPACE')], requireDestination: true };
-
-    it('declares the AuditSink and the two AuditPipelines of the control-plane e2e', () => {
-      const sinks = resources.map((r) => sinkFromResource(r, settings));
-      expect(sinks.map((s) => s.key)).toEqual([
-        'AuditSink/cluster-metadata',
-        'AuditPipeline/team-a/a-trail',
-        'AuditPipeline/team-b/b-trail',
-      ]);
-      expect(sinks.map((s) => s.scope.namespace)).toEqual([null, 'team-a', 'team-b']);
-    });
-
-    it('writes to the InfluxDB of influxdb.yaml, one bucket per sink', () => {
-      const env = Object.fromEntries(
-        (
-          documents('influxdb.yaml').find((d) => d.kind === 'Deployment') as {
-            spec: {
-              template: { spec: { containers: { env: { name: string; value: string }[] }[] } };
-            };
-          }
-        ).spec.template.spec.containers[0]?.env.map((e) => [e.name, e.value]) ?? [],
-      );
-      expect(env.DOCKER_INFLUXDB_INIT_ORG).toBe(shellValue('INFLUX_ORG'));
-      expect(env.DOCKER_INFLUXDB_INIT_ADMIN_TOKEN).toBe(shellValue('INFLUX_ADMIN_TOKEN'));
-      const destinations = resources.map((r) => sinkFromResource(r, settings).influxdb);
-      expect(destinations.map((d) => [d?.url, d?.org, d?.bucket])).toEqual([
-        ['http://influxdb.influxdb.svc:8086', env.DOCKER_INFLUXDB_INIT_ORG, 'cluster'],
-        ['http://influxdb.influxdb.svc:8086', env.DOCKER_INFLUXDB_INIT_ORG, 'team-a'],
-        ['http://influxdb.influxdb.svc:8086', env.DOCKER_INFLUXDB_INIT_ORG, 'team-b'],
-      ]);
-    });
-
-    it('names token Secrets that run.sh creates with the opt-in label', () => {
-      expect(runSh).toContain('kube-audit.dev/usable-by-sinks=true');
-      for (const resource of resources) {
-        const spec = resource.spec as { influxdb: { tokenSecretRef: { name: string } } };
-        const metadata = resource.metadata as { namespace?: string };
-        const namespace = metadata.namespace === undefined ? '"${NAMESPACE}"' : metadata.namespace;
-        expect(runSh).toContain(`token_secret ${namespace} ${spec.influxdb.tokenSecretRef.name} `);
       }
     });
   });
@@ -209,27 +172,18 @@ describe('e2e/kind', () => {
     });
 
     it('checks for the tools it needs', () => {
-      expect(runSh).toMatch(/for tool in docker kind kubectl helm; do/);
+      expect(runSh).toMatch(/for tool in docker kind kubectl helm npx; do/);
     });
 
     it('rewrites exactly the audit hostPath of kind-config.yaml', () => {
       expect(runSh).toContain(`s|hostPath: \\"${controlPlane.extraMounts[0]?.hostPath}\\"|`);
     });
 
-    it('reads the CA and token where the chart mounts them', () => {
-      const helpers = readFileSync(
-        new URL('../../charts/kube-audit-operator/templates/_helpers.tpl', import.meta.url),
-        'utf8',
+    it("runs the node test's install scenario on kind, with what on-kind.ts requires", () => {
+      expect(runSh).toMatch(
+        /KUBE_AUDIT_E2E_CLUSTER=kind KIND_CLUSTER_NAME="\$\{CLUSTER\}" KIND_AUDIT_DIR="\$\{audit_dir\}" \\\n\s+npx vitest run --project node test\/e2e\/node\/install\.test\.ts$/m,
       );
-      const dir = (name: string) =>
-        new RegExp(`define "kube-audit-operator\\.${name}" -}}([^{]+){{`).exec(helpers)?.[1];
-      expect(runSh).toContain(`--ca-file ${dir('tlsDir')}/ca.crt`);
-      expect(runSh).toContain(`--token-file ${dir('tokenDir')}/token`);
-    });
-
-    it('pins the Service ClusterIP when installing the chart', () => {
-      expect(runSh).toContain('--set service.clusterIP="${SERVICE_IP}"');
-      expect(runSh).toContain('charts/kube-audit-operator');
+      expect(existsSync(new URL('../e2e/node/install.test.ts', import.meta.url))).toBe(true);
     });
   });
 });

@@ -47,6 +47,11 @@ app.kubernetes.io/part-of: kube-audit-operator
 {{- end }}
 {{- end }}
 
+{{/* The leader-election Lease; its name also prefixes and labels the replicas' status reports. */}}
+{{- define "kube-audit-operator.leaseName" -}}
+{{- default (include "kube-audit-operator.fullname" .) .Values.operator.leaseName }}
+{{- end }}
+
 {{- define "kube-audit-operator.serviceAccountName" -}}
 {{- default (include "kube-audit-operator.fullname" .) .Values.serviceAccount.name }}
 {{- end }}

@@ -44,6 +44,10 @@ interface Container {
   args: string[];
   env: { name: string; value?: string; valueFrom?: unknown }[];
   ports: { name: string; containerPort: number }[];
+  startupProbe: {
+    httpGet: { path: string; port: string; scheme: string };
+    initialDelaySeconds: number;
+  };
   readinessProbe: { httpGet: { path: string; port: string; scheme: string } };
   livenessProbe: { httpGet: { path: string; port: string; scheme: string } };
   resources: { requests?: Record<string, string>; limits?: Record<string, string> };
@@ -229,6 +233,11 @@ describe('helm template with the default values', () => {
       port: 'https',
       scheme: 'HTTPS',
     });
+    // No probe before the process can answer: each failure is a Warning Event.
+    expect(container.startupProbe).toMatchObject({
+      httpGet: { path: '/readyz', port: 'https', scheme: 'HTTPS' },
+      initialDelaySeconds: 5,
+    });
     expect(Object.keys(container.resources.requests ?? {}).sort()).toEqual(['cpu', 'memory']);
     expect(Object.keys(container.resources.limits ?? {}).sort()).toEqual(['cpu', 'memory']);
   });
@@ -293,6 +302,14 @@ describe('helm template with the default values', () => {
     ).toEqual([]);
   });
 
+  it('creates the leader-election Lease that the replicas campaign for, empty', () => {
+    const lease = find(manifests, 'Lease', FULLNAME);
+    expect(lease.apiVersion).toBe('coordination.k8s.io/v1');
+    expect(lease.spec).toEqual({});
+    const { args } = operatorContainer(find(manifests, 'Deployment'));
+    expect(args).toContain(`--lease-name=${FULLNAME}`);
+  });
+
   it('exposes the receivers on a ClusterIP Service, port 443 named https to the container’s 8443', () => {
     const spec = find(manifests, 'Service').spec as Record<string, unknown>;
     expect(spec.type).toBe('ClusterIP');
@@ -327,6 +344,15 @@ describe('helm template with the default values', () => {
     expect(caSecret['ca.crt']).toBe(data['ca.crt']);
     const token = find(manifests, 'Secret', `${FULLNAME}-token`).data as Record<string, string>;
     expect(b64(token.token as string)).toMatch(/^[A-Za-z0-9]{48}$/);
+    // Both are in the apiserver's webhook kubeconfig: helm uninstall leaves them.
+    for (const name of [`${FULLNAME}-ca`, `${FULLNAME}-token`]) {
+      expect(find(manifests, 'Secret', name).metadata.annotations).toEqual({
+        'helm.sh/resource-policy': 'keep',
+      });
+    }
+    expect(find(manifests, 'Secret', `${FULLNAME}-tls`).metadata.annotations).not.toHaveProperty(
+      'helm.sh/resource-policy',
+    );
     expect(manifests.filter((m) => m.kind === 'ServiceMonitor' || m.kind === 'ConfigMap')).toEqual(
       [],
     );
@@ -668,18 +694,50 @@ describe('on kube-apiserver 1.37', () => {
     expect(await secretData(`${FULLNAME}-token`)).toEqual(after.token);
   });
 
-  it('uninstalls: the release’s objects are gone, the CRDs (never deleted by Helm) stay', async () => {
-    await helmOk(['uninstall', RELEASE, '--kubeconfig', cp.kubeconfig(), '--namespace', NAMESPACE]);
-    const left = await kubectl([
-      'get',
-      '-n',
+  it('uninstalls: the release’s objects are gone but the CA and the token, which a reinstall reads back; the CRDs (never deleted by Helm) stay', async () => {
+    const uninstall = () =>
+      helmOk(['uninstall', RELEASE, '--kubeconfig', cp.kubeconfig(), '--namespace', NAMESPACE]);
+    const leftBehind = async () =>
+      (
+        await kubectl([
+          'get',
+          '-n',
+          NAMESPACE,
+          'deployment,service,serviceaccount,role,rolebinding,secret,poddisruptionbudget,lease',
+          `--selector=app.kubernetes.io/instance=${RELEASE}`,
+          '-o',
+          'name',
+        ])
+      )
+        .trim()
+        .split('\n')
+        .filter((n) => n !== '')
+        .sort();
+    const kept = {
+      ca: await secretData(`${FULLNAME}-ca`),
+      token: await secretData(`${FULLNAME}-token`),
+    };
+    await uninstall();
+    expect(await leftBehind()).toEqual([`secret/${FULLNAME}-ca`, `secret/${FULLNAME}-token`]);
+    // A reinstall under the same name: the apiserver's files stay valid.
+    await helmOk([
+      'install',
+      RELEASE,
+      CHART,
+      '--kubeconfig',
+      cp.kubeconfig(),
+      '--namespace',
       NAMESPACE,
-      'deployment,service,serviceaccount,role,rolebinding,secret,poddisruptionbudget',
-      `--selector=app.kubernetes.io/instance=${RELEASE}`,
-      '-o',
-      'name',
+      '--wait=hookOnly',
     ]);
-    expect(left.trim()).toBe('');
+    expect(await secretData(`${FULLNAME}-ca`)).toEqual(kept.ca);
+    expect(await secretData(`${FULLNAME}-token`)).toEqual(kept.token);
+    const tls = await secretData(`${FULLNAME}-tls`);
+    expect(tls['ca.crt']).toBe(kept.ca['ca.crt']);
+    await uninstall();
+    // As the notes say, to remove it for good.
+    await kubectl(['delete', 'secret', '-n', NAMESPACE, `${FULLNAME}-ca`, `${FULLNAME}-token`]);
+    expect(await leftBehind()).toEqual([]);
     for (const name of [FULLNAME, `${FULLNAME}-metrics-auth`, `${FULLNAME}-metrics-reader`]) {
       const cluster = await cp.kubectl(['get', 'clusterrole', name]);
       expect(cluster.code).not.toBe(0);

@@ -177,7 +177,9 @@ beforeAll(async () => {
     cp,
     influx,
     operator,
-    oracle: new AuditOracle(cp, influx, auditLog, [OPERATOR_NS]),
+    oracle: new AuditOracle([cp.users.admin.name, cp.users.alice.name], influx, auditLog, [
+      OPERATOR_NS,
+    ]),
     auditLog,
     dir,
     ca,

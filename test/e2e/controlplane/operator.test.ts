@@ -216,7 +216,9 @@ beforeAll(async () => {
     ca,
     auditLog,
     resources,
-    oracle: new AuditOracle(cp, influx, auditLog, [OPERATOR_NS]),
+    oracle: new AuditOracle([cp.users.admin.name, cp.users.alice.name], influx, auditLog, [
+      OPERATOR_NS,
+    ]),
   };
 
   for (const [kind, name] of [

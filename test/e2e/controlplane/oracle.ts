@@ -2,8 +2,9 @@
  * The oracle of the control-plane end-to-end tests: the kube-apiserver's own audit log
  * (`--audit-log-path`) holds every event it recorded; the repository's policy engine (tested
  * against upstream's checker tests) says which of them each sink keeps and at which level; the
- * sink's bucket must hold exactly those. Only the test's users (admin, alice) count, so the
- * operator's own API traffic never makes a comparison flaky. Starts nothing.
+ * sink's bucket must hold exactly those. Only the test's own users count (e.g. admin and alice),
+ * so the operator's and the cluster's own API traffic never makes a comparison flaky. Used on the
+ * control plane and on the single-node cluster. Starts nothing.
  */
 import { readFile } from 'node:fs/promises';
 import { expect } from 'vitest';
@@ -11,7 +12,6 @@ import { parseAuditLogLine } from '../../../src/audit/parse.ts';
 import type { AuditEvent } from '../../../src/audit/types.ts';
 import { routeEvent } from '../../../src/sinks/router.ts';
 import { sinkFromResource } from '../../../src/sinks/spec.ts';
-import type { ControlPlane } from '../../harness/controlplane.ts';
 import type { InfluxServer } from '../../harness/influxd.ts';
 import { eventually } from '../../support/wait.ts';
 
@@ -25,27 +25,31 @@ export interface WrittenBy {
 export class AuditOracle {
   /** Events recorded before this are out of scope (e.g. before the operator was ready). */
   since = new Date(0);
-  readonly #cp: ControlPlane;
+  readonly #users: readonly string[];
   readonly #influx: InfluxServer;
-  readonly #auditLog: string;
+  readonly #auditLog: () => Promise<string>;
   readonly #clusterWideNamespaces: readonly string[];
 
+  /**
+   * `users`: the names whose requests count; `auditLog`: the apiserver's `--audit-log-path`
+   * (JSON), or what reads it; `clusterWideNamespaces`: the operator's `--cluster-wide-namespaces`.
+   */
   constructor(
-    cp: ControlPlane,
+    users: readonly string[],
     influx: InfluxServer,
-    auditLog: string,
+    auditLog: string | (() => Promise<string>),
     clusterWideNamespaces: readonly string[],
   ) {
-    this.#cp = cp;
+    this.#users = users;
     this.#influx = influx;
-    this.#auditLog = auditLog;
+    this.#auditLog = typeof auditLog === 'string' ? () => readFile(auditLog, 'utf8') : auditLog;
     this.#clusterWideNamespaces = clusterWideNamespaces;
   }
 
   /** The test users' events the apiserver logged since {@link since}, parsed. */
   async loggedEvents(): Promise<AuditEvent[]> {
-    const users = new Set([this.#cp.users.admin.name, this.#cp.users.alice.name]);
-    const text = await readFile(this.#auditLog, 'utf8');
+    const users = new Set(this.#users);
+    const text = await this.#auditLog();
     return text
       .split('\n')
       .filter((l) => l.trim() !== '')
@@ -71,13 +75,13 @@ export class AuditOracle {
 
   /** `auditID/stage/level` of every point of the test users a sink wrote since {@link since}. */
   async written(by: WrittenBy): Promise<Set<string>> {
-    const { admin, alice } = this.#cp.users;
+    const byUser = this.#users.map((u) => `r.user == ${JSON.stringify(u)}`).join(' or ');
     const rows = await this.#influx.query(`
       from(bucket: "${by.bucket}")
         |> range(start: ${this.since.toISOString()})
         |> filter(fn: (r) => r._measurement == "kubernetes_audit" and r._field == "audit_id")
         |> filter(fn: (r) => r.sink == "${by.sink}")
-        |> filter(fn: (r) => r.user == "${admin.name}" or r.user == "${alice.name}")`);
+        |> filter(fn: (r) => ${byUser})`);
     return new Set(rows.map((r) => `${String(r._value)}/${String(r.stage)}/${String(r.level)}`));
   }
 

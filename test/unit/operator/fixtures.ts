@@ -8,7 +8,7 @@ import { Writable } from 'node:stream';
 import { Registry } from 'prom-client';
 import { ClusterTally } from '../../../src/operator/tally.ts';
 import { type ControlledPlane, SinkController } from '../../../src/operator/controller.ts';
-import { SECRET_OPT_IN_LABEL } from '../../../src/operator/kube.ts';
+import { type OwnerReference, SECRET_OPT_IN_LABEL } from '../../../src/operator/kube.ts';
 import { StatusPublisher } from '../../../src/operator/publisher.ts';
 import { ReplicaReporter } from '../../../src/operator/reporter.ts';
 import type { SinkSettings } from '../../../src/sinks/spec.ts';
@@ -215,7 +215,13 @@ export interface Replica {
 export async function startReplica(
   api: FakeKubeApi,
   clock: ManualClock,
-  options: { name?: string; leading?: boolean; intervalMs?: number } = {},
+  options: {
+    name?: string;
+    leading?: boolean;
+    intervalMs?: number;
+    /** The Lease that owns the reports and totals, as the elector knows it. */
+    owner?: () => OwnerReference | undefined;
+  } = {},
 ): Promise<Replica> {
   const name = options.name ?? 'kao-a';
   const intervalMs = options.intervalMs ?? INTERVAL_MS;
@@ -243,6 +249,7 @@ export async function startReplica(
     log,
     intervalMs,
     heartbeatMs: intervalMs * 4,
+    ...(options.owner === undefined ? {} : { owner: options.owner }),
     clock,
   });
   const replica: Replica = {
@@ -264,6 +271,7 @@ export async function startReplica(
         log,
         expiryMs: intervalMs * 4 * 3,
         own: () => reporter.current(),
+        ...(options.owner === undefined ? {} : { owner: options.owner }),
         clock,
       }),
       log,

@@ -329,6 +329,41 @@ describe('LeaderElector', () => {
     expect(leader.changes).toEqual([true, false]);
   });
 
+  it('names the Lease it read, by uid, as the owner of the status reports; a new Lease by its new uid', async () => {
+    const api = new FakeKubeApi();
+    const clock = new ManualClock(NOW);
+    const us = campaign(api, clock, US);
+    expect(us.elector.owner).toBeUndefined();
+    // As the chart creates it: no holder yet.
+    const first = api.put('Lease', { metadata: { name: NAME, namespace: NAMESPACE }, spec: {} });
+    us.elector.start();
+    await flush();
+    expect(us.elector.leading).toBe(true);
+    expect(us.elector.owner).toEqual({
+      apiVersion: 'coordination.k8s.io/v1',
+      kind: 'Lease',
+      name: NAME,
+      uid: first.metadata.uid,
+    });
+    // Uninstalled and installed again: another object of the same name.
+    api.remove('Lease', NAMESPACE, NAME);
+    const second = api.put('Lease', { metadata: { name: NAME, namespace: NAMESPACE }, spec: {} });
+    await clock.advance(LEADER_DEFAULTS.retryPeriodMs);
+    expect(second.metadata.uid).not.toBe(first.metadata.uid);
+    expect(us.elector.owner?.uid).toBe(second.metadata.uid);
+    await us.elector.stop();
+  });
+
+  it('names the Lease it created as the owner when there was none, by the end of its first attempt', async () => {
+    const api = new FakeKubeApi();
+    const clock = new ManualClock(NOW);
+    const us = campaign(api, clock, US);
+    us.elector.start();
+    await us.elector.attempted();
+    expect(us.elector.owner?.uid).toBe(api.get('Lease', NAMESPACE, NAME)?.metadata.uid);
+    await us.elector.stop();
+  });
+
   it('reports a release that failed; the Lease then expires by itself', async () => {
     const api = new FakeKubeApi();
     const clock = new ManualClock(NOW);

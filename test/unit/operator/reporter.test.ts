@@ -6,6 +6,7 @@
 // incarnation without counting anything twice. reports.test.ts has the fold's arithmetic; this
 // file drives the reporter and tally that read and write it. Starts no process, opens no socket.
 import { afterEach, describe, expect, it } from 'vitest';
+import type { OwnerReference } from '../../../src/operator/kube.ts';
 import { decodeReport, decodeTotals, type StatusTotals } from '../../../src/operator/reports.ts';
 import type { ResourceStatus } from '../../../src/operator/status.ts';
 import { conflict, FakeKubeApi, type Stored } from '../../support/fake-kube-api.ts';
@@ -34,8 +35,12 @@ function cluster() {
   const api = new FakeKubeApi();
   const clock = new ManualClock();
   api.put('AuditPipeline', pipeline('orders'));
-  const join = async (name: string, leading = false) => {
-    const r = await startReplica(api, clock, { name, leading });
+  const join = async (name: string, leading = false, owner?: () => OwnerReference | undefined) => {
+    const r = await startReplica(api, clock, {
+      name,
+      leading,
+      ...(owner === undefined ? {} : { owner }),
+    });
     running.push(r);
     return r;
   };
@@ -59,6 +64,16 @@ function totalsOf(api: FakeKubeApi): StatusTotals | undefined {
 function received(api: FakeKubeApi): number | undefined {
   return (api.get('AuditPipeline', 'shop', 'orders')?.status as ResourceStatus | undefined)
     ?.received;
+}
+
+/** The Lease as the chart creates it, and the owner reference the elector makes of it. */
+function chartLease(api: FakeKubeApi): OwnerReference {
+  const lease = api.put('Lease', {
+    metadata: { name: LEASE, namespace: OPERATOR_NAMESPACE },
+    spec: {},
+  });
+  const uid = lease.metadata.uid ?? '';
+  return { apiVersion: 'coordination.k8s.io/v1', kind: 'Lease', name: LEASE, uid };
 }
 
 /** Writes of the totals ConfigMap so far. */
@@ -94,6 +109,35 @@ describe('replica reports', () => {
       incarnation: b.reporter.incarnation,
     });
     expect(report?.sinks[ORDERS]?.counts.received).toBe(5);
+  });
+
+  it('names the Lease as owner of every slot and of the totals, so that deleting the Lease deletes them all', async () => {
+    const { api, join } = cluster();
+    const lease = chartLease(api);
+    // A's slot is claimed before its elector has read the Lease; B's after.
+    const elector: { owner?: OwnerReference } = {};
+    const a = await join('kao-a', true, () => elector.owner);
+    await a.reporter.publish();
+    expect(configMap(api, `${LEASE}-replica-0`)?.metadata.ownerReferences).toBeUndefined();
+    elector.owner = lease;
+    const b = await join('kao-b', false, () => elector.owner);
+    await b.reporter.publish();
+    await b.reporter.publishFinal();
+    await a.publisher.publish();
+    // A's next write (a heartbeat at the latest) names the owner too.
+    a.registry.set(ORDERS, { received: 1 });
+    await a.reporter.publish();
+    for (const name of [`${LEASE}-replica-0`, `${LEASE}-replica-1`, `${LEASE}-totals`]) {
+      expect(configMap(api, name)?.metadata.ownerReferences, name).toEqual([lease]);
+    }
+    // `helm uninstall` deletes the Lease; the garbage collector then deletes what it owns.
+    api.remove('Lease', OPERATOR_NAMESPACE, LEASE);
+    expect(api.collectGarbage()).toEqual([
+      `ConfigMap/${OPERATOR_NAMESPACE}/${LEASE}-replica-0`,
+      `ConfigMap/${OPERATOR_NAMESPACE}/${LEASE}-replica-1`,
+      `ConfigMap/${OPERATOR_NAMESPACE}/${LEASE}-totals`,
+    ]);
+    expect(api.list('ConfigMap')).toEqual([]);
   });
 
   it('writes when its counts changed, at most once per interval, and at least once per heartbeat', async () => {
