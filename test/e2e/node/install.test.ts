@@ -13,6 +13,7 @@
 // its pods, influxd, kubectl, helm, bash for the commands users copy. The same file runs on kind
 // (KUBE_AUDIT_E2E_CLUSTER=kind, e2e/kind/run.sh); cluster.ts is all that differs.
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -479,6 +480,12 @@ describe(`the chart installed with the README's command`, () => {
       secret.stringData.token = tokens[i] as string;
       return secret;
     });
+    // The payments pipeline names its own writers' tokens: the sample Secret, with a real token.
+    const writers = parse(await readFile(join(samples, 'audit-writers-secret.yaml'), 'utf8')) as {
+      stringData: { tokens: string };
+    };
+    writers.stringData.tokens = `${randomBytes(24).toString('base64url')}\n`;
+    secrets.push(writers as never);
     secrets.push({
       apiVersion: 'v1',
       kind: 'Secret',
