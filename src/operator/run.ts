@@ -169,8 +169,15 @@ export async function startOperator(settings: Settings, log: Logger): Promise<Op
   reporter.start();
   publisher.start();
   plane.setReady(true);
+  // Says whether it leads: the elector's first attempt, logged before this line, decided it.
   own.info(
-    { url: plane.url, endpointBase, sinks: plane.registry.sinks().length, native },
+    {
+      url: plane.url,
+      endpointBase,
+      sinks: plane.registry.sinks().length,
+      native,
+      leading: elector.leading,
+    },
     'operator ready',
   );
 

@@ -226,12 +226,17 @@ function logs(): string {
   return replicas.map((r) => `operator ${r.name} log:\n${r.process.log().slice(-3000)}`).join('\n');
 }
 
-/** Whether a replica leads now: its last word on it since it last started. */
+/**
+ * Whether a replica leads now: its last word on it since it last became ready (the ready line
+ * says whether it leads then; a change after it is logged on its own).
+ */
 function leads(replica: Replica): boolean {
   const lines = replica.process.log().split('\n');
   const started = lines.findLastIndex((l) => l.includes('"msg":"operator ready"'));
   const since = lines.slice(Math.max(0, started));
-  const last = since.findLast((l) => /"msg":"(leading: writing status|following)"/.test(l));
+  const last = since.findLast((l) =>
+    /"msg":"(leading: writing status|following|operator ready)"/.test(l),
+  );
   return last?.includes('"leading":true') === true;
 }
 
