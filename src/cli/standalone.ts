@@ -38,6 +38,13 @@ export function addReceiverOptions(command: Command): Command {
       env('--spool-max-bytes <n>', 'SPOOL_MAX_BYTES', 'cap of each sink spool (default 1 GiB)'),
     )
     .addOption(
+      env(
+        '--dead-letter-max-bytes <n>',
+        'DEAD_LETTER_MAX_BYTES',
+        "cap of each sink's dead-letter file (default 64 MiB)",
+      ),
+    )
+    .addOption(
       env('--namespace <ns>', 'NAMESPACE', "the operator's namespace (default kube-audit)"),
     )
     .addOption(
@@ -88,6 +95,7 @@ export interface ReceiverFlags {
   tokenFile?: string[] | string;
   dataDir?: string;
   spoolMaxBytes?: string;
+  deadLetterMaxBytes?: string;
   namespace?: string;
   clusterWideNamespaces?: string;
   allowSecretPayloads?: boolean | string;
@@ -121,6 +129,7 @@ export function settingsFromFlags(flags: ReceiverFlags): SettingsInput {
   );
   set('dataDir', flags.dataDir);
   set('spoolMaxBytes', flags.spoolMaxBytes);
+  set('deadLetterMaxBytes', flags.deadLetterMaxBytes);
   set('namespace', flags.namespace);
   set('clusterWideNamespaces', flags.clusterWideNamespaces);
   set('allowSecretPayloads', flags.allowSecretPayloads);

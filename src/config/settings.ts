@@ -26,6 +26,8 @@ export interface Settings {
   readonly dataDir: string;
   /** Cap of each sink's spool, in bytes; beyond it the sink's endpoint answers 429. */
   readonly spoolMaxBytes: number;
+  /** Cap of each sink's dead-letter file, in bytes; refused events beyond it are dropped, counted. */
+  readonly deadLetterMaxBytes: number;
   /** The operator's own namespace: Secrets of AuditSinks live here. */
   readonly namespace: string;
   /** Pipelines in these namespaces see every namespace's events. */
@@ -78,6 +80,11 @@ export const SETTINGS_DEFAULTS = Object.freeze({
   dataDir: './kube-audit-data',
   /** 1 GiB per sink: about an hour of a busy apiserver's Metadata events for a sink that is down. */
   spoolMaxBytes: 1024 ** 3,
+  /**
+   * 64 MiB per sink: tens of thousands of refused events, more than a misconfiguration leaves
+   * before someone looks, and little next to the spool.
+   */
+  deadLetterMaxBytes: 64 * 1024 ** 2,
   /** The namespace the Helm chart installs into. */
   namespace: 'kube-audit',
   allowSecretPayloads: false,
@@ -204,6 +211,12 @@ export function validateSettings(
     tokenFiles: list('tokenFiles', []),
     dataDir: str('dataDir', SETTINGS_DEFAULTS.dataDir),
     spoolMaxBytes: int('spoolMaxBytes', SETTINGS_DEFAULTS.spoolMaxBytes, 1024 * 1024, 2 ** 50),
+    deadLetterMaxBytes: int(
+      'deadLetterMaxBytes',
+      SETTINGS_DEFAULTS.deadLetterMaxBytes,
+      1024 * 1024,
+      2 ** 50,
+    ),
     namespace,
     clusterWideNamespaces: list('clusterWideNamespaces', [namespace]),
     allowSecretPayloads: bool('allowSecretPayloads', SETTINGS_DEFAULTS.allowSecretPayloads),

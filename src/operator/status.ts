@@ -34,6 +34,7 @@ export interface ResourceStatus {
   readonly conditions: readonly Condition[];
   readonly received: number;
   readonly dropped: Readonly<Record<'policy' | 'namespace' | 'overflow' | 'rejected', number>>;
+  readonly deadLettered: Readonly<Record<'refused' | 'unencodable', number>>;
   readonly written: number;
   readonly failed: number;
   readonly lastEventTime?: string;
@@ -99,6 +100,10 @@ export function buildStatus(
       namespace: snapshot?.dropped.namespace ?? 0,
       overflow: snapshot?.dropped.overflow ?? 0,
       rejected: snapshot?.dropped.rejected ?? 0,
+    },
+    deadLettered: {
+      refused: snapshot?.deadLettered.refused ?? 0,
+      unencodable: snapshot?.deadLettered.unencodable ?? 0,
     },
     written: snapshot?.written ?? 0,
     failed: snapshot?.failed ?? 0,
@@ -235,6 +240,7 @@ export function neverBackwards(status: ResourceStatus, shown: unknown): Resource
   const before = shown as Partial<Record<string, unknown>>;
   const num = (v: unknown): number => (typeof v === 'number' && Number.isFinite(v) ? v : 0);
   const dropped = (before.dropped ?? {}) as Partial<Record<string, unknown>>;
+  const deadLettered = (before.deadLettered ?? {}) as Partial<Record<string, unknown>>;
   const last = typeof before.lastEventTime === 'string' ? before.lastEventTime : undefined;
   const lastEventTime =
     last !== undefined &&
@@ -249,6 +255,10 @@ export function neverBackwards(status: ResourceStatus, shown: unknown): Resource
       namespace: Math.max(status.dropped.namespace, num(dropped.namespace)),
       overflow: Math.max(status.dropped.overflow, num(dropped.overflow)),
       rejected: Math.max(status.dropped.rejected, num(dropped.rejected)),
+    },
+    deadLettered: {
+      refused: Math.max(status.deadLettered.refused, num(deadLettered.refused)),
+      unencodable: Math.max(status.deadLettered.unencodable, num(deadLettered.unencodable)),
     },
     written: Math.max(status.written, num(before.written)),
     failed: Math.max(status.failed, num(before.failed)),

@@ -38,12 +38,23 @@ export const DEFAULT_BACKOFF: BackoffOptions = Object.freeze({
   permanentMs: 60_000,
 });
 
+/** An event the destination refused on its own (or its output cannot encode), and why. */
+export interface Refusal {
+  readonly event: AuditEvent;
+  readonly error: OutputError;
+}
+
 /** What the loop reports, for metrics and status. */
 export interface DeliveryObserver {
   delivered(count: number, seconds: number): void;
   failed(error: OutputError, count: number, attempt: number): void;
-  /** A batch the destination refused as data was skipped, so that it cannot block the queue. */
-  rejected?(count: number, error: OutputError): void;
+  /**
+   * Events of a batch the destination refused one by one, isolated from the rest, which was
+   * written: kept aside (the sink's dead letters) before the batch is committed, so that they
+   * never block the queue nor are lost without a trace. Never rejects: what cannot be kept is
+   * counted as dropped by the observer.
+   */
+  refused(refusals: readonly Refusal[]): Promise<void>;
 }
 
 /** How one loop runs; clock and sleep are injected so tests never wait for real backoff. */
@@ -141,8 +152,9 @@ export async function runDelivery<B extends { readonly events: readonly AuditEve
       if (abort.aborted) return;
       for (let attempt = 1; ; attempt++) {
         const started = now();
+        let refusals: Refusal[];
         try {
-          await untilAborted(output.write(batch.events, abort), abort);
+          refusals = await writeIsolating(batch.events, output, abort);
         } catch (err) {
           // Cut off at the end of the grace period (or by a destination change): not a failure of
           // the destination, and not a delivery. The batch stays queued, uncommitted, for the
@@ -156,14 +168,6 @@ export async function runDelivery<B extends { readonly events: readonly AuditEve
                   cause: err,
                 });
           observer.failed(error, batch.events.length, attempt);
-          if (error.code === 'REJECTED') {
-            // The destination refuses this data itself (400, 422): the same batch can never
-            // succeed, and holding it would block every event behind it. Counted, logged, skipped.
-            observer.rejected?.(batch.events.length, error);
-            await committing;
-            committing = commit(batch);
-            break;
-          }
           // A drain does not wait a minute for a permanent failure's re-check: the batch stays
           // queued for the next start, which may well have the fixed configuration.
           if (stop.aborted && !error.retryable) return;
@@ -175,7 +179,14 @@ export async function runDelivery<B extends { readonly events: readonly AuditEve
           if (abort.aborted) return;
           continue;
         }
-        observer.delivered(batch.events.length, (now() - started) / 1000);
+        if (refusals.length > 0) {
+          const first = refusals[0] as Refusal;
+          observer.failed(first.error, refusals.length, attempt);
+          // Kept before the commit: a crash in between delivers the batch again, never loses them.
+          await observer.refused(refusals);
+        }
+        const written = batch.events.length - refusals.length;
+        if (written > 0) observer.delivered(written, (now() - started) / 1000);
         // The next batch is read and written while this commit is persisted: the queue reads from
         // the last commit, persisted or not. One commit at a time; the queue coalesces them.
         await committing;
@@ -211,6 +222,40 @@ export async function runDelivery<B extends { readonly events: readonly AuditEve
       await queueFailed(err);
     }
   }
+}
+
+/**
+ * Writes `events`. When the destination refuses the data itself (a 400 or 422 that does not say
+ * which point) or the output cannot encode an event, the halves are written apart, and so on,
+ * until each refused event stands alone: one bad event costs about 2·log2(n) extra requests and
+ * only itself, where skipping the batch would drop every event beside it. Parts written before a
+ * refusal may be written again; every output's writes are idempotent.
+ *
+ * @returns the events refused on their own, in order (empty when everything was written).
+ * @throws what the output throws for anything else (a retryable failure, a bad token, an abort):
+ * the batch is then retried whole.
+ */
+export async function writeIsolating(
+  events: readonly AuditEvent[],
+  output: Output,
+  signal: AbortSignal,
+): Promise<Refusal[]> {
+  try {
+    await untilAborted(output.write(events, signal), signal);
+    return [];
+  } catch (err) {
+    if (signal.aborted || !isRefusal(err)) throw err;
+    if (events.length === 1) return [{ event: events[0] as AuditEvent, error: err }];
+    const middle = Math.ceil(events.length / 2);
+    const left = await writeIsolating(events.slice(0, middle), output, signal);
+    const right = await writeIsolating(events.slice(middle), output, signal);
+    return left.concat(right);
+  }
+}
+
+/** Whether a failure is about the data written, so that a smaller write can succeed. */
+function isRefusal(err: unknown): err is OutputError {
+  return err instanceof OutputError && (err.code === 'REJECTED' || err.code === 'UNENCODABLE');
 }
 
 /** The wait before retry `attempt` (1-based) after `error`. */

@@ -34,7 +34,10 @@ export type OutputErrorCode =
   | 'SERVER_ERROR'
   | 'UNAUTHORIZED'
   | 'NOT_FOUND'
+  /** The destination refuses the data itself (400, 422). */
   | 'REJECTED'
+  /** The output cannot represent an event (it was never checked on receipt). */
+  | 'UNENCODABLE'
   | 'REFUSED'
   | 'IO_ERROR';
 
@@ -78,7 +81,7 @@ export function errorForStatus(
   if (status === 429) return new OutputError('THROTTLED', message, { retryable: true, ...options });
   if (status >= 500)
     return new OutputError('SERVER_ERROR', message, { retryable: true, ...options });
-  // Only a refusal of the data itself (400, 422) lets delivery skip a batch; anything else (a
+  // Only a refusal of the data itself (400, 422) lets delivery set events aside; anything else (a
   // redirect, 413, 405...) is a configuration problem that must keep the events queued.
   if (status === 400 || status === 422) {
     return new OutputError('REJECTED', message, { retryable: false, ...options });

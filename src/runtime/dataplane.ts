@@ -19,11 +19,13 @@ import {
   startReceiver,
   validateReceiverOptions,
 } from '../receiver/index.ts';
-import { SinkRegistry } from '../sinks/registry.ts';
+import { DeadLetterStore, deadLetterPath } from '../sinks/dead-letter.ts';
+import { everyObserver, SinkRegistry } from '../sinks/registry.ts';
 import type { Sink } from '../sinks/types.ts';
 import { openQueue } from '../spool/index.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import { SinkMetrics } from '../telemetry/metrics.ts';
+import { SinkLog } from '../telemetry/sink-log.ts';
 import { SinkTokens, tokenLines } from './credentials.ts';
 import { connectionLimits, DedicatedListeners } from './listeners.ts';
 import { secretNamespace, type SecretStore } from './secrets.ts';
@@ -86,7 +88,7 @@ export async function startDataPlane(
   const metrics = new Registry();
   // Memory, CPU and event-loop lag of the process: what "memory stays bounded" is alerted on.
   collectDefaultMetrics({ register: metrics });
-  const registry = createRegistry(settings, options.secrets, metrics, {
+  const registry = createRegistry(settings, options.secrets, metrics, log, {
     durable: true,
     embeddedDestination: options.embeddedDestination,
   });
@@ -220,12 +222,14 @@ export interface RegistryMode {
 
 /**
  * The sink registry: queues spooled under the data directory (or in memory), outputs from each
- * sink's destinations, or the line-protocol file when it names none.
+ * sink's destinations, or the line-protocol file when it names none, and dead letters under the
+ * data directory in both cases.
  */
 export function createRegistry(
   settings: Settings,
   secrets: () => SecretStore,
   metrics: Registry,
+  log: Logger,
   mode: RegistryMode,
 ): SinkRegistry {
   const registry: SinkRegistry = new SinkRegistry({
@@ -238,8 +242,17 @@ export function createRegistry(
         }),
       createOutputs: (sink) =>
         Promise.resolve(outputsFor(sink, settings, secrets, mode.embeddedDestination)),
+      openDeadLetters: (sink) =>
+        new DeadLetterStore({
+          path: deadLetterPath(settings.dataDir, sink.ref),
+          sink: sink.label,
+          maxBytes: settings.deadLetterMaxBytes,
+        }),
     },
-    observer: new SinkMetrics(metrics, () => registry.queueDepths()),
+    observer: everyObserver(
+      new SinkMetrics(metrics, () => registry.queueDepths()),
+      new SinkLog(log.child({ component: 'delivery' })),
+    ),
   });
   return registry;
 }

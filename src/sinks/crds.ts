@@ -299,7 +299,28 @@ export const STATUS_SCHEMA: SchemaNode = {
         rejected: {
           type: 'integer',
           format: 'int64',
-          description: 'Refused by the destination as malformed (HTTP 400 or 422).',
+          description:
+            'Refused by the destination (HTTP 400 or 422) and not kept as a dead letter: the dead-letter file was full or could not be written.',
+          minimum: 0,
+        },
+      },
+    },
+    deadLettered: {
+      type: 'object',
+      description:
+        "Events set aside in the sink's dead-letter store since the operator started, by reason; see `kube-audit-operator dead-letter list`.",
+      properties: {
+        refused: {
+          type: 'integer',
+          format: 'int64',
+          description:
+            'Refused one by one by a destination (HTTP 400 or 422): the rest of their batch was written.',
+          minimum: 0,
+        },
+        unencodable: {
+          type: 'integer',
+          format: 'int64',
+          description: 'Events an output could not encode (never checked on receipt).',
           minimum: 0,
         },
       },

@@ -7,11 +7,13 @@ import {
   type BackoffOptions,
   DEFAULT_BACKOFF,
   type DeliveryObserver,
+  type Refusal,
   runDelivery,
 } from '../outputs/delivery.ts';
 import { batchingFor, destinationsOf } from '../outputs/kinds.ts';
 import type { Output, OutputKind } from '../outputs/types.ts';
 import { QueueFullError, type SinkQueue } from '../spool/index.ts';
+import { type DeadLetter, DeadLetterStore } from './dead-letter.ts';
 import type { IngestResult, IngestTarget } from './ingest.ts';
 import { EventRouting, RouteIndex, type RoutingSettings } from './router.ts';
 import { SinkStatus, type SinkStatusSnapshot } from './status.ts';
@@ -21,6 +23,8 @@ import type { Sink } from './types.ts';
 export interface SinkRuntimeFactory {
   openQueue(sink: Sink): Promise<SinkQueue>;
   createOutputs(sink: Sink): Promise<Output[]>;
+  /** Where the sink keeps the events its destinations refuse one by one; by default nowhere. */
+  openDeadLetters?(sink: Sink): DeadLetterStore;
 }
 
 /** Something told about routing and delivery, e.g. metrics. */
@@ -31,9 +35,33 @@ export interface SinkObserver {
     dropped: Readonly<Record<'policy' | 'namespace', number>>,
   ): void;
   overflowed?(sink: Sink, count: number): void;
+  /** Events refused one by one that could not be kept as dead letters: they are lost. */
   rejected?(sink: Sink, output: Output, count: number): void;
+  /**
+   * Events an output refused one by one: `kept` are in the sink's dead-letter store; `lost` could
+   * not be kept (store full or failing, with `failure`, or no data directory).
+   */
+  deadLettered?(
+    sink: Sink,
+    output: Output,
+    kept: readonly DeadLetter[],
+    lost: readonly DeadLetter[],
+    failure: Error | undefined,
+  ): void;
   delivered?(sink: Sink, output: Output, count: number, seconds: number): void;
-  failed?(sink: Sink, output: Output, error: Error, count: number): void;
+  failed?(sink: Sink, output: Output, error: Error, count: number, attempt: number): void;
+}
+
+/** One observer that tells each of `observers`, in order. */
+export function everyObserver(...observers: readonly SinkObserver[]): SinkObserver {
+  return {
+    routed: (...args) => observers.forEach((o) => o.routed?.(...args)),
+    overflowed: (...args) => observers.forEach((o) => o.overflowed?.(...args)),
+    rejected: (...args) => observers.forEach((o) => o.rejected?.(...args)),
+    deadLettered: (...args) => observers.forEach((o) => o.deadLettered?.(...args)),
+    delivered: (...args) => observers.forEach((o) => o.delivered?.(...args)),
+    failed: (...args) => observers.forEach((o) => o.failed?.(...args)),
+  };
 }
 
 /** How the registry runs sinks. */
@@ -67,6 +95,7 @@ interface RuntimeCore {
   /** Replaced on update; delivery reads it on every report, so it always sees the current sink. */
   sink: Sink;
   readonly queue: SinkQueue;
+  readonly deadLetters: DeadLetterStore;
   readonly status: SinkStatus;
   /** Fired (and replaced) by {@link SinkRegistry.retryNow}: ends the delivery loops' waits. */
   retry: AbortController;
@@ -191,6 +220,9 @@ export class SinkRegistry {
     const core: RuntimeCore = {
       sink,
       queue,
+      deadLetters:
+        this.#options.factory.openDeadLetters?.(sink) ??
+        new DeadLetterStore({ sink: sink.label, maxBytes: 0 }),
       status: new SinkStatus(this.#options.now),
       retry: new AbortController(),
     };
@@ -290,16 +322,50 @@ export class SinkRegistry {
         );
         observer?.delivered?.(runtime.sink, output, count, seconds);
       },
-      rejected: (count) => {
-        runtime.status.dropped.rejected += count;
-        observer?.rejected?.(runtime.sink, output, count);
-      },
-      failed: (error, count) => {
+      refused: (refusals) => this.#deadLetter(runtime, output, refusals),
+      failed: (error, count, attempt) => {
         runtime.status.failed += 1;
         runtime.status.setDestination(output.kind, false, error.code, error.message);
-        observer?.failed?.(runtime.sink, output, error, count);
+        observer?.failed?.(runtime.sink, output, error, count, attempt);
       },
     };
+  }
+
+  /**
+   * Keeps events an output refused one by one in the sink's dead-letter store; what cannot be
+   * kept is counted as dropped (`rejected`). Never rejects: the delivery loop goes on either way.
+   */
+  async #deadLetter(
+    runtime: RuntimeCore,
+    output: Output,
+    refusals: readonly Refusal[],
+  ): Promise<void> {
+    const letters = refusals.map(({ event, error }): DeadLetter => ({
+      output: output.kind,
+      reason: error.code === 'UNENCODABLE' ? 'unencodable' : 'refused',
+      code: error.code,
+      message: error.message,
+      event,
+    }));
+    let kept = 0;
+    let failure: Error | undefined;
+    try {
+      kept = await runtime.deadLetters.add(letters);
+    } catch (err) {
+      failure = err as Error;
+    }
+    for (const letter of letters.slice(0, kept)) runtime.status.deadLettered[letter.reason]++;
+    const lost = letters.length - kept;
+    runtime.status.dropped.rejected += lost;
+    const observer = this.#options.observer;
+    observer?.deadLettered?.(
+      runtime.sink,
+      output,
+      letters.slice(0, kept),
+      letters.slice(kept),
+      failure,
+    );
+    if (lost > 0) observer?.rejected?.(runtime.sink, output, lost);
   }
 
   /**

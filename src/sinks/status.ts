@@ -3,11 +3,12 @@
  * event time and one condition per destination. Kept in memory; the operator's leader publishes it.
  */
 import type { OutputErrorCode, OutputKind } from '../outputs/types.ts';
+import type { DeadLetterReason } from './dead-letter.ts';
 import type { DropReason } from './router.ts';
 
 /**
- * Why a sink dropped events: the router's reasons, a full queue, and data its destination refused
- * (400/422), which can never be written.
+ * Why a sink dropped events: the router's reasons, a full queue, and events its destination
+ * refused (400/422) that could not be kept as dead letters.
  */
 export type DroppedReason = DropReason | 'overflow' | 'rejected';
 
@@ -24,6 +25,8 @@ export interface DestinationState {
 export interface SinkStatusSnapshot {
   readonly received: number;
   readonly dropped: Readonly<Record<DroppedReason, number>>;
+  /** Events kept in the sink's dead-letter store, by reason. */
+  readonly deadLettered: Readonly<Record<DeadLetterReason, number>>;
   readonly written: number;
   readonly failed: number;
   /** Events whose sink policy asked for more than the apiserver captured. */
@@ -43,6 +46,7 @@ export class SinkStatus {
     overflow: 0,
     rejected: 0,
   };
+  readonly deadLettered: Record<DeadLetterReason, number> = { refused: 0, unencodable: 0 };
   written = 0;
   failed = 0;
   captureInsufficient = 0;
@@ -79,6 +83,7 @@ export class SinkStatus {
     return {
       received: this.received,
       dropped: { ...this.dropped },
+      deadLettered: { ...this.deadLettered },
       written: this.written,
       failed: this.failed,
       captureInsufficient: this.captureInsufficient,

@@ -54,7 +54,7 @@ export async function replayAuditLog(
   );
   for (const problem of loaded.problems) log.error({ problem }, 'manifest rejected');
   for (const warning of loaded.warnings) log.warn({ warning }, 'manifest accepted with a warning');
-  const registry = createRegistry(settings, () => loaded.secrets, new Registry(), {
+  const registry = createRegistry(settings, () => loaded.secrets, new Registry(), log, {
     durable: false,
     embeddedDestination: true,
   });

@@ -4,6 +4,7 @@
  */
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import type { Output } from '../outputs/types.ts';
+import type { DeadLetter } from '../sinks/dead-letter.ts';
 import type { SinkObserver } from '../sinks/registry.ts';
 import type { Sink, SinkKind } from '../sinks/types.ts';
 
@@ -18,6 +19,7 @@ export class SinkMetrics implements SinkObserver {
   readonly #received: Counter<'sink'>;
   readonly #dropped: Counter<'sink' | 'reason'>;
   readonly #written: Counter<'sink' | 'output'>;
+  readonly #deadLettered: Counter<'sink' | 'output' | 'reason'>;
   readonly #failed: Counter<'sink' | 'output' | 'code'>;
   readonly #latency: Histogram<'sink' | 'output'>;
   readonly #routing = new Map<string, RoutingCounters>();
@@ -32,7 +34,7 @@ export class SinkMetrics implements SinkObserver {
     });
     this.#dropped = new Counter({
       name: 'kube_audit_sink_dropped_events_total',
-      help: 'Events a sink did not keep, by reason: namespace (tenant scope), policy, overflow (queue full), rejected (refused by the destination).',
+      help: 'Events a sink did not keep, by reason: namespace (tenant scope), policy, overflow (queue full), rejected (refused by the destination and not kept as a dead letter).',
       labelNames: ['sink', 'reason'],
       registers,
     });
@@ -40,6 +42,12 @@ export class SinkMetrics implements SinkObserver {
       name: 'kube_audit_sink_written_events_total',
       help: 'Events delivered to a destination.',
       labelNames: ['sink', 'output'],
+      registers,
+    });
+    this.#deadLettered = new Counter({
+      name: 'kube_audit_sink_dead_letter_events_total',
+      help: "Events a destination refused one by one (refused) or its output could not encode (unencodable), kept in the sink's dead-letter store.",
+      labelNames: ['sink', 'output', 'reason'],
       registers,
     });
     this.#failed = new Counter({
@@ -93,6 +101,12 @@ export class SinkMetrics implements SinkObserver {
 
   rejected(sink: Sink, _output: Output, count: number): void {
     this.#dropped.inc({ sink: sink.key, reason: 'rejected' }, count);
+  }
+
+  deadLettered(sink: Sink, output: Output, kept: readonly DeadLetter[]): void {
+    for (const letter of kept) {
+      this.#deadLettered.inc({ sink: sink.key, output: output.kind, reason: letter.reason });
+    }
   }
 
   delivered(sink: Sink, output: Output, count: number, seconds: number): void {

@@ -22,8 +22,9 @@
  *
  * Events reach the encoder as `audit/parse.ts` checked them: every field it reads has its declared
  * type, and `stageTimestamp` lies in `POINT_TIME_RANGE`. An event that did not pass those checks
- * (spooled by an older version) fails with a non-retryable `REJECTED` error rather than a
- * TypeError that delivery would retry forever.
+ * (spooled by an older version) fails with a non-retryable `UNENCODABLE` error rather than a
+ * TypeError that delivery would retry forever; delivery sets that event aside as a dead letter and
+ * writes the rest of its batch.
  */
 import { bodyJson } from '../../audit/body-json.ts';
 import { epochMicros, isPointTime } from '../../audit/time.ts';
@@ -190,7 +191,7 @@ export class LineProtocolEncoder {
   /**
    * One line of line protocol for `event`, without the trailing newline.
    *
-   * @throws OutputError `REJECTED` when the event was not checked by `audit/parse.ts` and cannot
+   * @throws OutputError `UNENCODABLE` when the event was not checked by `audit/parse.ts` and cannot
    * be a point: the data itself is wrong, so retrying cannot help.
    */
   encode(event: AuditEvent): string {
@@ -198,7 +199,7 @@ export class LineProtocolEncoder {
       return this.#encode(event);
     } catch (err) {
       throw new OutputError(
-        'REJECTED',
+        'UNENCODABLE',
         `event ${JSON.stringify(String(event.auditID).slice(0, 100))} cannot be written as a point: ${(err as Error).message}`,
         { retryable: false, cause: err },
       );

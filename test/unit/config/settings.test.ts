@@ -79,6 +79,7 @@ describe('settings defaults', () => {
       nativeKeyFile: undefined,
       metricsAuthAllowTtlSeconds: 60,
       metricsAuthDenyTtlSeconds: 10,
+      deadLetterMaxBytes: 64 * 1024 * 1024,
     } satisfies Settings);
   });
 

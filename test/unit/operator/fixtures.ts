@@ -181,6 +181,7 @@ export class CountingRegistry {
     this.#snapshots.set(key, {
       received: 0,
       dropped: { policy: 0, namespace: 0, overflow: 0, rejected: 0 },
+      deadLettered: { refused: 0, unencodable: 0 },
       written: 0,
       failed: 0,
       captureInsufficient: 0,

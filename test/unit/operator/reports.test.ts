@@ -252,6 +252,7 @@ describe('status never goes backwards', () => {
     conditions: [],
     received,
     dropped: { policy: 0, namespace: 0, overflow: 0, rejected: 0 },
+    deadLettered: { refused: 0, unencodable: 0 },
     written: received,
     failed: 0,
     ...(lastEventTime === undefined ? {} : { lastEventTime }),

@@ -8,6 +8,7 @@ import {
   type DeliveryOptions,
   retryDelay,
   runDelivery,
+  writeIsolating,
 } from '../../../src/outputs/delivery.ts';
 import { errorForStatus, type Output, OutputError } from '../../../src/outputs/types.ts';
 
@@ -54,6 +55,37 @@ class ScriptedOutput implements Output {
   write(events: readonly AuditEvent[]): Promise<void> {
     const failure = this.#failures.shift();
     if (failure !== undefined) return Promise.reject(failure);
+    this.written.push(...events.map((e) => e.auditID));
+    return Promise.resolve();
+  }
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
+/**
+ * A destination that refuses, as a whole and without saying which, any write holding one of the
+ * `bad` events (InfluxDB's 400 for a line it cannot parse); counts its requests.
+ */
+class RefusingOutput implements Output {
+  readonly kind = 'influxdb' as const;
+  readonly target = 'refusing';
+  readonly written: string[] = [];
+  requests = 0;
+  readonly #bad: ReadonlySet<string>;
+  readonly #code: 'REJECTED' | 'UNENCODABLE';
+  constructor(bad: readonly string[], code: 'REJECTED' | 'UNENCODABLE' = 'REJECTED') {
+    this.#bad = new Set(bad);
+    this.#code = code;
+  }
+  write(events: readonly AuditEvent[]): Promise<void> {
+    this.requests++;
+    const refused = events.find((e) => this.#bad.has(e.auditID));
+    if (refused !== undefined) {
+      return Promise.reject(
+        new OutputError(this.#code, `400: cannot take ${refused.auditID}`, { retryable: false }),
+      );
+    }
     this.written.push(...events.map((e) => e.auditID));
     return Promise.resolve();
   }
@@ -117,6 +149,10 @@ function recorder() {
   const observer: DeliveryObserver = {
     delivered: (count) => log.push(`delivered ${count}`),
     failed: (error, count, attempt) => log.push(`failed ${error.code} ${count} #${attempt}`),
+    refused: (refusals) => {
+      log.push(`refused ${refusals.map((r) => `${r.event.auditID} ${r.error.code}`).join(', ')}`);
+      return Promise.resolve();
+    },
   };
   return { log, observer };
 }
@@ -279,22 +315,82 @@ describe('delivery loop', () => {
     expect(queue.committed).toBe(0);
   });
 
-  it('skips a batch the destination refuses as data, so that it cannot block the queue', async () => {
-    const queue = new ListQueue(4);
-    const rejected = new OutputError('REJECTED', '400 bad line protocol', { retryable: false });
-    const output = new ScriptedOutput([rejected]);
+  it('sets aside only the event a destination refuses, writes the rest of its batch, and goes on', async () => {
+    const queue = new ListQueue(7);
+    const output = new RefusingOutput(['e1']);
     const { log, observer } = recorder();
-    const skipped: number[] = [];
-    const { delays, done } = run(queue, output, {
-      ...observer,
-      rejected: (count) => skipped.push(count),
-    });
+    const { delays, done } = run(queue, output, observer);
     await done;
-    expect(skipped).toEqual([3]);
     expect(delays).toEqual([]);
-    expect(output.written).toEqual(['e3']);
-    expect(queue.committed).toBe(4);
-    expect(log).toEqual(['failed REJECTED 3 #1', 'delivered 1']);
+    expect(output.written.sort()).toEqual(['e0', 'e2', 'e3', 'e4', 'e5', 'e6']);
+    expect(queue.committed).toBe(7);
+    expect(log).toEqual([
+      'failed REJECTED 1 #1',
+      'refused e1 REJECTED',
+      'delivered 2',
+      'delivered 3',
+      'delivered 1',
+    ]);
+  });
+
+  it('sets aside an event its output cannot encode, as unencodable', async () => {
+    const queue = new ListQueue(3);
+    const output = new RefusingOutput(['e2'], 'UNENCODABLE');
+    const { log, observer } = recorder();
+    await run(queue, output, observer).done;
+    expect(output.written.sort()).toEqual(['e0', 'e1']);
+    expect(log).toEqual(['failed UNENCODABLE 1 #1', 'refused e2 UNENCODABLE', 'delivered 2']);
+  });
+
+  it('keeps the refused events before it commits their batch', async () => {
+    const queue = new ListQueue(3);
+    const output = new RefusingOutput(['e0']);
+    const order: string[] = [];
+    const commit = queue.commit.bind(queue);
+    queue.commit = (batch) => {
+      order.push(`commit ${batch.upTo}`);
+      return commit(batch);
+    };
+    const { observer } = recorder();
+    await run(queue, output, {
+      ...observer,
+      refused: async (refusals) => {
+        await new Promise((resolve) => setTimeout(resolve, 5));
+        order.push(`kept ${refusals.length}`);
+      },
+    }).done;
+    expect(order).toEqual(['kept 1', 'commit 3']);
+  });
+
+  it('retries the whole batch when a retryable failure comes while isolating refused events', async () => {
+    const queue = new ListQueue(3);
+    const refusing = new RefusingOutput(['e1']);
+    let calls = 0;
+    const output: Output = {
+      kind: 'influxdb',
+      target: 'flaky',
+      write: (events) => {
+        calls++;
+        // The second request (the first half) meets a network failure once.
+        if (calls === 2) {
+          return Promise.reject(new OutputError('UNREACHABLE', 'reset', { retryable: true }));
+        }
+        return refusing.write(events);
+      },
+      close: () => Promise.resolve(),
+    };
+    const { log, observer } = recorder();
+    const { delays, done } = run(queue, output, observer);
+    await done;
+    expect(delays).toHaveLength(1);
+    expect(refusing.written.sort()).toEqual(['e0', 'e2']);
+    expect(log).toEqual([
+      'failed UNREACHABLE 3 #1',
+      'failed REJECTED 1 #2',
+      'refused e1 REJECTED',
+      'delivered 2',
+    ]);
+    expect(queue.committed).toBe(3);
   });
 
   it('survives a queue that fails to commit, and delivers the batch again', async () => {
@@ -551,5 +647,38 @@ describe('HTTP status classification', () => {
     [503, 'SERVER_ERROR', true],
   ] as const)('classifies %i as %s (retryable: %s)', (status, code, retryable) => {
     expect(errorForStatus(status, 'x')).toMatchObject({ code, retryable });
+  });
+});
+
+describe('isolating refused events', () => {
+  const events = (count: number): AuditEvent[] => new ListQueue(count).events;
+  const never = new AbortController().signal;
+
+  it('finds every refused event of a batch, in order, and writes all the others', async () => {
+    const output = new RefusingOutput(['e3', 'e100', 'e101', 'e399']);
+    const refusals = await writeIsolating(events(400), output, never);
+    expect(refusals.map((r) => r.event.auditID)).toEqual(['e3', 'e100', 'e101', 'e399']);
+    expect(new Set(output.written).size).toBe(396);
+    expect(output.written).not.toContain('e3');
+  });
+
+  it('costs about 2·log2(n) requests for one bad event in 400', async () => {
+    const output = new RefusingOutput(['e217']);
+    await writeIsolating(events(400), output, never);
+    // 1 refused write, then two halves per level down to the single event (9 levels).
+    expect(output.requests).toBe(1 + 2 * Math.ceil(Math.log2(400)));
+  });
+
+  it('writes once when nothing is refused', async () => {
+    const output = new RefusingOutput([]);
+    expect(await writeIsolating(events(400), output, never)).toEqual([]);
+    expect(output.requests).toBe(1);
+  });
+
+  it('passes on every other failure untouched', async () => {
+    const unauthorized = new OutputError('UNAUTHORIZED', 'bad token', { retryable: false });
+    await expect(writeIsolating(events(4), new ScriptedOutput([unauthorized]), never)).rejects.toBe(
+      unauthorized,
+    );
   });
 });
