@@ -1,13 +1,15 @@
 // One bad event among good ones, posted to the built CLI (`node dist/main.js standalone`) in front
 // of a real influxd (test/harness): 50 recorded events, one a hostile client made, 50 more. An
 // event no destination can take is refused with a 400 naming it, before anything is acknowledged;
-// an event with tags too long for a series key is written, cut; and the sink keeps writing what
-// comes next. Starts one influxd for the file and one standalone process per test.
+// an event with tags too long for a series key is written, cut; an event influxd refuses on its
+// own is set aside as a dead letter while the other 100 are written; and the sink keeps writing
+// what comes next. Starts one influxd for the file and one standalone process per test.
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { AuditEvent } from '../../src/audit/types.ts';
+import { type DeadLetterRecord, readDeadLetters } from '../../src/sinks/dead-letter.ts';
 import { CUT_MARKER, MAX_TAG_VALUE_BYTES } from '../../src/outputs/influxdb/line-protocol.ts';
 import { freePort, type InfluxServer, startInfluxd } from '../harness/influxd.ts';
 import { type StandaloneProcess, startStandalone } from '../harness/standalone.ts';
@@ -33,8 +35,8 @@ afterEach(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-/** Standalone with one AuditSink that keeps every event whole, writing to BUCKET. */
-async function start(): Promise<StandaloneProcess> {
+/** Standalone with one AuditSink that keeps every event whole, writing to `bucket`. */
+async function start(bucket = BUCKET): Promise<StandaloneProcess> {
   dir = await mkdtemp(join(tmpdir(), 'kao-e2e-bad-events-'));
   await mkdir(join(dir, 'manifests'));
   await writeFile(
@@ -47,7 +49,7 @@ spec:
   influxdb:
     url: ${influx.url}
     org: ${influx.org}
-    bucket: ${BUCKET}
+    bucket: ${bucket}
     flushInterval: 100ms
     tokenSecretRef: {name: influx, key: token}
 ---
@@ -89,10 +91,10 @@ async function post(url: string, items: unknown[]): Promise<{ status: number; bo
   return { status: res.status, body: await res.json() };
 }
 
-/** The auditIDs in BUCKET that start with `run-`. */
-async function written(run: string): Promise<Set<string>> {
+/** The auditIDs in `bucket` that start with `run-`. */
+async function written(run: string, bucket = BUCKET): Promise<Set<string>> {
   const rows = await influx.query(`import "strings"
-    from(bucket: "${BUCKET}")
+    from(bucket: "${bucket}")
     |> range(start: 0)
     |> filter(fn: (r) => r._measurement == "kubernetes_audit" and r._field == "audit_id")
     |> filter(fn: (r) => strings.hasPrefix(v: r._value, prefix: "${run}-"))
@@ -100,10 +102,10 @@ async function written(run: string): Promise<Set<string>> {
   return new Set(rows.map((r) => String(r._value)));
 }
 
-async function untilWritten(run: string, count: number): Promise<Set<string>> {
+async function untilWritten(run: string, count: number, bucket = BUCKET): Promise<Set<string>> {
   return waitFor(
-    `${count} events of ${run} in ${BUCKET}`,
-    () => written(run),
+    `${count} events of ${run} in ${bucket}`,
+    () => written(run, bucket),
     (ids) => ids.size === count,
   );
 }
@@ -221,4 +223,70 @@ describe('one bad event among 100 good ones, against standalone and a real influ
       expect(await failures(url)).toEqual([]);
     },
   );
+
+  it('sets aside the one event influxd refuses on its own, writes the other 100, and keeps writing', async () => {
+    const bucket = 'conflict';
+    await influx.createBucket(bucket);
+    const { url } = await start(bucket);
+    const run = 'conflict';
+    const items = batchWithBadEvent(run, (e) => {
+      e.objectRef = { ...(e.objectRef as object), resource: 'r'.repeat(70_000) };
+    });
+    const bad = items[50] as AuditEvent;
+    // The bucket already holds resource_full as an integer in the shard of the event's time: its
+    // point, with resource_full as a string, is refused by influxd (field type conflict), and the
+    // 100 others are not.
+    const ns = BigInt(Date.parse(bad.stageTimestamp)) * 1_000_000n;
+    const seeded = await fetch(
+      `${influx.url}/api/v2/write?org=${influx.org}&bucket=${bucket}&precision=ns`,
+      {
+        method: 'POST',
+        headers: { authorization: `Token ${influx.token}` },
+        body: `kubernetes_audit,sink=elsewhere resource_full=1i ${ns}`,
+      },
+    );
+    expect(seeded.status).toBe(204);
+
+    expect((await post(url, items)).status).toBe(200);
+    const ids = await untilWritten(run, 100, bucket);
+    expect(ids.has(bad.auditID)).toBe(false);
+    const letters = await waitFor(
+      'the refused event in the dead-letter file',
+      () => deadLetters(join(dir, 'data', 'dead-letter', 'sinks', 'trail.jsonl')),
+      (records) => records.length === 1,
+    );
+    expect(letters[0]).toMatchObject({
+      sink: 'trail',
+      output: 'influxdb',
+      reason: 'refused',
+      code: 'REJECTED',
+      event: { auditID: bad.auditID, objectRef: { resource: 'r'.repeat(70_000) } },
+    });
+    expect(letters[0]?.message).toContain('field type conflict');
+    const metrics = await (await fetch(`${url}/metrics`)).text();
+    expect(metrics).toContain(
+      'kube_audit_sink_dead_letter_events_total{sink="AuditSink/trail",output="influxdb",reason="refused"} 1',
+    );
+    expect(metrics).not.toMatch(
+      /kube_audit_sink_dropped_events_total\{[^}]*reason="rejected"\} [1-9]/,
+    );
+    // Logged at warn by auditID, without the event's contents.
+    const warning = running
+      .log()
+      .split('\n')
+      .find((line) => line.includes('set aside as dead letters'));
+    expect(warning).toContain(bad.auditID);
+    expect(warning).not.toContain('r'.repeat(1_000));
+
+    // The sink keeps flowing.
+    expect((await post(url, goodEvents('after-conflict', 101))).status).toBe(200);
+    await untilWritten('after-conflict', 101, bucket);
+  });
 });
+
+/** The records of a dead-letter file. */
+async function deadLetters(path: string): Promise<DeadLetterRecord[]> {
+  const records: DeadLetterRecord[] = [];
+  for await (const line of readDeadLetters(path)) if (line.ok) records.push(line.record);
+  return records;
+}

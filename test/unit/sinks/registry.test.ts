@@ -8,6 +8,11 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { AuditEvent } from '../../../src/audit/types.ts';
 import { DEFAULT_BACKOFF } from '../../../src/outputs/delivery.ts';
 import { type Output, OutputError } from '../../../src/outputs/types.ts';
+import {
+  DeadLetterStore,
+  deadLetterPath,
+  readDeadLetters,
+} from '../../../src/sinks/dead-letter.ts';
 import { SinkRegistry } from '../../../src/sinks/registry.ts';
 import { sinkFromResource } from '../../../src/sinks/spec.ts';
 import type { Sink } from '../../../src/sinks/types.ts';
@@ -484,5 +489,107 @@ describe('sink registry at shutdown', () => {
     expect(await registry.close(deadline.signal)).toEqual({ cutOff: false, undelivered: [] });
     expect(slow.got).toHaveLength(5);
     expect(registry.status(shop.key)).toMatchObject({ failed: 0, written: 5 });
+  });
+});
+
+describe('sink registry and refused events', () => {
+  const dirs: string[] = [];
+  afterEach(async () => {
+    for (const dir of dirs.splice(0)) await rm(dir, { recursive: true, force: true });
+  });
+
+  /** A destination that refuses (422) any write holding one of `bad`, as InfluxDB does a point. */
+  class PickyOutput extends RecordingOutput {
+    readonly #bad: ReadonlySet<string>;
+    constructor(bad: readonly string[]) {
+      super('picky');
+      this.#bad = new Set(bad);
+    }
+    override write(events: readonly AuditEvent[]): Promise<void> {
+      const refused = events.find((e) => this.#bad.has(e.auditID));
+      if (refused === undefined) return super.write(events);
+      return Promise.reject(
+        new OutputError('REJECTED', `422: field type conflict (${refused.auditID})`, {
+          retryable: false,
+        }),
+      );
+    }
+  }
+
+  function picky(dir: string | undefined, bad: readonly string[], maxBytes = 1 << 20) {
+    const output = new PickyOutput(bad);
+    const registry = new SinkRegistry({
+      routing: { allowSecretPayloads: false },
+      factory: {
+        openQueue: () => openQueue({ maxBytes: 10 * 1024 * 1024 }),
+        createOutputs: () => Promise.resolve([output]),
+        ...(dir === undefined
+          ? {}
+          : {
+              openDeadLetters: (sink: Sink) =>
+                new DeadLetterStore({
+                  path: deadLetterPath(dir, sink.ref),
+                  sink: sink.label,
+                  maxBytes,
+                }),
+            }),
+      },
+      idleWaitMs: 5,
+      backoff: { ...DEFAULT_BACKOFF, initialMs: 5, maxMs: 5, permanentMs: 5 },
+    });
+    registries.push(registry);
+    return { registry, output };
+  }
+
+  it('keeps each refused event as a dead letter, counts it by reason, and writes every other one', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'kao-registry-'));
+    dirs.push(dir);
+    const shop = pipeline('shop', 'orders');
+    const events = inNamespace('shop');
+    const bad = [events[1]?.auditID, events.at(-1)?.auditID] as string[];
+    const { registry, output } = picky(dir, bad);
+    await registry.apply([shop]);
+    await registry.ingest(events, { kind: 'sink', key: shop.key });
+    await eventually(
+      'every other shop event written',
+      () => output.got.length === events.length - 2,
+      2_000,
+      5,
+    );
+    await eventually(
+      'both refused events counted',
+      () => registry.status(shop.key)?.deadLettered.refused === 2,
+      2_000,
+      5,
+    );
+    expect(new Set(output.got.map((e) => e.auditID))).toEqual(
+      new Set(events.map((e) => e.auditID).filter((id) => !bad.includes(id))),
+    );
+    const kept: string[] = [];
+    for await (const line of readDeadLetters(deadLetterPath(dir, shop.ref))) {
+      if (line.ok) kept.push(`${line.record.event.auditID} ${line.record.message}`);
+    }
+    expect(kept).toEqual(bad.map((id) => `${id} 422: field type conflict (${id})`));
+    expect(registry.status(shop.key)).toMatchObject({
+      written: events.length - 2,
+      dropped: { rejected: 0 },
+      deadLettered: { refused: 2, unencodable: 0 },
+    });
+  });
+
+  it('counts refused events it cannot keep as dropped, and still goes on', async () => {
+    const shop = pipeline('shop', 'orders');
+    const events = inNamespace('shop');
+    const { registry, output } = picky(undefined, [events[0]?.auditID as string]);
+    await registry.apply([shop]);
+    await registry.ingest(events, { kind: 'sink', key: shop.key });
+    await eventually(
+      'the refused event counted as dropped',
+      () => registry.status(shop.key)?.dropped.rejected === 1,
+      2_000,
+      5,
+    );
+    await eventually('the others written', () => output.got.length === events.length - 1, 2_000, 5);
+    expect(registry.status(shop.key)?.deadLettered).toEqual({ refused: 0, unencodable: 0 });
   });
 });
