@@ -4,6 +4,7 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { registerApiserverConfigCommand } from './apiserver-config.ts';
+import { registerDeadLetterCommands } from './dead-letter.ts';
 import { CliError } from './errors.ts';
 import { type CommandIO, registerPolicyCommands } from './policy.ts';
 import { registerReplayCommand } from './replay.ts';
@@ -26,6 +27,7 @@ export function buildProgram(io: CommandIO): Command {
   registerApiserverConfigCommand(program, io);
   registerStandaloneCommand(program);
   registerReplayCommand(program, io);
+  registerDeadLetterCommands(program, io);
   for (const command of program.commands) command.exitOverride();
   return program;
 }

@@ -12,7 +12,7 @@
  * opened for writing. The file is capped: what would pass the cap is not kept, and the caller
  * counts it as dropped.
  */
-import { mkdir, open, readFile, rm, stat, truncate } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rm, stat, truncate } from 'node:fs/promises';
 import { createReadStream } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -60,6 +60,55 @@ export function deadLetterPath(dataDir: string, ref: SinkRef): string {
     : join(dataDir, 'dead-letter', 'pipelines', ref.namespace, `${ref.name}.jsonl`);
 }
 
+/** A sink's dead-letter file found under a data directory. */
+export interface DeadLetterFile {
+  readonly ref: SinkRef;
+  readonly path: string;
+}
+
+/**
+ * Every sink's dead-letter file under `dataDir`, AuditSinks first, each group sorted by name, as
+ * {@link deadLetterPath} lays them out; none when the directory does not exist.
+ *
+ * @throws Error when a directory of the layout cannot be read (other than missing).
+ */
+export async function deadLetterFiles(dataDir: string): Promise<DeadLetterFile[]> {
+  const root = join(dataDir, 'dead-letter');
+  const files: DeadLetterFile[] = [];
+  for (const name of await jsonlNames(join(root, 'sinks'))) {
+    const ref: SinkRef = { kind: 'AuditSink', namespace: '', name };
+    files.push({ ref, path: deadLetterPath(dataDir, ref) });
+  }
+  for (const namespace of await directoryNames(join(root, 'pipelines'))) {
+    for (const name of await jsonlNames(join(root, 'pipelines', namespace))) {
+      const ref: SinkRef = { kind: 'AuditPipeline', namespace, name };
+      files.push({ ref, path: deadLetterPath(dataDir, ref) });
+    }
+  }
+  return files;
+}
+
+async function entries(dir: string) {
+  try {
+    return (await readdir(dir, { withFileTypes: true })).sort((a, b) =>
+      a.name < b.name ? -1 : a.name > b.name ? 1 : 0,
+    );
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw err;
+  }
+}
+
+async function jsonlNames(dir: string): Promise<string[]> {
+  return (await entries(dir))
+    .filter((e) => e.isFile() && e.name.endsWith('.jsonl'))
+    .map((e) => e.name.slice(0, -'.jsonl'.length));
+}
+
+async function directoryNames(dir: string): Promise<string[]> {
+  return (await entries(dir)).filter((e) => e.isDirectory()).map((e) => e.name);
+}
+
 /** How a store is opened. */
 export interface DeadLetterOptions {
   /** The file; absent: nothing is kept (every `add` keeps 0), for runs without a data directory. */
@@ -102,7 +151,9 @@ export class DeadLetterStore {
   async #add(letters: readonly DeadLetter[]): Promise<number> {
     const path = this.#options.path;
     if (path === undefined || letters.length === 0) return 0;
-    const size = this.#size ?? (await this.#open(path));
+    // Opened again when the file is gone: `dead-letter purge` deleted it, so the cap counts from 0.
+    const size =
+      this.#size === undefined || !(await exists(path)) ? await this.#open(path) : this.#size;
     const time = (this.#options.now?.() ?? new Date()).toISOString();
     const lines: string[] = [];
     let bytes = 0;
@@ -164,6 +215,16 @@ export class DeadLetterStore {
 }
 
 const NEWLINE = 0x0a;
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw err;
+  }
+}
 
 function recordOf(letter: DeadLetter, sink: string, time: string): DeadLetterRecord {
   return {
