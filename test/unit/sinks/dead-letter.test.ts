@@ -75,7 +75,7 @@ describe('dead-letter store', () => {
   });
 
   it('lays files out by kind, namespace and name', () => {
-    expect(deadLetterPath('/data', { kind: 'AuditSink', name: 'trail' })).toBe(
+    expect(deadLetterPath('/data', { kind: 'AuditSink', namespace: '', name: 'trail' })).toBe(
       '/data/dead-letter/sinks/trail.jsonl',
     );
     expect(
@@ -136,7 +136,7 @@ describe('dead-letter store', () => {
   it('fails an append it cannot write, keeping nothing of it', async () => {
     // The directory cannot be made: a file stands where it should be.
     await appendFile(join(dir, 'dead-letter'), '');
-    const path = deadLetterPath(dir, { kind: 'AuditSink', name: 'trail' });
+    const path = deadLetterPath(dir, { kind: 'AuditSink', namespace: '', name: 'trail' });
     const store = new DeadLetterStore({ path, sink: 'trail', maxBytes: 1 << 20 });
     await expect(store.add([letter(0)])).rejects.toThrow(/ENOTDIR|EEXIST/);
   });
