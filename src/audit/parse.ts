@@ -412,8 +412,16 @@ function isRfc3339Slow(value: string): boolean {
   ];
   if (month < 1 || month > 12 || hour > 23 || minute > 59 || second > 59) return false;
   if (m[7] !== undefined && (Number(m[8]) > 23 || Number(m[9]) > 59)) return false;
-  const daysInMonth = new Date(Date.UTC(year, month, 0)).getUTCDate();
-  return day >= 1 && day <= daysInMonth;
+  return day >= 1 && day <= daysInMonth(year, month);
+}
+
+/**
+ * Days in a month of the proleptic Gregorian calendar, as Go counts them for every year; not
+ * `Date.UTC`, which reads years 0 to 99 as 1900 to 1999 and so took 0000-02-29 for invalid.
+ */
+function daysInMonth(year: number, month: number): number {
+  if (month === 2) return year % 4 === 0 && (year % 100 !== 0 || year % 400 === 0) ? 29 : 28;
+  return month === 4 || month === 6 || month === 9 || month === 11 ? 30 : 31;
 }
 
 /**

@@ -15,7 +15,6 @@
 import { mkdir, open, readdir, readFile, rm, stat, truncate } from 'node:fs/promises';
 import { createReadStream } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { createInterface } from 'node:readline';
 import type { AuditEvent } from '../audit/types.ts';
 import type { OutputKind } from '../outputs/types.ts';
 import type { SinkRef } from './types.ts';
@@ -267,13 +266,21 @@ export async function* readDeadLetters(path: string): AsyncGenerator<DeadLetterL
     });
   });
   if (!(await opened)) return;
-  const lines = createInterface({ input: stream, crlfDelay: Number.POSITIVE_INFINITY });
+  // Split on "\n" alone, not with node:readline: it also ends a line at U+2028 and U+2029, which
+  // JSON.stringify leaves unescaped, so an event holding one would read as broken lines.
   let number = 0;
-  for await (const text of lines) {
-    number++;
-    if (text === '') continue;
-    yield parseLine(text, number);
+  let pending = '';
+  for await (const chunk of stream as AsyncIterable<string>) {
+    pending += chunk;
+    let start = 0;
+    for (let end = pending.indexOf('\n'); end !== -1; end = pending.indexOf('\n', start)) {
+      number++;
+      if (end > start) yield parseLine(pending.slice(start, end), number);
+      start = end + 1;
+    }
+    pending = pending.slice(start);
   }
+  if (pending !== '') yield parseLine(pending, number + 1);
 }
 
 function parseLine(text: string, line: number): DeadLetterLine {

@@ -1063,4 +1063,18 @@ describe('isRfc3339', () => {
     expect(isRfc3339('2021-02-29T00:00:00Z')).toBe(false);
     expect(isRfc3339('2021-02-29T00:00:00.1Z')).toBe(false);
   });
+
+  // Go's calendar is the proleptic Gregorian one for every year, where year 0 is a leap year
+  // (divisible by 400); JavaScript's Date.UTC reads years 0 to 99 as 1900 to 1999.
+  it.each([
+    ['0000-02-29T00:00:00Z', true],
+    ['0004-02-29T00:00:00Z', true],
+    ['0099-02-29T00:00:00Z', false],
+    ['0100-02-29T00:00:00Z', false],
+    ['0400-02-29T00:00:00Z', true],
+    ['1900-02-29T00:00:00Z', false],
+    ['2000-02-29T00:00:00Z', true],
+  ])('reads 29 February of %s as Go does: valid %s', (timestamp, valid) => {
+    expect(isRfc3339(timestamp)).toBe(valid);
+  });
 });

@@ -330,7 +330,7 @@ describe('events that did not pass the checks of audit/parse.ts', () => {
     ['a stageTimestamp before 1677', { stageTimestamp: '1600-01-01T00:00:00Z' }],
     ['a stageTimestamp that is not RFC 3339', { stageTimestamp: 'yesterday' }],
     ['a user that is missing', { user: undefined }],
-  ])('fails with a non-retryable REJECTED error for %s', (_, overrides) => {
+  ])('fails with a non-retryable UNENCODABLE error for %s', (_, overrides) => {
     const bad = { ...event(), ...overrides } as unknown as AuditEvent;
     let error: unknown;
     try {
@@ -339,7 +339,7 @@ describe('events that did not pass the checks of audit/parse.ts', () => {
       error = err;
     }
     expect(error).toBeInstanceOf(OutputError);
-    expect(error).toMatchObject({ code: 'REJECTED', retryable: false });
+    expect(error).toMatchObject({ code: 'UNENCODABLE', retryable: false });
     expect((error as Error).message).toContain(`event "${bad.auditID}" cannot be written`);
   });
 

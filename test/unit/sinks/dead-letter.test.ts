@@ -161,3 +161,41 @@ describe('dead-letter store', () => {
     expect(await lines(path)).toEqual([]);
   });
 });
+
+describe('reading dead letters back', () => {
+  function withAgent(auditID: string, userAgent: string): DeadLetter {
+    const event: AuditEvent = {
+      level: 'Metadata',
+      auditID,
+      stage: 'ResponseComplete',
+      requestURI: '/api/v1/namespaces',
+      verb: 'list',
+      user: { username: 'admin' },
+      userAgent,
+      stageTimestamp: '2026-11-22T04:08:57.440160Z',
+    };
+    return { output: 'influxdb', reason: 'refused', code: 'REJECTED', message: 'bad', event };
+  }
+
+  it('reads back whole the events holding U+2028, U+2029, U+0085 or a carriage return', async () => {
+    const path = join(dir, 'trail.jsonl');
+    const store = new DeadLetterStore({ path, sink: 'trail', maxBytes: 1_000_000 });
+    const agents = ['a\u2028b', 'c\u2029d', 'e\u0085f', 'g\r\nh\ri', 'plain'];
+    expect(await store.add(agents.map((agent, i) => withAgent(`id-${i}`, agent)))).toBe(5);
+    const read = await lines(path);
+    expect(read.map((l) => (l.ok ? l.record.event.userAgent : l.error))).toEqual(agents);
+    expect(read.map((l) => l.line)).toEqual([1, 2, 3, 4, 5]);
+  });
+
+  it('numbers lines as the file has them, blank ones too', async () => {
+    const path = join(dir, 'trail.jsonl');
+    const store = new DeadLetterStore({ path, sink: 'trail', maxBytes: 1_000_000 });
+    await store.add([withAgent('first', 'x')]);
+    await appendFile(path, '\n');
+    await store.add([withAgent('last', 'y')]);
+    expect((await lines(path)).map((l) => [l.line, l.ok])).toEqual([
+      [1, true],
+      [3, true],
+    ]);
+  });
+});
