@@ -4,8 +4,8 @@
  */
 import { createReadStream } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { createInterface } from 'node:readline';
 import type { Readable } from 'node:stream';
+import { jsonLines } from '../audit/lines.ts';
 import { AuditParseError, DEFAULT_PARSE_LIMITS, parseAuditPayload } from '../audit/parse.ts';
 import type { AuditEvent } from '../audit/types.ts';
 import { CliError } from './errors.ts';
@@ -51,7 +51,7 @@ export type EventRecord =
 export async function* readEvents(path: string, stdin: Readable): AsyncGenerator<EventRecord> {
   const name = path === '-' ? 'stdin' : path;
   const stream = path === '-' ? stdin : createReadStream(path, { encoding: 'utf8' });
-  const lines = createInterface({ input: stream, crlfDelay: Number.POSITIVE_INFINITY });
+  const lines = jsonLines(stream as AsyncIterable<string | Buffer>);
   let lineNo = 0;
   let mode: 'unknown' | 'lines' | 'document' = 'unknown';
   const buffered: { lineNo: number; line: string }[] = [];

@@ -15,6 +15,7 @@
 import { mkdir, open, readdir, readFile, rm, stat, truncate } from 'node:fs/promises';
 import { createReadStream } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { jsonLines } from '../audit/lines.ts';
 import type { AuditEvent } from '../audit/types.ts';
 import type { OutputKind } from '../outputs/types.ts';
 import type { SinkRef } from './types.ts';
@@ -266,21 +267,11 @@ export async function* readDeadLetters(path: string): AsyncGenerator<DeadLetterL
     });
   });
   if (!(await opened)) return;
-  // Split on "\n" alone, not with node:readline: it also ends a line at U+2028 and U+2029, which
-  // JSON.stringify leaves unescaped, so an event holding one would read as broken lines.
   let number = 0;
-  let pending = '';
-  for await (const chunk of stream as AsyncIterable<string>) {
-    pending += chunk;
-    let start = 0;
-    for (let end = pending.indexOf('\n'); end !== -1; end = pending.indexOf('\n', start)) {
-      number++;
-      if (end > start) yield parseLine(pending.slice(start, end), number);
-      start = end + 1;
-    }
-    pending = pending.slice(start);
+  for await (const line of jsonLines(stream as AsyncIterable<string>)) {
+    number++;
+    if (line !== '') yield parseLine(line, number);
   }
-  if (pending !== '') yield parseLine(pending, number + 1);
 }
 
 function parseLine(text: string, line: number): DeadLetterLine {

@@ -5,8 +5,8 @@
  */
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
-import { createInterface } from 'node:readline';
 import { Registry } from 'prom-client';
+import { jsonLines } from '../audit/lines.ts';
 import { AuditParseError, DEFAULT_PARSE_LIMITS, parseAuditPayload } from '../audit/parse.ts';
 import type { AuditEvent } from '../audit/types.ts';
 import type { Settings } from '../config/settings.ts';
@@ -84,10 +84,7 @@ export async function replayAuditLog(
     }
   };
   try {
-    for await (const line of createInterface({
-      input: stream,
-      crlfDelay: Number.POSITIVE_INFINITY,
-    })) {
+    for await (const line of jsonLines(stream)) {
       lineNo++;
       if (line.trim() === '') continue;
       try {
