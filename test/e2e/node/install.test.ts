@@ -1161,7 +1161,11 @@ describe(`the chart installed with the README's command`, () => {
       await kubectl(['create', 'configmap', 'after-reinstall', '-n', ns]);
     }
     await everyBucketExact();
-    expect(await webhookErrors(logEnd)).toEqual([]);
+    // Batches the apiserver began while no replica ran end in "connection refused" once their
+    // retries run out, which can be after the new replicas are ready; what was sent since is
+    // checked above. Any other webhook error (a certificate the apiserver no longer trusts) fails.
+    const errors = await webhookErrors(logEnd);
+    expect(errors.filter((l) => !/connect: connection refused/.test(l))).toEqual([]);
     // The reports again name the chart's Lease as their owner, each from its first write (a
     // replica reports only once it has read the Lease); the totals come with the first fold.
     await eventually(
