@@ -134,6 +134,17 @@ export async function openQueue(options: QueueOptions): Promise<SinkQueue> {
   }
 }
 
+/**
+ * A queue over a store opened elsewhere (a stream of the process's durable log): the same byte
+ * cap, group commit, consumers and cursors as {@link openQueue}, whatever the storage.
+ */
+export async function openQueueOn(
+  store: EventStore,
+  options: Omit<QueueOptions, 'dir' | 'segmentBytes' | 'fsync'>,
+): Promise<SinkQueue> {
+  return Queue.start(store, settingsFrom(options));
+}
+
 class Queue implements SinkQueue {
   readonly recovery: QueueRecovery;
   readonly #store: EventStore;
@@ -150,6 +161,7 @@ class Queue implements SinkQueue {
   #flushing: Promise<void> | null = null;
   #releasing: Promise<void> = Promise.resolve();
   #closing = false;
+  #destroying = false;
   #closed: Promise<void> | null = null;
   #appends = 0;
   #writes = 0;
@@ -261,6 +273,8 @@ class Queue implements SinkQueue {
   }
 
   async destroy(): Promise<void> {
+    // The store's destroy() releases it: closing it first would let a shared log close under it.
+    this.#destroying = true;
     await this.close();
     await this.#store.destroy();
   }
@@ -363,7 +377,7 @@ class Queue implements SinkQueue {
     await Promise.allSettled([...this.#consumers.values()].map((c) => c.settled()));
     await Promise.allSettled([this.#releasing]);
     try {
-      await this.#store.close();
+      if (!this.#destroying) await this.#store.close();
     } finally {
       if (this.#settings.dir !== null) openDirectories.delete(this.#settings.dir);
     }

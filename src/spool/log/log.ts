@@ -1,0 +1,787 @@
+/**
+ * The process's durable log (ADR 0019): one append-only run of segment files that every sink's
+ * queue shares. A group commit writes the batches of every sink appended meanwhile as one record
+ * (each distinct event once, and per sink the indexes of the events it keeps) with one write and
+ * one fsync, however many sinks there are. Each sink is a stream with its own consumers' positions,
+ * kept together in one state file; a segment is deleted once every stream has passed it.
+ *
+ * Crash safety rests on the rules of the per-sink spool (ADR 0007), applied once: records are
+ * only appended, in order; a write is published (readable, counted, acknowledged) only after its
+ * fsync; a failed write is cut back before anything else is written; a stream's id is durable in
+ * the state file before any record names it; and a segment is deleted only behind every durable
+ * position.
+ */
+import { type FileHandle, mkdir, open, readdir, readFile, rename, unlink } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
+import type { AuditEvent } from '../../audit/types.ts';
+import { QueueError } from '../errors.ts';
+import type { EncodedEvent } from '../format.ts';
+import {
+  decodeLogEvent,
+  decodeLogRecord,
+  decodeLogState,
+  encodeLogRecord,
+  encodeLogState,
+  FRAME_HEADER_BYTES,
+  frameAt,
+  type LogPosition,
+  type LogRecord,
+  logSegmentFileName,
+  parseLogSegmentFileName,
+  scanLogSegment,
+  type StreamShare,
+} from './format.ts';
+import { StreamIndex } from './stream-index.ts';
+
+/**
+ * 64 MiB segments: one group commit of 100 sinks' 400-event batches is a few MiB, and a segment
+ * is only freed once every sink has passed all of it, so segments are larger than a single sink's
+ * spool's (8 MiB) without holding much more back.
+ */
+export const DEFAULT_LOG_SEGMENT_BYTES = 64 * 1024 * 1024;
+
+/**
+ * 32 MiB of serialised events kept decoded in memory, the same bound as the per-sink spools'
+ * caches together (ADR 0012): consumers that keep up read what was just written without touching
+ * the disk, and sinks catching up on the same records decode each one once.
+ */
+export const LOG_CACHE_BYTES = 32 * 1024 * 1024;
+
+const STATE_FILE = 'state.json';
+
+/** How a log is opened. */
+export interface LogOptions {
+  readonly dir: string;
+  /** Size at which a new segment starts (default {@link DEFAULT_LOG_SEGMENT_BYTES}). */
+  readonly segmentBytes?: number;
+  /** Fsync records, the state file and directory entries before reporting them stored. */
+  readonly fsync?: boolean;
+  /** Bytes of serialised events kept in memory for reads (default {@link LOG_CACHE_BYTES}). */
+  readonly cacheBytes?: number;
+}
+
+/** What opening the log found on disk. */
+export interface LogRecovery {
+  readonly segments: number;
+  readonly records: number;
+  /** Bytes cut from the end of the last segment: a write a crash interrupted, never acknowledged. */
+  readonly tornBytes: number;
+  /** Damaged stretches followed by intact records: skipped and counted, never cut. */
+  readonly corruptRecords: number;
+  /** Whether the state file was missing or unreadable while records existed (positions reset). */
+  readonly stateReset: boolean;
+}
+
+/** What the log counts, for metrics and benchmarks. */
+export interface LogStats {
+  readonly segments: number;
+  readonly records: number;
+  /** Bytes of the retained segments. */
+  readonly bytes: number;
+  /** Writes (each with one fsync when enabled): one per group commit. */
+  readonly writes: number;
+  readonly streams: number;
+}
+
+/** A stream of the log: one sink, with its consumers' durable positions. */
+export interface LogStreamState {
+  readonly key: string;
+  readonly id: number;
+  readonly cursors: Map<string, LogPosition>;
+  readonly index: StreamIndex;
+  /** Consumers whose position could not be read; they restart at the oldest retained event. */
+  readonly reset: readonly string[];
+  open: boolean;
+}
+
+interface Segment {
+  readonly first: number;
+  readonly path: string;
+  size: number;
+  /** Record number after its last record. */
+  end: number;
+}
+
+interface Location {
+  readonly segment: Segment;
+  readonly offset: number;
+  readonly size: number;
+}
+
+interface PendingAppend {
+  readonly stream: LogStreamState;
+  readonly records: readonly EncodedEvent[];
+  readonly resolve: () => void;
+  readonly reject: (error: unknown) => void;
+}
+
+/** The events of one record, decoded on demand, for reads. */
+class CachedRecord {
+  readonly #events: (AuditEvent | null | undefined)[];
+  readonly #record: LogRecord | null;
+  readonly bytes: number;
+
+  constructor(events: (AuditEvent | null | undefined)[], record: LogRecord | null, bytes: number) {
+    this.#events = events;
+    this.#record = record;
+    this.bytes = bytes;
+  }
+
+  /** The record's `index`th event, or null when it cannot be decoded. */
+  event(index: number): AuditEvent | null {
+    let event = this.#events[index];
+    if (event === undefined) {
+      event = this.#record === null ? null : decodeLogEvent(this.#record, index);
+      this.#events[index] = event;
+    }
+    return event;
+  }
+}
+
+// Logs open in this process, by directory: two writers on one directory would corrupt it.
+const openLogs = new Set<string>();
+
+function errorCode(error: unknown): string | undefined {
+  return error instanceof Error && 'code' in error && typeof error.code === 'string'
+    ? error.code
+    : undefined;
+}
+
+function ioError(action: string, path: string, cause: unknown): QueueError {
+  const reason = cause instanceof Error ? cause.message : String(cause);
+  return new QueueError('QUEUE_IO', `${action} ${path}: ${reason}`, { cause });
+}
+
+async function syncDirectory(path: string): Promise<void> {
+  const handle = await open(path, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+async function writeFully(handle: FileHandle, buf: Buffer, position: number): Promise<void> {
+  let done = 0;
+  while (done < buf.length) {
+    const { bytesWritten } = await handle.write(buf, done, buf.length - done, position + done);
+    done += bytesWritten;
+  }
+}
+
+async function readRange(path: string, position: number, length: number): Promise<Buffer> {
+  const buf = Buffer.allocUnsafe(length);
+  const handle = await open(path, 'r');
+  try {
+    let done = 0;
+    while (done < length) {
+      const { bytesRead } = await handle.read(buf, done, length - done, position + done);
+      if (bytesRead === 0) break;
+      done += bytesRead;
+    }
+    return buf.subarray(0, done);
+  } finally {
+    await handle.close();
+  }
+}
+
+/** `offsets` of a selection: bytes before each kept event, then the total. */
+function offsetsOf(selection: Uint32Array, sizes: ArrayLike<number>): Float64Array {
+  const offsets = new Float64Array(selection.length + 1);
+  let total = 0;
+  for (let k = 0; k < selection.length; k++) {
+    offsets[k] = total;
+    total += sizes[selection[k] as number] as number;
+  }
+  offsets[selection.length] = total;
+  return offsets;
+}
+
+function sameSelection(a: Uint32Array, b: Uint32Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/** The log in one directory; see the module comment for the guarantees. */
+export class DurableLog {
+  readonly dir: string;
+  readonly recovery: LogRecovery;
+  readonly #segmentBytes: number;
+  readonly #fsync: boolean;
+  readonly #cacheBytes: number;
+  readonly #segments: Segment[];
+  readonly #locations = new Map<number, Location>();
+  readonly #streams = new Map<string, LogStreamState>();
+  #nextId: number;
+  #nextRecord: number;
+  #handle: FileHandle | null = null;
+  #directoryDirty = false;
+  #broken: unknown = null;
+  #pending: PendingAppend[] = [];
+  #flushing: Promise<void> | null = null;
+  #writes = 0;
+  // Decoded records for reads, oldest first.
+  readonly #cache = new Map<number, CachedRecord>();
+  #cachedBytes = 0;
+  // State file saves: #wanted counts requested versions, #saved the last one on disk.
+  #wanted = 0;
+  #saved = 0;
+  #saving: Promise<void> | null = null;
+  #dirSyncWanted = false;
+  #collecting: Promise<void> = Promise.resolve();
+  #closed = false;
+  #closing: Promise<void> | null = null;
+
+  private constructor(
+    options: Required<LogOptions>,
+    segments: Segment[],
+    locations: Map<number, Location>,
+    streams: LogStreamState[],
+    nextId: number,
+    nextRecord: number,
+    recovery: LogRecovery,
+  ) {
+    this.dir = options.dir;
+    this.#segmentBytes = options.segmentBytes;
+    this.#fsync = options.fsync;
+    this.#cacheBytes = options.cacheBytes;
+    this.#segments = segments;
+    this.#locations = locations;
+    for (const stream of streams) this.#streams.set(stream.key, stream);
+    this.#nextId = nextId;
+    this.#nextRecord = nextRecord;
+    this.recovery = recovery;
+  }
+
+  /**
+   * Opens (creating it if needed) the log in `options.dir`: cuts a torn tail off the last
+   * segment, counts damaged records, loads the streams and their positions, and deletes what no
+   * stream needs any more.
+   */
+  static async open(options: LogOptions): Promise<DurableLog> {
+    const settings: Required<LogOptions> = {
+      dir: resolve(options.dir),
+      segmentBytes: options.segmentBytes ?? DEFAULT_LOG_SEGMENT_BYTES,
+      fsync: options.fsync ?? true,
+      cacheBytes: options.cacheBytes ?? LOG_CACHE_BYTES,
+    };
+    if (!Number.isSafeInteger(settings.segmentBytes) || settings.segmentBytes <= 0) {
+      throw new RangeError(`segmentBytes must be a positive integer, got ${settings.segmentBytes}`);
+    }
+    if (openLogs.has(settings.dir)) {
+      throw new QueueError('QUEUE_IN_USE', `log ${settings.dir} is already open in this process`);
+    }
+    openLogs.add(settings.dir);
+    try {
+      const log = await DurableLog.#load(settings);
+      await log.collect();
+      return log;
+    } catch (error) {
+      openLogs.delete(settings.dir);
+      throw error instanceof QueueError ? error : ioError('opening log', settings.dir, error);
+    }
+  }
+
+  static async #load(options: Required<LogOptions>): Promise<DurableLog> {
+    const { dir, fsync } = options;
+    const created = await mkdir(dir, { recursive: true });
+    if (fsync && created !== undefined) {
+      const top = dirname(created);
+      for (let path = dir; path !== top && path !== dirname(path); path = dirname(path)) {
+        await syncDirectory(dirname(path));
+      }
+    }
+    const names = await readdir(dir);
+    const segmentFirsts: number[] = [];
+    for (const name of names) {
+      const first = parseLogSegmentFileName(name);
+      if (first !== null) segmentFirsts.push(first);
+      // A crash while the state file was replaced leaves its temporary file; the old one is intact.
+      else if (name === `${STATE_FILE}.tmp`) await unlink(join(dir, name));
+    }
+    segmentFirsts.sort((a, b) => a - b);
+
+    let stateText: string | null = null;
+    try {
+      stateText = await readFile(join(dir, STATE_FILE), 'utf8');
+    } catch (error) {
+      if (errorCode(error) !== 'ENOENT') throw error;
+    }
+    const state = stateText === null ? null : decodeLogState(stateText);
+
+    // Every intact record, with the shares and event sizes that build the streams' indexes.
+    const segments: Segment[] = [];
+    const locations = new Map<number, Location>();
+    const loaded: { record: number; shares: readonly StreamShare[]; sizes: number[] }[] = [];
+    let tornBytes = 0;
+    let corruptRecords = 0;
+    let lastRecord = -1;
+    for (const [i, first] of segmentFirsts.entries()) {
+      const path = join(dir, logSegmentFileName(first));
+      const buf = await readFile(path);
+      const scan = scanLogSegment(buf);
+      corruptRecords += scan.corrupt;
+      let size = buf.length;
+      if (scan.validBytes < buf.length) {
+        if (i === segmentFirsts.length - 1) {
+          // Only the last segment can end in a write a crash interrupted: never acknowledged.
+          await truncateFile(path, scan.validBytes, fsync);
+          tornBytes += buf.length - scan.validBytes;
+          size = scan.validBytes;
+        } else {
+          // A sealed segment was synced whole: a damaged end is corruption, kept and counted.
+          corruptRecords++;
+        }
+      }
+      const segment: Segment = { first, path, size, end: first };
+      for (const { offset, size: frameSize } of scan.records) {
+        const record = decodeLogRecord(
+          buf.subarray(offset + FRAME_HEADER_BYTES, offset + frameSize),
+        );
+        if (record === null || record.record <= lastRecord || record.record < first) {
+          corruptRecords++;
+          continue;
+        }
+        lastRecord = record.record;
+        segment.end = record.record + 1;
+        locations.set(record.record, { segment, offset, size: frameSize });
+        const sizes: number[] = [];
+        for (let v = 0; v + 1 < record.lines.length; v++) {
+          sizes.push((record.lines[v + 1] as number) - (record.lines[v] as number));
+        }
+        loaded.push({ record: record.record, shares: record.shares, sizes });
+      }
+      segments.push(segment);
+    }
+
+    // The streams: from the state file, or, when it is lost, from the records themselves (the
+    // newest id of each key), every position reset to the oldest retained event.
+    const stateReset = state === null && loaded.length > 0;
+    const streams = new Map<number, LogStreamState>();
+    let nextId = state?.nextId ?? 0;
+    if (state !== null) {
+      for (const s of state.streams) {
+        streams.set(s.id, {
+          key: s.key,
+          id: s.id,
+          cursors: new Map(s.cursors),
+          index: new StreamIndex(),
+          reset: [],
+          open: false,
+        });
+        nextId = Math.max(nextId, s.id + 1);
+      }
+    } else {
+      const newest = new Map<string, number>();
+      for (const { shares } of loaded) {
+        for (const share of shares) {
+          newest.set(share.key, Math.max(newest.get(share.key) ?? -1, share.id));
+        }
+      }
+      for (const [key, id] of newest) {
+        streams.set(id, {
+          key,
+          id,
+          cursors: new Map(),
+          index: new StreamIndex(),
+          reset: [],
+          open: false,
+        });
+        nextId = Math.max(nextId, id + 1);
+      }
+    }
+    for (const { record, shares, sizes } of loaded) {
+      // Streams that keep the same events share one selection and one size table.
+      const built: { selection: Uint32Array; offsets: Float64Array }[] = [];
+      for (const share of shares) {
+        const stream = streams.get(share.id);
+        // Not in the state: the stream was deleted, and its share freed.
+        if (stream === undefined) continue;
+        let same = built.find((b) => sameSelection(b.selection, share.selection));
+        if (same === undefined) {
+          same = { selection: share.selection, offsets: offsetsOf(share.selection, sizes) };
+          built.push(same);
+        }
+        stream.index.add(record, same.selection, same.offsets);
+      }
+    }
+    let nextRecord = Math.max(lastRecord + 1, segmentFirsts.at(-1) ?? 0);
+    for (const stream of streams.values()) {
+      for (const [record] of stream.cursors.values()) nextRecord = Math.max(nextRecord, record);
+      // What every consumer of the stream has passed is free (the queue does the same on open).
+      let low = Number.POSITIVE_INFINITY;
+      for (const position of stream.cursors.values()) {
+        low = Math.min(low, stream.index.seqOf(position));
+      }
+      if (low !== Number.POSITIVE_INFINITY) stream.index.release(low);
+    }
+    return new DurableLog(options, segments, locations, [...streams.values()], nextId, nextRecord, {
+      segments: segments.length,
+      records: loaded.length,
+      tornBytes,
+      corruptRecords,
+      stateReset,
+    });
+  }
+
+  /** Whether the log was closed (its last stream closed); open it again to use the directory. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Keys of the streams the log holds, open or not. */
+  streamKeys(): string[] {
+    return [...this.#streams.keys()];
+  }
+
+  /**
+   * The stream with this key, created (and its id made durable) if the log has none. Streams
+   * found on disk but never opened keep holding their events.
+   */
+  async openStream(key: string): Promise<LogStreamState> {
+    if (this.#closed) throw new QueueError('QUEUE_CLOSED', `log ${this.dir} is closed`);
+    let stream = this.#streams.get(key);
+    if (stream?.open === true) {
+      throw new QueueError('QUEUE_IN_USE', `stream ${key} of log ${this.dir} is already open`);
+    }
+    if (stream === undefined) {
+      stream = {
+        key,
+        id: this.#nextId++,
+        cursors: new Map(),
+        index: new StreamIndex(),
+        reset: [],
+        open: false,
+      };
+      this.#streams.set(key, stream);
+      // Durable before any record names it: a record of an unknown id is a deleted stream's.
+      await this.#saveState(true);
+    }
+    stream.open = true;
+    return stream;
+  }
+
+  /**
+   * Closes a stream; its events stay for the next open. The log closes with its last open stream
+   * (the next user opens it again).
+   */
+  async closeStream(stream: LogStreamState): Promise<void> {
+    stream.open = false;
+    if (!this.#anyOpen()) await this.close();
+  }
+
+  /** Deletes a stream: its positions go, and its share of the log is freed. */
+  async dropStream(stream: LogStreamState): Promise<void> {
+    stream.open = false;
+    if (this.#streams.get(stream.key) === stream) this.#streams.delete(stream.key);
+    stream.index.clear();
+    await this.#saveState(true);
+    await this.collect();
+    if (!this.#anyOpen()) await this.close();
+  }
+
+  #anyOpen(): boolean {
+    for (const stream of this.#streams.values()) if (stream.open) return true;
+    return false;
+  }
+
+  /** Stores a stream's events; resolves once they are durable and in its index. */
+  append(stream: LogStreamState, records: readonly EncodedEvent[]): Promise<void> {
+    return new Promise<void>((resolveAppend, rejectAppend) => {
+      if (this.#closed) throw new QueueError('QUEUE_CLOSED', `log ${this.dir} is closed`);
+      this.#pending.push({ stream, records, resolve: resolveAppend, reject: rejectAppend });
+      // After the current turn: every sink's share of a batch (queued in the same turn) goes
+      // into one record; appends arriving during a write go into the next one.
+      this.#flushing ??= new Promise<void>((started) => setImmediate(started)).then(() =>
+        this.#flush(),
+      );
+    });
+  }
+
+  /** Saves a consumer's position. */
+  saveCursor(stream: LogStreamState, consumer: string, position: LogPosition): Promise<void> {
+    stream.cursors.set(consumer, position);
+    return this.#saveState(false);
+  }
+
+  /** Forgets a consumer's position. */
+  deleteCursor(stream: LogStreamState, consumer: string): Promise<void> {
+    stream.cursors.delete(consumer);
+    return this.#saveState(false);
+  }
+
+  /** The events of a stream's entry in `record`, decoded once for every stream that reads it. */
+  async record(record: number): Promise<CachedRecord | null> {
+    const cached = this.#cache.get(record);
+    if (cached !== undefined) return cached;
+    const location = this.#locations.get(record);
+    if (location === undefined) return null;
+    let buf: Buffer;
+    try {
+      buf = await readRange(location.segment.path, location.offset, location.size);
+    } catch (error) {
+      throw ioError('reading', location.segment.path, error);
+    }
+    const size = frameAt(buf, 0);
+    const decoded =
+      size === 0 ? null : decodeLogRecord(buf.subarray(FRAME_HEADER_BYTES, location.size));
+    const entry = new CachedRecord([], decoded, location.size);
+    this.#cacheRecord(record, entry);
+    return entry;
+  }
+
+  /** Deletes the segments every stream has passed; serialised, so deletions never race. */
+  collect(): Promise<void> {
+    const step = (): Promise<void> => this.#collect();
+    const run = this.#collecting.then(step, step);
+    this.#collecting = run;
+    return run;
+  }
+
+  /** Current counters. */
+  stats(): LogStats {
+    let bytes = 0;
+    for (const segment of this.#segments) bytes += segment.size;
+    return {
+      segments: this.#segments.length,
+      records: this.#locations.size,
+      bytes,
+      writes: this.#writes,
+      streams: this.#streams.size,
+    };
+  }
+
+  /** Writes what is pending, saves the state and releases the directory; idempotent. */
+  close(): Promise<void> {
+    this.#closed = true;
+    this.#closing ??= this.#shutdown();
+    return this.#closing;
+  }
+
+  async #shutdown(): Promise<void> {
+    while (this.#flushing !== null) await this.#flushing;
+    await Promise.allSettled([this.#collecting]);
+    try {
+      if (this.#wanted > this.#saved) await this.#saveState(false);
+    } finally {
+      this.#cache.clear();
+      this.#cachedBytes = 0;
+      const handle = this.#handle;
+      this.#handle = null;
+      openLogs.delete(this.dir);
+      if (handle !== null) await handle.close();
+    }
+  }
+
+  async #collect(): Promise<void> {
+    let low = this.#nextRecord;
+    for (const stream of this.#streams.values()) low = Math.min(low, stream.index.pin);
+    for (const record of [...this.#cache.keys()]) if (record < low) this.#uncache(record);
+    // Whole segments before every stream's first needed record; never the one being written.
+    while (this.#segments.length > 1) {
+      const first = this.#segments[0] as Segment;
+      if (first.end > low) break;
+      try {
+        await unlink(first.path);
+      } catch (error) {
+        if (errorCode(error) !== 'ENOENT') throw ioError('deleting segment', first.path, error);
+      }
+      this.#segments.shift();
+      for (let record = first.first; record < first.end; record++) this.#locations.delete(record);
+    }
+  }
+
+  /** Group commit: one record, one write and one fsync for every append pending. */
+  async #flush(): Promise<void> {
+    while (this.#pending.length > 0) {
+      const group = this.#pending.splice(0);
+      try {
+        await this.#write(group);
+      } catch (error) {
+        for (const append of group) append.reject(error);
+      }
+    }
+    this.#flushing = null;
+  }
+
+  async #write(group: readonly PendingAppend[]): Promise<void> {
+    if (this.#broken !== null) {
+      throw new QueueError(
+        'QUEUE_IO',
+        `log ${this.dir} refuses writes after a failed sync; reopen it to recover`,
+        { cause: this.#broken },
+      );
+    }
+    // Each event object once: sinks keeping an event at the same level share one trimmed copy.
+    const variants: EncodedEvent[] = [];
+    const numbers = new Map<AuditEvent, number>();
+    const shares: StreamShare[] = [];
+    const selections: Uint32Array[] = [];
+    for (const { stream, records } of group) {
+      let selection: Uint32Array = new Uint32Array(records.length);
+      for (const [k, record] of records.entries()) {
+        let n = numbers.get(record.event);
+        if (n === undefined) {
+          n = variants.length;
+          variants.push(record);
+          numbers.set(record.event, n);
+        }
+        selection[k] = n;
+      }
+      selection = selections.find((s) => sameSelection(s, selection)) ?? selection;
+      if (!selections.includes(selection)) selections.push(selection);
+      shares.push({ id: stream.id, key: stream.key, selection });
+    }
+    const record = this.#nextRecord;
+    const buf = encodeLogRecord(record, variants, shares);
+    const { segment, handle } = await this.#writer(buf.length);
+    const at = segment.size;
+    let syncing = false;
+    try {
+      await writeFully(handle, buf, at);
+      if (this.#fsync) {
+        syncing = true;
+        await handle.datasync();
+        if (this.#directoryDirty) await syncDirectory(this.dir);
+      }
+    } catch (error) {
+      try {
+        await handle.truncate(at);
+      } catch (truncateError) {
+        this.#broken = truncateError;
+      }
+      // After a failed fsync Linux may have dropped the dirty pages (see segments.ts).
+      if (syncing) this.#broken = error;
+      throw ioError(syncing ? 'syncing' : 'writing', segment.path, error);
+    }
+    this.#directoryDirty = false;
+    this.#writes++;
+    this.#nextRecord = record + 1;
+    segment.size = at + buf.length;
+    segment.end = record + 1;
+    this.#locations.set(record, { segment, offset: at, size: buf.length });
+    const sizes = variants.map((v) => v.bytes);
+    const offsets = new Map<Uint32Array, Float64Array>();
+    for (const [i, { stream }] of group.entries()) {
+      const selection = (shares[i] as StreamShare).selection;
+      let o = offsets.get(selection);
+      if (o === undefined) {
+        o = offsetsOf(selection, sizes);
+        offsets.set(selection, o);
+      }
+      // A stream dropped while its batch was written: nothing of it is kept.
+      if (this.#streams.get(stream.key) === stream) stream.index.add(record, selection, o);
+    }
+    this.#cacheRecord(
+      record,
+      new CachedRecord(
+        variants.map((v) => v.event),
+        null,
+        buf.length,
+      ),
+    );
+    for (const append of group) append.resolve();
+  }
+
+  async #writer(bytes: number): Promise<{ segment: Segment; handle: FileHandle }> {
+    let segment = this.#segments.at(-1);
+    if (segment === undefined || (segment.size > 0 && segment.size + bytes > this.#segmentBytes)) {
+      const handle = this.#handle;
+      this.#handle = null;
+      if (handle !== null) await handle.close();
+      const first = this.#nextRecord;
+      segment = { first, path: join(this.dir, logSegmentFileName(first)), size: 0, end: first };
+      try {
+        this.#handle = await open(segment.path, 'wx');
+      } catch (error) {
+        throw ioError('creating segment', segment.path, error);
+      }
+      this.#segments.push(segment);
+      this.#directoryDirty = true;
+    }
+    try {
+      this.#handle ??= await open(segment.path, 'r+');
+    } catch (error) {
+      throw ioError('opening segment', segment.path, error);
+    }
+    return { segment, handle: this.#handle };
+  }
+
+  #cacheRecord(record: number, entry: CachedRecord): void {
+    if (entry.bytes > this.#cacheBytes) return;
+    this.#uncache(record);
+    while (this.#cachedBytes + entry.bytes > this.#cacheBytes) {
+      const oldest = this.#cache.keys().next();
+      if (oldest.done === true) break;
+      this.#uncache(oldest.value);
+    }
+    this.#cache.set(record, entry);
+    this.#cachedBytes += entry.bytes;
+  }
+
+  #uncache(record: number): void {
+    const entry = this.#cache.get(record);
+    if (entry === undefined) return;
+    this.#cache.delete(record);
+    this.#cachedBytes -= entry.bytes;
+  }
+
+  /**
+   * Saves the state file (every stream and position) atomically; concurrent saves share one
+   * write. With `dirSync` the directory is synced too, so a stream's creation or deletion
+   * survives a power loss; a position replaced without it may come back older, which only
+   * delivers again what idempotent writes overwrite.
+   */
+  async #saveState(dirSync: boolean): Promise<void> {
+    const target = ++this.#wanted;
+    if (dirSync) this.#dirSyncWanted = true;
+    while (this.#saved < target) {
+      this.#saving ??= this.#saveRound().finally(() => {
+        this.#saving = null;
+      });
+      await this.#saving;
+    }
+  }
+
+  async #saveRound(): Promise<void> {
+    const version = this.#wanted;
+    const dirSync = this.#dirSyncWanted;
+    this.#dirSyncWanted = false;
+    const text = encodeLogState({
+      nextId: this.#nextId,
+      streams: [...this.#streams.values()].map((s) => ({
+        key: s.key,
+        id: s.id,
+        cursors: s.cursors,
+      })),
+    });
+    const path = join(this.dir, STATE_FILE);
+    const temporary = `${path}.tmp`;
+    try {
+      const handle = await open(temporary, 'w');
+      try {
+        await handle.writeFile(text);
+        if (this.#fsync) await handle.datasync();
+      } finally {
+        await handle.close();
+      }
+      await rename(temporary, path);
+      if (this.#fsync && dirSync) await syncDirectory(this.dir);
+    } catch (error) {
+      if (dirSync) this.#dirSyncWanted = true;
+      throw ioError('saving log state', path, error);
+    }
+    this.#saved = Math.max(this.#saved, version);
+  }
+}
+
+async function truncateFile(path: string, length: number, fsync: boolean): Promise<void> {
+  const handle = await open(path, 'r+');
+  try {
+    await handle.truncate(length);
+    if (fsync) await handle.datasync();
+  } finally {
+    await handle.close();
+  }
+}
