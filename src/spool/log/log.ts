@@ -41,11 +41,12 @@ import { StreamIndex } from './stream-index.ts';
 export const DEFAULT_LOG_SEGMENT_BYTES = 64 * 1024 * 1024;
 
 /**
- * 32 MiB of serialised events kept decoded in memory, the same bound as the per-sink spools'
- * caches together (ADR 0012): consumers that keep up read what was just written without touching
- * the disk, and sinks catching up on the same records decode each one once.
+ * 16 MiB of records kept decoded in memory (ADR 0012 allowed the per-sink spools 8 MiB each and
+ * 32 MiB together): about 40 batches of 400 `Metadata` events, enough for consumers that keep up
+ * to read what was just written without touching the disk, and for sinks catching up on the same
+ * records to decode each one once.
  */
-export const LOG_CACHE_BYTES = 32 * 1024 * 1024;
+export const LOG_CACHE_BYTES = 16 * 1024 * 1024;
 
 const STATE_FILE = 'state.json';
 
