@@ -41,12 +41,12 @@ import { StreamIndex } from './stream-index.ts';
 export const DEFAULT_LOG_SEGMENT_BYTES = 64 * 1024 * 1024;
 
 /**
- * 16 MiB of records kept decoded in memory (ADR 0012 allowed the per-sink spools 8 MiB each and
- * 32 MiB together): about 40 batches of 400 `Metadata` events, enough for consumers that keep up
- * to read what was just written without touching the disk, and for sinks catching up on the same
- * records to decode each one once.
+ * 8 MiB of records kept decoded in memory, what one per-sink spool kept (ADR 0012), now for every
+ * sink together: about 14 batches of 400 `RequestResponse` events, enough for consumers that keep
+ * up to read what was just written without touching the disk, and for sinks catching up on the
+ * same records to decode each one once. More only keeps more objects for the collector to mark.
  */
-export const LOG_CACHE_BYTES = 16 * 1024 * 1024;
+export const LOG_CACHE_BYTES = 8 * 1024 * 1024;
 
 const STATE_FILE = 'state.json';
 
@@ -621,7 +621,8 @@ export class DurableLog {
     const selections: Uint32Array[] = [];
     for (const { stream, records } of group) {
       let selection: Uint32Array = new Uint32Array(records.length);
-      for (const [k, record] of records.entries()) {
+      for (let k = 0; k < records.length; k++) {
+        const record = records[k] as EncodedEvent;
         let n = numbers.get(record.event);
         if (n === undefined) {
           n = variants.length;
