@@ -579,17 +579,21 @@ export class DurableLog {
     let low = this.#nextRecord;
     for (const stream of this.#streams.values()) low = Math.min(low, stream.index.pin);
     for (const record of [...this.#cache.keys()]) if (record < low) this.#uncache(record);
-    // Whole segments before every stream's first needed record; never the one being written.
-    while (this.#segments.length > 1) {
-      const first = this.#segments[0] as Segment;
-      if (first.end > low) break;
+    // Every segment no stream holds an undelivered event in, not only those before the oldest
+    // one: a sink past its budget adds nothing to the records after it, so they go as soon as the
+    // others have them. Never the segment being written.
+    const streams = [...this.#streams.values()];
+    for (const segment of this.#segments.slice(0, -1)) {
+      if (streams.some((s) => s.index.holds(segment.first, segment.end))) continue;
       try {
-        await unlink(first.path);
+        await unlink(segment.path);
       } catch (error) {
-        if (errorCode(error) !== 'ENOENT') throw ioError('deleting segment', first.path, error);
+        if (errorCode(error) !== 'ENOENT') throw ioError('deleting segment', segment.path, error);
       }
-      this.#segments.shift();
-      for (let record = first.first; record < first.end; record++) this.#locations.delete(record);
+      this.#segments.splice(this.#segments.indexOf(segment), 1);
+      for (let record = segment.first; record < segment.end; record++) {
+        this.#locations.delete(record);
+      }
     }
   }
 

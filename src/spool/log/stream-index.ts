@@ -59,6 +59,20 @@ export class StreamIndex {
     this.#last = [record, count];
   }
 
+  /** Whether a retained entry lies in records `[from, to)`. */
+  holds(from: number, to: number): boolean {
+    let lo = this.#head;
+    let hi = this.#entries.length;
+    // The first retained entry whose record is at or after `from`.
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if ((this.#entries[mid] as StreamEntry).record < from) lo = mid + 1;
+      else hi = mid;
+    }
+    const entry = this.#entries[lo];
+    return entry !== undefined && entry.record < to;
+  }
+
   /** The entry holding sequence number `seq`, or undefined when none is retained. */
   entryOf(seq: number): StreamEntry | undefined {
     const i = this.#find(seq);

@@ -191,6 +191,29 @@ describe('the durable log', () => {
     expect(stuck.stats()).toMatchObject({ events: 30, bytes: budget });
   });
 
+  it('deletes the segments after a stuck sink’s last accepted share once the others have them', async () => {
+    const dir = await temp.make();
+    const batch = events('e', 0, 10);
+    const budget = batch.reduce((n, e) => n + lineBytes(e), 0) * 3;
+    const options = { segmentBytes: 4096 };
+    const stuck = await sink(dir, 'sinks/stuck', { ...options, maxBytes: budget });
+    const healthy = await sink(dir, 'sinks/healthy', options);
+    const out = healthy.consumer('influxdb');
+    stuck.consumer('influxdb');
+    const appended = await Promise.allSettled([stuck.append(batch), healthy.append(batch)]);
+    expect(appended.map((r) => r.status)).toEqual(['fulfilled', 'fulfilled']);
+    const held = await segments(dir);
+    for (let i = 0; i < 30; i++) {
+      await Promise.allSettled([stuck.append(batch), healthy.append(batch)]);
+      await drain(out);
+    }
+    // What the stuck sink holds stays; everything only the healthy sink had is gone.
+    const left = await segments(dir);
+    expect(left.length).toBeLessThanOrEqual(held.length + 3);
+    expect(left).toContain(held[0]);
+    expect(stuck.stats().events).toBe(30);
+  });
+
   it('frees a deleted sink’s share, and a sink created again under its name starts empty', async () => {
     const dir = await temp.make();
     const options = { segmentBytes: 4096 };
