@@ -239,17 +239,18 @@ export interface LogState {
   readonly streams: readonly StreamState[];
 }
 
-/** The state file's text. */
-export function encodeLogState(state: LogState): string {
-  return `${JSON.stringify({
-    version: LOG_FORMAT_VERSION,
-    nextId: state.nextId,
-    streams: state.streams.map((s) => ({
-      key: s.key,
-      id: s.id,
-      cursors: Object.fromEntries(s.cursors),
-    })),
-  })}\n`;
+/** One stream's part of the state file, cached by the log until its positions change. */
+export function encodeStreamState(stream: StreamState): string {
+  return JSON.stringify({
+    key: stream.key,
+    id: stream.id,
+    cursors: Object.fromEntries(stream.cursors),
+  });
+}
+
+/** The state file's text, from each stream's part ({@link encodeStreamState}). */
+export function encodeLogState(nextId: number, streams: readonly string[]): string {
+  return `{"version":${LOG_FORMAT_VERSION},"nextId":${nextId},"streams":[${streams.join(',')}]}\n`;
 }
 
 function isPosition(value: unknown): value is LogPosition {

@@ -22,6 +22,7 @@ import {
   decodeLogState,
   encodeLogRecord,
   encodeLogState,
+  encodeStreamState,
   FRAME_HEADER_BYTES,
   frameAt,
   type LogPosition,
@@ -198,6 +199,13 @@ function offsetsOf(selection: Uint32Array, sizes: ArrayLike<number>): Float64Arr
   return offsets;
 }
 
+function sameRecords(a: readonly EncodedEvent[], b: readonly EncodedEvent[]): boolean {
+  if (a === b) return true;
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i]?.event !== b[i]?.event) return false;
+  return true;
+}
+
 function sameSelection(a: Uint32Array, b: Uint32Array): boolean {
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
@@ -230,6 +238,9 @@ export class DurableLog {
   #saved = 0;
   #saving: Promise<void> | null = null;
   #dirSyncWanted = false;
+  // Each stream's part of the state file, until its positions change: a save re-encodes only
+  // the streams whose destinations committed since the last one.
+  readonly #encoded = new WeakMap<LogStreamState, string>();
   #collecting: Promise<void> = Promise.resolve();
   #closed = false;
   #closing: Promise<void> | null = null;
@@ -503,12 +514,14 @@ export class DurableLog {
   /** Saves a consumer's position. */
   saveCursor(stream: LogStreamState, consumer: string, position: LogPosition): Promise<void> {
     stream.cursors.set(consumer, position);
+    this.#encoded.delete(stream);
     return this.#saveState(false);
   }
 
   /** Forgets a consumer's position. */
   deleteCursor(stream: LogStreamState, consumer: string): Promise<void> {
     stream.cursors.delete(consumer);
+    this.#encoded.delete(stream);
     return this.#saveState(false);
   }
 
@@ -623,7 +636,13 @@ export class DurableLog {
     const numbers = new Map<AuditEvent, number>();
     const shares: StreamShare[] = [];
     const selections: Uint32Array[] = [];
+    let previous: { records: readonly EncodedEvent[]; selection: Uint32Array } | null = null;
     for (const { stream, records } of group) {
+      // Sinks that keep the same events (the usual case) share the previous one's selection.
+      if (previous !== null && sameRecords(previous.records, records)) {
+        shares.push({ id: stream.id, key: stream.key, selection: previous.selection });
+        continue;
+      }
       let selection: Uint32Array = new Uint32Array(records.length);
       for (let k = 0; k < records.length; k++) {
         const record = records[k] as EncodedEvent;
@@ -638,6 +657,7 @@ export class DurableLog {
       selection = selections.find((s) => sameSelection(s, selection)) ?? selection;
       if (!selections.includes(selection)) selections.push(selection);
       shares.push({ id: stream.id, key: stream.key, selection });
+      previous = { records, selection };
     }
     const record = this.#nextRecord;
     const buf = encodeLogRecord(record, variants, shares);
@@ -754,14 +774,16 @@ export class DurableLog {
     const version = this.#wanted;
     const dirSync = this.#dirSyncWanted;
     this.#dirSyncWanted = false;
-    const text = encodeLogState({
-      nextId: this.#nextId,
-      streams: [...this.#streams.values()].map((s) => ({
-        key: s.key,
-        id: s.id,
-        cursors: s.cursors,
-      })),
-    });
+    const parts: string[] = [];
+    for (const stream of this.#streams.values()) {
+      let part = this.#encoded.get(stream);
+      if (part === undefined) {
+        part = encodeStreamState(stream);
+        this.#encoded.set(stream, part);
+      }
+      parts.push(part);
+    }
+    const text = encodeLogState(this.#nextId, parts);
     const path = join(this.dir, STATE_FILE);
     const temporary = `${path}.tmp`;
     try {
