@@ -262,6 +262,32 @@ describe('the durable log', () => {
     expect(await peek(again.consumer('influxdb'))).toEqual([]);
   });
 
+  it('ignores a state file a crash left half replaced, keeping the positions saved before', async () => {
+    const dir = await temp.make();
+    const a = await sink(dir, 'sinks/a');
+    await a.append(events('e', 0, 5));
+    const out = a.consumer('influxdb');
+    await out.commit(present(await out.next(2, 0)));
+    await closeAll();
+    await writeFile(join(dir, 'state.json.tmp'), '{"version":1,"nextId":');
+    const a2 = await sink(dir, 'sinks/a');
+    expect(await drain(a2.consumer('influxdb'))).toEqual(['e-2', 'e-3', 'e-4']);
+    expect(await readdir(dir)).not.toContain('state.json.tmp');
+  });
+
+  it('frees what only a removed destination held', async () => {
+    const dir = await temp.make();
+    const a = await sink(dir, 'sinks/a', { segmentBytes: 4096 });
+    const kept = a.consumer('influxdb');
+    a.consumer('webhook');
+    for (let i = 0; i < 10; i++) await a.append(events(`b${i}`, 0, 5));
+    await drain(kept);
+    expect(a.stats().events).toBe(50);
+    await a.removeConsumer('webhook');
+    expect(a.stats().events).toBe(0);
+    expect(await segments(dir)).toHaveLength(1);
+  });
+
   it('restarts every consumer at the oldest retained event when the state file is lost', async () => {
     const dir = await temp.make();
     const a = await sink(dir, 'sinks/a');
