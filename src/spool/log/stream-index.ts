@@ -59,20 +59,6 @@ export class StreamIndex {
     this.#last = [record, count];
   }
 
-  /** Whether a retained entry lies in records `[from, to)`. */
-  holds(from: number, to: number): boolean {
-    let lo = this.#head;
-    let hi = this.#entries.length;
-    // The first retained entry whose record is at or after `from`.
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if ((this.#entries[mid] as StreamEntry).record < from) lo = mid + 1;
-      else hi = mid;
-    }
-    const entry = this.#entries[lo];
-    return entry !== undefined && entry.record < to;
-  }
-
   /** The entry holding sequence number `seq`, or undefined when none is retained. */
   entryOf(seq: number): StreamEntry | undefined {
     const i = this.#find(seq);
@@ -119,17 +105,32 @@ export class StreamIndex {
     return [entry.record, Math.max(seq, this.#start) - entry.first];
   }
 
-  /** The sequence number a durable position stands for (at open, before anything is released). */
+  /** The sequence number a durable position stands for. */
   seqOf(position: LogPosition): number {
     const [record, passed] = position;
-    for (let i = this.#head; i < this.#entries.length; i++) {
-      const entry = this.#entries[i] as StreamEntry;
-      if (entry.record < record) continue;
-      return entry.record === record
-        ? entry.first + Math.min(passed, entry.selection.length)
-        : entry.first;
+    const entry = this.#entries[this.#firstAtOrAfter(record)];
+    if (entry === undefined) return this.#end;
+    return entry.record === record
+      ? entry.first + Math.min(passed, entry.selection.length)
+      : entry.first;
+  }
+
+  /** Whether a retained entry lies in records `[from, to)`. */
+  holds(from: number, to: number): boolean {
+    const entry = this.#entries[this.#firstAtOrAfter(from)];
+    return entry !== undefined && entry.record < to;
+  }
+
+  /** Index in #entries of the first retained entry whose record is at or after `record`. */
+  #firstAtOrAfter(record: number): number {
+    let lo = this.#head;
+    let hi = this.#entries.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if ((this.#entries[mid] as StreamEntry).record < record) lo = mid + 1;
+      else hi = mid;
     }
-    return this.#end;
+    return lo;
   }
 
   /** Index in #entries of the entry holding `seq`, or -1. */
