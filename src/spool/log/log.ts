@@ -633,7 +633,8 @@ export class DurableLog {
     }
     // Each event object once: sinks keeping an event at the same level share one trimmed copy.
     const variants: EncodedEvent[] = [];
-    const numbers = new Map<AuditEvent, number>();
+    // Which variant each event object is; built only when a second, different share comes.
+    let numbers: Map<AuditEvent, number> | null = null;
     const shares: StreamShare[] = [];
     const selections: Uint32Array[] = [];
     let previous: { records: readonly EncodedEvent[]; selection: Uint32Array } | null = null;
@@ -644,6 +645,23 @@ export class DurableLog {
         continue;
       }
       let selection: Uint32Array = new Uint32Array(records.length);
+      if (variants.length === 0) {
+        // The first share: its events are the record's first variants, in order.
+        for (let k = 0; k < records.length; k++) {
+          variants.push(records[k] as EncodedEvent);
+          selection[k] = k;
+        }
+        selections.push(selection);
+        shares.push({ id: stream.id, key: stream.key, selection });
+        previous = { records, selection };
+        continue;
+      }
+      if (numbers === null) {
+        numbers = new Map();
+        for (let n = variants.length - 1; n >= 0; n--) {
+          numbers.set((variants[n] as EncodedEvent).event, n);
+        }
+      }
       for (let k = 0; k < records.length; k++) {
         const record = records[k] as EncodedEvent;
         let n = numbers.get(record.event);
