@@ -42,12 +42,12 @@ import { StreamIndex } from './stream-index.ts';
 export const DEFAULT_LOG_SEGMENT_BYTES = 64 * 1024 * 1024;
 
 /**
- * 8 MiB of records kept decoded in memory, what one per-sink spool kept (ADR 0012), now for every
- * sink together: about 14 batches of 400 `RequestResponse` events, enough for consumers that keep
- * up to read what was just written without touching the disk, and for sinks catching up on the
- * same records to decode each one once. More only keeps more objects for the collector to mark.
+ * 32 MiB of records kept decoded in memory, what the per-sink spools' caches held together
+ * (ADR 0012): consumers that keep up read what was just written without touching the disk. A
+ * record holds every sink's share, so a tenant among a hundred that reads one from disk reads all
+ * of it: the cache must cover how far behind the slowest delivering sink usually is.
  */
-export const LOG_CACHE_BYTES = 8 * 1024 * 1024;
+export const LOG_CACHE_BYTES = 32 * 1024 * 1024;
 
 const STATE_FILE = 'state.json';
 
