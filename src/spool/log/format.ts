@@ -7,8 +7,11 @@
  *   every stream (sink) at once. Its frame is `KAL1`, the payload's length (u32 LE), the payload's
  *   CRC-32 (u32 LE), then the payload: a header line, `{"r":n,"s":[[id,"key",[first,length,...]]]}`
  *   (`r` the record's number, so that numbering survives a damaged record being skipped), then each distinct event once, as one JSON line (the spool's event JSON, `../format.ts`). Each
- *   stream lists the events it keeps, in order, as runs of consecutive event indexes.
- * - `<dir>/state.json`: the streams (key, id, and per consumer the position of its first
+ *   stream lists the events it keeps, in order, as runs of consecutive event indexes. A share
+ *   copied forward by a relocation has two more items, `base` (the first record of the copy) and
+ *   `final` (1 in the record completing it): `[id,"key",[runs],base,final]`.
+ * - `<dir>/state.json`: the streams (key, id, the base of the last completed relocation when it
+ *   has one, and per consumer the position of its first
  *   undelivered event: `[record, events of its share in that record already delivered]`) and the
  *   next stream id. Replaced atomically (temporary file, fsync, rename).
  *
@@ -16,7 +19,6 @@
  */
 import { crc32 } from 'node:zlib';
 import type { AuditEvent } from '../../audit/types.ts';
-import type { EncodedEvent } from '../format.ts';
 
 /** Version of the state file; bump it with any change to this format. */
 export const LOG_FORMAT_VERSION = 1;
@@ -28,11 +30,28 @@ export const FRAME_HEADER_BYTES = 12;
 const NEWLINE = 0x0a;
 const SEGMENT = /^(\d{20})\.wal$/;
 
+/**
+ * A relocated share (ADR 0019, "Relocation"): a copy of a stream's retained events, written in one
+ * or more records starting at record `base`; `final` marks the record that completes the copy.
+ */
+export interface Relocation {
+  readonly base: number;
+  readonly final: boolean;
+}
+
 /** One stream's share of a record: the indexes of the events it keeps, in order. */
 export interface StreamShare {
   readonly id: number;
   readonly key: string;
   readonly selection: Uint32Array;
+  /** Set when the share is part of a relocation copy rather than newly appended events. */
+  readonly relocation?: Relocation;
+}
+
+/** What a record needs of an event: its JSON line and its size with the newline. */
+export interface LogLine {
+  readonly json: string;
+  readonly bytes: number;
 }
 
 /** File name of the segment whose first record is `first`. */
@@ -90,12 +109,22 @@ export function selectionOf(runs: unknown, variants: number): Uint32Array | null
  */
 export function encodeLogRecord(
   record: number,
-  variants: readonly EncodedEvent[],
+  variants: readonly LogLine[],
   shares: readonly StreamShare[],
 ): Buffer {
   const header = JSON.stringify({
     r: record,
-    s: shares.map((share) => [share.id, share.key, runsOf(share.selection)]),
+    s: shares.map((share) =>
+      share.relocation === undefined
+        ? [share.id, share.key, runsOf(share.selection)]
+        : [
+            share.id,
+            share.key,
+            runsOf(share.selection),
+            share.relocation.base,
+            share.relocation.final ? 1 : 0,
+          ],
+    ),
   });
   let payloadBytes = Buffer.byteLength(header, 'utf8') + 1;
   for (const variant of variants) payloadBytes += variant.bytes;
@@ -198,12 +227,24 @@ export function decodeLogRecord(payload: Buffer): LogRecord | null {
   }
   const shares: StreamShare[] = [];
   for (const entry of streams as unknown[]) {
-    if (!Array.isArray(entry) || entry.length !== 3) return null;
-    const [id, key, runs] = entry as [unknown, unknown, unknown];
+    if (!Array.isArray(entry) || (entry.length !== 3 && entry.length !== 5)) return null;
+    const [id, key, runs, base, final] = entry as [unknown, unknown, unknown, unknown, unknown];
     if (!Number.isSafeInteger(id) || typeof key !== 'string') return null;
     const selection = selectionOf(runs, lines.length - 1);
     if (selection === null) return null;
-    shares.push({ id: id as number, key, selection });
+    if (entry.length === 3) {
+      shares.push({ id: id as number, key, selection });
+      continue;
+    }
+    if (!Number.isSafeInteger(base) || (base as number) < 0 || (final !== 0 && final !== 1)) {
+      return null;
+    }
+    shares.push({
+      id: id as number,
+      key,
+      selection,
+      relocation: { base: base as number, final: final === 1 },
+    });
   }
   return { record: record as number, shares, payload, lines };
 }
@@ -230,6 +271,11 @@ export type LogPosition = readonly [record: number, passed: number];
 export interface StreamState {
   readonly key: string;
   readonly id: number;
+  /**
+   * The record the stream's last completed relocation began at (0 when it never moved): its
+   * events are those of relocated shares with this base and of ordinary shares from it on.
+   */
+  readonly base: number;
   readonly cursors: ReadonlyMap<string, LogPosition>;
 }
 
@@ -244,6 +290,7 @@ export function encodeStreamState(stream: StreamState): string {
   return JSON.stringify({
     key: stream.key,
     id: stream.id,
+    ...(stream.base === 0 ? {} : { base: stream.base }),
     cursors: Object.fromEntries(stream.cursors),
   });
 }
@@ -275,15 +322,17 @@ export function decodeLogState(text: string): LogState | null {
   if (!Array.isArray(raw.streams)) return null;
   const streams: StreamState[] = [];
   for (const entry of raw.streams as unknown[]) {
-    const s = entry as { key?: unknown; id?: unknown; cursors?: unknown } | null;
+    const s = entry as { key?: unknown; id?: unknown; base?: unknown; cursors?: unknown } | null;
     if (s === null || typeof s.key !== 'string' || !Number.isSafeInteger(s.id)) return null;
+    const base = s.base ?? 0;
+    if (!Number.isSafeInteger(base) || (base as number) < 0) return null;
     if (typeof s.cursors !== 'object' || s.cursors === null) return null;
     const cursors = new Map<string, LogPosition>();
     for (const [consumer, position] of Object.entries(s.cursors)) {
       if (!isPosition(position)) return null;
       cursors.set(consumer, position);
     }
-    streams.push({ key: s.key, id: s.id as number, cursors });
+    streams.push({ key: s.key, id: s.id as number, base: base as number, cursors });
   }
   return { nextId: raw.nextId as number, streams };
 }

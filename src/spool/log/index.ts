@@ -13,7 +13,13 @@ import type { Delay, SinkQueue } from '../types.ts';
 import { DurableLog } from './log.ts';
 import { LogStream } from './stream.ts';
 
-export { DEFAULT_LOG_SEGMENT_BYTES, DurableLog, type LogOptions, type LogRecovery } from './log.ts';
+export {
+  DEFAULT_LOG_SEGMENT_BYTES,
+  DEFAULT_RELOCATE_AFTER_BYTES,
+  DurableLog,
+  type LogOptions,
+  type LogRecovery,
+} from './log.ts';
 export { LogStream } from './stream.ts';
 
 /** How a sink's queue over the log is opened. */
@@ -29,6 +35,8 @@ export interface LogQueueOptions {
   /** Fsync before acknowledging (default true). */
   readonly fsync?: boolean;
   readonly segmentBytes?: number;
+  /** Log size past which laggards are relocated (ADR 0019); the log's default otherwise. */
+  readonly relocateAfterBytes?: number;
   readonly retryAfterSeconds?: number;
   readonly delay?: Delay;
 }
@@ -51,6 +59,9 @@ function sharedLog(options: LogQueueOptions): Promise<DurableLog> {
       dir,
       ...(options.fsync === undefined ? {} : { fsync: options.fsync }),
       ...(options.segmentBytes === undefined ? {} : { segmentBytes: options.segmentBytes }),
+      ...(options.relocateAfterBytes === undefined
+        ? {}
+        : { relocateAfterBytes: options.relocateAfterBytes }),
     });
   })();
   logs.set(dir, opening);

@@ -15,7 +15,7 @@ import { type FileHandle, mkdir, open, readdir, readFile, rename, unlink } from 
 import { dirname, join, resolve } from 'node:path';
 import type { AuditEvent } from '../../audit/types.ts';
 import { QueueError } from '../errors.ts';
-import type { EncodedEvent } from '../format.ts';
+import { type EncodedEvent, encodeEvent } from '../format.ts';
 import {
   decodeLogEvent,
   decodeLogRecord,
@@ -25,6 +25,7 @@ import {
   encodeStreamState,
   FRAME_HEADER_BYTES,
   frameAt,
+  type LogLine,
   type LogPosition,
   type LogRecord,
   logSegmentFileName,
@@ -32,7 +33,7 @@ import {
   scanLogSegment,
   type StreamShare,
 } from './format.ts';
-import { StreamIndex } from './stream-index.ts';
+import { type StreamEntry, StreamIndex } from './stream-index.ts';
 
 /**
  * 64 MiB segments: one group commit of 100 sinks' 400-event batches is a few MiB, and a segment
@@ -49,6 +50,15 @@ export const DEFAULT_LOG_SEGMENT_BYTES = 64 * 1024 * 1024;
  */
 export const LOG_CACHE_BYTES = 32 * 1024 * 1024;
 
+/**
+ * The log's size past which a stream holding its oldest segment, with a share of at most half
+ * the log, is relocated (its retained events copied forward) so that the segment can go.
+ */
+export const DEFAULT_RELOCATE_AFTER_BYTES = 4 * DEFAULT_LOG_SEGMENT_BYTES;
+
+/** Bytes of events per record of a relocation copy: what one step holds in memory. */
+const RELOCATION_CHUNK_BYTES = 4 * 1024 * 1024;
+
 const STATE_FILE = 'state.json';
 
 /** How a log is opened. */
@@ -60,6 +70,8 @@ export interface LogOptions {
   readonly fsync?: boolean;
   /** Bytes of serialised events kept in memory for reads (default {@link LOG_CACHE_BYTES}). */
   readonly cacheBytes?: number;
+  /** Log size past which laggards are relocated (default {@link DEFAULT_RELOCATE_AFTER_BYTES}). */
+  readonly relocateAfterBytes?: number;
 }
 
 /** What opening the log found on disk. */
@@ -83,12 +95,16 @@ export interface LogStats {
   /** Writes (each with one fsync when enabled): one per group commit. */
   readonly writes: number;
   readonly streams: number;
+  /** Relocations completed: a laggard's retained events copied forward to free old segments. */
+  readonly relocations: number;
 }
 
 /** A stream of the log: one sink, with its consumers' durable positions. */
 export interface LogStreamState {
   readonly key: string;
   readonly id: number;
+  /** The first record of the stream's last completed relocation (0 when it never moved). */
+  base: number;
   readonly cursors: Map<string, LogPosition>;
   readonly index: StreamIndex;
   /** Consumers whose position could not be read; they restart at the oldest retained event. */
@@ -117,6 +133,24 @@ interface PendingAppend {
   readonly reject: (error: unknown) => void;
 }
 
+/**
+ * A relocation under way: a stream's retained events copied, entry by entry, into records of
+ * their own at the log's end while its new appends wait (see {@link DurableLog}).
+ */
+interface Relocation {
+  readonly stream: LogStreamState;
+  /** The stream's retained entries when copying began; null until then. */
+  entries: readonly StreamEntry[] | null;
+  /** Sequence number and byte offset of the first event copied. */
+  from: number;
+  fromBytes: number;
+  /** Next entry to copy. */
+  next: number;
+  /** Record of the first copy, once written. */
+  base: number | null;
+  readonly added: { record: number; selection: Uint32Array; offsets: Float64Array }[];
+}
+
 /** The events of one record, decoded on demand, for reads. */
 class CachedRecord {
   readonly #events: (AuditEvent | null | undefined)[];
@@ -137,6 +171,18 @@ class CachedRecord {
       this.#events[index] = event;
     }
     return event;
+  }
+
+  /** The record's `index`th event as stored, or null when it is damaged. */
+  line(index: number): LogLine | null {
+    if (this.#record === null) {
+      const event = this.#events[index];
+      return event === undefined || event === null ? null : encodeEvent(event);
+    }
+    const start = this.#record.lines[index];
+    const end = this.#record.lines[index + 1];
+    if (start === undefined || end === undefined) return null;
+    return { json: this.#record.payload.toString('utf8', start, end - 1), bytes: end - start };
   }
 }
 
@@ -219,6 +265,7 @@ export class DurableLog {
   readonly #segmentBytes: number;
   readonly #fsync: boolean;
   readonly #cacheBytes: number;
+  readonly #relocateAfterBytes: number;
   readonly #segments: Segment[];
   readonly #locations = new Map<number, Location>();
   readonly #streams = new Map<string, LogStreamState>();
@@ -242,6 +289,13 @@ export class DurableLog {
   // the streams whose destinations committed since the last one.
   readonly #encoded = new WeakMap<LogStreamState, string>();
   #collecting: Promise<void> = Promise.resolve();
+  // Relocation: the one under way, the appends of its stream waiting for it, the records each
+  // moved stream still holds until its new base is durable, and streams that cannot be moved.
+  #relocation: Relocation | null = null;
+  readonly #held = new Map<LogStreamState, PendingAppend[]>();
+  readonly #shadows = new Map<LogStreamState, { readonly from: number; moved: boolean }>();
+  readonly #unmovable = new WeakSet<LogStreamState>();
+  #relocations = 0;
   #closed = false;
   #closing: Promise<void> | null = null;
 
@@ -258,6 +312,7 @@ export class DurableLog {
     this.#segmentBytes = options.segmentBytes;
     this.#fsync = options.fsync;
     this.#cacheBytes = options.cacheBytes;
+    this.#relocateAfterBytes = options.relocateAfterBytes;
     this.#segments = segments;
     this.#locations = locations;
     for (const stream of streams) this.#streams.set(stream.key, stream);
@@ -277,6 +332,7 @@ export class DurableLog {
       segmentBytes: options.segmentBytes ?? DEFAULT_LOG_SEGMENT_BYTES,
       fsync: options.fsync ?? true,
       cacheBytes: options.cacheBytes ?? LOG_CACHE_BYTES,
+      relocateAfterBytes: options.relocateAfterBytes ?? DEFAULT_RELOCATE_AFTER_BYTES,
     };
     if (!Number.isSafeInteger(settings.segmentBytes) || settings.segmentBytes <= 0) {
       throw new RangeError(`segmentBytes must be a positive integer, got ${settings.segmentBytes}`);
@@ -377,6 +433,7 @@ export class DurableLog {
         streams.set(s.id, {
           key: s.key,
           id: s.id,
+          base: s.base,
           cursors: new Map(s.cursors),
           index: new StreamIndex(),
           reset: [],
@@ -386,15 +443,21 @@ export class DurableLog {
       }
     } else {
       const newest = new Map<string, number>();
+      // Each stream's last complete relocation: its copy stands for everything before it.
+      const bases = new Map<number, number>();
       for (const { shares } of loaded) {
         for (const share of shares) {
           newest.set(share.key, Math.max(newest.get(share.key) ?? -1, share.id));
+          if (share.relocation?.final === true) {
+            bases.set(share.id, Math.max(bases.get(share.id) ?? 0, share.relocation.base));
+          }
         }
       }
       for (const [key, id] of newest) {
         streams.set(id, {
           key,
           id,
+          base: bases.get(id) ?? 0,
           cursors: new Map(),
           index: new StreamIndex(),
           reset: [],
@@ -410,6 +473,15 @@ export class DurableLog {
         const stream = streams.get(share.id);
         // Not in the state: the stream was deleted, and its share freed.
         if (stream === undefined) continue;
+        // Before the stream's relocation, or a copy that never completed: its events are those
+        // of the relocated shares with its base and of the ordinary shares after them.
+        if (
+          share.relocation === undefined
+            ? record < stream.base
+            : share.relocation.base !== stream.base
+        ) {
+          continue;
+        }
         let same = built.find((b) => sameSelection(b.selection, share.selection));
         if (same === undefined) {
           same = { selection: share.selection, offsets: offsetsOf(share.selection, sizes) };
@@ -461,6 +533,7 @@ export class DurableLog {
       stream = {
         key,
         id: this.#nextId++,
+        base: 0,
         cursors: new Map(),
         index: new StreamIndex(),
         reset: [],
@@ -502,13 +575,26 @@ export class DurableLog {
   append(stream: LogStreamState, records: readonly EncodedEvent[]): Promise<void> {
     return new Promise<void>((resolveAppend, rejectAppend) => {
       if (this.#closed) throw new QueueError('QUEUE_CLOSED', `log ${this.dir} is closed`);
-      this.#pending.push({ stream, records, resolve: resolveAppend, reject: rejectAppend });
-      // After the current turn: every sink's share of a batch (queued in the same turn) goes
-      // into one record; appends arriving during a write go into the next one.
-      this.#flushing ??= new Promise<void>((started) => setImmediate(started)).then(() =>
-        this.#flush(),
-      );
+      const append = { stream, records, resolve: resolveAppend, reject: rejectAppend };
+      // A stream being relocated appends after its copy, once that is complete.
+      const held = this.#held.get(stream);
+      if (held !== undefined) {
+        held.push(append);
+        return;
+      }
+      this.#pending.push(append);
+      this.#kick();
     });
+  }
+
+  /**
+   * Starts the writer after the current turn: every sink's share of a batch (queued in the same
+   * turn) goes into one record; appends arriving during a write go into the next one.
+   */
+  #kick(): void {
+    this.#flushing ??= new Promise<void>((started) => setImmediate(started)).then(() =>
+      this.#flush(),
+    );
   }
 
   /** Saves a consumer's position. */
@@ -563,6 +649,7 @@ export class DurableLog {
       bytes,
       writes: this.#writes,
       streams: this.#streams.size,
+      relocations: this.#relocations,
     };
   }
 
@@ -595,9 +682,23 @@ export class DurableLog {
     // Every segment no stream holds an undelivered event in, not only those before the oldest
     // one: a sink past its budget adds nothing to the records after it, so they go as soon as the
     // others have them. Never the segment being written.
+    // A moved stream holds its old records until its new base is durable.
+    const moved = [...this.#shadows].filter(([, shadow]) => shadow.moved);
+    if (moved.length > 0) {
+      try {
+        await this.#saveState(true);
+        for (const [stream, shadow] of moved) {
+          if (this.#shadows.get(stream) === shadow) this.#shadows.delete(stream);
+        }
+      } catch {
+        // Kept until a save succeeds; the next collection tries again.
+      }
+    }
     const streams = [...this.#streams.values()];
+    const shadows = [...this.#shadows.values()];
     for (const segment of this.#segments.slice(0, -1)) {
       if (streams.some((s) => s.index.holds(segment.first, segment.end))) continue;
+      if (shadows.some((shadow) => shadow.from < segment.end)) continue;
       try {
         await unlink(segment.path);
       } catch (error) {
@@ -608,19 +709,169 @@ export class DurableLog {
         this.#locations.delete(record);
       }
     }
+    this.#relocateLaggard();
+  }
+
+  /**
+   * Relocation (ADR 0019): once the log passes its size, a stream that holds the oldest segment
+   * with a share of at most half the log (a quiet sink whose destination is down, holding every
+   * segment written since) has its retained events copied forward, so that disk use stays
+   * bounded by the log's size and twice the largest share, not by the ingest over an outage.
+   */
+  #relocateLaggard(): void {
+    if (this.#relocation !== null || this.#closed || this.#broken !== null) return;
+    let total = 0;
+    for (const segment of this.#segments) total += segment.size;
+    const oldest = this.#segments[0];
+    if (total <= this.#relocateAfterBytes || oldest === undefined) return;
+    for (const stream of this.#streams.values()) {
+      if (this.#unmovable.has(stream) || !stream.index.holds(oldest.first, oldest.end)) continue;
+      const index = stream.index;
+      const share = index.offsetOf(index.end) - index.offsetOf(index.start);
+      if (share === 0 || share * 2 > total) continue;
+      this.#relocation = {
+        stream,
+        entries: null,
+        from: 0,
+        fromBytes: 0,
+        next: 0,
+        base: null,
+        added: [],
+      };
+      this.#held.set(stream, []);
+      this.#shadows.set(stream, { from: index.pin, moved: false });
+      this.#kick();
+      return;
+    }
   }
 
   /** Group commit: one record, one write and one fsync for every append pending. */
   async #flush(): Promise<void> {
-    while (this.#pending.length > 0) {
-      const group = this.#pending.splice(0);
-      try {
-        await this.#write(group);
-      } catch (error) {
-        for (const append of group) append.reject(error);
+    for (;;) {
+      let wrote = false;
+      if (this.#pending.length > 0) {
+        const group = this.#pending.splice(0);
+        wrote = true;
+        try {
+          await this.#write(group);
+        } catch (error) {
+          for (const append of group) append.reject(error);
+        }
       }
+      // A relocation step between groups, so that it delays other sinks by one record at most;
+      // it starts copying once no append of its stream waits to be written before the copy.
+      const job = this.#relocation;
+      if (job !== null && !this.#pending.some((append) => append.stream === job.stream)) {
+        wrote = true;
+        await this.#relocateStep(job);
+      }
+      if (!wrote) break;
     }
     this.#flushing = null;
+  }
+
+  /** Writes the next record of a relocation's copy; completes it after the last one. */
+  async #relocateStep(job: Relocation): Promise<void> {
+    const { stream } = job;
+    if (this.#closed || this.#broken !== null || this.#streams.get(stream.key) !== stream) {
+      this.#endRelocation(job);
+      return;
+    }
+    if (job.entries === null) {
+      // Nothing of the stream is waiting to be written: its retained events are all there is.
+      job.entries = stream.index.retained();
+      job.from = stream.index.start;
+      job.fromBytes = stream.index.offsetOf(job.from);
+      this.#shadows.set(stream, { from: stream.index.pin, moved: false });
+    }
+    const lines: LogLine[] = [];
+    let bytes = 0;
+    try {
+      while (
+        job.next < job.entries.length &&
+        (lines.length === 0 || bytes < RELOCATION_CHUNK_BYTES)
+      ) {
+        const entry = job.entries[job.next] as StreamEntry;
+        const record = await this.record(entry.record);
+        for (let k = Math.max(job.from - entry.first, 0); k < entry.selection.length; k++) {
+          const line = record?.line(entry.selection[k] as number) ?? null;
+          // A damaged record cannot be copied: the stream stays where it is.
+          if (line === null) throw new Error(`record ${entry.record} is damaged`);
+          lines.push(line);
+          bytes += line.bytes;
+        }
+        job.next++;
+      }
+    } catch {
+      this.#unmovable.add(stream);
+      this.#endRelocation(job);
+      return;
+    }
+    const final = job.next >= job.entries.length;
+    if (lines.length > 0) {
+      const record = this.#nextRecord;
+      const base = job.base ?? record;
+      const selection = new Uint32Array(lines.length);
+      for (let k = 0; k < lines.length; k++) selection[k] = k;
+      const buf = encodeLogRecord(record, lines, [
+        { id: stream.id, key: stream.key, selection, relocation: { base, final } },
+      ]);
+      try {
+        await this.#writeRecord(record, buf);
+      } catch {
+        this.#endRelocation(job);
+        return;
+      }
+      job.base = base;
+      job.added.push({
+        record,
+        selection,
+        offsets: offsetsOf(
+          selection,
+          lines.map((line) => line.bytes),
+        ),
+      });
+    }
+    if (!final) return;
+    if (job.base === null) {
+      // Nothing was retained after all.
+      this.#endRelocation(job);
+      return;
+    }
+    // The switch, in one turn: positions keep their sequence numbers and take the copies' records.
+    const seqs = new Map<string, number>();
+    for (const [consumer, position] of stream.cursors) {
+      seqs.set(consumer, stream.index.seqOf(position));
+    }
+    try {
+      stream.index.relocate(job.from, job.fromBytes, job.added);
+    } catch {
+      // The copy does not match the stream (it cannot, with its appends held): leave it be.
+      this.#unmovable.add(stream);
+      this.#endRelocation(job);
+      return;
+    }
+    for (const [consumer, seq] of seqs) stream.cursors.set(consumer, stream.index.positionOf(seq));
+    stream.base = job.base;
+    this.#encoded.delete(stream);
+    this.#relocations++;
+    const shadow = this.#shadows.get(stream);
+    if (shadow !== undefined) shadow.moved = true;
+    this.#endRelocation(job, false);
+    // The old records go once the new base is durable; #collect saves it (retrying on failure).
+    void this.collect().catch(() => undefined);
+  }
+
+  /** Ends a relocation; its stream's waiting appends go to the writer. */
+  #endRelocation(job: Relocation, abandoned = true): void {
+    if (this.#relocation === job) this.#relocation = null;
+    if (abandoned) this.#shadows.delete(job.stream);
+    const held = this.#held.get(job.stream);
+    this.#held.delete(job.stream);
+    if (held !== undefined && held.length > 0) {
+      this.#pending.push(...held);
+      this.#kick();
+    }
   }
 
   async #write(group: readonly PendingAppend[]): Promise<void> {
@@ -679,6 +930,35 @@ export class DurableLog {
     }
     const record = this.#nextRecord;
     const buf = encodeLogRecord(record, variants, shares);
+    await this.#writeRecord(record, buf);
+    const sizes = variants.map((v) => v.bytes);
+    const offsets = new Map<Uint32Array, Float64Array>();
+    for (const [i, { stream }] of group.entries()) {
+      const selection = (shares[i] as StreamShare).selection;
+      let o = offsets.get(selection);
+      if (o === undefined) {
+        o = offsetsOf(selection, sizes);
+        offsets.set(selection, o);
+      }
+      // A stream dropped while its batch was written: nothing of it is kept.
+      if (this.#streams.get(stream.key) === stream) stream.index.add(record, selection, o);
+    }
+    this.#cacheRecord(
+      record,
+      new CachedRecord(
+        variants.map((v) => v.event),
+        null,
+        buf.length,
+      ),
+    );
+    for (const append of group) append.resolve();
+  }
+
+  /**
+   * Appends one framed record at the log's end and makes it durable; on failure nothing of it
+   * stays (or the log refuses further writes when it cannot be sure).
+   */
+  async #writeRecord(record: number, buf: Buffer): Promise<void> {
     const { segment, handle } = await this.#writer(buf.length);
     const at = segment.size;
     let syncing = false;
@@ -705,27 +985,6 @@ export class DurableLog {
     segment.size = at + buf.length;
     segment.end = record + 1;
     this.#locations.set(record, { segment, offset: at, size: buf.length });
-    const sizes = variants.map((v) => v.bytes);
-    const offsets = new Map<Uint32Array, Float64Array>();
-    for (const [i, { stream }] of group.entries()) {
-      const selection = (shares[i] as StreamShare).selection;
-      let o = offsets.get(selection);
-      if (o === undefined) {
-        o = offsetsOf(selection, sizes);
-        offsets.set(selection, o);
-      }
-      // A stream dropped while its batch was written: nothing of it is kept.
-      if (this.#streams.get(stream.key) === stream) stream.index.add(record, selection, o);
-    }
-    this.#cacheRecord(
-      record,
-      new CachedRecord(
-        variants.map((v) => v.event),
-        null,
-        buf.length,
-      ),
-    );
-    for (const append of group) append.resolve();
   }
 
   async #writer(bytes: number): Promise<{ segment: Segment; handle: FileHandle }> {

@@ -92,6 +92,43 @@ export class StreamIndex {
     }
   }
 
+  /** The retained entries, oldest first (a copy of the list; the entries themselves are frozen). */
+  retained(): readonly StreamEntry[] {
+    return this.#entries.slice(this.#head);
+  }
+
+  /**
+   * Points the stream at copies of its events in other records (a relocation): `added` holds, in
+   * order, every event from sequence number `from` (whose byte offset is `fromBytes`) to the end.
+   * Sequence numbers and byte offsets stay as they were, so queues and budgets do not notice;
+   * what consumers passed meanwhile is released again.
+   */
+  relocate(
+    from: number,
+    fromBytes: number,
+    added: readonly { record: number; selection: Uint32Array; offsets: Float64Array }[],
+  ): void {
+    const entries: StreamEntry[] = [];
+    let first = from;
+    let before = fromBytes;
+    for (const { record, selection, offsets } of added) {
+      if (selection.length === 0) continue;
+      entries.push({ record, first, selection, offsets, before });
+      first += selection.length;
+      before += offsets[selection.length] as number;
+    }
+    if (first !== this.#end || before !== this.#bytes) {
+      throw new RangeError(
+        `relocated events ${from}..${first} (${before} bytes) do not end where the stream does (${this.#end}, ${this.#bytes} bytes)`,
+      );
+    }
+    const last = entries.at(-1);
+    if (last !== undefined) this.#last = [last.record, last.selection.length];
+    this.#entries = entries;
+    this.#head = 0;
+    this.release(this.#start);
+  }
+
   /** Forgets everything (the stream was deleted). */
   clear(): void {
     this.release(this.#end);

@@ -3,7 +3,7 @@
 // log and commit from them, SIGKILLs each mid-run, and checks in this process that every
 // acknowledged batch survived exactly once, in order, in each sink's queue.
 import { spawn } from 'node:child_process';
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { afterAll, expect, it } from 'vitest';
@@ -81,7 +81,11 @@ interface BatchRun {
  * empty when every acknowledged batch is there exactly once, whole and in order, and each batch
  * occupies one contiguous run `e0, e1, ...` of the log.
  */
-function problemsIn(log: readonly string[], acked: ReadonlyMap<string, number>): string[] {
+function problemsIn(
+  log: readonly string[],
+  acked: ReadonlyMap<string, number>,
+  sizeOf: (batch: string) => number = batchSize,
+): string[] {
   const problems: string[] = [];
   if (new Set(log).size !== log.length) problems.push('an event appears twice');
   const runs: BatchRun[] = [];
@@ -105,7 +109,7 @@ function problemsIn(log: readonly string[], acked: ReadonlyMap<string, number>):
     const ofRound = runs.filter((r) => r.batch.startsWith(`${round}-`));
     // Only the batch being written when the round was killed may be cut short.
     for (const r of ofRound.slice(0, -1)) {
-      if (r.length !== batchSize(r.batch)) problems.push(`${r.batch} is incomplete`);
+      if (r.length !== sizeOf(r.batch)) problems.push(`${r.batch} is incomplete`);
     }
     // A writer awaits each append before the next: its batches are 0, 1, 2, ... in log order.
     for (let w = 0; w < WRITERS; w++) {
@@ -204,3 +208,64 @@ it('keeps every acknowledged batch exactly once and in order in each sink across
   }
   expect(acked.size).toBeGreaterThanOrEqual(30 + 45 + 60);
 }, 60_000);
+
+// The second child: a busy sink whose output commits everything and a quiet sink whose
+// destination is down (its checker never commits) and which keeps two events of each batch (ids
+// `r<round>-w0-b<n>-e<i>`, printed `acked` once durable), so that it holds every segment. Small segments and a small log size
+// past which laggards are relocated, so that the quiet sink's share is copied forward again and
+// again while the kills land.
+const RELOCATING_CHILD = `
+import { readFileSync } from 'node:fs';
+import { openLogQueue } from ${JSON.stringify(pathToFileURL(LOG).href)};
+const [dir, round, fixture] = process.argv.slice(2);
+const recorded = readFileSync(fixture, 'utf8').split('\\n').filter(Boolean).map((l) => JSON.parse(l));
+const out = (line) => process.stdout.write(line + '\\n');
+const options = { logDir: dir, maxBytes: 1 << 30, segmentBytes: 128 * 1024, relocateAfterBytes: 1024 * 1024 };
+const busy = await openLogQueue({ ...options, key: 'sinks/busy' });
+const quiet = await openLogQueue({ ...options, key: 'sinks/quiet' });
+await quiet.consumer('checker').next(1, 0);
+const influx = busy.consumer('influxdb');
+(async () => {
+  for (;;) {
+    const batch = await influx.next(500, 1000);
+    if (batch !== null) await influx.commit(batch);
+  }
+})();
+out('ready');
+for (let n = 0; ; n++) {
+  const busyBatch = Array.from({ length: 50 }, (_, i) => ({ ...recorded[(n + i) % recorded.length], auditID: 'busy-' + n + '-' + i }));
+  const id = 'r' + round + '-w0-b' + n;
+  const quietBatch = [0, 1].map((i) => ({ ...recorded[(n + i) % recorded.length], auditID: id + '-e' + i }));
+  await Promise.all([busy.append(busyBatch), quiet.append(quietBatch)]);
+  out('acked ' + id + ' 2');
+}
+`;
+
+it('keeps a quiet sink’s acknowledged batches exactly once and in order across SIGKILLs while its share is relocated', async () => {
+  const dir = await temp.make();
+  const scriptDir = await temp.make();
+  const script = join(scriptDir, 'relocate-until-killed.mjs');
+  await writeFile(script, RELOCATING_CHILD);
+
+  const acked = new Map<string, number>();
+  let relocated = 0;
+  for (let round = 0; round < ROUNDS; round++) {
+    const run = await runAndKill(script, dir, round, 200 + round * 100);
+    for (const [id, size] of run.acked) acked.set(id, size);
+    const state = JSON.parse(await readFile(join(dir, 'state.json'), 'utf8')) as {
+      streams: { key: string; base?: number }[];
+    };
+    if ((state.streams.find((s) => s.key === 'sinks/quiet')?.base ?? 0) > 0) relocated++;
+    const queue = await openLogQueue({ logDir: dir, key: 'sinks/quiet', maxBytes: 1 << 30 });
+    try {
+      const batch = await queue.consumer('checker').next(1_000_000, 0);
+      const log = batch?.events.map((e) => e.auditID) ?? [];
+      expect(problemsIn(log, acked, () => 2)).toEqual([]);
+    } finally {
+      await queue.close();
+    }
+  }
+  expect(acked.size).toBeGreaterThanOrEqual(200 + 300 + 400);
+  // The quiet sink's share was moved (a completed relocation is in the state file).
+  expect(relocated).toBeGreaterThan(0);
+}, 90_000);

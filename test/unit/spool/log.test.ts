@@ -214,6 +214,49 @@ describe('the durable log', () => {
     expect(stuck.stats().events).toBe(30);
   });
 
+  it('keeps disk bounded while a quiet sink’s destination is down, copying its share forward, and keeps every position', async () => {
+    const dir = await temp.make();
+    const options = { segmentBytes: 8192, relocateAfterBytes: 32 * 1024 };
+    const busy = await sink(dir, 'sinks/busy', options);
+    const quiet = await sink(dir, 'sinks/quiet', options);
+    const out = busy.consumer('influxdb');
+    const down = quiet.consumer('influxdb');
+    const ahead = quiet.consumer('webhook');
+    let share = 0;
+    let written = 0;
+    for (let i = 0; i < 300; i++) {
+      // A trickle in every record: without relocation the quiet sink holds every segment.
+      const trickle = events(`q${i}`, 0, 1);
+      const batch = events(`b${i}`, 0, 40);
+      await Promise.all([busy.append(batch), quiet.append(trickle)]);
+      const trickleBytes = lineBytes(trickle[0] as AuditEvent);
+      share += trickleBytes;
+      written += batch.reduce((n, e) => n + lineBytes(e), trickleBytes);
+      await drain(out);
+      if (i === 100) await ahead.commit(present(await ahead.next(40, 0)));
+      const files = await segments(dir);
+      let bytes = 0;
+      for (const file of files) bytes += (await stat(join(dir, file))).size;
+      // The log's size or twice the share (past which it is not copied), one copy under way,
+      // and the segments being written and filled meanwhile: not the 4 MiB written.
+      expect(bytes).toBeLessThan(Math.max(32 * 1024, 2 * share) + share + 3 * 8192);
+    }
+    expect(written).toBeGreaterThan(4 * 1024 * 1024);
+    const expected = Array.from({ length: 300 }, (_, i) => `q${i}-0`);
+    expect(await peek(down)).toEqual(expected);
+    expect(await peek(ahead)).toEqual(expected.slice(40));
+    await closeAll();
+    const log = await DurableLog.open({ dir });
+    const state = JSON.parse(await readFile(join(dir, 'state.json'), 'utf8')) as {
+      streams: { key: string; base?: number }[];
+    };
+    expect(state.streams.find((s) => s.key === 'sinks/quiet')?.base).toBeGreaterThan(0);
+    await log.close();
+    const again = await sink(dir, 'sinks/quiet', options);
+    expect(await peek(again.consumer('influxdb'))).toEqual(expected);
+    expect(await drain(again.consumer('webhook'))).toEqual(expected.slice(40));
+  });
+
   it('frees a deleted sink’s share, and a sink created again under its name starts empty', async () => {
     const dir = await temp.make();
     const options = { segmentBytes: 4096 };

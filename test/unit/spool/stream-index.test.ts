@@ -59,4 +59,30 @@ describe('stream index', () => {
     expect(built.pin).toBe(Number.POSITIVE_INFINITY);
     expect(built.positionOf(9)).toEqual([9, 4]);
   });
+
+  it('keeps sequence numbers and byte offsets when its events move to other records', () => {
+    const built = index();
+    built.release(4);
+    const copy = (record: number, count: number) => ({
+      record,
+      selection: Uint32Array.from({ length: count }, (_, i) => i),
+      offsets: Float64Array.from({ length: count + 1 }, (_, i) => i * 10),
+    });
+    // Events 4..8 (the partly released record 5 and record 9) copied into records 20 and 21.
+    built.relocate(4, 40, [copy(20, 3), copy(21, 2)]);
+    expect([built.start, built.end, built.pin]).toEqual([4, 9, 20]);
+    expect(built.positionOf(4)).toEqual([20, 0]);
+    expect(built.positionOf(7)).toEqual([21, 0]);
+    expect(built.positionOf(9)).toEqual([21, 2]);
+    expect(built.seqOf([21, 1])).toBe(8);
+    expect(built.offsetOf(7)).toBe(70);
+    expect(built.holds(0, 20)).toBe(false);
+  });
+
+  it('refuses a copy that does not end where the stream does', () => {
+    const built = index();
+    const selection = Uint32Array.from([0, 1]);
+    const offsets = Float64Array.from([0, 10, 20]);
+    expect(() => built.relocate(0, 0, [{ record: 20, selection, offsets }])).toThrow(RangeError);
+  });
 });
