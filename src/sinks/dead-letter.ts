@@ -17,6 +17,7 @@ import { createReadStream } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { jsonLines } from '../audit/lines.ts';
 import type { AuditEvent } from '../audit/types.ts';
+import { syncDirectory } from '../spool/segments.ts';
 import type { OutputKind } from '../outputs/types.ts';
 import type { SinkRef } from './types.ts';
 
@@ -237,15 +238,6 @@ function recordOf(letter: DeadLetter, sink: string, time: string): DeadLetterRec
     message: letter.message,
     event: letter.event,
   };
-}
-
-async function syncDirectory(path: string): Promise<void> {
-  const handle = await open(path, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
 }
 
 /** One line of a dead-letter file: a record, or a line that is not one (with its number). */

@@ -81,7 +81,7 @@ function ioError(action: string, path: string, cause: unknown): QueueError {
 }
 
 /** Fsyncs a directory, so the names created or renamed in it survive a power loss (Linux). */
-async function syncDirectory(path: string): Promise<void> {
+export async function syncDirectory(path: string): Promise<void> {
   const handle = await open(path, 'r');
   try {
     await handle.sync();

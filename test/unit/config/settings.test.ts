@@ -39,6 +39,7 @@ describe('settings defaults', () => {
       insecure: false,
       dataDir: './kube-audit-data',
       spoolMaxBytes: 1_073_741_824,
+      deadLetterMaxBytes: 67_108_864,
       namespace: 'kube-audit',
       allowSecretPayloads: false,
       shutdownGraceSeconds: 25,
