@@ -43,12 +43,19 @@ import { type StreamEntry, StreamIndex } from './stream-index.ts';
 export const DEFAULT_LOG_SEGMENT_BYTES = 64 * 1024 * 1024;
 
 /**
- * 32 MiB of records kept decoded in memory, what the per-sink spools' caches held together
- * (ADR 0012): consumers that keep up read what was just written without touching the disk. A
+ * 32 MiB of records kept in memory, as written: consumers that keep up, or fall a little behind,
+ * read what was written without touching the disk. A
  * record holds every sink's share, so a tenant among a hundred that reads one from disk reads all
  * of it: the cache must cover how far behind the slowest delivering sink usually is.
  */
 export const LOG_CACHE_BYTES = 32 * 1024 * 1024;
+
+/**
+ * Of those, the most recent 8 MiB keep their events as objects, what one per-sink spool kept
+ * (ADR 0012): a consumer that keeps up takes them without decoding, while the rest cost their
+ * bytes, not the several times more their objects take on the heap.
+ */
+export const LOG_DECODED_CACHE_BYTES = 8 * 1024 * 1024;
 
 /**
  * The log's size past which a stream holding its oldest segment, with a share of at most half
@@ -151,38 +158,65 @@ interface Relocation {
   readonly added: { record: number; selection: Uint32Array; offsets: Float64Array }[];
 }
 
-/** The events of one record, decoded on demand, for reads. */
+/**
+ * One record kept in memory for reads: its events as objects while it is among the most recent
+ * (consumers that keep up take them as they are), then only its bytes, decoded on each read.
+ */
 class CachedRecord {
-  readonly #events: (AuditEvent | null | undefined)[];
-  readonly #record: LogRecord | null;
+  #events: (AuditEvent | null | undefined)[] | null;
+  // The decoded frame; undefined until it is first needed.
+  #record: LogRecord | null | undefined;
+  readonly #frame: Buffer | null;
   readonly bytes: number;
 
-  constructor(events: (AuditEvent | null | undefined)[], record: LogRecord | null, bytes: number) {
+  constructor(
+    events: (AuditEvent | null | undefined)[],
+    frame: Buffer | null,
+    record: LogRecord | null | undefined,
+    bytes: number,
+  ) {
     this.#events = events;
+    this.#frame = frame;
     this.#record = record;
     this.bytes = bytes;
   }
 
+  /** Drops the event objects: reads decode them from the record's bytes from now on. */
+  demote(): void {
+    this.#events = null;
+  }
+
+  #decoded(): LogRecord | null {
+    if (this.#record === undefined) {
+      this.#record =
+        this.#frame === null ? null : decodeLogRecord(this.#frame.subarray(FRAME_HEADER_BYTES));
+    }
+    return this.#record;
+  }
+
   /** The record's `index`th event, or null when it cannot be decoded. */
   event(index: number): AuditEvent | null {
-    let event = this.#events[index];
+    const events = this.#events;
+    let event = events?.[index];
     if (event === undefined) {
-      event = this.#record === null ? null : decodeLogEvent(this.#record, index);
-      this.#events[index] = event;
+      const record = this.#decoded();
+      event = record === null ? null : decodeLogEvent(record, index);
+      if (events !== null) events[index] = event;
     }
     return event;
   }
 
   /** The record's `index`th event as stored, or null when it is damaged. */
   line(index: number): LogLine | null {
-    if (this.#record === null) {
-      const event = this.#events[index];
+    const record = this.#decoded();
+    if (record === null) {
+      const event = this.#events?.[index];
       return event === undefined || event === null ? null : encodeEvent(event);
     }
-    const start = this.#record.lines[index];
-    const end = this.#record.lines[index + 1];
+    const start = record.lines[index];
+    const end = record.lines[index + 1];
     if (start === undefined || end === undefined) return null;
-    return { json: this.#record.payload.toString('utf8', start, end - 1), bytes: end - start };
+    return { json: record.payload.toString('utf8', start, end - 1), bytes: end - start };
   }
 }
 
@@ -280,6 +314,9 @@ export class DurableLog {
   // Decoded records for reads, oldest first.
   readonly #cache = new Map<number, CachedRecord>();
   #cachedBytes = 0;
+  // The most recent of them, still holding their events as objects, oldest first.
+  readonly #decoded = new Map<number, CachedRecord>();
+  #decodedBytes = 0;
   // State file saves: #wanted counts requested versions, #saved the last one on disk.
   #wanted = 0;
   #saved = 0;
@@ -626,7 +663,7 @@ export class DurableLog {
     const size = frameAt(buf, 0);
     const decoded =
       size === 0 ? null : decodeLogRecord(buf.subarray(FRAME_HEADER_BYTES, location.size));
-    const entry = new CachedRecord([], decoded, location.size);
+    const entry = new CachedRecord([], null, decoded, location.size);
     this.#cacheRecord(record, entry);
     return entry;
   }
@@ -668,6 +705,8 @@ export class DurableLog {
     } finally {
       this.#cache.clear();
       this.#cachedBytes = 0;
+      this.#decoded.clear();
+      this.#decodedBytes = 0;
       const handle = this.#handle;
       this.#handle = null;
       openLogs.delete(this.dir);
@@ -947,7 +986,8 @@ export class DurableLog {
       record,
       new CachedRecord(
         variants.map((v) => v.event),
-        null,
+        buf,
+        undefined,
         buf.length,
       ),
     );
@@ -1021,6 +1061,16 @@ export class DurableLog {
     }
     this.#cache.set(record, entry);
     this.#cachedBytes += entry.bytes;
+    this.#decoded.set(record, entry);
+    this.#decodedBytes += entry.bytes;
+    while (this.#decodedBytes > LOG_DECODED_CACHE_BYTES) {
+      const oldest = this.#decoded.entries().next();
+      if (oldest.done === true) break;
+      const [number, demoted] = oldest.value;
+      demoted.demote();
+      this.#decoded.delete(number);
+      this.#decodedBytes -= demoted.bytes;
+    }
   }
 
   #uncache(record: number): void {
@@ -1028,6 +1078,7 @@ export class DurableLog {
     if (entry === undefined) return;
     this.#cache.delete(record);
     this.#cachedBytes -= entry.bytes;
+    if (this.#decoded.delete(record)) this.#decodedBytes -= entry.bytes;
   }
 
   /**
