@@ -112,6 +112,19 @@ export function encodeLogRecord(
   variants: readonly LogLine[],
   shares: readonly StreamShare[],
 ): Buffer {
+  return sealLogFrame(encodeLogFrame(record, variants, shares));
+}
+
+/**
+ * {@link encodeLogRecord} without its checksum, which {@link sealLogFrame} adds: the log writes
+ * the payload while the checksum is computed, and the frame's header only after it. Until then
+ * the frame is no record: a scan finds no marker where it starts.
+ */
+export function encodeLogFrame(
+  record: number,
+  variants: readonly LogLine[],
+  shares: readonly StreamShare[],
+): Buffer {
   const header = JSON.stringify({
     r: record,
     s: shares.map((share) =>
@@ -129,8 +142,7 @@ export function encodeLogRecord(
   let payloadBytes = Buffer.byteLength(header, 'utf8') + 1;
   for (const variant of variants) payloadBytes += variant.bytes;
   const buf = Buffer.allocUnsafe(FRAME_HEADER_BYTES + payloadBytes);
-  MAGIC.copy(buf, 0);
-  buf.writeUInt32LE(payloadBytes, 4);
+  buf.fill(0, 0, FRAME_HEADER_BYTES);
   let at = FRAME_HEADER_BYTES;
   at += buf.write(header, at, 'utf8');
   buf[at++] = NEWLINE;
@@ -138,7 +150,14 @@ export function encodeLogRecord(
     at += buf.write(variant.json, at, 'utf8');
     buf[at++] = NEWLINE;
   }
-  buf.writeUInt32LE(crc32(buf.subarray(FRAME_HEADER_BYTES, at)), 8);
+  return buf;
+}
+
+/** Completes a frame of {@link encodeLogFrame}: its marker, length and checksum. */
+export function sealLogFrame(buf: Buffer): Buffer {
+  MAGIC.copy(buf, 0);
+  buf.writeUInt32LE(buf.length - FRAME_HEADER_BYTES, 4);
+  buf.writeUInt32LE(crc32(buf.subarray(FRAME_HEADER_BYTES)), 8);
   return buf;
 }
 

@@ -1,8 +1,8 @@
 /**
  * The process's durable log (ADR 0019): one append-only run of segment files that every sink's
  * queue shares. A group commit writes the batches of every sink appended meanwhile as one record
- * (each distinct event once, and per sink the indexes of the events it keeps) with one write and
- * one fsync, however many sinks there are. Each sink is a stream with its own consumers' positions,
+ * (each distinct event once, and per sink the indexes of the events it keeps) with one fsync,
+ * however many sinks there are. Each sink is a stream with its own consumers' positions,
  * kept together in one state file; a segment is deleted once every stream has passed it.
  *
  * Crash safety rests on the rules of the per-sink spool (ADR 0007), applied once: records are
@@ -20,6 +20,7 @@ import {
   decodeLogEvent,
   decodeLogRecord,
   decodeLogState,
+  encodeLogFrame,
   encodeLogRecord,
   encodeLogState,
   encodeStreamState,
@@ -31,6 +32,7 @@ import {
   logSegmentFileName,
   parseLogSegmentFileName,
   scanLogSegment,
+  sealLogFrame,
   type StreamShare,
 } from './format.ts';
 import { type StreamEntry, StreamIndex } from './stream-index.ts';
@@ -968,7 +970,7 @@ export class DurableLog {
       previous = { records, selection };
     }
     const record = this.#nextRecord;
-    const buf = encodeLogRecord(record, variants, shares);
+    const buf = encodeLogFrame(record, variants, shares);
     await this.#writeRecord(record, buf);
     const sizes = variants.map((v) => v.bytes);
     const offsets = new Map<Uint32Array, Float64Array>();
@@ -996,14 +998,21 @@ export class DurableLog {
 
   /**
    * Appends one framed record at the log's end and makes it durable; on failure nothing of it
-   * stays (or the log refuses further writes when it cannot be sure).
+   * stays (or the log refuses further writes when it cannot be sure). The frame is sealed here,
+   * while its payload is written (one from `encodeLogFrame`; sealing a sealed one changes nothing).
    */
   async #writeRecord(record: number, buf: Buffer): Promise<void> {
     const { segment, handle } = await this.#writer(buf.length);
     const at = segment.size;
     let syncing = false;
     try {
-      await writeFully(handle, buf, at);
+      // The payload goes to the file while its checksum is computed; the frame's header (marker,
+      // length, checksum), which makes it a record, follows. Neither is acknowledged before the
+      // sync, and a crash between them leaves a tail without a marker, cut as a torn write.
+      const payload = writeFully(handle, buf.subarray(FRAME_HEADER_BYTES), at + FRAME_HEADER_BYTES);
+      sealLogFrame(buf);
+      await payload;
+      await writeFully(handle, buf.subarray(0, FRAME_HEADER_BYTES), at);
       if (this.#fsync) {
         syncing = true;
         await handle.datasync();

@@ -12,6 +12,13 @@ import {
   QueueFullError,
   type SinkQueue,
 } from '../../../src/spool/index.ts';
+import { encodeEvent } from '../../../src/spool/format.ts';
+import {
+  encodeLogFrame,
+  encodeLogRecord,
+  frameAt,
+  sealLogFrame,
+} from '../../../src/spool/log/format.ts';
 import { DurableLog, type LogQueueOptions, openLogQueue } from '../../../src/spool/log/index.ts';
 import { events, ids, lineBytes, TempDirs } from './support.ts';
 
@@ -121,6 +128,31 @@ describe('the durable log', () => {
     expect((await stat(path)).size).toBe(size);
     const a2 = await sink(dir, 'sinks/a');
     expect(await drain(a2.consumer('influxdb'))).toEqual(events('e', 0, 20).map((e) => e.auditID));
+  });
+
+  it('cuts a record whose events were written but not its header, as a crash between them leaves', async () => {
+    const dir = await temp.make();
+    const a = await sink(dir, 'sinks/a');
+    await a.append(events('e', 0, 10));
+    await closeAll();
+    const [segment] = await segments(dir);
+    const path = join(dir, present(segment));
+    const size = (await stat(path)).size;
+    // The payload is written while its checksum is computed, the header after both.
+    const records = events('x', 0, 5).map(encodeEvent);
+    const shares = [{ id: 0, key: 'sinks/a', selection: Uint32Array.from(records, (_, k) => k) }];
+    const frame = encodeLogFrame(1, records, shares);
+    expect(frameAt(frame, 0)).toBe(0);
+    await appendFile(path, frame);
+    const log = await DurableLog.open({ dir });
+    expect(log.recovery).toMatchObject({ tornBytes: frame.length, corruptRecords: 0, records: 1 });
+    await log.close();
+    expect((await stat(path)).size).toBe(size);
+    const a2 = await sink(dir, 'sinks/a');
+    expect(await drain(a2.consumer('influxdb'))).toEqual(events('e', 0, 10).map((e) => e.auditID));
+    // Sealed, it is the record encoded at once.
+    expect(sealLogFrame(frame)).toEqual(encodeLogRecord(1, records, shares));
+    expect(frameAt(frame, 0)).toBe(frame.length);
   });
 
   it('skips and counts a damaged record followed by good ones, never cutting there', async () => {
