@@ -15,13 +15,20 @@ import { type FileHandle, mkdir, open, readdir, readFile, rename, unlink } from 
 import { dirname, join, resolve } from 'node:path';
 import type { AuditEvent } from '../../audit/types.ts';
 import { QueueError } from '../errors.ts';
+import {
+  errorCode,
+  ioError,
+  readRange,
+  syncDirectory,
+  truncateFile,
+  writeFully,
+} from '../files.ts';
 import { type EncodedEvent, encodeEvent } from '../format.ts';
 import {
   decodeLogEvent,
   decodeLogRecord,
   decodeLogState,
   encodeLogFrame,
-  encodeLogRecord,
   encodeLogState,
   encodeStreamState,
   FRAME_HEADER_BYTES,
@@ -224,50 +231,6 @@ class CachedRecord {
 
 // Logs open in this process, by directory: two writers on one directory would corrupt it.
 const openLogs = new Set<string>();
-
-function errorCode(error: unknown): string | undefined {
-  return error instanceof Error && 'code' in error && typeof error.code === 'string'
-    ? error.code
-    : undefined;
-}
-
-function ioError(action: string, path: string, cause: unknown): QueueError {
-  const reason = cause instanceof Error ? cause.message : String(cause);
-  return new QueueError('QUEUE_IO', `${action} ${path}: ${reason}`, { cause });
-}
-
-async function syncDirectory(path: string): Promise<void> {
-  const handle = await open(path, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-}
-
-async function writeFully(handle: FileHandle, buf: Buffer, position: number): Promise<void> {
-  let done = 0;
-  while (done < buf.length) {
-    const { bytesWritten } = await handle.write(buf, done, buf.length - done, position + done);
-    done += bytesWritten;
-  }
-}
-
-async function readRange(path: string, position: number, length: number): Promise<Buffer> {
-  const buf = Buffer.allocUnsafe(length);
-  const handle = await open(path, 'r');
-  try {
-    let done = 0;
-    while (done < length) {
-      const { bytesRead } = await handle.read(buf, done, length - done, position + done);
-      if (bytesRead === 0) break;
-      done += bytesRead;
-    }
-    return buf.subarray(0, done);
-  } finally {
-    await handle.close();
-  }
-}
 
 /** `offsets` of a selection: bytes before each kept event, then the total. */
 function offsetsOf(selection: Uint32Array, sizes: ArrayLike<number>): Float64Array {
@@ -854,7 +817,7 @@ export class DurableLog {
       const base = job.base ?? record;
       const selection = new Uint32Array(lines.length);
       for (let k = 0; k < lines.length; k++) selection[k] = k;
-      const buf = encodeLogRecord(record, lines, [
+      const buf = encodeLogFrame(record, lines, [
         { id: stream.id, key: stream.key, selection, relocation: { base, final } },
       ]);
       try {
@@ -1138,15 +1101,5 @@ export class DurableLog {
       throw ioError('saving log state', path, error);
     }
     this.#saved = Math.max(this.#saved, version);
-  }
-}
-
-async function truncateFile(path: string, length: number, fsync: boolean): Promise<void> {
-  const handle = await open(path, 'r+');
-  try {
-    await handle.truncate(length);
-    if (fsync) await handle.datasync();
-  } finally {
-    await handle.close();
   }
 }
