@@ -23,6 +23,7 @@ import { DeadLetterStore, deadLetterPath } from '../sinks/dead-letter.ts';
 import { everyObserver, SinkRegistry } from '../sinks/registry.ts';
 import type { Sink } from '../sinks/types.ts';
 import { openQueue } from '../spool/index.ts';
+import { openLogQueue } from '../spool/log/index.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import { SinkMetrics } from '../telemetry/metrics.ts';
 import { SinkLog } from '../telemetry/sink-log.ts';
@@ -221,9 +222,9 @@ export interface RegistryMode {
 }
 
 /**
- * The sink registry: queues spooled under the data directory (or in memory), outputs from each
- * sink's destinations, or the line-protocol file when it names none, and dead letters under the
- * data directory in both cases.
+ * The sink registry: queues as streams of the durable log under the data directory (or in
+ * memory), outputs from each sink's destinations, or the line-protocol file when it names none,
+ * and dead letters under the data directory in both cases.
  */
 export function createRegistry(
   settings: Settings,
@@ -236,10 +237,14 @@ export function createRegistry(
     routing: { allowSecretPayloads: settings.allowSecretPayloads },
     factory: {
       openQueue: (sink) =>
-        openQueue({
-          ...(mode.durable ? { dir: spoolDir(settings.dataDir, sink) } : {}),
-          maxBytes: settings.spoolMaxBytes,
-        }),
+        mode.durable
+          ? openLogQueue({
+              logDir: logDir(settings.dataDir),
+              key: streamKey(sink),
+              maxBytes: settings.spoolMaxBytes,
+              legacyDir: spoolDir(settings.dataDir, sink),
+            })
+          : openQueue({ maxBytes: settings.spoolMaxBytes }),
       createOutputs: (sink) =>
         Promise.resolve(outputsFor(sink, settings, secrets, mode.embeddedDestination)),
       openDeadLetters: (sink) =>
@@ -257,7 +262,22 @@ export function createRegistry(
   return registry;
 }
 
-/** Each sink's spool: `<dataDir>/spool/sinks/<name>` or `<dataDir>/spool/pipelines/<ns>/<name>`. */
+/** The process's durable log, which every sink's queue is a stream of (ADR 0019). */
+export function logDir(dataDir: string): string {
+  return join(dataDir, 'log');
+}
+
+/** A sink's stream in the log: `sinks/<name>` or `pipelines/<ns>/<name>`. */
+export function streamKey(sink: Sink): string {
+  return sink.ref.kind === 'AuditSink'
+    ? `sinks/${sink.ref.name}`
+    : `pipelines/${sink.ref.namespace}/${sink.ref.name}`;
+}
+
+/**
+ * Each sink's spool of versions before the shared log, moved into the log when the sink starts:
+ * `<dataDir>/spool/sinks/<name>` or `<dataDir>/spool/pipelines/<ns>/<name>`.
+ */
 export function spoolDir(dataDir: string, sink: Sink): string {
   return sink.ref.kind === 'AuditSink'
     ? join(dataDir, 'spool', 'sinks', sink.ref.name)

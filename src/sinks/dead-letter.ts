@@ -17,7 +17,7 @@ import { createReadStream } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { jsonLines } from '../audit/lines.ts';
 import type { AuditEvent } from '../audit/types.ts';
-import { syncDirectory } from '../spool/segments.ts';
+import { syncDirectory } from '../spool/files.ts';
 import type { OutputKind } from '../outputs/types.ts';
 import type { SinkRef } from './types.ts';
 

@@ -60,7 +60,7 @@ const openDirectories = new Set<string>();
 const batchEnds = new WeakMap<QueueBatch, { readonly consumer: Consumer; readonly end: number }>();
 
 interface PendingAppend {
-  readonly records: EncodedEvent[];
+  readonly records: readonly EncodedEvent[];
   readonly bytes: number;
   readonly resolve: () => void;
   readonly reject: (error: unknown) => void;
@@ -134,6 +134,48 @@ export async function openQueue(options: QueueOptions): Promise<SinkQueue> {
   }
 }
 
+// The batch encoded last: sinks that keep the same events of a batch (at the same level) get the
+// same encoded records, checked by comparing the event objects instead of looking each one up.
+let lastEncoded: {
+  readonly events: readonly AuditEvent[];
+  readonly records: readonly EncodedEvent[];
+  readonly bytes: number;
+} | null = null;
+
+/** The records of `events` and their total size. */
+function encodeBatch(events: readonly AuditEvent[]): {
+  readonly records: readonly EncodedEvent[];
+  readonly bytes: number;
+} {
+  const last = lastEncoded;
+  if (last !== null && sameEvents(last.events, events)) return last;
+  const records = events.map(encodeEvent);
+  let bytes = 0;
+  for (const record of records) bytes += record.bytes;
+  // Only within the turn the registry queues a batch's shares in: nothing outlives it here.
+  if (lastEncoded === null) setImmediate(() => (lastEncoded = null));
+  lastEncoded = { events, records, bytes };
+  return lastEncoded;
+}
+
+function sameEvents(a: readonly AuditEvent[], b: readonly AuditEvent[]): boolean {
+  if (a === b) return true;
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/**
+ * A queue over a store opened elsewhere (a stream of the process's durable log): the same byte
+ * cap, group commit, consumers and cursors as {@link openQueue}, whatever the storage.
+ */
+export async function openQueueOn(
+  store: EventStore,
+  options: Omit<QueueOptions, 'dir' | 'segmentBytes' | 'fsync'>,
+): Promise<SinkQueue> {
+  return Queue.start(store, settingsFrom(options));
+}
+
 class Queue implements SinkQueue {
   readonly recovery: QueueRecovery;
   readonly #store: EventStore;
@@ -150,6 +192,7 @@ class Queue implements SinkQueue {
   #flushing: Promise<void> | null = null;
   #releasing: Promise<void> = Promise.resolve();
   #closing = false;
+  #destroying = false;
   #closed: Promise<void> | null = null;
   #appends = 0;
   #writes = 0;
@@ -188,9 +231,7 @@ class Queue implements SinkQueue {
         resolveAppend();
         return;
       }
-      const records = events.map(encodeEvent);
-      let bytes = 0;
-      for (const record of records) bytes += record.bytes;
+      const { records, bytes } = encodeBatch(events);
       const queued = this.#queuedBytes() + this.#reserved;
       if (queued + bytes > this.#settings.maxBytes) {
         this.#refusedBytes = bytes;
@@ -261,6 +302,8 @@ class Queue implements SinkQueue {
   }
 
   async destroy(): Promise<void> {
+    // The store's destroy() releases it: closing it first would let a shared log close under it.
+    this.#destroying = true;
     await this.close();
     await this.#store.destroy();
   }
@@ -321,7 +364,8 @@ class Queue implements SinkQueue {
   async #flush(): Promise<void> {
     while (this.#pending.length > 0) {
       const group = this.#takeGroup();
-      const records = group.flatMap((append) => append.records);
+      const records =
+        group.length === 1 ? (group[0] as PendingAppend).records : group.flatMap((a) => a.records);
       try {
         await this.#store.write(records);
       } catch (error) {
@@ -363,7 +407,7 @@ class Queue implements SinkQueue {
     await Promise.allSettled([...this.#consumers.values()].map((c) => c.settled()));
     await Promise.allSettled([this.#releasing]);
     try {
-      await this.#store.close();
+      if (!this.#destroying) await this.#store.close();
     } finally {
       if (this.#settings.dir !== null) openDirectories.delete(this.#settings.dir);
     }

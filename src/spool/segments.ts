@@ -19,6 +19,7 @@ import {
 } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { QueueError } from './errors.ts';
+import { errorCode, ioError, readRange, syncDirectory, truncateFile, writeFully } from './files.ts';
 import {
   cursorFileName,
   decodeCursor,
@@ -67,53 +68,6 @@ function offsetOf(segment: Segment, seq: number): number {
 
 function isCursorTemporary(name: string): boolean {
   return name.startsWith('cursor-') && name.endsWith('.json.tmp');
-}
-
-function errorCode(error: unknown): string | undefined {
-  return error instanceof Error && 'code' in error && typeof error.code === 'string'
-    ? error.code
-    : undefined;
-}
-
-function ioError(action: string, path: string, cause: unknown): QueueError {
-  const reason = cause instanceof Error ? cause.message : String(cause);
-  return new QueueError('QUEUE_IO', `${action} ${path}: ${reason}`, { cause });
-}
-
-/** Fsyncs a directory, so the names created or renamed in it survive a power loss (Linux). */
-export async function syncDirectory(path: string): Promise<void> {
-  const handle = await open(path, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-}
-
-async function writeFully(handle: FileHandle, buf: Buffer, position: number): Promise<void> {
-  let done = 0;
-  while (done < buf.length) {
-    const { bytesWritten } = await handle.write(buf, done, buf.length - done, position + done);
-    done += bytesWritten;
-  }
-}
-
-async function readRange(path: string, position: number, length: number): Promise<Buffer> {
-  const buf = Buffer.allocUnsafe(length);
-  const handle = await open(path, 'r');
-  try {
-    let done = 0;
-    while (done < length) {
-      const { bytesRead } = await handle.read(buf, done, length - done, position + done);
-      if (bytesRead === 0) {
-        throw new QueueError('QUEUE_IO', `${path} ends before byte ${position + length}`);
-      }
-      done += bytesRead;
-    }
-  } finally {
-    await handle.close();
-  }
-  return buf;
 }
 
 /** Segment files in one directory; see the module comment for the guarantees. */
@@ -322,7 +276,11 @@ export class SegmentStore implements EventStore {
       const base = offsetOf(segment, first);
       let buf: Buffer;
       try {
-        buf = await readRange(segment.path, base, offsetOf(segment, last) - base);
+        const length = offsetOf(segment, last) - base;
+        buf = await readRange(segment.path, base, length);
+        if (buf.length < length) {
+          throw new QueueError('QUEUE_IO', `${segment.path} ends before byte ${base + length}`);
+        }
       } catch (error) {
         // Every consumer passed this segment while we waited: a stale read, nothing is lost.
         if (errorCode(error) === 'ENOENT' && !this.#segments.includes(segment)) break;
@@ -506,15 +464,5 @@ export class SegmentStore implements EventStore {
     // acknowledging anything until the queue is reopened and recovers from what is really there.
     if (syncing) this.#broken = error;
     throw ioError(syncing ? 'syncing' : 'writing', path, error);
-  }
-}
-
-async function truncateFile(path: string, length: number, fsync: boolean): Promise<void> {
-  const handle = await open(path, 'r+');
-  try {
-    await handle.truncate(length);
-    if (fsync) await handle.datasync();
-  } finally {
-    await handle.close();
   }
 }

@@ -1,20 +1,16 @@
 // A real crash: starts child Node processes (process.execPath running a script written to a
 // temporary directory) that append to a durable queue and commit from it, SIGKILLs each mid-run,
 // and checks in this process that every acknowledged batch survived exactly once, in order.
-import { spawn } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { afterAll, expect, it } from 'vitest';
 import { openQueue } from '../../../src/spool/index.ts';
+import { problemsIn, runAndKill, WRITERS } from './crash-support.ts';
 import { TempDirs } from './support.ts';
 
 const SPOOL = fileURLToPath(new URL('../../../src/spool/index.ts', import.meta.url));
-const FIXTURE = fileURLToPath(
-  new URL('../../fixtures/apiserver-1.20/events.jsonl', import.meta.url),
-);
 const ROUNDS = 3;
-const WRITERS = 3;
 
 const temp = new TempDirs();
 afterAll(() => temp.removeAll());
@@ -57,107 +53,6 @@ out('ready');
 await Promise.all([...Array.from({ length: ${WRITERS} }, (_, w) => writer(w)), output()]);
 `;
 
-/** The size the child gives a batch: 1 to 9 events, from its writer and number. */
-function batchSize(batch: string): number {
-  const [, writer = '', number = ''] = /^r\d+-w(\d+)-b(\d+)$/.exec(batch) ?? [];
-  return 20 * (1 + ((Number(number) * 7 + Number(writer)) % 9));
-}
-
-interface BatchRun {
-  readonly batch: string;
-  length: number;
-}
-
-/**
- * What is wrong with a recovered log (auditIDs in queue order) given the acknowledged batches:
- * empty when every acknowledged batch is there exactly once, whole and in order, and each batch
- * occupies one contiguous run `e0, e1, ...` of the log.
- */
-function problemsIn(log: readonly string[], acked: ReadonlyMap<string, number>): string[] {
-  const problems: string[] = [];
-  if (new Set(log).size !== log.length) problems.push('an event appears twice');
-  const runs: BatchRun[] = [];
-  for (const id of log) {
-    const [, batch = '', index = ''] = /^(r\d+-w\d+-b\d+)-e(\d+)$/.exec(id) ?? [];
-    const last = runs.at(-1);
-    const run = last?.batch === batch ? last : { batch, length: 0 };
-    if (run !== last) runs.push(run);
-    if (Number(index) !== run.length) problems.push(`${id} out of place`);
-    run.length++;
-  }
-  const byBatch = new Map(runs.map((r) => [r.batch, r.length]));
-  if (byBatch.size !== runs.length) problems.push('a batch is split into several runs');
-  for (const [batch, size] of acked) {
-    if (byBatch.get(batch) !== size) {
-      problems.push(`acknowledged ${batch} has ${byBatch.get(batch) ?? 0} of ${size} events`);
-    }
-  }
-  const rounds = new Set(runs.map((r) => r.batch.split('-')[0]));
-  for (const round of rounds) {
-    const ofRound = runs.filter((r) => r.batch.startsWith(`${round}-`));
-    // Only the batch being written when the round was killed may be cut short.
-    for (const r of ofRound.slice(0, -1)) {
-      if (r.length !== batchSize(r.batch)) problems.push(`${r.batch} is incomplete`);
-    }
-    // A writer awaits each append before the next: its batches are 0, 1, 2, ... in log order.
-    for (let w = 0; w < WRITERS; w++) {
-      const numbers = ofRound
-        .filter((r) => r.batch.startsWith(`${round}-w${w}-`))
-        .map((r) => Number(r.batch.split('-b')[1]));
-      if (numbers.some((n, i) => n !== i)) problems.push(`${round}-w${w} batches out of order`);
-    }
-  }
-  return problems;
-}
-
-interface ChildRun {
-  readonly acked: ReadonlyMap<string, number>;
-  readonly lastCommitted: string | null;
-}
-
-/** Runs the child until it has acknowledged `ackedBatches` batches, then SIGKILLs it. */
-function runAndKill(
-  script: string,
-  dir: string,
-  round: number,
-  ackedBatches: number,
-): Promise<ChildRun> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [script, dir, String(round), FIXTURE], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    const acked = new Map<string, number>();
-    let lastCommitted: string | null = null;
-    let buffered = '';
-    let stderr = '';
-    let killed = false;
-    child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
-      stderr += chunk;
-    });
-    child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
-      buffered += chunk;
-      const lines = buffered.split('\n');
-      // Only complete lines count: the last piece may be cut.
-      buffered = lines.pop() ?? '';
-      for (const line of lines) {
-        const [kind, id, size] = line.split(' ');
-        if (kind === 'acked' && id !== undefined) acked.set(id, Number(size));
-        if (kind === 'committed' && id !== undefined) lastCommitted = id;
-      }
-      if (!killed && acked.size >= ackedBatches) {
-        killed = true;
-        // A random moment, so that some kills land inside a write or an fsync.
-        setTimeout(() => child.kill('SIGKILL'), Math.random() * 20);
-      }
-    });
-    child.on('error', reject);
-    child.on('close', (code, signal) => {
-      if (signal === 'SIGKILL') resolve({ acked, lastCommitted });
-      else reject(new Error(`child exited with ${String(code)} before the kill:\n${stderr}`));
-    });
-  });
-}
-
 it('keeps every acknowledged batch exactly once and in order across SIGKILLs mid-append', async () => {
   const dir = await temp.make();
   const scriptDir = await temp.make();
@@ -178,8 +73,9 @@ it('keeps every acknowledged batch exactly once and in order across SIGKILLs mid
 
       // The output resumes after its last acknowledged commit, never before it.
       const resume = (await queue.consumer('influxdb').next(1, 0))?.events[0]?.auditID;
-      if (run.lastCommitted !== null) {
-        const committedAt = log.indexOf(run.lastCommitted);
+      const committed = run.lastCommitted.get('');
+      if (committed !== undefined) {
+        const committedAt = log.indexOf(committed);
         expect(committedAt).toBeGreaterThanOrEqual(0);
         const resumeAt = resume === undefined ? log.length : log.indexOf(resume);
         expect(resumeAt).toBeGreaterThan(committedAt);

@@ -1,0 +1,67 @@
+/**
+ * File operations the durable stores share (the per-sink spool, `segments.ts`, and the process's
+ * log, `log/log.ts`): whole writes and reads at a position, truncation, directory syncs, and the
+ * `QUEUE_IO` error that names what failed.
+ */
+import { type FileHandle, open } from 'node:fs/promises';
+import { QueueError } from './errors.ts';
+
+/** The `code` of a Node.js system error, if it has one. */
+export function errorCode(error: unknown): string | undefined {
+  return error instanceof Error && 'code' in error && typeof error.code === 'string'
+    ? error.code
+    : undefined;
+}
+
+/** A `QUEUE_IO` error saying what was done to which path, with the cause's message. */
+export function ioError(action: string, path: string, cause: unknown): QueueError {
+  const reason = cause instanceof Error ? cause.message : String(cause);
+  return new QueueError('QUEUE_IO', `${action} ${path}: ${reason}`, { cause });
+}
+
+/** Fsyncs a directory, so the names created or renamed in it survive a power loss (Linux). */
+export async function syncDirectory(path: string): Promise<void> {
+  const handle = await open(path, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+/** Writes all of `buf` at `position`, however many writes it takes. */
+export async function writeFully(handle: FileHandle, buf: Buffer, position: number): Promise<void> {
+  let done = 0;
+  while (done < buf.length) {
+    const { bytesWritten } = await handle.write(buf, done, buf.length - done, position + done);
+    done += bytesWritten;
+  }
+}
+
+/** Reads `length` bytes at `position`; fewer when the file ends before. */
+export async function readRange(path: string, position: number, length: number): Promise<Buffer> {
+  const buf = Buffer.allocUnsafe(length);
+  const handle = await open(path, 'r');
+  try {
+    let done = 0;
+    while (done < length) {
+      const { bytesRead } = await handle.read(buf, done, length - done, position + done);
+      if (bytesRead === 0) break;
+      done += bytesRead;
+    }
+    return buf.subarray(0, done);
+  } finally {
+    await handle.close();
+  }
+}
+
+/** Cuts a file to `length` bytes, synced when `fsync` is set. */
+export async function truncateFile(path: string, length: number, fsync: boolean): Promise<void> {
+  const handle = await open(path, 'r+');
+  try {
+    await handle.truncate(length);
+    if (fsync) await handle.datasync();
+  } finally {
+    await handle.close();
+  }
+}

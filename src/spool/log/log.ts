@@ -1,0 +1,1105 @@
+/**
+ * The process's durable log (ADR 0019): one append-only run of segment files that every sink's
+ * queue shares. A group commit writes the batches of every sink appended meanwhile as one record
+ * (each distinct event once, and per sink the indexes of the events it keeps) with one fsync,
+ * however many sinks there are. Each sink is a stream with its own consumers' positions,
+ * kept together in one state file; a segment is deleted once every stream has passed it.
+ *
+ * Crash safety rests on the rules of the per-sink spool (ADR 0007), applied once: records are
+ * only appended, in order; a write is published (readable, counted, acknowledged) only after its
+ * fsync; a failed write is cut back before anything else is written; a stream's id is durable in
+ * the state file before any record names it; and a segment is deleted only behind every durable
+ * position.
+ */
+import { type FileHandle, mkdir, open, readdir, readFile, rename, unlink } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
+import type { AuditEvent } from '../../audit/types.ts';
+import { QueueError } from '../errors.ts';
+import {
+  errorCode,
+  ioError,
+  readRange,
+  syncDirectory,
+  truncateFile,
+  writeFully,
+} from '../files.ts';
+import { type EncodedEvent, encodeEvent } from '../format.ts';
+import {
+  decodeLogEvent,
+  decodeLogRecord,
+  decodeLogState,
+  encodeLogFrame,
+  encodeLogState,
+  encodeStreamState,
+  FRAME_HEADER_BYTES,
+  frameAt,
+  type LogLine,
+  type LogPosition,
+  type LogRecord,
+  logSegmentFileName,
+  parseLogSegmentFileName,
+  scanLogSegment,
+  sealLogFrame,
+  type StreamShare,
+} from './format.ts';
+import { type StreamEntry, StreamIndex } from './stream-index.ts';
+
+/**
+ * 64 MiB segments: one group commit of 100 sinks' 400-event batches is a few MiB, and a segment
+ * is only freed once every sink has passed all of it, so segments are larger than a single sink's
+ * spool's (8 MiB) without holding much more back.
+ */
+export const DEFAULT_LOG_SEGMENT_BYTES = 64 * 1024 * 1024;
+
+/**
+ * 32 MiB of records kept in memory, as written: consumers that keep up, or fall a little behind,
+ * read what was written without touching the disk. A
+ * record holds every sink's share, so a tenant among a hundred that reads one from disk reads all
+ * of it: the cache must cover how far behind the slowest delivering sink usually is.
+ */
+export const LOG_CACHE_BYTES = 32 * 1024 * 1024;
+
+/**
+ * Of those, the most recent 8 MiB keep their events as objects, what one per-sink spool kept
+ * (ADR 0012): a consumer that keeps up takes them without decoding, while the rest cost their
+ * bytes, not the several times more their objects take on the heap.
+ */
+export const LOG_DECODED_CACHE_BYTES = 8 * 1024 * 1024;
+
+/**
+ * The log's size past which a stream holding its oldest segment, with a share of at most half
+ * the log, is relocated (its retained events copied forward) so that the segment can go.
+ */
+export const DEFAULT_RELOCATE_AFTER_BYTES = 4 * DEFAULT_LOG_SEGMENT_BYTES;
+
+/** Bytes of events per record of a relocation copy: what one step holds in memory. */
+const RELOCATION_CHUNK_BYTES = 4 * 1024 * 1024;
+
+const STATE_FILE = 'state.json';
+
+/** How a log is opened. */
+export interface LogOptions {
+  readonly dir: string;
+  /** Size at which a new segment starts (default {@link DEFAULT_LOG_SEGMENT_BYTES}). */
+  readonly segmentBytes?: number;
+  /** Fsync records, the state file and directory entries before reporting them stored. */
+  readonly fsync?: boolean;
+  /** Bytes of serialised events kept in memory for reads (default {@link LOG_CACHE_BYTES}). */
+  readonly cacheBytes?: number;
+  /** Log size past which laggards are relocated (default {@link DEFAULT_RELOCATE_AFTER_BYTES}). */
+  readonly relocateAfterBytes?: number;
+}
+
+/** What opening the log found on disk. */
+export interface LogRecovery {
+  readonly segments: number;
+  readonly records: number;
+  /** Bytes cut from the end of the last segment: a write a crash interrupted, never acknowledged. */
+  readonly tornBytes: number;
+  /** Damaged stretches followed by intact records: skipped and counted, never cut. */
+  readonly corruptRecords: number;
+  /** Whether the state file was missing or unreadable while records existed (positions reset). */
+  readonly stateReset: boolean;
+}
+
+/** What the log counts, for metrics and benchmarks. */
+export interface LogStats {
+  readonly segments: number;
+  readonly records: number;
+  /** Bytes of the retained segments. */
+  readonly bytes: number;
+  /** Writes (each with one fsync when enabled): one per group commit. */
+  readonly writes: number;
+  readonly streams: number;
+  /** Relocations completed: a laggard's retained events copied forward to free old segments. */
+  readonly relocations: number;
+}
+
+/** A stream of the log: one sink, with its consumers' durable positions. */
+export interface LogStreamState {
+  readonly key: string;
+  readonly id: number;
+  /** The first record of the stream's last completed relocation (0 when it never moved). */
+  base: number;
+  readonly cursors: Map<string, LogPosition>;
+  readonly index: StreamIndex;
+  /** Consumers whose position could not be read; they restart at the oldest retained event. */
+  readonly reset: readonly string[];
+  open: boolean;
+}
+
+interface Segment {
+  readonly first: number;
+  readonly path: string;
+  size: number;
+  /** Record number after its last record. */
+  end: number;
+}
+
+interface Location {
+  readonly segment: Segment;
+  readonly offset: number;
+  readonly size: number;
+}
+
+interface PendingAppend {
+  readonly stream: LogStreamState;
+  readonly records: readonly EncodedEvent[];
+  readonly resolve: () => void;
+  readonly reject: (error: unknown) => void;
+}
+
+/**
+ * A relocation under way: a stream's retained events copied, entry by entry, into records of
+ * their own at the log's end while its new appends wait (see {@link DurableLog}).
+ */
+interface Relocation {
+  readonly stream: LogStreamState;
+  /** The stream's retained entries when copying began; null until then. */
+  entries: readonly StreamEntry[] | null;
+  /** Sequence number and byte offset of the first event copied. */
+  from: number;
+  fromBytes: number;
+  /** Next entry to copy. */
+  next: number;
+  /** Record of the first copy, once written. */
+  base: number | null;
+  readonly added: { record: number; selection: Uint32Array; offsets: Float64Array }[];
+}
+
+/**
+ * One record kept in memory for reads: its events as objects while it is among the most recent
+ * (consumers that keep up take them as they are), then only its bytes, decoded on each read.
+ */
+class CachedRecord {
+  #events: (AuditEvent | null | undefined)[] | null;
+  // The decoded frame; undefined until it is first needed.
+  #record: LogRecord | null | undefined;
+  readonly #frame: Buffer | null;
+  readonly bytes: number;
+
+  constructor(
+    events: (AuditEvent | null | undefined)[],
+    frame: Buffer | null,
+    record: LogRecord | null | undefined,
+    bytes: number,
+  ) {
+    this.#events = events;
+    this.#frame = frame;
+    this.#record = record;
+    this.bytes = bytes;
+  }
+
+  /** Drops the event objects: reads decode them from the record's bytes from now on. */
+  demote(): void {
+    this.#events = null;
+  }
+
+  #decoded(): LogRecord | null {
+    if (this.#record === undefined) {
+      this.#record =
+        this.#frame === null ? null : decodeLogRecord(this.#frame.subarray(FRAME_HEADER_BYTES));
+    }
+    return this.#record;
+  }
+
+  /** The record's `index`th event, or null when it cannot be decoded. */
+  event(index: number): AuditEvent | null {
+    const events = this.#events;
+    let event = events?.[index];
+    if (event === undefined) {
+      const record = this.#decoded();
+      event = record === null ? null : decodeLogEvent(record, index);
+      if (events !== null) events[index] = event;
+    }
+    return event;
+  }
+
+  /** The record's `index`th event as stored, or null when it is damaged. */
+  line(index: number): LogLine | null {
+    const record = this.#decoded();
+    if (record === null) {
+      const event = this.#events?.[index];
+      return event === undefined || event === null ? null : encodeEvent(event);
+    }
+    const start = record.lines[index];
+    const end = record.lines[index + 1];
+    if (start === undefined || end === undefined) return null;
+    return { json: record.payload.toString('utf8', start, end - 1), bytes: end - start };
+  }
+}
+
+// Logs open in this process, by directory: two writers on one directory would corrupt it.
+const openLogs = new Set<string>();
+
+/** `offsets` of a selection: bytes before each kept event, then the total. */
+function offsetsOf(selection: Uint32Array, sizes: ArrayLike<number>): Float64Array {
+  const offsets = new Float64Array(selection.length + 1);
+  let total = 0;
+  for (let k = 0; k < selection.length; k++) {
+    offsets[k] = total;
+    total += sizes[selection[k] as number] as number;
+  }
+  offsets[selection.length] = total;
+  return offsets;
+}
+
+function sameRecords(a: readonly EncodedEvent[], b: readonly EncodedEvent[]): boolean {
+  if (a === b) return true;
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i]?.event !== b[i]?.event) return false;
+  return true;
+}
+
+function sameSelection(a: Uint32Array, b: Uint32Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/** The log in one directory; see the module comment for the guarantees. */
+export class DurableLog {
+  readonly dir: string;
+  readonly recovery: LogRecovery;
+  readonly #segmentBytes: number;
+  readonly #fsync: boolean;
+  readonly #cacheBytes: number;
+  readonly #relocateAfterBytes: number;
+  readonly #segments: Segment[];
+  readonly #locations = new Map<number, Location>();
+  readonly #streams = new Map<string, LogStreamState>();
+  #nextId: number;
+  #nextRecord: number;
+  #handle: FileHandle | null = null;
+  #directoryDirty = false;
+  #broken: unknown = null;
+  #pending: PendingAppend[] = [];
+  #flushing: Promise<void> | null = null;
+  #writes = 0;
+  // Decoded records for reads, oldest first.
+  readonly #cache = new Map<number, CachedRecord>();
+  #cachedBytes = 0;
+  // The most recent of them, still holding their events as objects, oldest first.
+  readonly #decoded = new Map<number, CachedRecord>();
+  #decodedBytes = 0;
+  // State file saves: #wanted counts requested versions, #saved the last one on disk.
+  #wanted = 0;
+  #saved = 0;
+  #saving: Promise<void> | null = null;
+  #dirSyncWanted = false;
+  // Each stream's part of the state file, until its positions change: a save re-encodes only
+  // the streams whose destinations committed since the last one.
+  readonly #encoded = new WeakMap<LogStreamState, string>();
+  #collecting: Promise<void> = Promise.resolve();
+  // Relocation: the one under way, the appends of its stream waiting for it, the records each
+  // moved stream still holds until its new base is durable, and streams that cannot be moved.
+  #relocation: Relocation | null = null;
+  readonly #held = new Map<LogStreamState, PendingAppend[]>();
+  readonly #shadows = new Map<LogStreamState, { readonly from: number; moved: boolean }>();
+  readonly #unmovable = new WeakSet<LogStreamState>();
+  #relocations = 0;
+  #closed = false;
+  #closing: Promise<void> | null = null;
+
+  private constructor(
+    options: Required<LogOptions>,
+    segments: Segment[],
+    locations: Map<number, Location>,
+    streams: LogStreamState[],
+    nextId: number,
+    nextRecord: number,
+    recovery: LogRecovery,
+  ) {
+    this.dir = options.dir;
+    this.#segmentBytes = options.segmentBytes;
+    this.#fsync = options.fsync;
+    this.#cacheBytes = options.cacheBytes;
+    this.#relocateAfterBytes = options.relocateAfterBytes;
+    this.#segments = segments;
+    this.#locations = locations;
+    for (const stream of streams) this.#streams.set(stream.key, stream);
+    this.#nextId = nextId;
+    this.#nextRecord = nextRecord;
+    this.recovery = recovery;
+  }
+
+  /**
+   * Opens (creating it if needed) the log in `options.dir`: cuts a torn tail off the last
+   * segment, counts damaged records, loads the streams and their positions, and deletes what no
+   * stream needs any more.
+   */
+  static async open(options: LogOptions): Promise<DurableLog> {
+    const settings: Required<LogOptions> = {
+      dir: resolve(options.dir),
+      segmentBytes: options.segmentBytes ?? DEFAULT_LOG_SEGMENT_BYTES,
+      fsync: options.fsync ?? true,
+      cacheBytes: options.cacheBytes ?? LOG_CACHE_BYTES,
+      relocateAfterBytes: options.relocateAfterBytes ?? DEFAULT_RELOCATE_AFTER_BYTES,
+    };
+    if (!Number.isSafeInteger(settings.segmentBytes) || settings.segmentBytes <= 0) {
+      throw new RangeError(`segmentBytes must be a positive integer, got ${settings.segmentBytes}`);
+    }
+    if (openLogs.has(settings.dir)) {
+      throw new QueueError('QUEUE_IN_USE', `log ${settings.dir} is already open in this process`);
+    }
+    openLogs.add(settings.dir);
+    try {
+      const log = await DurableLog.#load(settings);
+      await log.collect();
+      return log;
+    } catch (error) {
+      openLogs.delete(settings.dir);
+      throw error instanceof QueueError ? error : ioError('opening log', settings.dir, error);
+    }
+  }
+
+  static async #load(options: Required<LogOptions>): Promise<DurableLog> {
+    const { dir, fsync } = options;
+    const created = await mkdir(dir, { recursive: true });
+    if (fsync && created !== undefined) {
+      const top = dirname(created);
+      for (let path = dir; path !== top && path !== dirname(path); path = dirname(path)) {
+        await syncDirectory(dirname(path));
+      }
+    }
+    const names = await readdir(dir);
+    const segmentFirsts: number[] = [];
+    for (const name of names) {
+      const first = parseLogSegmentFileName(name);
+      if (first !== null) segmentFirsts.push(first);
+      // A crash while the state file was replaced leaves its temporary file; the old one is intact.
+      else if (name === `${STATE_FILE}.tmp`) await unlink(join(dir, name));
+    }
+    segmentFirsts.sort((a, b) => a - b);
+
+    let stateText: string | null = null;
+    try {
+      stateText = await readFile(join(dir, STATE_FILE), 'utf8');
+    } catch (error) {
+      if (errorCode(error) !== 'ENOENT') throw error;
+    }
+    const state = stateText === null ? null : decodeLogState(stateText);
+
+    // Every intact record, with the shares and event sizes that build the streams' indexes.
+    const segments: Segment[] = [];
+    const locations = new Map<number, Location>();
+    const loaded: { record: number; shares: readonly StreamShare[]; sizes: number[] }[] = [];
+    let tornBytes = 0;
+    let corruptRecords = 0;
+    let lastRecord = -1;
+    for (const [i, first] of segmentFirsts.entries()) {
+      const path = join(dir, logSegmentFileName(first));
+      const buf = await readFile(path);
+      const scan = scanLogSegment(buf);
+      corruptRecords += scan.corrupt;
+      let size = buf.length;
+      if (scan.validBytes < buf.length) {
+        if (i === segmentFirsts.length - 1) {
+          // Only the last segment can end in a write a crash interrupted: never acknowledged.
+          await truncateFile(path, scan.validBytes, fsync);
+          tornBytes += buf.length - scan.validBytes;
+          size = scan.validBytes;
+        } else {
+          // A sealed segment was synced whole: a damaged end is corruption, kept and counted.
+          corruptRecords++;
+        }
+      }
+      const segment: Segment = { first, path, size, end: first };
+      for (const { offset, size: frameSize } of scan.records) {
+        const record = decodeLogRecord(
+          buf.subarray(offset + FRAME_HEADER_BYTES, offset + frameSize),
+        );
+        if (record === null || record.record <= lastRecord || record.record < first) {
+          corruptRecords++;
+          continue;
+        }
+        lastRecord = record.record;
+        segment.end = record.record + 1;
+        locations.set(record.record, { segment, offset, size: frameSize });
+        const sizes: number[] = [];
+        for (let v = 0; v + 1 < record.lines.length; v++) {
+          sizes.push((record.lines[v + 1] as number) - (record.lines[v] as number));
+        }
+        loaded.push({ record: record.record, shares: record.shares, sizes });
+      }
+      segments.push(segment);
+    }
+
+    // The streams: from the state file, or, when it is lost, from the records themselves (the
+    // newest id of each key), every position reset to the oldest retained event.
+    const stateReset = state === null && loaded.length > 0;
+    const streams = new Map<number, LogStreamState>();
+    let nextId = state?.nextId ?? 0;
+    if (state !== null) {
+      for (const s of state.streams) {
+        streams.set(s.id, {
+          key: s.key,
+          id: s.id,
+          base: s.base,
+          cursors: new Map(s.cursors),
+          index: new StreamIndex(),
+          reset: [],
+          open: false,
+        });
+        nextId = Math.max(nextId, s.id + 1);
+      }
+    } else {
+      const newest = new Map<string, number>();
+      // Each stream's last complete relocation: its copy stands for everything before it.
+      const bases = new Map<number, number>();
+      for (const { shares } of loaded) {
+        for (const share of shares) {
+          newest.set(share.key, Math.max(newest.get(share.key) ?? -1, share.id));
+          if (share.relocation?.final === true) {
+            bases.set(share.id, Math.max(bases.get(share.id) ?? 0, share.relocation.base));
+          }
+        }
+      }
+      for (const [key, id] of newest) {
+        streams.set(id, {
+          key,
+          id,
+          base: bases.get(id) ?? 0,
+          cursors: new Map(),
+          index: new StreamIndex(),
+          reset: [],
+          open: false,
+        });
+        nextId = Math.max(nextId, id + 1);
+      }
+    }
+    for (const { record, shares, sizes } of loaded) {
+      // Streams that keep the same events share one selection and one size table.
+      const built: { selection: Uint32Array; offsets: Float64Array }[] = [];
+      for (const share of shares) {
+        const stream = streams.get(share.id);
+        // Not in the state: the stream was deleted, and its share freed.
+        if (stream === undefined) continue;
+        // Before the stream's relocation, or a copy that never completed: its events are those
+        // of the relocated shares with its base and of the ordinary shares after them.
+        if (
+          share.relocation === undefined
+            ? record < stream.base
+            : share.relocation.base !== stream.base
+        ) {
+          continue;
+        }
+        let same = built.find((b) => sameSelection(b.selection, share.selection));
+        if (same === undefined) {
+          same = { selection: share.selection, offsets: offsetsOf(share.selection, sizes) };
+          built.push(same);
+        }
+        stream.index.add(record, same.selection, same.offsets);
+      }
+    }
+    let nextRecord = Math.max(lastRecord + 1, segmentFirsts.at(-1) ?? 0);
+    for (const stream of streams.values()) {
+      for (const [record] of stream.cursors.values()) nextRecord = Math.max(nextRecord, record);
+      // What every consumer of the stream has passed is free (the queue does the same on open).
+      let low = Number.POSITIVE_INFINITY;
+      for (const position of stream.cursors.values()) {
+        low = Math.min(low, stream.index.seqOf(position));
+      }
+      if (low !== Number.POSITIVE_INFINITY) stream.index.release(low);
+    }
+    return new DurableLog(options, segments, locations, [...streams.values()], nextId, nextRecord, {
+      segments: segments.length,
+      records: loaded.length,
+      tornBytes,
+      corruptRecords,
+      stateReset,
+    });
+  }
+
+  /** Whether the log was closed (its last stream closed); open it again to use the directory. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Keys of the streams the log holds, open or not. */
+  streamKeys(): string[] {
+    return [...this.#streams.keys()];
+  }
+
+  /**
+   * The stream with this key, created (and its id made durable) if the log has none. Streams
+   * found on disk but never opened keep holding their events.
+   */
+  async openStream(key: string): Promise<LogStreamState> {
+    if (this.#closed) throw new QueueError('QUEUE_CLOSED', `log ${this.dir} is closed`);
+    let stream = this.#streams.get(key);
+    if (stream?.open === true) {
+      throw new QueueError('QUEUE_IN_USE', `stream ${key} of log ${this.dir} is already open`);
+    }
+    if (stream === undefined) {
+      stream = {
+        key,
+        id: this.#nextId++,
+        base: 0,
+        cursors: new Map(),
+        index: new StreamIndex(),
+        reset: [],
+        open: false,
+      };
+      this.#streams.set(key, stream);
+      // Durable before any record names it: a record of an unknown id is a deleted stream's.
+      await this.#saveState(true);
+    }
+    stream.open = true;
+    return stream;
+  }
+
+  /**
+   * Closes a stream; its events stay for the next open. The log closes with its last open stream
+   * (the next user opens it again).
+   */
+  async closeStream(stream: LogStreamState): Promise<void> {
+    stream.open = false;
+    if (!this.#anyOpen()) await this.close();
+  }
+
+  /** Deletes a stream: its positions go, and its share of the log is freed. */
+  async dropStream(stream: LogStreamState): Promise<void> {
+    stream.open = false;
+    if (this.#streams.get(stream.key) === stream) this.#streams.delete(stream.key);
+    stream.index.clear();
+    await this.#saveState(true);
+    await this.collect();
+    if (!this.#anyOpen()) await this.close();
+  }
+
+  #anyOpen(): boolean {
+    for (const stream of this.#streams.values()) if (stream.open) return true;
+    return false;
+  }
+
+  /** Stores a stream's events; resolves once they are durable and in its index. */
+  append(stream: LogStreamState, records: readonly EncodedEvent[]): Promise<void> {
+    return new Promise<void>((resolveAppend, rejectAppend) => {
+      if (this.#closed) throw new QueueError('QUEUE_CLOSED', `log ${this.dir} is closed`);
+      const append = { stream, records, resolve: resolveAppend, reject: rejectAppend };
+      // A stream being relocated appends after its copy, once that is complete.
+      const held = this.#held.get(stream);
+      if (held !== undefined) {
+        held.push(append);
+        return;
+      }
+      this.#pending.push(append);
+      this.#kick();
+    });
+  }
+
+  /**
+   * Starts the writer after the current turn: every sink's share of a batch (queued in the same
+   * turn) goes into one record; appends arriving during a write go into the next one.
+   */
+  #kick(): void {
+    this.#flushing ??= new Promise<void>((started) => setImmediate(started)).then(() =>
+      this.#flush(),
+    );
+  }
+
+  /** Saves a consumer's position. */
+  saveCursor(stream: LogStreamState, consumer: string, position: LogPosition): Promise<void> {
+    stream.cursors.set(consumer, position);
+    this.#encoded.delete(stream);
+    return this.#saveState(false);
+  }
+
+  /** Forgets a consumer's position. */
+  deleteCursor(stream: LogStreamState, consumer: string): Promise<void> {
+    stream.cursors.delete(consumer);
+    this.#encoded.delete(stream);
+    return this.#saveState(false);
+  }
+
+  /** The events of a stream's entry in `record`, decoded once for every stream that reads it. */
+  async record(record: number): Promise<CachedRecord | null> {
+    const cached = this.#cache.get(record);
+    if (cached !== undefined) return cached;
+    const location = this.#locations.get(record);
+    if (location === undefined) return null;
+    let buf: Buffer;
+    try {
+      buf = await readRange(location.segment.path, location.offset, location.size);
+    } catch (error) {
+      throw ioError('reading', location.segment.path, error);
+    }
+    const size = frameAt(buf, 0);
+    const decoded =
+      size === 0 ? null : decodeLogRecord(buf.subarray(FRAME_HEADER_BYTES, location.size));
+    const entry = new CachedRecord([], null, decoded, location.size);
+    this.#cacheRecord(record, entry);
+    return entry;
+  }
+
+  /** Deletes the segments every stream has passed; serialised, so deletions never race. */
+  collect(): Promise<void> {
+    const step = (): Promise<void> => this.#collect();
+    const run = this.#collecting.then(step, step);
+    this.#collecting = run;
+    return run;
+  }
+
+  /** Current counters. */
+  stats(): LogStats {
+    let bytes = 0;
+    for (const segment of this.#segments) bytes += segment.size;
+    return {
+      segments: this.#segments.length,
+      records: this.#locations.size,
+      bytes,
+      writes: this.#writes,
+      streams: this.#streams.size,
+      relocations: this.#relocations,
+    };
+  }
+
+  /** Writes what is pending, saves the state and releases the directory; idempotent. */
+  close(): Promise<void> {
+    this.#closed = true;
+    this.#closing ??= this.#shutdown();
+    return this.#closing;
+  }
+
+  async #shutdown(): Promise<void> {
+    while (this.#flushing !== null) await this.#flushing;
+    await Promise.allSettled([this.#collecting]);
+    try {
+      if (this.#wanted > this.#saved) await this.#saveState(false);
+    } finally {
+      this.#cache.clear();
+      this.#cachedBytes = 0;
+      this.#decoded.clear();
+      this.#decodedBytes = 0;
+      const handle = this.#handle;
+      this.#handle = null;
+      openLogs.delete(this.dir);
+      if (handle !== null) await handle.close();
+    }
+  }
+
+  async #collect(): Promise<void> {
+    let low = this.#nextRecord;
+    for (const stream of this.#streams.values()) low = Math.min(low, stream.index.pin);
+    for (const record of [...this.#cache.keys()]) if (record < low) this.#uncache(record);
+    // Every segment no stream holds an undelivered event in, not only those before the oldest
+    // one: a sink past its budget adds nothing to the records after it, so they go as soon as the
+    // others have them. Never the segment being written.
+    // A moved stream holds its old records until its new base is durable.
+    const moved = [...this.#shadows].filter(([, shadow]) => shadow.moved);
+    if (moved.length > 0) {
+      try {
+        await this.#saveState(true);
+        for (const [stream, shadow] of moved) {
+          if (this.#shadows.get(stream) === shadow) this.#shadows.delete(stream);
+        }
+      } catch {
+        // Kept until a save succeeds; the next collection tries again.
+      }
+    }
+    const streams = [...this.#streams.values()];
+    const shadows = [...this.#shadows.values()];
+    for (const segment of this.#segments.slice(0, -1)) {
+      if (streams.some((s) => s.index.holds(segment.first, segment.end))) continue;
+      if (shadows.some((shadow) => shadow.from < segment.end)) continue;
+      try {
+        await unlink(segment.path);
+      } catch (error) {
+        if (errorCode(error) !== 'ENOENT') throw ioError('deleting segment', segment.path, error);
+      }
+      this.#segments.splice(this.#segments.indexOf(segment), 1);
+      for (let record = segment.first; record < segment.end; record++) {
+        this.#locations.delete(record);
+      }
+    }
+    this.#relocateLaggard();
+  }
+
+  /**
+   * Relocation (ADR 0019): once the log passes its size, a stream that holds the oldest segment
+   * with a share of at most half the log (a quiet sink whose destination is down, holding every
+   * segment written since) has its retained events copied forward, so that disk use stays
+   * bounded by the log's size and twice the largest share, not by the ingest over an outage.
+   */
+  #relocateLaggard(): void {
+    if (this.#relocation !== null || this.#closed || this.#broken !== null) return;
+    let total = 0;
+    for (const segment of this.#segments) total += segment.size;
+    const oldest = this.#segments[0];
+    if (total <= this.#relocateAfterBytes || oldest === undefined) return;
+    for (const stream of this.#streams.values()) {
+      if (this.#unmovable.has(stream) || !stream.index.holds(oldest.first, oldest.end)) continue;
+      const index = stream.index;
+      const share = index.offsetOf(index.end) - index.offsetOf(index.start);
+      if (share === 0 || share * 2 > total) continue;
+      this.#relocation = {
+        stream,
+        entries: null,
+        from: 0,
+        fromBytes: 0,
+        next: 0,
+        base: null,
+        added: [],
+      };
+      this.#held.set(stream, []);
+      this.#shadows.set(stream, { from: index.pin, moved: false });
+      this.#kick();
+      return;
+    }
+  }
+
+  /** Group commit: one record, one write and one fsync for every append pending. */
+  async #flush(): Promise<void> {
+    for (;;) {
+      let wrote = false;
+      if (this.#pending.length > 0) {
+        const group = this.#pending.splice(0);
+        wrote = true;
+        try {
+          await this.#write(group);
+        } catch (error) {
+          for (const append of group) append.reject(error);
+        }
+      }
+      // A relocation step between groups, so that it delays other sinks by one record at most;
+      // it starts copying once no append of its stream waits to be written before the copy.
+      const job = this.#relocation;
+      if (job !== null && !this.#pending.some((append) => append.stream === job.stream)) {
+        wrote = true;
+        await this.#relocateStep(job);
+      }
+      if (!wrote) break;
+    }
+    this.#flushing = null;
+  }
+
+  /** Writes the next record of a relocation's copy; completes it after the last one. */
+  async #relocateStep(job: Relocation): Promise<void> {
+    const { stream } = job;
+    if (this.#closed || this.#broken !== null || this.#streams.get(stream.key) !== stream) {
+      this.#endRelocation(job);
+      return;
+    }
+    if (job.entries === null) {
+      // Nothing of the stream is waiting to be written: its retained events are all there is.
+      job.entries = stream.index.retained();
+      job.from = stream.index.start;
+      job.fromBytes = stream.index.offsetOf(job.from);
+      this.#shadows.set(stream, { from: stream.index.pin, moved: false });
+    }
+    const lines: LogLine[] = [];
+    let bytes = 0;
+    try {
+      while (
+        job.next < job.entries.length &&
+        (lines.length === 0 || bytes < RELOCATION_CHUNK_BYTES)
+      ) {
+        const entry = job.entries[job.next] as StreamEntry;
+        const record = await this.record(entry.record);
+        for (let k = Math.max(job.from - entry.first, 0); k < entry.selection.length; k++) {
+          const line = record?.line(entry.selection[k] as number) ?? null;
+          // A damaged record cannot be copied: the stream stays where it is.
+          if (line === null) throw new Error(`record ${entry.record} is damaged`);
+          lines.push(line);
+          bytes += line.bytes;
+        }
+        job.next++;
+      }
+    } catch {
+      this.#unmovable.add(stream);
+      this.#endRelocation(job);
+      return;
+    }
+    const final = job.next >= job.entries.length;
+    if (lines.length > 0) {
+      const record = this.#nextRecord;
+      const base = job.base ?? record;
+      const selection = new Uint32Array(lines.length);
+      for (let k = 0; k < lines.length; k++) selection[k] = k;
+      const buf = encodeLogFrame(record, lines, [
+        { id: stream.id, key: stream.key, selection, relocation: { base, final } },
+      ]);
+      try {
+        await this.#writeRecord(record, buf);
+      } catch {
+        this.#endRelocation(job);
+        return;
+      }
+      job.base = base;
+      job.added.push({
+        record,
+        selection,
+        offsets: offsetsOf(
+          selection,
+          lines.map((line) => line.bytes),
+        ),
+      });
+    }
+    if (!final) return;
+    if (job.base === null) {
+      // Nothing was retained after all.
+      this.#endRelocation(job);
+      return;
+    }
+    // The switch, in one turn: positions keep their sequence numbers and take the copies' records.
+    const seqs = new Map<string, number>();
+    for (const [consumer, position] of stream.cursors) {
+      seqs.set(consumer, stream.index.seqOf(position));
+    }
+    try {
+      stream.index.relocate(job.from, job.fromBytes, job.added);
+    } catch {
+      // The copy does not match the stream (it cannot, with its appends held): leave it be.
+      this.#unmovable.add(stream);
+      this.#endRelocation(job);
+      return;
+    }
+    for (const [consumer, seq] of seqs) stream.cursors.set(consumer, stream.index.positionOf(seq));
+    stream.base = job.base;
+    this.#encoded.delete(stream);
+    this.#relocations++;
+    const shadow = this.#shadows.get(stream);
+    if (shadow !== undefined) shadow.moved = true;
+    this.#endRelocation(job, false);
+    // The old records go once the new base is durable; #collect saves it (retrying on failure).
+    void this.collect().catch(() => undefined);
+  }
+
+  /** Ends a relocation; its stream's waiting appends go to the writer. */
+  #endRelocation(job: Relocation, abandoned = true): void {
+    if (this.#relocation === job) this.#relocation = null;
+    if (abandoned) this.#shadows.delete(job.stream);
+    const held = this.#held.get(job.stream);
+    this.#held.delete(job.stream);
+    if (held !== undefined && held.length > 0) {
+      this.#pending.push(...held);
+      this.#kick();
+    }
+  }
+
+  async #write(group: readonly PendingAppend[]): Promise<void> {
+    if (this.#broken !== null) {
+      throw new QueueError(
+        'QUEUE_IO',
+        `log ${this.dir} refuses writes after a failed sync; reopen it to recover`,
+        { cause: this.#broken },
+      );
+    }
+    // Each event object once: sinks keeping an event at the same level share one trimmed copy.
+    const variants: EncodedEvent[] = [];
+    // Which variant each event object is; built only when a second, different share comes.
+    let numbers: Map<AuditEvent, number> | null = null;
+    const shares: StreamShare[] = [];
+    const selections: Uint32Array[] = [];
+    let previous: { records: readonly EncodedEvent[]; selection: Uint32Array } | null = null;
+    for (const { stream, records } of group) {
+      // Sinks that keep the same events (the usual case) share the previous one's selection.
+      if (previous !== null && sameRecords(previous.records, records)) {
+        shares.push({ id: stream.id, key: stream.key, selection: previous.selection });
+        continue;
+      }
+      let selection: Uint32Array = new Uint32Array(records.length);
+      if (variants.length === 0) {
+        // The first share: its events are the record's first variants, in order.
+        for (let k = 0; k < records.length; k++) {
+          variants.push(records[k] as EncodedEvent);
+          selection[k] = k;
+        }
+        selections.push(selection);
+        shares.push({ id: stream.id, key: stream.key, selection });
+        previous = { records, selection };
+        continue;
+      }
+      if (numbers === null) {
+        numbers = new Map();
+        for (let n = variants.length - 1; n >= 0; n--) {
+          numbers.set((variants[n] as EncodedEvent).event, n);
+        }
+      }
+      for (let k = 0; k < records.length; k++) {
+        const record = records[k] as EncodedEvent;
+        let n = numbers.get(record.event);
+        if (n === undefined) {
+          n = variants.length;
+          variants.push(record);
+          numbers.set(record.event, n);
+        }
+        selection[k] = n;
+      }
+      selection = selections.find((s) => sameSelection(s, selection)) ?? selection;
+      if (!selections.includes(selection)) selections.push(selection);
+      shares.push({ id: stream.id, key: stream.key, selection });
+      previous = { records, selection };
+    }
+    const record = this.#nextRecord;
+    const buf = encodeLogFrame(record, variants, shares);
+    await this.#writeRecord(record, buf);
+    const sizes = variants.map((v) => v.bytes);
+    const offsets = new Map<Uint32Array, Float64Array>();
+    for (const [i, { stream }] of group.entries()) {
+      const selection = (shares[i] as StreamShare).selection;
+      let o = offsets.get(selection);
+      if (o === undefined) {
+        o = offsetsOf(selection, sizes);
+        offsets.set(selection, o);
+      }
+      // A stream dropped while its batch was written: nothing of it is kept.
+      if (this.#streams.get(stream.key) === stream) stream.index.add(record, selection, o);
+    }
+    this.#cacheRecord(
+      record,
+      new CachedRecord(
+        variants.map((v) => v.event),
+        buf,
+        undefined,
+        buf.length,
+      ),
+    );
+    for (const append of group) append.resolve();
+  }
+
+  /**
+   * Appends one framed record at the log's end and makes it durable; on failure nothing of it
+   * stays (or the log refuses further writes when it cannot be sure). The frame is sealed here,
+   * while its payload is written (one from `encodeLogFrame`; sealing a sealed one changes nothing).
+   */
+  async #writeRecord(record: number, buf: Buffer): Promise<void> {
+    const { segment, handle } = await this.#writer(buf.length);
+    const at = segment.size;
+    let syncing = false;
+    try {
+      // The payload goes to the file while its checksum is computed; the frame's header (marker,
+      // length, checksum), which makes it a record, follows. Neither is acknowledged before the
+      // sync, and a crash between them leaves a tail without a marker, cut as a torn write.
+      const payload = writeFully(handle, buf.subarray(FRAME_HEADER_BYTES), at + FRAME_HEADER_BYTES);
+      sealLogFrame(buf);
+      await payload;
+      await writeFully(handle, buf.subarray(0, FRAME_HEADER_BYTES), at);
+      if (this.#fsync) {
+        syncing = true;
+        await handle.datasync();
+        if (this.#directoryDirty) await syncDirectory(this.dir);
+      }
+    } catch (error) {
+      try {
+        await handle.truncate(at);
+      } catch (truncateError) {
+        this.#broken = truncateError;
+      }
+      // After a failed fsync Linux may have dropped the dirty pages (see segments.ts).
+      if (syncing) this.#broken = error;
+      throw ioError(syncing ? 'syncing' : 'writing', segment.path, error);
+    }
+    this.#directoryDirty = false;
+    this.#writes++;
+    this.#nextRecord = record + 1;
+    segment.size = at + buf.length;
+    segment.end = record + 1;
+    this.#locations.set(record, { segment, offset: at, size: buf.length });
+  }
+
+  async #writer(bytes: number): Promise<{ segment: Segment; handle: FileHandle }> {
+    let segment = this.#segments.at(-1);
+    if (segment === undefined || (segment.size > 0 && segment.size + bytes > this.#segmentBytes)) {
+      const handle = this.#handle;
+      this.#handle = null;
+      if (handle !== null) await handle.close();
+      const first = this.#nextRecord;
+      segment = { first, path: join(this.dir, logSegmentFileName(first)), size: 0, end: first };
+      try {
+        this.#handle = await open(segment.path, 'wx');
+      } catch (error) {
+        throw ioError('creating segment', segment.path, error);
+      }
+      this.#segments.push(segment);
+      this.#directoryDirty = true;
+    }
+    try {
+      this.#handle ??= await open(segment.path, 'r+');
+    } catch (error) {
+      throw ioError('opening segment', segment.path, error);
+    }
+    return { segment, handle: this.#handle };
+  }
+
+  #cacheRecord(record: number, entry: CachedRecord): void {
+    if (entry.bytes > this.#cacheBytes) return;
+    this.#uncache(record);
+    while (this.#cachedBytes + entry.bytes > this.#cacheBytes) {
+      const oldest = this.#cache.keys().next();
+      if (oldest.done === true) break;
+      this.#uncache(oldest.value);
+    }
+    this.#cache.set(record, entry);
+    this.#cachedBytes += entry.bytes;
+    this.#decoded.set(record, entry);
+    this.#decodedBytes += entry.bytes;
+    while (this.#decodedBytes > LOG_DECODED_CACHE_BYTES) {
+      const oldest = this.#decoded.entries().next();
+      if (oldest.done === true) break;
+      const [number, demoted] = oldest.value;
+      demoted.demote();
+      this.#decoded.delete(number);
+      this.#decodedBytes -= demoted.bytes;
+    }
+  }
+
+  #uncache(record: number): void {
+    const entry = this.#cache.get(record);
+    if (entry === undefined) return;
+    this.#cache.delete(record);
+    this.#cachedBytes -= entry.bytes;
+    if (this.#decoded.delete(record)) this.#decodedBytes -= entry.bytes;
+  }
+
+  /**
+   * Saves the state file (every stream and position) atomically; concurrent saves share one
+   * write. With `dirSync` the directory is synced too, so a stream's creation or deletion
+   * survives a power loss; a position replaced without it may come back older, which only
+   * delivers again what idempotent writes overwrite.
+   */
+  async #saveState(dirSync: boolean): Promise<void> {
+    const target = ++this.#wanted;
+    if (dirSync) this.#dirSyncWanted = true;
+    while (this.#saved < target) {
+      this.#saving ??= this.#saveRound().finally(() => {
+        this.#saving = null;
+      });
+      await this.#saving;
+    }
+  }
+
+  async #saveRound(): Promise<void> {
+    const version = this.#wanted;
+    const dirSync = this.#dirSyncWanted;
+    this.#dirSyncWanted = false;
+    const parts: string[] = [];
+    for (const stream of this.#streams.values()) {
+      let part = this.#encoded.get(stream);
+      if (part === undefined) {
+        part = encodeStreamState(stream);
+        this.#encoded.set(stream, part);
+      }
+      parts.push(part);
+    }
+    const text = encodeLogState(this.#nextId, parts);
+    const path = join(this.dir, STATE_FILE);
+    const temporary = `${path}.tmp`;
+    try {
+      const handle = await open(temporary, 'w');
+      try {
+        await handle.writeFile(text);
+        if (this.#fsync) await handle.datasync();
+      } finally {
+        await handle.close();
+      }
+      await rename(temporary, path);
+      if (this.#fsync && dirSync) await syncDirectory(this.dir);
+    } catch (error) {
+      if (dirSync) this.#dirSyncWanted = true;
+      throw ioError('saving log state', path, error);
+    }
+    this.#saved = Math.max(this.#saved, version);
+  }
+}

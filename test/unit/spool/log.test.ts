@@ -1,0 +1,385 @@
+// The process's durable log on real files in temporary directories: one write for every sink's
+// share of a batch, cursors across reopening, torn tails, a damaged record in the middle, segment
+// deletion, each sink's budget, deleted sinks, and moving an old per-sink spool in. Starts no
+// process.
+import { appendFile, readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { AuditEvent } from '../../../src/audit/types.ts';
+import {
+  openQueue,
+  type QueueConsumer,
+  QueueFullError,
+  type SinkQueue,
+} from '../../../src/spool/index.ts';
+import { encodeEvent } from '../../../src/spool/format.ts';
+import {
+  encodeLogFrame,
+  encodeLogRecord,
+  frameAt,
+  sealLogFrame,
+} from '../../../src/spool/log/format.ts';
+import { DurableLog, type LogQueueOptions, openLogQueue } from '../../../src/spool/log/index.ts';
+import { events, ids, lineBytes, TempDirs } from './support.ts';
+
+const temp = new TempDirs();
+const opened: SinkQueue[] = [];
+
+afterEach(async () => {
+  await Promise.all(opened.splice(0).map((q) => q.close()));
+  await temp.removeAll();
+});
+
+async function sink(
+  logDir: string,
+  key: string,
+  options: Partial<LogQueueOptions> = {},
+): Promise<SinkQueue> {
+  const queue = await openLogQueue({ logDir, key, maxBytes: 1024 * 1024, ...options });
+  opened.push(queue);
+  return queue;
+}
+
+async function closeAll(): Promise<void> {
+  await Promise.all(opened.splice(0).map((q) => q.close()));
+}
+
+async function segments(logDir: string): Promise<string[]> {
+  return (await readdir(logDir)).filter((name) => name.endsWith('.wal')).sort();
+}
+
+/** Reads and commits everything a consumer has, in batches of `size`. */
+async function drain(consumer: QueueConsumer, size = 1000): Promise<string[]> {
+  const seen: string[] = [];
+  for (;;) {
+    const batch = await consumer.next(size, 0);
+    if (batch === null) return seen;
+    seen.push(...(ids(batch) ?? []));
+    await consumer.commit(batch);
+  }
+}
+
+/** What a consumer has, without committing. */
+async function peek(consumer: QueueConsumer): Promise<string[]> {
+  return ids(await consumer.next(100_000, 0)) ?? [];
+}
+
+describe('the durable log', () => {
+  it('writes every sink’s share of a batch with one write, each distinct event once', async () => {
+    const dir = await temp.make();
+    const queues = await Promise.all(
+      Array.from({ length: 100 }, (_, i) => sink(dir, `pipelines/ns-${i}/audit`)),
+    );
+    const batch = events('e', 0, 400);
+    await Promise.all(queues.map((q) => q.append(batch)));
+    // One record: 400 events of about 300 bytes, not 100 copies of them.
+    const [segment] = await segments(dir);
+    const size = (await stat(join(dir, segment ?? ''))).size;
+    const eventBytes = batch.reduce((n, e) => n + lineBytes(e), 0);
+    expect(size).toBeGreaterThan(eventBytes);
+    expect(size).toBeLessThan(eventBytes + 10_000);
+    for (const queue of queues) {
+      expect(queue.stats()).toMatchObject({ events: 400, writes: 1 });
+    }
+    expect(await peek(present(queues[57]).consumer('influxdb'))).toEqual(
+      batch.map((e) => e.auditID),
+    );
+  });
+
+  it('keeps each sink’s own selection and order, and resumes each consumer at its cursor after reopening', async () => {
+    const dir = await temp.make();
+    const a = await sink(dir, 'sinks/a');
+    const b = await sink(dir, 'sinks/b');
+    const shared = events('s', 0, 6);
+    await Promise.all([
+      a.append(shared.slice(0, 4)),
+      b.append([shared[5], shared[1], shared[3]] as AuditEvent[]),
+    ]);
+    await a.append(events('a', 0, 2));
+    const influx = a.consumer('influxdb');
+    const file = a.consumer('file');
+    const first = await influx.next(3, 0);
+    expect(ids(first)).toEqual(['s-0', 's-1', 's-2']);
+    await influx.commit(present(first));
+    await closeAll();
+
+    const a2 = await sink(dir, 'sinks/a');
+    const b2 = await sink(dir, 'sinks/b');
+    expect(await drain(a2.consumer('influxdb'))).toEqual(['s-3', 'a-0', 'a-1']);
+    expect(await drain(a2.consumer('file'))).toEqual(['s-0', 's-1', 's-2', 's-3', 'a-0', 'a-1']);
+    expect(await drain(b2.consumer('influxdb'))).toEqual(['s-5', 's-1', 's-3']);
+    void file;
+  });
+
+  it('cuts a torn tail and keeps every acknowledged event', async () => {
+    const dir = await temp.make();
+    const a = await sink(dir, 'sinks/a');
+    await a.append(events('e', 0, 10));
+    await a.append(events('e', 10, 20));
+    await closeAll();
+    const [segment] = await segments(dir);
+    const path = join(dir, present(segment));
+    const size = (await stat(path)).size;
+    // Half a frame: what a crash in the middle of a write leaves.
+    await appendFile(path, Buffer.concat([Buffer.from('KAL1'), Buffer.alloc(40, 7)]));
+    const log = await DurableLog.open({ dir });
+    expect(log.recovery).toMatchObject({ tornBytes: 44, corruptRecords: 0, records: 2 });
+    await log.close();
+    expect((await stat(path)).size).toBe(size);
+    const a2 = await sink(dir, 'sinks/a');
+    expect(await drain(a2.consumer('influxdb'))).toEqual(events('e', 0, 20).map((e) => e.auditID));
+  });
+
+  it('cuts a record whose events were written but not its header, as a crash between them leaves', async () => {
+    const dir = await temp.make();
+    const a = await sink(dir, 'sinks/a');
+    await a.append(events('e', 0, 10));
+    await closeAll();
+    const [segment] = await segments(dir);
+    const path = join(dir, present(segment));
+    const size = (await stat(path)).size;
+    // The payload is written while its checksum is computed, the header after both.
+    const records = events('x', 0, 5).map(encodeEvent);
+    const shares = [{ id: 0, key: 'sinks/a', selection: Uint32Array.from(records, (_, k) => k) }];
+    const frame = encodeLogFrame(1, records, shares);
+    expect(frameAt(frame, 0)).toBe(0);
+    await appendFile(path, frame);
+    const log = await DurableLog.open({ dir });
+    expect(log.recovery).toMatchObject({ tornBytes: frame.length, corruptRecords: 0, records: 1 });
+    await log.close();
+    expect((await stat(path)).size).toBe(size);
+    const a2 = await sink(dir, 'sinks/a');
+    expect(await drain(a2.consumer('influxdb'))).toEqual(events('e', 0, 10).map((e) => e.auditID));
+    // Sealed, it is the record encoded at once.
+    expect(sealLogFrame(frame)).toEqual(encodeLogRecord(1, records, shares));
+    expect(frameAt(frame, 0)).toBe(frame.length);
+  });
+
+  it('skips and counts a damaged record followed by good ones, never cutting there', async () => {
+    const dir = await temp.make();
+    const a = await sink(dir, 'sinks/a');
+    for (let i = 0; i < 3; i++) await a.append(events(`r${i}`, 0, 5));
+    await closeAll();
+    const [segment] = await segments(dir);
+    const path = join(dir, present(segment));
+    const buf = await readFile(path);
+    // Flip a byte inside the first record's events: its checksum no longer matches.
+    const at = buf.indexOf('r0-2');
+    buf[at] = 'X'.charCodeAt(0);
+    await writeFile(path, buf);
+    const log = await DurableLog.open({ dir });
+    expect(log.recovery).toMatchObject({ tornBytes: 0, corruptRecords: 1, records: 2 });
+    await log.close();
+    expect((await stat(path)).size).toBe(buf.length);
+    const a2 = await sink(dir, 'sinks/a');
+    expect(await drain(a2.consumer('influxdb'))).toEqual([
+      ...events('r1', 0, 5).map((e) => e.auditID),
+      ...events('r2', 0, 5).map((e) => e.auditID),
+    ]);
+  });
+
+  it('deletes a segment once every sink has passed it, and not before', async () => {
+    const dir = await temp.make();
+    const options = { segmentBytes: 4096 };
+    const fast = await sink(dir, 'sinks/fast', options);
+    const slow = await sink(dir, 'sinks/slow', options);
+    const fastOut = fast.consumer('influxdb');
+    const slowOut = slow.consumer('influxdb');
+    for (let i = 0; i < 10; i++) {
+      await Promise.all([fast.append(events(`b${i}`, 0, 5)), slow.append(events(`b${i}`, 0, 5))]);
+    }
+    const before = await segments(dir);
+    expect(before.length).toBeGreaterThan(2);
+    await drain(fastOut);
+    // The slow sink holds them.
+    expect(await segments(dir)).toEqual(before);
+    expect(await drain(slowOut, 7)).toHaveLength(50);
+    // Only the segment being written stays.
+    expect(await segments(dir)).toEqual([before.at(-1)]);
+    await closeAll();
+    const again = await sink(dir, 'sinks/slow', options);
+    expect(await peek(again.consumer('influxdb'))).toEqual([]);
+  });
+
+  it('refuses a stuck sink’s share past its budget while another sink keeps appending', async () => {
+    const dir = await temp.make();
+    const batch = events('e', 0, 10);
+    const budget = batch.reduce((n, e) => n + lineBytes(e), 0) * 3;
+    const stuck = await sink(dir, 'sinks/stuck', { maxBytes: budget });
+    const healthy = await sink(dir, 'sinks/healthy', { maxBytes: budget });
+    const out = healthy.consumer('influxdb');
+    stuck.consumer('influxdb');
+    for (let i = 0; i < 3; i++) {
+      await Promise.all([stuck.append(batch), healthy.append(batch)]);
+      await drain(out);
+    }
+    await expect(stuck.append(batch)).rejects.toBeInstanceOf(QueueFullError);
+    expect(stuck.refusing()).toBe(1);
+    for (let i = 0; i < 5; i++) {
+      await healthy.append(batch);
+      await drain(out);
+    }
+    expect(healthy.refusing()).toBeUndefined();
+    expect(stuck.stats()).toMatchObject({ events: 30, bytes: budget });
+  });
+
+  it('deletes the segments after a stuck sink’s last accepted share once the others have them', async () => {
+    const dir = await temp.make();
+    const batch = events('e', 0, 10);
+    const budget = batch.reduce((n, e) => n + lineBytes(e), 0) * 3;
+    const options = { segmentBytes: 4096 };
+    const stuck = await sink(dir, 'sinks/stuck', { ...options, maxBytes: budget });
+    const healthy = await sink(dir, 'sinks/healthy', options);
+    const out = healthy.consumer('influxdb');
+    stuck.consumer('influxdb');
+    const appended = await Promise.allSettled([stuck.append(batch), healthy.append(batch)]);
+    expect(appended.map((r) => r.status)).toEqual(['fulfilled', 'fulfilled']);
+    const held = await segments(dir);
+    for (let i = 0; i < 30; i++) {
+      await Promise.allSettled([stuck.append(batch), healthy.append(batch)]);
+      await drain(out);
+    }
+    // What the stuck sink holds stays; everything only the healthy sink had is gone.
+    const left = await segments(dir);
+    expect(left.length).toBeLessThanOrEqual(held.length + 3);
+    expect(left).toContain(held[0]);
+    expect(stuck.stats().events).toBe(30);
+  });
+
+  it('keeps disk bounded while a quiet sink’s destination is down, copying its share forward, and keeps every position', async () => {
+    const dir = await temp.make();
+    const options = { segmentBytes: 8192, relocateAfterBytes: 32 * 1024 };
+    const busy = await sink(dir, 'sinks/busy', options);
+    const quiet = await sink(dir, 'sinks/quiet', options);
+    const out = busy.consumer('influxdb');
+    const down = quiet.consumer('influxdb');
+    const ahead = quiet.consumer('webhook');
+    let share = 0;
+    let written = 0;
+    for (let i = 0; i < 300; i++) {
+      // A trickle in every record: without relocation the quiet sink holds every segment.
+      const trickle = events(`q${i}`, 0, 1);
+      const batch = events(`b${i}`, 0, 40);
+      await Promise.all([busy.append(batch), quiet.append(trickle)]);
+      const trickleBytes = lineBytes(trickle[0] as AuditEvent);
+      share += trickleBytes;
+      written += batch.reduce((n, e) => n + lineBytes(e), trickleBytes);
+      await drain(out);
+      if (i === 100) await ahead.commit(present(await ahead.next(40, 0)));
+      const files = await segments(dir);
+      let bytes = 0;
+      for (const file of files) bytes += (await stat(join(dir, file))).size;
+      // The log's size or twice the share (past which it is not copied), one copy under way,
+      // and the segments being written and filled meanwhile: not the 4 MiB written.
+      expect(bytes).toBeLessThan(Math.max(32 * 1024, 2 * share) + share + 3 * 8192);
+    }
+    expect(written).toBeGreaterThan(4 * 1024 * 1024);
+    const expected = Array.from({ length: 300 }, (_, i) => `q${i}-0`);
+    expect(await peek(down)).toEqual(expected);
+    expect(await peek(ahead)).toEqual(expected.slice(40));
+    await closeAll();
+    const log = await DurableLog.open({ dir });
+    const state = JSON.parse(await readFile(join(dir, 'state.json'), 'utf8')) as {
+      streams: { key: string; base?: number }[];
+    };
+    expect(state.streams.find((s) => s.key === 'sinks/quiet')?.base).toBeGreaterThan(0);
+    await log.close();
+    const again = await sink(dir, 'sinks/quiet', options);
+    expect(await peek(again.consumer('influxdb'))).toEqual(expected);
+    expect(await drain(again.consumer('webhook'))).toEqual(expected.slice(40));
+  });
+
+  it('frees a deleted sink’s share, and a sink created again under its name starts empty', async () => {
+    const dir = await temp.make();
+    const options = { segmentBytes: 4096 };
+    const gone = await sink(dir, 'sinks/gone', options);
+    const kept = await sink(dir, 'sinks/kept', options);
+    const out = kept.consumer('influxdb');
+    gone.consumer('influxdb');
+    for (let i = 0; i < 10; i++) {
+      await Promise.all([gone.append(events(`g${i}`, 0, 5)), kept.append(events(`k${i}`, 0, 5))]);
+    }
+    await drain(out);
+    expect((await segments(dir)).length).toBeGreaterThan(1);
+    opened.splice(opened.indexOf(gone), 1);
+    await gone.destroy();
+    expect(await segments(dir)).toHaveLength(1);
+    await closeAll();
+    const log = await DurableLog.open({ dir });
+    expect(log.streamKeys()).toEqual(['sinks/kept']);
+    await log.close();
+    const again = await sink(dir, 'sinks/gone', options);
+    expect(await peek(again.consumer('influxdb'))).toEqual([]);
+  });
+
+  it('moves an old per-sink spool in from its slowest cursor and removes it', async () => {
+    const dir = await temp.make();
+    const legacyDir = join(dir, 'spool', 'sinks', 'audit');
+    const old = await openQueue({ dir: legacyDir, maxBytes: 1024 * 1024, segmentBytes: 2048 });
+    await old.append(events('old', 0, 30));
+    const fast = old.consumer('influxdb');
+    const slow = old.consumer('webhook');
+    const file = old.consumer('file');
+    await drain(fast);
+    await file.commit(present(await file.next(20, 0)));
+    await slow.commit(present(await slow.next(12, 0)));
+    await old.close();
+
+    const logDir = join(dir, 'log');
+    const queue = await sink(logDir, 'sinks/audit', { legacyDir });
+    const expected = events('old', 12, 30).map((e) => e.auditID);
+    const consumers = ['influxdb', 'webhook', 'file'].map((name) => queue.consumer(name));
+    for (const consumer of consumers) expect(await drain(consumer)).toEqual(expected);
+    await expect(stat(legacyDir)).rejects.toMatchObject({ code: 'ENOENT' });
+    // Moved once: the next start finds nothing more to move.
+    await closeAll();
+    const again = await sink(logDir, 'sinks/audit', { legacyDir });
+    expect(await peek(again.consumer('influxdb'))).toEqual([]);
+  });
+
+  it('ignores a state file a crash left half replaced, keeping the positions saved before', async () => {
+    const dir = await temp.make();
+    const a = await sink(dir, 'sinks/a');
+    await a.append(events('e', 0, 5));
+    const out = a.consumer('influxdb');
+    await out.commit(present(await out.next(2, 0)));
+    await closeAll();
+    await writeFile(join(dir, 'state.json.tmp'), '{"version":1,"nextId":');
+    const a2 = await sink(dir, 'sinks/a');
+    expect(await drain(a2.consumer('influxdb'))).toEqual(['e-2', 'e-3', 'e-4']);
+    expect(await readdir(dir)).not.toContain('state.json.tmp');
+  });
+
+  it('frees what only a removed destination held', async () => {
+    const dir = await temp.make();
+    const a = await sink(dir, 'sinks/a', { segmentBytes: 4096 });
+    const kept = a.consumer('influxdb');
+    a.consumer('webhook');
+    for (let i = 0; i < 10; i++) await a.append(events(`b${i}`, 0, 5));
+    await drain(kept);
+    expect(a.stats().events).toBe(50);
+    await a.removeConsumer('webhook');
+    expect(a.stats().events).toBe(0);
+    expect(await segments(dir)).toHaveLength(1);
+  });
+
+  it('restarts every consumer at the oldest retained event when the state file is lost', async () => {
+    const dir = await temp.make();
+    const a = await sink(dir, 'sinks/a');
+    await a.append(events('e', 0, 5));
+    await drain(a.consumer('influxdb'));
+    await closeAll();
+    await writeFile(join(dir, 'state.json'), 'not json');
+    const log = await DurableLog.open({ dir });
+    expect(log.recovery.stateReset).toBe(true);
+    expect(log.streamKeys()).toEqual(['sinks/a']);
+    await log.close();
+    const a2 = await sink(dir, 'sinks/a');
+    expect(await drain(a2.consumer('influxdb'))).toEqual(events('e', 0, 5).map((e) => e.auditID));
+  });
+});
+
+function present<T>(value: T | null | undefined): T {
+  if (value === null || value === undefined) throw new Error('expected a value, got nothing');
+  return value;
+}
