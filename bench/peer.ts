@@ -60,7 +60,7 @@ const VISIBLE_TIMEOUT_MS = 300_000;
 const INFLUX_CALLS_IN_FLIGHT = 4;
 const CLOCK_TICKS = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim());
 
-type System = 'ours' | 'peer';
+export type System = 'ours' | 'peer';
 
 /** One workload of the matrix. */
 export interface Workload {
@@ -73,7 +73,7 @@ export interface Workload {
   readonly batches: number;
 }
 
-function workload(levels: LevelMix, sinks: number, count: number): Workload {
+export function workload(levels: LevelMix, sinks: number, count: number): Workload {
   return {
     name: `${levels}, ${sinks} sink${sinks === 1 ? '' : 's'}`,
     levels,
@@ -156,7 +156,7 @@ export function cachedTelegrafPath(version = TELEGRAF_VERSION): string {
   return join(root, version, 'telegraf');
 }
 
-function ensureTelegraf(): string {
+export function ensureTelegraf(): string {
   const cached = cachedTelegrafPath();
   if (existsSync(cached)) return cached;
   console.error(`building Telegraf ${TELEGRAF_VERSION} (scripts/build-telegraf.sh)`);
@@ -216,7 +216,7 @@ async function mapLimit<T, R>(
 }
 
 /** A server under test: its process, its receiver URL, and how to stop it. */
-interface Running {
+export interface Running {
   readonly pid: number;
   readonly url: string;
   stop(): Promise<void>;
@@ -321,10 +321,23 @@ function ourManifests(server: InfluxServer, buckets: readonly string[]): string 
     .join('---\n');
 }
 
-async function startOurs(
+/**
+ * The `NODE_OPTIONS` the container image sets (its Dockerfile's `ENV NODE_OPTIONS`), so that the
+ * bench measures the process as it ships; the chart passes the same by default (ADR 0021).
+ */
+export function shippedNodeOptions(): string {
+  const dockerfile = readFileSync(join(ROOT, 'Dockerfile'), 'utf8');
+  const options = /^ENV NODE_OPTIONS="([^"]*)"$/m.exec(dockerfile)?.[1];
+  if (options === undefined) throw new Error('Dockerfile: no ENV NODE_OPTIONS="..." line');
+  return options;
+}
+
+/** Starts `standalone` with one AuditPipeline per bucket, under `nodeOptions`. */
+export async function startOurs(
   server: InfluxServer,
   buckets: readonly string[],
   dir: string,
+  nodeOptions = shippedNodeOptions(),
 ): Promise<Running> {
   const manifests = join(dir, 'pipelines.yaml');
   writeFileSync(manifests, ourManifests(server, buckets));
@@ -332,6 +345,7 @@ async function startOurs(
     manifests,
     port: await freePort(),
     dataDir: join(dir, 'data'),
+    nodeOptions,
     // A thousand sinks open a thousand spools before the receiver is ready.
     readyTimeoutMs: 120_000,
   });
@@ -403,7 +417,7 @@ ${Object.entries(renames)
 ${outputs.join('')}`;
 }
 
-async function startPeer(
+export async function startPeer(
   binary: string,
   server: InfluxServer,
   buckets: readonly string[],
@@ -529,7 +543,7 @@ function eventList(items: readonly AuditEvent[]): string {
 }
 
 /** A workload's request bodies, and the points each tenant's bucket gets from them. */
-interface Traffic {
+export interface Traffic {
   readonly warmup: readonly string[];
   readonly measured: readonly string[];
   /** Points per tenant after the warm-up, and after the whole run. */
@@ -542,7 +556,7 @@ interface Traffic {
  * namespaced event moves into the next tenant namespace in turn, in its objectRef and in its
  * request URI (which the apiserver's policy, and so the sink's scope, reads for a create).
  */
-function traffic(w: Workload): Traffic {
+export function traffic(w: Workload): Traffic {
   const all = batches(w.levels, WARMUP_BATCHES + w.batches, Date.now() * 1000);
   const points = new Array<number>(w.sinks).fill(0);
   let warmupPoints: number[] = [];
@@ -571,7 +585,7 @@ function sum(values: readonly number[]): number {
   return values.reduce((n, v) => n + v, 0);
 }
 
-async function runSystem(
+export async function runSystem(
   system: System,
   w: Workload,
   start: (buckets: readonly string[], dir: string) => Promise<Running>,

@@ -27,6 +27,8 @@ export interface StandaloneOptions {
   readonly logLevel?: string;
   /** More flags. */
   readonly args?: readonly string[];
+  /** `NODE_OPTIONS` of the process (Node.js and V8 flags), as the container image sets it. */
+  readonly nodeOptions?: string;
   readonly readyTimeoutMs?: number;
 }
 
@@ -60,7 +62,14 @@ export async function startStandalone(options: StandaloneOptions): Promise<Stand
       options.logLevel ?? 'warn',
       ...(options.args ?? []),
     ],
-    { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] },
+    {
+      cwd: ROOT,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env:
+        options.nodeOptions === undefined
+          ? process.env
+          : { ...process.env, NODE_OPTIONS: options.nodeOptions },
+    },
   );
   running.add(child);
   let output = '';

@@ -174,6 +174,19 @@ describe('Dockerfile', () => {
     expect(runtime.instructions).toContainEqual({ keyword: 'VOLUME', args: chartDataDir });
   });
 
+  it('sets V8’s heap limits in NODE_OPTIONS, the chart’s default nodeOptions', () => {
+    const env = runtime.instructions.filter(
+      (i) => i.keyword === 'ENV' && i.args.startsWith('NODE_OPTIONS='),
+    );
+    expect(env).toHaveLength(1);
+    // bench/peer.ts reads this exact form to run the process as it ships.
+    const options = /^NODE_OPTIONS="([^"]*)"$/.exec((env[0] as Instruction).args)?.[1];
+    expect(options).toMatch(/(^| )--max-semi-space-size=\d+( |$)/);
+    expect(options).toMatch(/(^| )--max-old-space-size=\d+( |$)/);
+    const values = read('charts/kube-audit-operator/values.yaml');
+    expect(/^nodeOptions: "([^"]*)"$/m.exec(values)?.[1]).toBe(options);
+  });
+
   it('trusts an extra CA only as a build secret mounted into the npm steps', () => {
     const mounting = stages.flatMap((stage) =>
       stage.instructions

@@ -359,6 +359,32 @@ describe('helm template with the default values', () => {
   });
 });
 
+describe('helm template of nodeOptions', () => {
+  /** The Dockerfile's `ENV NODE_OPTIONS="..."`: the image's own V8 heap limits (ADR 0021). */
+  const imageNodeOptions = /^ENV NODE_OPTIONS="([^"]*)"$/m.exec(
+    readFileSync(new URL('../../../Dockerfile', import.meta.url), 'utf8'),
+  )?.[1];
+  const nodeOptions = (manifests: Manifest[]) =>
+    operatorContainer(find(manifests, 'Deployment')).env.find((e) => e.name === 'NODE_OPTIONS');
+
+  it('passes the image’s V8 heap limits as NODE_OPTIONS by default', async () => {
+    expect(imageNodeOptions).toMatch(/--max-old-space-size=\d+/);
+    expect(nodeOptions(await render())).toEqual({ name: 'NODE_OPTIONS', value: imageNodeOptions });
+  });
+
+  it('passes a user’s flags instead, and an empty NODE_OPTIONS (Node.js’s defaults) when set empty', async () => {
+    const own = '--max-semi-space-size=8 --max-old-space-size=512';
+    expect(nodeOptions(await render(['--set-string', `nodeOptions=${own}`]))).toEqual({
+      name: 'NODE_OPTIONS',
+      value: own,
+    });
+    expect(nodeOptions(await render(['--set-string', 'nodeOptions=']))).toEqual({
+      name: 'NODE_OPTIONS',
+      value: '',
+    });
+  });
+});
+
 describe('helm template with other certificate sources', () => {
   it('names a pinned ClusterIP in the generated certificate', async () => {
     const manifests = await render(['--set', 'service.clusterIP=10.96.0.50']);

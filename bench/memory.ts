@@ -1,0 +1,178 @@
+/**
+ * `node bench/memory.ts [--full] [--only <workload>] [--no-peer] [--repeat <n>]
+ * [--candidate '<NODE_OPTIONS>']...`: what Node.js and V8 settings cost and save. Runs this
+ * project's `standalone` on the peer comparison's workloads (bench/peer.ts) once per candidate
+ * `NODE_OPTIONS`, into one real influxd, and Telegraf
+ * once per workload as the reference; prints peak RSS (VmHWM), where the memory went (heap spaces,
+ * external memory, array buffers, sampled in the process by bench/memory-probe.ts), and events per
+ * CPU second, also as a ratio to Telegraf's (`--no-peer` skips Telegraf). ADR 0021 holds the
+ * table that chose the shipped settings (the Dockerfile's `ENV NODE_OPTIONS`, the last default
+ * candidate).
+ *
+ * The default workloads are the quick bench's 1-sink ones and the Mix with 100 sinks; `--full`
+ * adds the Mix with 1,000 sinks. Needs `npm run build` and Telegraf built, as bench/peer.ts does.
+ */
+import { readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { startInfluxd } from '../test/harness/influxd.ts';
+import {
+  ensureTelegraf,
+  runSystem,
+  shippedNodeOptions,
+  startOurs,
+  startPeer,
+  type SystemResult,
+  traffic,
+  type Workload,
+  workload,
+} from './peer.ts';
+
+const PROBE = fileURLToPath(new URL('./memory-probe.ts', import.meta.url));
+
+/**
+ * The candidates compared by default (ADR 0021): Node.js's defaults, a smaller young generation
+ * alone, and with old-generation limits from tight to roomy; the shipped settings come last.
+ */
+const DEFAULT_CANDIDATES = [
+  '',
+  '--max-semi-space-size=16',
+  '--max-semi-space-size=8 --max-old-space-size=96',
+  '--max-semi-space-size=16 --max-old-space-size=256',
+  '--max-semi-space-size=32 --max-old-space-size=512',
+];
+
+function flags(): {
+  full: boolean;
+  peer: boolean;
+  repeat: number;
+  only: string;
+  candidates: string[];
+} {
+  const argv = process.argv.slice(2);
+  const candidates: string[] = [];
+  let repeat = 1;
+  let only = '';
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === '--candidate') candidates.push(argv[++i] ?? '');
+    else if (argv[i] === '--only') only = argv[++i] ?? '';
+    else if (argv[i] === '--repeat') repeat = Number(argv[++i]);
+    else if (argv[i] !== '--full' && argv[i] !== '--no-peer')
+      throw new Error(`unknown argument ${argv[i]}`);
+  }
+  if (!Number.isInteger(repeat) || repeat < 1) throw new Error('--repeat takes a positive integer');
+  const list = candidates.length > 0 ? candidates : [...DEFAULT_CANDIDATES, shippedNodeOptions()];
+  return {
+    full: argv.includes('--full'),
+    peer: !argv.includes('--no-peer'),
+    repeat,
+    only,
+    candidates: [...new Set(list)],
+  };
+}
+
+/** One candidate on one workload. */
+interface Row {
+  readonly workload: string;
+  readonly nodeOptions: string;
+  readonly result: SystemResult;
+  /** Peaks sampled in the process, MiB. */
+  readonly peaks: Readonly<Record<string, number>>;
+}
+
+const { full, peer: withPeer, repeat, only, candidates } = flags();
+const matrix: Workload[] = [
+  workload('Metadata', 1, 250),
+  workload('RequestResponse', 1, 250),
+  workload('Mix', 100, 150),
+  ...(full ? [workload('Mix', 1000, 150)] : []),
+].filter((w) => w.name.includes(only));
+const progress = (line: string) => console.error(line);
+const telegraf = ensureTelegraf();
+const server = await startInfluxd();
+const rows: Row[] = [];
+const peers = new Map<string, SystemResult>();
+try {
+  for (const w of matrix) {
+    const peer = withPeer
+      ? await runSystem(
+          'peer',
+          w,
+          (buckets, dir) =>
+            startPeer(
+              telegraf,
+              server,
+              buckets,
+              dir,
+              Math.max(10_000, 2 * Math.max(...traffic(w).totalPoints)),
+            ),
+          server,
+          traffic(w),
+          progress,
+        )
+      : undefined;
+    if (peer !== undefined) peers.set(w.name, peer);
+    for (let r = 0; r < repeat; r++) {
+      for (const nodeOptions of candidates) {
+        const out = join(tmpdir(), `kube-audit-memory-${process.pid}.json`);
+        process.env.KUBE_AUDIT_MEMORY_PROBE = out;
+        const result = await runSystem(
+          'ours',
+          w,
+          (buckets, dir) =>
+            startOurs(server, buckets, dir, `${nodeOptions} --import=${PROBE}`.trim()),
+          server,
+          traffic(w),
+          progress,
+        );
+        const peaks = JSON.parse(readFileSync(out, 'utf8')) as Record<string, number>;
+        rmSync(out, { force: true });
+        rows.push({ workload: w.name, nodeOptions, result, peaks });
+        progress(
+          `${w.name} [${nodeOptions || 'defaults'}]: ${result.peakRssMiB} MiB, ` +
+            `${result.eventsPerCpuSecond.toLocaleString('en-US')} events/CPU-s`,
+        );
+      }
+    }
+  }
+} finally {
+  delete process.env.KUBE_AUDIT_MEMORY_PROBE;
+  await server.dispose();
+}
+
+const table = rows.map((r) => {
+  const peer = peers.get(r.workload);
+  const p = (key: string) => r.peaks[key] ?? 0;
+  return {
+    workload: r.workload,
+    NODE_OPTIONS: r.nodeOptions || '(defaults)',
+    'peak RSS MiB': r.result.peakRssMiB,
+    'heap total': p('heapTotal'),
+    'heap used': p('heapUsed'),
+    'new space': p('new_space.size'),
+    'old space': p('old_space.size'),
+    'old used': p('old_space.used'),
+    'code space': p('code_space.size'),
+    'large obj': p('large_object_space.size'),
+    external: p('external'),
+    'array buf': p('arrayBuffers'),
+    'events/CPU-s': r.result.eventsPerCpuSecond,
+    'vs peer':
+      peer === undefined
+        ? null
+        : Number((r.result.eventsPerCpuSecond / peer.eventsPerCpuSecond).toFixed(2)),
+    'ack p99 ms': r.result.ackP99Millis,
+  };
+});
+console.log('\nMemory by NODE_OPTIONS (MiB; heap figures are peaks sampled in the process)\n');
+console.table(table);
+console.log('\nTelegraf, the reference\n');
+console.table(
+  [...peers].map(([name, p]) => ({
+    workload: name,
+    'peak RSS MiB': p.peakRssMiB,
+    'events/CPU-s': p.eventsPerCpuSecond,
+  })),
+);
+console.log(JSON.stringify({ rows: table }, null, 0));
