@@ -633,6 +633,33 @@ export class DurableLog {
     return entry;
   }
 
+  /**
+   * A stream released events, its first needed record moving from `before` to `after`: collects
+   * only when that took it out of a segment, since no segment can have become free otherwise. With
+   * a thousand sinks each committing its own batches, a full collection per commit would cost the
+   * number of sinks times the number of segments every time.
+   */
+  released(before: number, after: number): Promise<void> {
+    const segment = this.#segmentHolding(before);
+    if (segment !== undefined && after < segment.end) return Promise.resolve();
+    return this.collect();
+  }
+
+  /** The retained segment whose records include `record` (the last one takes every later). */
+  #segmentHolding(record: number): Segment | undefined {
+    // The first segment starting after `record`; the one before it is the candidate.
+    let lo = 0;
+    let hi = this.#segments.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if ((this.#segments[mid] as Segment).first <= record) lo = mid + 1;
+      else hi = mid;
+    }
+    const segment = this.#segments[lo - 1];
+    if (segment === undefined) return undefined;
+    return record < segment.end || segment === this.#segments.at(-1) ? segment : undefined;
+  }
+
   /** Deletes the segments every stream has passed; serialised, so deletions never race. */
   collect(): Promise<void> {
     const step = (): Promise<void> => this.#collect();

@@ -86,7 +86,7 @@ export class LogStream implements EventStore {
   async release(before: number): Promise<void> {
     const pin = this.#stream.index.pin;
     this.#stream.index.release(before);
-    if (this.#stream.index.pin !== pin) await this.#log.collect();
+    if (this.#stream.index.pin !== pin) await this.#log.released(pin, this.#stream.index.pin);
   }
 
   saveCursor(consumer: string, next: number): Promise<void> {
