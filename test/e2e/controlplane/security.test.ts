@@ -9,6 +9,7 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { request as httpsRequest } from 'node:https';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -105,8 +106,10 @@ beforeAll(async () => {
   const tokenFile = join(dir, 'receiver-tokens');
   await writeFile(tokenFile, `${receiverToken}\n`);
   const port = await freePort();
-  let dedicatedPort = await freePort();
-  while (dedicatedPort === port) dedicatedPort = await freePort();
+  // Below the ephemeral range: the operator binds it only after the cluster objects exist, and
+  // a port from the ephemeral range may be handed to another process's socket meanwhile.
+  let dedicatedPort = await freeFixedPort();
+  while (dedicatedPort === port) dedicatedPort = await freeFixedPort();
   receiverUrl = `https://127.0.0.1:${port}`;
   dedicatedUrl = `https://127.0.0.1:${dedicatedPort}`;
 
@@ -747,3 +750,16 @@ describe('Secrets', () => {
     expect((await requestsBy(log, operatorUser)).refused).toEqual([]);
   });
 });
+
+/** A free loopback port from 20000 to 32767, below Linux's ephemeral range (32768 on). */
+async function freeFixedPort(): Promise<number> {
+  for (;;) {
+    const port = 20_000 + Math.floor(Math.random() * 12_768);
+    const free = await new Promise<boolean>((resolve) => {
+      const server = createServer();
+      server.once('error', () => resolve(false));
+      server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
+    });
+    if (free) return port;
+  }
+}

@@ -172,7 +172,12 @@ describe('the image', () => {
     expect(saved.includes(Buffer.from(baseSample?.pem ?? '-'))).toBe(true);
     const leaked = extra.filter((c) => saved.includes(Buffer.from(c.pem)) || saved.includes(c.der));
     expect(leaked.map((c) => c.subject)).toEqual([]);
-    // The image adds two variables to its base's, neither about certificates.
+    // The image adds three variables to its base's, none about certificates: the data directory,
+    // the environment and V8's heap limits (ADR 0021), as its Dockerfile sets them.
+    const nodeOptions = /^ENV NODE_OPTIONS="([^"]*)"$/m.exec(
+      readFileSync(join(ROOT, 'Dockerfile'), 'utf8'),
+    )?.[1];
+    expect(nodeOptions).toBeDefined();
     const baseEnv = JSON.parse(
       await dockerOk(engine, [
         'image',
@@ -185,6 +190,7 @@ describe('the image', () => {
     expect((await config()).Env.filter((e) => !baseEnv.includes(e)).sort()).toEqual([
       `KUBE_AUDIT_DATA_DIR=${DATA_DIR}`,
       'NODE_ENV=production',
+      `NODE_OPTIONS=${nodeOptions ?? ''}`,
     ]);
   });
 });
