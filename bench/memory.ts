@@ -163,6 +163,10 @@ const table = rows.map((r) => {
         ? null
         : Number((r.result.eventsPerCpuSecond / peer.eventsPerCpuSecond).toFixed(2)),
     'ack p99 ms': r.result.ackP99Millis,
+    'acked events/s': r.result.ackedEventsPerSecond,
+    'visible events/s': r.result.eventsPerSecond,
+    'visible after ack s': r.result.visibleAfterAckSeconds,
+    'influxd CPU-s/100k': r.result.influxdCpuSecondsPer100k,
   };
 });
 console.log('\nMemory by NODE_OPTIONS (MiB; heap figures are peaks sampled in the process)\n');

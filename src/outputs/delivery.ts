@@ -8,8 +8,21 @@ import { type Output, OutputError } from './types.ts';
 
 /** The part of a sink queue the loop consumes (see `spool/`). */
 export interface DeliverySource<B extends { readonly events: readonly AuditEvent[] }> {
-  next(maxEvents: number, maxWaitMs: number, signal?: AbortSignal): Promise<B | null>;
+  /**
+   * Up to `maxEvents` events from the last commit, or from the end of `after` (a batch it returned
+   * that is not committed yet: the next one to write while `after` is in flight).
+   */
+  next(maxEvents: number, maxWaitMs: number, signal?: AbortSignal, after?: B): Promise<B | null>;
   commit(batch: B): Promise<void>;
+  /** Events not committed yet, when the source knows (a second write starts only for a full batch). */
+  readonly pending?: number;
+}
+
+/** A batch being written; `outcome` never rejects. */
+interface Flight<B> {
+  readonly batch: B;
+  readonly started: number;
+  readonly outcome: Promise<{ readonly refusals: Refusal[] } | { readonly error: unknown }>;
 }
 
 /** Retry timing. */
@@ -122,78 +135,137 @@ export async function runDelivery<B extends { readonly events: readonly AuditEve
   };
   // An idle wait ends when the drain starts too: a shutdown with nothing queued takes no time.
   const idleWake = AbortSignal.any([stop, abort]);
+  const writesInFlight = Math.max(1, Math.floor(output.writesInFlight ?? 1));
+  // Writes started, oldest first; only the oldest is ever committed.
+  const flights: Flight<B>[] = [];
   let committing: Promise<void> = Promise.resolve();
   try {
     await deliver();
   } finally {
+    // Aborted writes settle at once; nothing of theirs is committed.
+    await Promise.all(flights.map((flight) => flight.outcome));
     await committing;
   }
 
   async function deliver(): Promise<void> {
     while (!abort.aborted) {
-      let batch: B | null;
-      const draining = stop.aborted;
-      try {
-        batch = await source.next(
-          options.batchSize,
-          draining ? 0 : options.idleWaitMs,
-          draining ? abort : idleWake,
-        );
-      } catch (err) {
-        await queueFailed(err);
-        continue;
+      if (flights.length === 0) {
+        const batch = await first();
+        if (batch === 'done') return;
+        if (batch === null) continue;
+        flights.push(launch(batch));
       }
-      if (batch === null) {
-        // Woken by the drain's start: one more look, without waiting, for what came meanwhile.
-        if (draining) return;
-        continue;
+      await fill();
+      const head = flights.shift() as Flight<B>;
+      let { started } = head;
+      let result = await head.outcome;
+      let attempt = 1;
+      for (; 'error' in result; attempt++) {
+        // The writes behind it meet the same destination: they settle, uncommitted (their batches
+        // are read and written again after this one), and this batch is retried alone.
+        await Promise.all(flights.splice(0).map((flight) => flight.outcome));
+        if (!(await backOff(result.error, head.batch, attempt))) return;
+        const retry = launch(head.batch);
+        started = retry.started;
+        result = await retry.outcome;
       }
-      batch = await filled(batch);
-      if (abort.aborted) return;
-      for (let attempt = 1; ; attempt++) {
-        const started = now();
-        let refusals: Refusal[];
-        try {
-          refusals = await writeIsolating(batch.events, output, abort);
-        } catch (err) {
-          // Cut off at the end of the grace period (or by a destination change): not a failure of
-          // the destination, and not a delivery. The batch stays queued, uncommitted, for the
-          // next start, where idempotent writes make a copy the destination already has harmless.
-          if (abort.aborted) return;
-          const error =
-            err instanceof OutputError
-              ? err
-              : new OutputError('IO_ERROR', `output failed: ${(err as Error).message}`, {
-                  retryable: true,
-                  cause: err,
-                });
-          observer.failed(error, batch.events.length, attempt);
-          // A drain does not wait a minute for a permanent failure's re-check: the batch stays
-          // queued for the next start, which may well have the fixed configuration.
-          if (stop.aborted && !error.retryable) return;
-          const wake = signals.retryNow?.();
-          await sleep(
-            retryDelay(error, attempt, options.backoff, random),
-            wake === undefined ? abort : AbortSignal.any([abort, wake]),
-          );
-          if (abort.aborted) return;
-          continue;
-        }
-        if (refusals.length > 0) {
-          const first = refusals[0] as Refusal;
-          observer.failed(first.error, refusals.length, attempt);
-          // Kept before the commit: a crash in between delivers the batch again, never loses them.
-          await observer.refused(refusals);
-        }
-        const written = batch.events.length - refusals.length;
-        if (written > 0) observer.delivered(written, (now() - started) / 1000);
-        // The next batch is read and written while this commit is persisted: the queue reads from
-        // the last commit, persisted or not. One commit at a time; the queue coalesces them.
-        await committing;
-        committing = commit(batch);
-        break;
+      const { refusals } = result;
+      if (refusals.length > 0) {
+        const firstRefusal = refusals[0] as Refusal;
+        observer.failed(firstRefusal.error, refusals.length, attempt);
+        // Kept before the commit: a crash in between delivers the batch again, never loses them.
+        await observer.refused(refusals);
       }
+      const written = head.batch.events.length - refusals.length;
+      if (written > 0) observer.delivered(written, (now() - started) / 1000);
+      // The next batch is read and written while this commit is persisted: the queue reads from
+      // the last commit, persisted or not. One commit at a time; the queue coalesces them.
+      await committing;
+      committing = commit(head.batch);
     }
+  }
+
+  /**
+   * The next batch when no write is in flight: waits for events, then for the flush interval.
+   * Null when there is nothing yet; `done` when the loop ends (drained, or aborted).
+   */
+  async function first(): Promise<B | null | 'done'> {
+    const draining = stop.aborted;
+    let batch: B | null;
+    try {
+      batch = await source.next(
+        options.batchSize,
+        draining ? 0 : options.idleWaitMs,
+        draining ? abort : idleWake,
+      );
+    } catch (err) {
+      await queueFailed(err);
+      return null;
+    }
+    // Woken by the drain's start: one more look, without waiting, for what came meanwhile.
+    if (batch === null) return draining ? 'done' : null;
+    batch = await filled(batch);
+    return abort.aborted ? 'done' : batch;
+  }
+
+  /**
+   * While the oldest write is in flight, starts writing the full batches queued behind it, up to
+   * the output's writes in flight: a backlog drains at the pace the destination takes parallel
+   * requests, not one round trip at a time. A batch that is not full waits for the writes ahead of
+   * it, as it would wait for its flush interval.
+   */
+  async function fill(): Promise<void> {
+    while (flights.length < writesInFlight && !abort.aborted) {
+      const ahead = flights.reduce((n, flight) => n + flight.batch.events.length, 0);
+      if (source.pending !== undefined && source.pending - ahead < options.batchSize) return;
+      const last = flights.at(-1) as Flight<B>;
+      let batch: B | null;
+      try {
+        batch = await source.next(options.batchSize, 0, abort, last.batch);
+      } catch {
+        // Met again, and reported, by the next read from the last commit.
+        return;
+      }
+      if (batch === null || batch.events.length < options.batchSize) return;
+      flights.push(launch(batch));
+    }
+  }
+
+  function launch(batch: B): Flight<B> {
+    const started = now();
+    const outcome = writeIsolating(batch.events, output, abort).then(
+      (refusals) => ({ refusals }),
+      (error: unknown) => ({ error }),
+    );
+    return { batch, started, outcome };
+  }
+
+  /**
+   * Reports a failed write of `batch` and waits out its backoff. False when the loop must end
+   * instead: cut off at the end of the grace period (or by a destination change), which is not a
+   * failure of the destination and not a delivery, or a permanent failure during a drain. The
+   * batch then stays queued, uncommitted, for the next start, where idempotent writes make a copy
+   * the destination already has harmless.
+   */
+  async function backOff(err: unknown, batch: B, attempt: number): Promise<boolean> {
+    if (abort.aborted) return false;
+    const error =
+      err instanceof OutputError
+        ? err
+        : new OutputError('IO_ERROR', `output failed: ${(err as Error).message}`, {
+            retryable: true,
+            cause: err,
+          });
+    observer.failed(error, batch.events.length, attempt);
+    // A drain does not wait a minute for a permanent failure's re-check: the batch stays queued
+    // for the next start, which may well have the fixed configuration.
+    if (stop.aborted && !error.retryable) return false;
+    const wake = signals.retryNow?.();
+    await sleep(
+      retryDelay(error, attempt, options.backoff, random),
+      wake === undefined ? abort : AbortSignal.any([abort, wake]),
+    );
+    return !abort.aborted;
   }
 
   /**

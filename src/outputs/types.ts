@@ -14,6 +14,12 @@ export interface Output {
   /** Where it writes, for status and logs; never contains credentials. */
   readonly target: string;
   /**
+   * How many batches the delivery loop may write at once (1 when absent): more than one only for a
+   * destination where the order of writes does not matter and a batch written twice is harmless.
+   * Backlogged, the loop writes the next full batch while the last one is still in flight.
+   */
+  readonly writesInFlight?: number;
+  /**
    * Delivers a batch. Resolves once the destination has it; a retried batch must be harmless
    * (InfluxDB overwrites identical points; webhook receivers see the same auditIDs again).
    * `signal` aborts the write and every wait inside it (the end of the shutdown grace period):

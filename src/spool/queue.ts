@@ -451,6 +451,7 @@ class Consumer implements QueueConsumer {
     maxEvents: number,
     maxWaitMs: number,
     signal?: AbortSignal,
+    after?: QueueBatch,
   ): Promise<QueueBatch | null> {
     if (!Number.isSafeInteger(maxEvents) || maxEvents < 1) {
       throw new RangeError(`maxEvents must be a positive integer, got ${String(maxEvents)}`);
@@ -458,13 +459,18 @@ class Consumer implements QueueConsumer {
     if (!Number.isFinite(maxWaitMs) || maxWaitMs < 0) {
       throw new RangeError(`maxWaitMs must be a finite number >= 0, got ${String(maxWaitMs)}`);
     }
+    const behind = after === undefined ? undefined : batchEnds.get(after);
+    if (after !== undefined && behind?.consumer !== this) {
+      throw new TypeError(`next: the batch was not returned by next() of consumer ${this.name}`);
+    }
     if (this.#queue.closing || this.#removed) return null;
     // Deliver nothing until this consumer's registration is on disk (the save is retried here if
     // it failed when the consumer was created).
     if (!this.#persisted) await this.#persist();
     const store = this.#queue.store;
-    // From the last commit, persisted or not: what was committed was delivered.
-    let from = this.#target;
+    // From the last commit, persisted or not: what was committed was delivered. Or from the end of
+    // a batch still being written.
+    let from = Math.max(this.#target, behind?.end ?? 0);
     let waited = false;
     for (;;) {
       if (this.#queue.closing || this.#removed || signal?.aborted === true) return null;

@@ -66,8 +66,15 @@ export interface QueueConsumer {
   /**
    * Resolves with up to maxEvents events in append order once at least one is available, or null
    * when maxWaitMs passes with nothing, or when the signal aborts / queue closes. Does not advance.
+   * Reads from the last commit, or from the end of `after` when it is further: a batch this
+   * consumer returned and is still writing.
    */
-  next(maxEvents: number, maxWaitMs: number, signal?: AbortSignal): Promise<QueueBatch | null>;
+  next(
+    maxEvents: number,
+    maxWaitMs: number,
+    signal?: AbortSignal,
+    after?: QueueBatch,
+  ): Promise<QueueBatch | null>;
   /**
    * Everything up to and including the batch is delivered: advance (persisted for durable queues)
    * and free space once every consumer has passed it. Rejects if the cursor cannot be saved (it

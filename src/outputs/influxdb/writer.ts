@@ -67,6 +67,12 @@ export function influxTarget(destination: InfluxDestination): string {
 export class InfluxOutput implements Output {
   readonly kind = 'influxdb' as const;
   readonly target: string;
+  /**
+   * Two: points carry their own time and an identical point overwrites itself, so order does not
+   * matter and a retry is harmless; a backlog then drains while the server stores the last batch
+   * (ADR 0022).
+   */
+  readonly writesInFlight = 2;
   readonly #client: InfluxDB;
   readonly #path: string;
   readonly #encoder: LineProtocolEncoder;

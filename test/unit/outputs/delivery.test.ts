@@ -32,14 +32,21 @@ class ListQueue {
       stageTimestamp: '2026-11-22T04:08:57.440160Z',
     }));
   }
-  next(max: number): Promise<Batch | null> {
-    if (this.committed >= this.events.length) return Promise.resolve(null);
-    const upTo = Math.min(this.events.length, this.committed + max);
-    return Promise.resolve({ events: this.events.slice(this.committed, upTo), upTo });
+  /** Every commit, in the order made. */
+  readonly commits: number[] = [];
+  next(max: number, _wait = 0, _signal?: AbortSignal, after?: Batch): Promise<Batch | null> {
+    const from = Math.max(this.committed, after?.upTo ?? 0);
+    if (from >= this.events.length) return Promise.resolve(null);
+    const upTo = Math.min(this.events.length, from + max);
+    return Promise.resolve({ events: this.events.slice(from, upTo), upTo });
   }
   commit(batch: Batch): Promise<void> {
     this.committed = batch.upTo;
+    this.commits.push(batch.upTo);
     return Promise.resolve();
+  }
+  get pending(): number {
+    return this.events.length - this.committed;
   }
 }
 
@@ -101,19 +108,27 @@ class RefusingOutput implements Output {
 class HeldOutput implements Output {
   readonly kind = 'webhook' as const;
   readonly target = 'held';
+  readonly writesInFlight: number;
   readonly written: string[] = [];
   readonly signals: (AbortSignal | undefined)[] = [];
-  readonly #waiting: (() => void)[] = [];
+  /** The first event of each write waiting for an answer, oldest first. */
+  readonly waiting: string[] = [];
+  readonly #waiting: { answer: () => void; fail: () => void }[] = [];
   readonly #honoursAbort: boolean;
-  constructor(honoursAbort = true) {
+  constructor(honoursAbort = true, writesInFlight = 1) {
     this.#honoursAbort = honoursAbort;
+    this.writesInFlight = writesInFlight;
   }
   write(events: readonly AuditEvent[], signal?: AbortSignal): Promise<void> {
     this.signals.push(signal);
     return new Promise((resolve, reject) => {
-      this.#waiting.push(() => {
-        this.written.push(...events.map((e) => e.auditID));
-        resolve();
+      this.waiting.push(events[0]?.auditID ?? '');
+      this.#waiting.push({
+        answer: () => {
+          this.written.push(...events.map((e) => e.auditID));
+          resolve();
+        },
+        fail: () => reject(new OutputError('UNREACHABLE', 'connection reset', { retryable: true })),
       });
       if (!this.#honoursAbort) return;
       signal?.addEventListener(
@@ -127,9 +142,15 @@ class HeldOutput implements Output {
   get inFlight(): number {
     return this.#waiting.length;
   }
-  /** The destination answers the oldest write waiting. */
-  answer(): void {
-    this.#waiting.shift()?.();
+  /** The destination answers a write waiting, the oldest by default. */
+  answer(index = 0): void {
+    this.waiting.splice(index, 1);
+    this.#waiting.splice(index, 1)[0]?.answer();
+  }
+  /** A write waiting fails, the oldest by default. */
+  fail(index = 0): void {
+    this.waiting.splice(index, 1);
+    this.#waiting.splice(index, 1)[0]?.fail();
   }
   close(): Promise<void> {
     return Promise.resolve();
@@ -602,6 +623,123 @@ describe('delivery loop at the end of the shutdown grace period', () => {
     expect(queue.committed).toBe(7);
     expect(log).toEqual(['delivered 3', 'delivered 3', 'delivered 1']);
     expect(output.signals.every((signal) => signal?.aborted === false)).toBe(true);
+  });
+});
+
+describe('delivery loop with two writes in flight', () => {
+  /** A draining loop whose backoff waits take no time. */
+  function pipelined(events: number) {
+    const queue = new ListQueue(events);
+    const output = new HeldOutput(true, 2);
+    const { log, observer } = recorder();
+    const stop = new AbortController();
+    stop.abort();
+    const deadline = new AbortController();
+    const done = runDelivery(
+      queue,
+      output,
+      observer,
+      { batchSize: 3, idleWaitMs: 10, backoff: DEFAULT_BACKOFF, sleep: () => Promise.resolve() },
+      { stop: stop.signal, abort: deadline.signal },
+    );
+    return { queue, output, log, deadline, done };
+  }
+
+  it('writes the next full batch while the first is in flight, and commits them in order', async () => {
+    const { queue, output, log, done } = pipelined(7);
+    await settle(() => output.inFlight === 2);
+    expect(output.waiting).toEqual(['e0', 'e3']);
+    // The later batch is stored first: nothing is committed past the one still in flight.
+    output.answer(1);
+    await settle(() => output.written.length === 3);
+    expect(queue.commits).toEqual([]);
+    output.answer();
+    // The last event is not a full batch: it waits for no write, as none is left in flight.
+    await settle(() => output.waiting[0] === 'e6');
+    expect(queue.commits).toEqual([3, 6]);
+    expect(output.inFlight).toBe(1);
+    output.answer();
+    await done;
+    expect(queue.commits).toEqual([3, 6, 7]);
+    expect(log).toEqual(['delivered 3', 'delivered 3', 'delivered 1']);
+  });
+
+  it('keeps a batch that is not full until the write ahead of it is answered', async () => {
+    const { queue, output, done } = pipelined(5);
+    await settle(() => output.inFlight === 1);
+    for (let turn = 0; turn < 50; turn++) await Promise.resolve();
+    expect(output.waiting).toEqual(['e0']);
+    output.answer();
+    await settle(() => output.waiting[0] === 'e3');
+    output.answer();
+    await done;
+    expect(queue.commits).toEqual([3, 5]);
+  });
+
+  it('retries the first batch alone when it fails while the next is in flight, then writes the next again', async () => {
+    const { queue, output, log, done } = pipelined(6);
+    await settle(() => output.inFlight === 2);
+    output.fail();
+    // The write behind it is let finish, not committed, and written again after the retry.
+    await settle(() => output.signals.length === 2 && output.waiting.length === 1);
+    output.answer();
+    await settle(() => output.signals.length === 3);
+    expect(output.waiting).toEqual(['e0']);
+    expect(queue.commits).toEqual([]);
+    output.answer();
+    await settle(() => output.signals.length === 4);
+    expect(output.waiting).toEqual(['e3']);
+    output.answer();
+    await done;
+    expect(queue.commits).toEqual([3, 6]);
+    expect(log).toEqual(['failed UNREACHABLE 3 #1', 'delivered 3', 'delivered 3']);
+  });
+
+  it('commits the first batch when only the second fails, and retries the second', async () => {
+    const { queue, output, log, done } = pipelined(6);
+    await settle(() => output.inFlight === 2);
+    output.fail(1);
+    output.answer();
+    await settle(() => output.signals.length === 3);
+    expect(queue.commits).toEqual([3]);
+    expect(output.waiting).toEqual(['e3']);
+    output.answer();
+    await done;
+    expect(queue.commits).toEqual([3, 6]);
+    expect(log).toEqual(['delivered 3', 'failed UNREACHABLE 3 #1', 'delivered 3']);
+  });
+
+  it('aborts both writes at the deadline and commits neither', async () => {
+    const { queue, output, log, deadline, done } = pipelined(6);
+    await settle(() => output.inFlight === 2);
+    deadline.abort();
+    await done;
+    expect(output.signals.map((s) => s?.aborted)).toEqual([true, true]);
+    expect(queue.commits).toEqual([]);
+    expect(log).toEqual([]);
+  });
+
+  it('writes one batch at a time to an output that does not say it takes more', async () => {
+    const queue = new ListQueue(9);
+    const output = new HeldOutput();
+    const { observer } = recorder();
+    const stop = new AbortController();
+    stop.abort();
+    const done = runDelivery(
+      queue,
+      output,
+      observer,
+      { batchSize: 3, idleWaitMs: 10, backoff: DEFAULT_BACKOFF },
+      { stop: stop.signal, abort: new AbortController().signal },
+    );
+    for (const first of ['e0', 'e3', 'e6']) {
+      await settle(() => output.waiting[0] === first);
+      for (let turn = 0; turn < 50; turn++) await Promise.resolve();
+      expect(output.inFlight).toBe(1);
+      output.answer();
+    }
+    await done;
+    expect(queue.commits).toEqual([3, 6, 9]);
   });
 });
 

@@ -67,6 +67,23 @@ describe.each<Mode>(['memory', 'durable'])('%s queue', (mode) => {
     expect(consumer.pending).toBe(3);
   });
 
+  it('reads on from the end of a batch still being written, and from the commit again after it', async () => {
+    const queue = await open(mode);
+    await queue.append(events('e', 0, 5));
+    const consumer = queue.consumer('influxdb');
+    const first = present(await consumer.next(2, 0));
+    const second = present(await consumer.next(2, 0, undefined, first));
+    expect(ids(second)).toEqual(['e-2', 'e-3']);
+    expect(ids(await consumer.next(5, 0, undefined, second))).toEqual(['e-4']);
+    expect(await consumer.next(5, 0, undefined, await consumer.next(5, 0))).toBeNull();
+    // A commit past the batch given wins: reads never go back before what was delivered.
+    await consumer.commit(second);
+    expect(ids(await consumer.next(5, 0, undefined, first))).toEqual(['e-4']);
+    await expect(queue.consumer('webhook').next(1, 0, undefined, first)).rejects.toThrow(
+      /not returned by next\(\) of consumer webhook/,
+    );
+  });
+
   it('waits in next() and wakes as soon as an append lands', async () => {
     const clock = new ManualDelay();
     const queue = await open(mode, { delay: clock.delay });
