@@ -262,7 +262,11 @@ export class LineProtocolEncoder {
     for (const tag of this.#tagsAsFields) add(tag, tagValue(tag, event, this.#sink));
     if (cut !== undefined) for (const [tag, value] of cut) add(`${tag}_full`, value);
 
-    const offset = this.#timestamps.slot(series, micros, `${event.auditID}\u0000${event.stage}`);
+    const offset = this.#timestamps.slotOfHash(
+      series,
+      micros,
+      eventHashOf(event.auditID, event.stage),
+    );
     return `${series} ${fields} ${pointNanos(micros, offset)}`;
   }
 
@@ -379,7 +383,11 @@ export class PointTimestamps {
 
   /** The slot of `eventKey` in the bucket of `series` at `micros`. */
   slot(series: string, micros: string, eventKey: string): number {
-    const event = eventHash(eventKey);
+    return this.slotOfHash(series, micros, eventHash(eventKey));
+  }
+
+  /** {@link slot} for an event's hash ({@link eventHashOf}). */
+  slotOfHash(series: string, micros: string, event: number): number {
     const start = slotOf(event);
     // 30 bits keep the key a small integer, which V8 stores unboxed; two buckets that share a hash
     // only make their events skip each other's slots, never overwrite each other.
@@ -455,6 +463,28 @@ function eventHash(key: string): number {
   const low = fnv1a(key);
   const high = fnv1a(key, 0x050c5d1f) & 0x1fffff;
   return high * 0x1_0000_0000 + low;
+}
+
+/**
+ * `eventHash(`${auditID}\u0000${stage}`)` in one pass over both strings and without building the
+ * key: the same value, for a fraction of the work on every point.
+ */
+export function eventHashOf(auditID: string, stage: string): number {
+  let low = 0x811c9dc5;
+  let high = 0x050c5d1f;
+  for (let i = 0; i < auditID.length; i++) {
+    const c = auditID.charCodeAt(i);
+    low = Math.imul(low ^ c, 0x01000193);
+    high = Math.imul(high ^ c, 0x01000193);
+  }
+  low = Math.imul(low, 0x01000193); // the separator, U+0000: x ^ 0 is x
+  high = Math.imul(high, 0x01000193);
+  for (let i = 0; i < stage.length; i++) {
+    const c = stage.charCodeAt(i);
+    low = Math.imul(low ^ c, 0x01000193);
+    high = Math.imul(high ^ c, 0x01000193);
+  }
+  return ((high >>> 0) & 0x1fffff) * 0x1_0000_0000 + (low >>> 0);
 }
 
 /** The hashed slot of an event: its low 32 bits modulo 1,000. */

@@ -16,6 +16,7 @@ import {
   type PointSchema,
   PointTimestamps,
   quote,
+  eventHashOf,
 } from '../../../src/outputs/influxdb/line-protocol.ts';
 import { FIELD_KEYS, TAG_NAMES } from '../../../src/outputs/influxdb/schema.ts';
 import { OutputError } from '../../../src/outputs/types.ts';
@@ -426,6 +427,24 @@ function collidingKeys(count: number): string[] {
 }
 
 describe('PointTimestamps', () => {
+  it('gives the slot of the auditID and stage, hashed in one pass, that their joined key gives', () => {
+    fc.assert(
+      fc.property(fc.string(), fc.string(), (auditID, stage) => {
+        const joined = new PointTimestamps().slot('s', '1', `${auditID}\u0000${stage}`);
+        const apart = new PointTimestamps().slotOfHash('s', '1', eventHashOf(auditID, stage));
+        expect(apart).toBe(joined);
+      }),
+      { numRuns: 2000 },
+    );
+    // Slots are part of what is stored: a retried event must land where an earlier version put it.
+    expect(new PointTimestamps().slot('s', '1', 'event-0\u0000ResponseComplete')).toBe(
+      new PointTimestamps().slotOfHash('s', '1', eventHashOf('event-0', 'ResponseComplete')),
+    );
+    expect(eventHashOf('5b46c944-305e-45a0-93cd-c2f87c45e9bc', 'ResponseComplete')).toBe(
+      3_325_091_349_578_449,
+    );
+  });
+
   it('moves the second of two colliding events to the next slot, and keeps both slots on retry', () => {
     const [a, b] = collidingKeys(2) as [string, string];
     const slots = new PointTimestamps();
