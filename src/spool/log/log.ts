@@ -695,8 +695,8 @@ export class DurableLog {
         ? await readRange(segment.path, offset, length)
         : await this.#reader(segment).read(offset, length);
     } catch (error) {
-      // Its segment was deleted while this read began (every stream had passed it): as if the
-      // read had come after, nothing of it is needed.
+      // Its segment was deleted while this read was under way (every stream had passed the
+      // record, or reads its relocated copy): as for a read that came after, it is gone.
       if (this.#locations.get(record) !== location) return null;
       throw ioError('reading', segment.path, error);
     }
@@ -708,7 +708,10 @@ export class DurableLog {
     return entry;
   }
 
-  /** The segment's read handle, opened on first use; the least recently used one past the cap closes. */
+  /**
+   * The segment's read handle, opened on first use; past the cap, the least recently used one
+   * closes (once the reads using it end).
+   */
   #reader(segment: Segment): SegmentReader {
     let reader = this.#readers.get(segment);
     if (reader === undefined) {
