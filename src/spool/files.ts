@@ -1,9 +1,10 @@
 /**
  * File operations the durable stores share (the per-sink spool, `segments.ts`, and the process's
- * log, `log/log.ts`): whole writes and reads at a position, truncation, directory syncs, and the
- * `QUEUE_IO` error that names what failed.
+ * log, `log/log.ts`): whole writes and reads at a position, truncation, directory creation and
+ * syncs, and the `QUEUE_IO` error that names what failed.
  */
-import { type FileHandle, open } from 'node:fs/promises';
+import { type FileHandle, mkdir, open } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { QueueError } from './errors.ts';
 
 /** The `code` of a Node.js system error, if it has one. */
@@ -29,6 +30,19 @@ export async function syncDirectory(path: string): Promise<void> {
   }
 }
 
+/**
+ * Creates `dir` and its missing parents; with `fsync`, syncs the parent of each directory created,
+ * since a new directory is only durable once its parent is synced, up to one that existed.
+ */
+export async function createDirectory(dir: string, fsync: boolean): Promise<void> {
+  const created = await mkdir(dir, { recursive: true });
+  if (!fsync || created === undefined) return;
+  const top = dirname(created);
+  for (let path = dir; path !== top && path !== dirname(path); path = dirname(path)) {
+    await syncDirectory(dirname(path));
+  }
+}
+
 /** Writes all of `buf` at `position`, however many writes it takes. */
 export async function writeFully(handle: FileHandle, buf: Buffer, position: number): Promise<void> {
   let done = 0;
@@ -38,18 +52,27 @@ export async function writeFully(handle: FileHandle, buf: Buffer, position: numb
   }
 }
 
-/** Reads `length` bytes at `position`; fewer when the file ends before. */
-export async function readRange(path: string, position: number, length: number): Promise<Buffer> {
+/** Reads `length` bytes at `position` of an open file, however many reads it takes; fewer at its end. */
+export async function readAt(
+  handle: FileHandle,
+  position: number,
+  length: number,
+): Promise<Buffer> {
   const buf = Buffer.allocUnsafe(length);
+  let done = 0;
+  while (done < length) {
+    const { bytesRead } = await handle.read(buf, done, length - done, position + done);
+    if (bytesRead === 0) break;
+    done += bytesRead;
+  }
+  return buf.subarray(0, done);
+}
+
+/** Reads `length` bytes at `position` of the file at `path`; fewer when the file ends before. */
+export async function readRange(path: string, position: number, length: number): Promise<Buffer> {
   const handle = await open(path, 'r');
   try {
-    let done = 0;
-    while (done < length) {
-      const { bytesRead } = await handle.read(buf, done, length - done, position + done);
-      if (bytesRead === 0) break;
-      done += bytesRead;
-    }
-    return buf.subarray(0, done);
+    return await readAt(handle, position, length);
   } finally {
     await handle.close();
   }

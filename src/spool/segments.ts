@@ -7,19 +7,18 @@
  * write is published (readable, counted, acknowledged) only after its fsync, so no cursor can
  * point past durable data; and a failed write is cut back before anything else is written.
  */
-import {
-  type FileHandle,
-  mkdir,
-  open,
-  readdir,
-  readFile,
-  rename,
-  rmdir,
-  unlink,
-} from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { type FileHandle, open, readdir, readFile, rename, rmdir, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
 import { QueueError } from './errors.ts';
-import { errorCode, ioError, readRange, syncDirectory, truncateFile, writeFully } from './files.ts';
+import {
+  createDirectory,
+  errorCode,
+  ioError,
+  readRange,
+  syncDirectory,
+  truncateFile,
+  writeFully,
+} from './files.ts';
 import {
   cursorFileName,
   decodeCursor,
@@ -129,14 +128,7 @@ export class SegmentStore implements EventStore {
 
   static async #load(options: SegmentStoreOptions): Promise<SegmentStore> {
     const { dir, fsync } = options;
-    const created = await mkdir(dir, { recursive: true });
-    if (fsync && created !== undefined) {
-      // New directories are only durable once their parents are synced, up to one that existed.
-      const top = dirname(created);
-      for (let path = dir; path !== top && path !== dirname(path); path = dirname(path)) {
-        await syncDirectory(dirname(path));
-      }
-    }
+    await createDirectory(dir, fsync);
 
     const names = await readdir(dir);
     const segmentNames: { readonly firstSeq: number; readonly path: string }[] = [];

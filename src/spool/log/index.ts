@@ -17,6 +17,8 @@ export {
   DEFAULT_LOG_SEGMENT_BYTES,
   DEFAULT_RELOCATE_AFTER_BYTES,
   DurableLog,
+  LOG_CACHE_BYTES,
+  LOG_READ_HANDLES,
   type LogOptions,
   type LogRecovery,
 } from './log.ts';
@@ -37,6 +39,8 @@ export interface LogQueueOptions {
   readonly segmentBytes?: number;
   /** Log size past which laggards are relocated (ADR 0019); the log's default otherwise. */
   readonly relocateAfterBytes?: number;
+  /** Bytes of records the log keeps in memory for reads; the log's default otherwise. */
+  readonly readCacheBytes?: number;
   readonly retryAfterSeconds?: number;
   readonly delay?: Delay;
 }
@@ -62,6 +66,7 @@ function sharedLog(options: LogQueueOptions): Promise<DurableLog> {
       ...(options.relocateAfterBytes === undefined
         ? {}
         : { relocateAfterBytes: options.relocateAfterBytes }),
+      ...(options.readCacheBytes === undefined ? {} : { readCacheBytes: options.readCacheBytes }),
     });
   })();
   logs.set(dir, opening);

@@ -11,13 +11,15 @@
  * the state file before any record names it; and a segment is deleted only behind every durable
  * position.
  */
-import { type FileHandle, mkdir, open, readdir, readFile, rename, unlink } from 'node:fs/promises';
-import { dirname, join, resolve } from 'node:path';
+import { type FileHandle, open, readdir, readFile, rename, unlink } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
 import type { AuditEvent } from '../../audit/types.ts';
 import { QueueError } from '../errors.ts';
 import {
+  createDirectory,
   errorCode,
   ioError,
+  readAt,
   readRange,
   syncDirectory,
   truncateFile,
@@ -67,6 +69,13 @@ export const LOG_CACHE_BYTES = 32 * 1024 * 1024;
 export const LOG_DECODED_CACHE_BYTES = 8 * 1024 * 1024;
 
 /**
+ * Read handles kept open at once, the least recently used closed first: reads of records no longer
+ * in memory reuse their segment's handle instead of opening and closing the file each time, while
+ * a log of many segments (laggards hold old ones) takes at most this many file descriptors.
+ */
+export const LOG_READ_HANDLES = 64;
+
+/**
  * The log's size past which a stream holding its oldest segment, with a share of at most half
  * the log, is relocated (its retained events copied forward) so that the segment can go.
  */
@@ -84,8 +93,10 @@ export interface LogOptions {
   readonly segmentBytes?: number;
   /** Fsync records, the state file and directory entries before reporting them stored. */
   readonly fsync?: boolean;
-  /** Bytes of serialised events kept in memory for reads (default {@link LOG_CACHE_BYTES}). */
-  readonly cacheBytes?: number;
+  /** Bytes of records kept in memory for reads (default {@link LOG_CACHE_BYTES}). */
+  readonly readCacheBytes?: number;
+  /** Segment files kept open for reads at most (default {@link LOG_READ_HANDLES}). */
+  readonly readHandles?: number;
   /** Log size past which laggards are relocated (default {@link DEFAULT_RELOCATE_AFTER_BYTES}). */
   readonly relocateAfterBytes?: number;
 }
@@ -113,6 +124,8 @@ export interface LogStats {
   readonly streams: number;
   /** Relocations completed: a laggard's retained events copied forward to free old segments. */
   readonly relocations: number;
+  /** Segments whose read handle is kept open (besides those closing once their reads end). */
+  readonly readHandles: number;
 }
 
 /** A stream of the log: one sink, with its consumers' durable positions. */
@@ -229,6 +242,54 @@ class CachedRecord {
   }
 }
 
+/**
+ * A read-only handle on one segment, opened on its first read and shared by the reads of its
+ * records. Retired (segment deleted, too many handles, log closed), it takes no new reads and
+ * closes once the reads using it have ended.
+ */
+class SegmentReader {
+  readonly #opening: Promise<FileHandle>;
+  #users = 0;
+  #retired = false;
+  readonly #closed = Promise.withResolvers<void>();
+
+  constructor(path: string) {
+    this.#opening = open(path, 'r');
+    // A failed open is reported to the reads that wait for it; a retired reader only closes it.
+    this.#opening.catch(() => undefined);
+  }
+
+  /** `size` bytes at `offset`; fewer when the file ends before. */
+  async read(offset: number, size: number): Promise<Buffer> {
+    this.#users++;
+    try {
+      return await readAt(await this.#opening, offset, size);
+    } finally {
+      this.#users--;
+      if (this.#retired && this.#users === 0) this.#close();
+    }
+  }
+
+  /** Takes no more reads; resolves once the handle is closed, after the reads using it. */
+  retire(): Promise<void> {
+    if (!this.#retired) {
+      this.#retired = true;
+      if (this.#users === 0) this.#close();
+    }
+    return this.#closed.promise;
+  }
+
+  #close(): void {
+    // Nothing was written through it, so a failed close loses nothing: the descriptor is gone.
+    this.#opening
+      .then(
+        (handle) => handle.close(),
+        () => undefined,
+      )
+      .then(this.#closed.resolve, this.#closed.resolve);
+  }
+}
+
 // Logs open in this process, by directory: two writers on one directory would corrupt it.
 const openLogs = new Set<string>();
 
@@ -264,6 +325,7 @@ export class DurableLog {
   readonly #segmentBytes: number;
   readonly #fsync: boolean;
   readonly #cacheBytes: number;
+  readonly #readHandles: number;
   readonly #relocateAfterBytes: number;
   readonly #segments: Segment[];
   readonly #locations = new Map<number, Location>();
@@ -271,6 +333,9 @@ export class DurableLog {
   #nextId: number;
   #nextRecord: number;
   #handle: FileHandle | null = null;
+  // Read handles of the segments read from, least recently used first; none once the log closed.
+  readonly #readers = new Map<Segment, SegmentReader>();
+  #readersClosed = false;
   #directoryDirty = false;
   #broken: unknown = null;
   #pending: PendingAppend[] = [];
@@ -313,7 +378,8 @@ export class DurableLog {
     this.dir = options.dir;
     this.#segmentBytes = options.segmentBytes;
     this.#fsync = options.fsync;
-    this.#cacheBytes = options.cacheBytes;
+    this.#cacheBytes = options.readCacheBytes;
+    this.#readHandles = options.readHandles;
     this.#relocateAfterBytes = options.relocateAfterBytes;
     this.#segments = segments;
     this.#locations = locations;
@@ -333,11 +399,20 @@ export class DurableLog {
       dir: resolve(options.dir),
       segmentBytes: options.segmentBytes ?? DEFAULT_LOG_SEGMENT_BYTES,
       fsync: options.fsync ?? true,
-      cacheBytes: options.cacheBytes ?? LOG_CACHE_BYTES,
+      readCacheBytes: options.readCacheBytes ?? LOG_CACHE_BYTES,
+      readHandles: options.readHandles ?? LOG_READ_HANDLES,
       relocateAfterBytes: options.relocateAfterBytes ?? DEFAULT_RELOCATE_AFTER_BYTES,
     };
     if (!Number.isSafeInteger(settings.segmentBytes) || settings.segmentBytes <= 0) {
       throw new RangeError(`segmentBytes must be a positive integer, got ${settings.segmentBytes}`);
+    }
+    if (!Number.isSafeInteger(settings.readHandles) || settings.readHandles <= 0) {
+      throw new RangeError(`readHandles must be a positive integer, got ${settings.readHandles}`);
+    }
+    if (!Number.isSafeInteger(settings.readCacheBytes) || settings.readCacheBytes < 0) {
+      throw new RangeError(
+        `readCacheBytes must be a non-negative integer, got ${settings.readCacheBytes}`,
+      );
     }
     if (openLogs.has(settings.dir)) {
       throw new QueueError('QUEUE_IN_USE', `log ${settings.dir} is already open in this process`);
@@ -355,13 +430,7 @@ export class DurableLog {
 
   static async #load(options: Required<LogOptions>): Promise<DurableLog> {
     const { dir, fsync } = options;
-    const created = await mkdir(dir, { recursive: true });
-    if (fsync && created !== undefined) {
-      const top = dirname(created);
-      for (let path = dir; path !== top && path !== dirname(path); path = dirname(path)) {
-        await syncDirectory(dirname(path));
-      }
-    }
+    await createDirectory(dir, fsync);
     const names = await readdir(dir);
     const segmentFirsts: number[] = [];
     for (const name of names) {
@@ -619,11 +688,17 @@ export class DurableLog {
     if (cached !== undefined) return cached;
     const location = this.#locations.get(record);
     if (location === undefined) return null;
+    const { segment, offset, size: length } = location;
     let buf: Buffer;
     try {
-      buf = await readRange(location.segment.path, location.offset, location.size);
+      buf = this.#readersClosed
+        ? await readRange(segment.path, offset, length)
+        : await this.#reader(segment).read(offset, length);
     } catch (error) {
-      throw ioError('reading', location.segment.path, error);
+      // Its segment was deleted while this read was under way (every stream had passed the
+      // record, or reads its relocated copy): as for a read that came after, it is gone.
+      if (this.#locations.get(record) !== location) return null;
+      throw ioError('reading', segment.path, error);
     }
     const size = frameAt(buf, 0);
     const decoded =
@@ -631,6 +706,32 @@ export class DurableLog {
     const entry = new CachedRecord([], null, decoded, location.size);
     this.#cacheRecord(record, entry);
     return entry;
+  }
+
+  /**
+   * The segment's read handle, opened on first use; past the cap, the least recently used one
+   * closes (once the reads using it end).
+   */
+  #reader(segment: Segment): SegmentReader {
+    let reader = this.#readers.get(segment);
+    if (reader === undefined) {
+      reader = new SegmentReader(segment.path);
+    } else {
+      this.#readers.delete(segment);
+    }
+    this.#readers.set(segment, reader);
+    for (const [oldest, idle] of this.#readers) {
+      if (this.#readers.size <= this.#readHandles) break;
+      void this.#retireReader(oldest, idle);
+    }
+    return reader;
+  }
+
+  /** Closes a segment's read handle once the reads using it have ended. */
+  #retireReader(segment: Segment, reader = this.#readers.get(segment)): Promise<void> {
+    if (reader === undefined) return Promise.resolve();
+    this.#readers.delete(segment);
+    return reader.retire();
   }
 
   /**
@@ -679,6 +780,7 @@ export class DurableLog {
       writes: this.#writes,
       streams: this.#streams.size,
       relocations: this.#relocations,
+      readHandles: this.#readers.size,
     };
   }
 
@@ -701,7 +803,10 @@ export class DurableLog {
       this.#decodedBytes = 0;
       const handle = this.#handle;
       this.#handle = null;
+      this.#readersClosed = true;
+      const readers = [...this.#readers.keys()].map((segment) => this.#retireReader(segment));
       openLogs.delete(this.dir);
+      await Promise.all(readers);
       if (handle !== null) await handle.close();
     }
   }
@@ -739,6 +844,8 @@ export class DurableLog {
       for (let record = segment.first; record < segment.end; record++) {
         this.#locations.delete(record);
       }
+      // Reads under way on it finish (the file stays until its last descriptor closes).
+      void this.#retireReader(segment);
     }
     this.#relocateLaggard();
   }

@@ -62,6 +62,8 @@ export class LogStream implements EventStore {
       // Released while this read waited (every consumer passed it): nothing is lost.
       if (entry === undefined) break;
       const record = await this.#log.record(entry.record);
+      // Released or relocated while this read waited, its old record deleted: look again.
+      if (record === null && index.entryOf(seq) !== entry) continue;
       const stop = Math.min(last, entry.first + entry.selection.length);
       for (; seq < stop; seq++) {
         const event = record?.event(entry.selection[seq - entry.first] as number) ?? null;

@@ -4,46 +4,35 @@ import { appendFile, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { AuditEvent } from '../../../src/audit/types.ts';
+import { openQueue, type QueueOptions, type SinkQueue } from '../../../src/spool/index.ts';
 import {
-  openQueue,
-  type QueueConsumer,
-  type QueueOptions,
-  type SinkQueue,
-} from '../../../src/spool/index.ts';
-import { event, events, ids, lineBytes, present, TempDirs } from './support.ts';
+  drain,
+  event,
+  events,
+  filesEnding,
+  lineBytes,
+  OpenedQueues,
+  peek,
+  present,
+  TempDirs,
+} from './support.ts';
 
 const temp = new TempDirs();
-const opened: SinkQueue[] = [];
+const opened = new OpenedQueues();
 
 afterEach(async () => {
-  await Promise.all(opened.splice(0).map((q) => q.close()));
+  await opened.closeAll();
   await temp.removeAll();
 });
 
 async function open(dir: string, options: Partial<QueueOptions> = {}): Promise<SinkQueue> {
-  const queue = await openQueue({ dir, maxBytes: 1024 * 1024, segmentBytes: 2048, ...options });
-  opened.push(queue);
-  return queue;
+  return opened.add(
+    await openQueue({ dir, maxBytes: 1024 * 1024, segmentBytes: 2048, ...options }),
+  );
 }
 
-async function segmentFiles(dir: string): Promise<string[]> {
-  return (await readdir(dir)).filter((name) => name.endsWith('.jsonl')).sort();
-}
-
-/** Reads and commits everything a consumer has, in batches of `size`. */
-async function drain(consumer: QueueConsumer, size = 1000): Promise<string[]> {
-  const seen: string[] = [];
-  for (;;) {
-    const batch = await consumer.next(size, 0);
-    if (batch === null) return seen;
-    seen.push(...(ids(batch) ?? []));
-    await consumer.commit(batch);
-  }
-}
-
-/** Reads everything a consumer has without committing. */
-async function peek(consumer: QueueConsumer): Promise<string[]> {
-  return ids(await consumer.next(100_000, 0)) ?? [];
+function segmentFiles(dir: string): Promise<string[]> {
+  return filesEnding(dir, '.jsonl');
 }
 
 function auditIDs(list: readonly AuditEvent[]): string[] {

@@ -1,17 +1,20 @@
 // The process's durable log on real files in temporary directories: one write for every sink's
 // share of a batch, cursors across reopening, torn tails, a damaged record in the middle, segment
-// deletion, each sink's budget, deleted sinks, and moving an old per-sink spool in. Starts no
-// process.
-import { appendFile, readdir, readFile, stat, writeFile } from 'node:fs/promises';
+// deletion, each sink's budget, deleted sinks, moving an old per-sink spool in, and the read
+// handles kept on segments (seen in /proc/self/fd). Starts no process.
+import {
+  appendFile,
+  readdir,
+  readFile,
+  readlink,
+  realpath,
+  stat,
+  writeFile,
+} from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { AuditEvent } from '../../../src/audit/types.ts';
-import {
-  openQueue,
-  type QueueConsumer,
-  QueueFullError,
-  type SinkQueue,
-} from '../../../src/spool/index.ts';
+import { openQueue, QueueFullError, type SinkQueue } from '../../../src/spool/index.ts';
 import { encodeEvent } from '../../../src/spool/format.ts';
 import {
   encodeLogFrame,
@@ -19,14 +22,33 @@ import {
   frameAt,
   sealLogFrame,
 } from '../../../src/spool/log/format.ts';
-import { DurableLog, type LogQueueOptions, openLogQueue } from '../../../src/spool/log/index.ts';
-import { events, ids, lineBytes, TempDirs } from './support.ts';
+import {
+  DurableLog,
+  type LogOptions,
+  type LogQueueOptions,
+  openLogQueue,
+} from '../../../src/spool/log/index.ts';
+import type { LogStreamState } from '../../../src/spool/log/log.ts';
+import { waitFor } from '../../support/wait.ts';
+import {
+  drain,
+  events,
+  filesEnding,
+  ids,
+  lineBytes,
+  OpenedQueues,
+  peek,
+  present,
+  TempDirs,
+} from './support.ts';
 
 const temp = new TempDirs();
-const opened: SinkQueue[] = [];
+const opened = new OpenedQueues();
+const logs: DurableLog[] = [];
 
 afterEach(async () => {
-  await Promise.all(opened.splice(0).map((q) => q.close()));
+  await opened.closeAll();
+  await Promise.all(logs.splice(0).map((log) => log.close()));
   await temp.removeAll();
 });
 
@@ -35,33 +57,78 @@ async function sink(
   key: string,
   options: Partial<LogQueueOptions> = {},
 ): Promise<SinkQueue> {
-  const queue = await openLogQueue({ logDir, key, maxBytes: 1024 * 1024, ...options });
-  opened.push(queue);
-  return queue;
+  return opened.add(await openLogQueue({ logDir, key, maxBytes: 1024 * 1024, ...options }));
 }
 
-async function closeAll(): Promise<void> {
-  await Promise.all(opened.splice(0).map((q) => q.close()));
+function closeAll(): Promise<void> {
+  return opened.closeAll();
 }
 
-async function segments(logDir: string): Promise<string[]> {
-  return (await readdir(logDir)).filter((name) => name.endsWith('.wal')).sort();
+function segments(logDir: string): Promise<string[]> {
+  return filesEnding(logDir, '.wal');
 }
 
-/** Reads and commits everything a consumer has, in batches of `size`. */
-async function drain(consumer: QueueConsumer, size = 1000): Promise<string[]> {
-  const seen: string[] = [];
-  for (;;) {
-    const batch = await consumer.next(size, 0);
-    if (batch === null) return seen;
-    seen.push(...(ids(batch) ?? []));
-    await consumer.commit(batch);
+/**
+ * The files under `dir` this process holds a descriptor on, by name (a deleted one ends in
+ * ` (deleted)`), sorted.
+ */
+async function openFiles(dir: string): Promise<string[]> {
+  const names: string[] = [];
+  for (const fd of await readdir('/proc/self/fd')) {
+    let target: string;
+    try {
+      target = await readlink(join('/proc/self/fd', fd));
+    } catch {
+      // Closed since it was listed (the listing's own descriptor, for one).
+      continue;
+    }
+    if (target.startsWith(`${dir}/`)) names.push(target.slice(dir.length + 1));
   }
+  return names.sort();
 }
 
-/** What a consumer has, without committing. */
-async function peek(consumer: QueueConsumer): Promise<string[]> {
-  return ids(await consumer.next(100_000, 0)) ?? [];
+/** Waits until the open files under `dir` are `expected` (closing a handle takes a moment). */
+async function expectOpenFiles(dir: string, expected: readonly string[]): Promise<void> {
+  const want = [...expected].sort();
+  await waitFor(
+    `open files ${JSON.stringify(want)}`,
+    () => openFiles(dir),
+    (files) => JSON.stringify(files) === JSON.stringify(want),
+    5000,
+    10,
+  );
+}
+
+/**
+ * A log in a new directory (its real path, as /proc shows it) that keeps no record in memory,
+ * with one stream and `records` records of 3 events each (`r<n>-0` .. `r<n>-2`), each in a
+ * segment of its own.
+ */
+async function diskLog(
+  records: number,
+  options: Partial<LogOptions> = {},
+): Promise<{ dir: string; log: DurableLog; stream: LogStreamState; files: string[] }> {
+  const dir = await realpath(await temp.make());
+  const log = await DurableLog.open({
+    dir,
+    fsync: false,
+    segmentBytes: 1024,
+    readCacheBytes: 0,
+    ...options,
+  });
+  logs.push(log);
+  const stream = await log.openStream('sinks/a');
+  for (let r = 0; r < records; r++) {
+    await log.append(stream, events(`r${r}`, 0, 3).map(encodeEvent));
+  }
+  const files = await segments(dir);
+  expect(files).toHaveLength(records);
+  return { dir, log, stream, files };
+}
+
+/** The auditID of record `record`'s `index`th event, read from the log. */
+async function eventOf(log: DurableLog, record: number, index = 0): Promise<string | undefined> {
+  return (await log.record(record))?.event(index)?.auditID;
 }
 
 describe('the durable log', () => {
@@ -246,48 +313,57 @@ describe('the durable log', () => {
     expect(stuck.stats().events).toBe(30);
   });
 
-  it('keeps disk bounded while a quiet sink’s destination is down, copying its share forward, and keeps every position', async () => {
-    const dir = await temp.make();
-    const options = { segmentBytes: 8192, relocateAfterBytes: 32 * 1024 };
-    const busy = await sink(dir, 'sinks/busy', options);
-    const quiet = await sink(dir, 'sinks/quiet', options);
-    const out = busy.consumer('influxdb');
-    const down = quiet.consumer('influxdb');
-    const ahead = quiet.consumer('webhook');
-    let share = 0;
-    let written = 0;
-    for (let i = 0; i < 300; i++) {
-      // A trickle in every record: without relocation the quiet sink holds every segment.
-      const trickle = events(`q${i}`, 0, 1);
-      const batch = events(`b${i}`, 0, 40);
-      await Promise.all([busy.append(batch), quiet.append(trickle)]);
-      const trickleBytes = lineBytes(trickle[0] as AuditEvent);
-      share += trickleBytes;
-      written += batch.reduce((n, e) => n + lineBytes(e), trickleBytes);
-      await drain(out);
-      if (i === 100) await ahead.commit(present(await ahead.next(40, 0)));
-      const files = await segments(dir);
-      let bytes = 0;
-      for (const file of files) bytes += (await stat(join(dir, file))).size;
-      // The log's size or twice the share (past which it is not copied), one copy under way,
-      // and the segments being written and filled meanwhile: not the 4 MiB written.
-      expect(bytes).toBeLessThan(Math.max(32 * 1024, 2 * share) + share + 3 * 8192);
-    }
-    expect(written).toBeGreaterThan(4 * 1024 * 1024);
-    const expected = Array.from({ length: 300 }, (_, i) => `q${i}-0`);
-    expect(await peek(down)).toEqual(expected);
-    expect(await peek(ahead)).toEqual(expected.slice(40));
-    await closeAll();
-    const log = await DurableLog.open({ dir });
-    const state = JSON.parse(await readFile(join(dir, 'state.json'), 'utf8')) as {
-      streams: { key: string; base?: number }[];
-    };
-    expect(state.streams.find((s) => s.key === 'sinks/quiet')?.base).toBeGreaterThan(0);
-    await log.close();
-    const again = await sink(dir, 'sinks/quiet', options);
-    expect(await peek(again.consumer('influxdb'))).toEqual(expected);
-    expect(await drain(again.consumer('webhook'))).toEqual(expected.slice(40));
-  });
+  it.each([
+    ['from memory', {}],
+    ['from disk', { readCacheBytes: 0 }],
+  ])(
+    'keeps disk bounded while a quiet sink’s destination is down, copying its share forward, and keeps every position (reads %s)',
+    async (_, reads) => {
+      const dir = await realpath(await temp.make());
+      const options = { segmentBytes: 8192, relocateAfterBytes: 32 * 1024, ...reads };
+      const busy = await sink(dir, 'sinks/busy', options);
+      const quiet = await sink(dir, 'sinks/quiet', options);
+      const out = busy.consumer('influxdb');
+      const down = quiet.consumer('influxdb');
+      const ahead = quiet.consumer('webhook');
+      let share = 0;
+      let written = 0;
+      for (let i = 0; i < 300; i++) {
+        // A trickle in every record: without relocation the quiet sink holds every segment.
+        const trickle = events(`q${i}`, 0, 1);
+        const batch = events(`b${i}`, 0, 40);
+        await Promise.all([busy.append(batch), quiet.append(trickle)]);
+        const trickleBytes = lineBytes(trickle[0] as AuditEvent);
+        share += trickleBytes;
+        written += batch.reduce((n, e) => n + lineBytes(e), trickleBytes);
+        await drain(out);
+        if (i === 100) await ahead.commit(present(await ahead.next(40, 0)));
+        const files = await segments(dir);
+        let bytes = 0;
+        for (const file of files) bytes += (await stat(join(dir, file))).size;
+        // The log's size or twice the share (past which it is not copied), one copy under way,
+        // and the segments being written and filled meanwhile: not the 4 MiB written.
+        expect(bytes).toBeLessThan(Math.max(32 * 1024, 2 * share) + share + 3 * 8192);
+      }
+      expect(written).toBeGreaterThan(4 * 1024 * 1024);
+      const expected = Array.from({ length: 300 }, (_, i) => `q${i}-0`);
+      expect(await peek(down)).toEqual(expected);
+      expect(await peek(ahead)).toEqual(expected.slice(40));
+      await closeAll();
+      const log = await DurableLog.open({ dir });
+      const state = JSON.parse(await readFile(join(dir, 'state.json'), 'utf8')) as {
+        streams: { key: string; base?: number }[];
+      };
+      expect(state.streams.find((s) => s.key === 'sinks/quiet')?.base).toBeGreaterThan(0);
+      await log.close();
+      const again = await sink(dir, 'sinks/quiet', options);
+      expect(await peek(again.consumer('influxdb'))).toEqual(expected);
+      expect(await drain(again.consumer('webhook'))).toEqual(expected.slice(40));
+      // No descriptor left on a segment, deleted or not.
+      await closeAll();
+      await expectOpenFiles(dir, []);
+    },
+  );
 
   it('frees a deleted sink’s share, and a sink created again under its name starts empty', async () => {
     const dir = await temp.make();
@@ -301,7 +377,7 @@ describe('the durable log', () => {
     }
     await drain(out);
     expect((await segments(dir)).length).toBeGreaterThan(1);
-    opened.splice(opened.indexOf(gone), 1);
+    opened.forget(gone);
     await gone.destroy();
     expect(await segments(dir)).toHaveLength(1);
     await closeAll();
@@ -379,7 +455,82 @@ describe('the durable log', () => {
   });
 });
 
-function present<T>(value: T | null | undefined): T {
-  if (value === null || value === undefined) throw new Error('expected a value, got nothing');
-  return value;
-}
+describe('reads from disk', () => {
+  it('reads each segment through one handle, kept for later reads and closed with the log', async () => {
+    const { dir, log, files } = await diskLog(6);
+    const before = await openFiles(dir);
+    // Only the segment being written is open.
+    expect(before).toEqual([files.at(-1)]);
+    for (let pass = 0; pass < 3; pass++) {
+      for (let r = 0; r < 6; r++) expect(await eventOf(log, r, 2)).toBe(`r${r}-2`);
+    }
+    expect(log.stats().readHandles).toBe(6);
+    await expectOpenFiles(dir, [...files, ...before]);
+    await log.close();
+    await expectOpenFiles(dir, []);
+  });
+
+  it('keeps at most readHandles open, closing the least recently used first', async () => {
+    const { dir, log, files } = await diskLog(6, { readHandles: 2 });
+    const writing = files.at(-1) as string;
+    for (let r = 0; r < 6; r++) {
+      expect(await eventOf(log, r)).toBe(`r${r}-0`);
+      expect(log.stats().readHandles).toBeLessThanOrEqual(2);
+    }
+    await expectOpenFiles(dir, [files[4] as string, writing, writing]);
+    // Record 4 read again is the most recent: record 0 reopens its segment in place of record 5's.
+    expect(await eventOf(log, 4)).toBe('r4-0');
+    expect(await eventOf(log, 0)).toBe('r0-0');
+    await expectOpenFiles(dir, [files[0] as string, files[4] as string, writing]);
+    await log.close();
+    await expectOpenFiles(dir, []);
+  });
+
+  it('closes the handles of deleted segments and reads on from the others', async () => {
+    const { dir, log, stream, files } = await diskLog(6);
+    for (let r = 0; r < 6; r++) expect(await eventOf(log, r)).toBe(`r${r}-0`);
+    // Records 0 to 2 (events 0 to 8) delivered: their segments go.
+    stream.index.release(9);
+    await log.collect();
+    expect(await segments(dir)).toEqual(files.slice(3));
+    const writing = files.at(-1) as string;
+    await expectOpenFiles(dir, [...files.slice(3), writing]);
+    expect(log.stats().readHandles).toBe(3);
+    for (let r = 3; r < 6; r++) expect(await eventOf(log, r, 1)).toBe(`r${r}-1`);
+    // Gone: as for any record that was deleted.
+    expect(await log.record(1)).toBeNull();
+  });
+
+  it('finishes a read begun before its segment was deleted, then closes the handle', async () => {
+    for (let round = 0; round < 10; round++) {
+      const { dir, log, stream, files } = await diskLog(3);
+      expect(await eventOf(log, 0)).toBe('r0-0');
+      // The handle is open: the read under way when the segment goes still gets the record.
+      const reading = eventOf(log, 0, 1);
+      stream.index.release(3);
+      await Promise.all([log.collect(), expect(reading).resolves.toBe('r0-1')]);
+      expect(await segments(dir)).toEqual(files.slice(1));
+      await expectOpenFiles(dir, [files[2] as string]);
+      await log.close();
+    }
+  });
+
+  it('gives nothing, and throws nothing, for a first read racing with its segment’s deletion', async () => {
+    for (let round = 0; round < 10; round++) {
+      const { dir, log, stream, files } = await diskLog(3);
+      // No handle yet: it is opened while the file is being deleted, before or after.
+      const reading = eventOf(log, 0);
+      stream.index.release(3);
+      const [, id] = await Promise.all([log.collect(), reading]);
+      expect([undefined, 'r0-0']).toContain(id);
+      await expectOpenFiles(dir, [files[2] as string]);
+      await log.close();
+    }
+  });
+
+  it('refuses a read handle cap that is not a positive integer', async () => {
+    const dir = await temp.make();
+    await expect(DurableLog.open({ dir, readHandles: 0 })).rejects.toBeInstanceOf(RangeError);
+    await expect(DurableLog.open({ dir, readCacheBytes: -1 })).rejects.toBeInstanceOf(RangeError);
+  });
+});

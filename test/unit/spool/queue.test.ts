@@ -9,13 +9,23 @@ import {
   type SinkQueue,
 } from '../../../src/spool/index.ts';
 import { eventually } from '../../support/wait.ts';
-import { event, events, ids, lineBytes, ManualDelay, present, TempDirs } from './support.ts';
+import {
+  drain,
+  event,
+  events,
+  ids,
+  lineBytes,
+  ManualDelay,
+  OpenedQueues,
+  present,
+  TempDirs,
+} from './support.ts';
 
 const temp = new TempDirs();
-const opened: SinkQueue[] = [];
+const opened = new OpenedQueues();
 
 afterEach(async () => {
-  await Promise.all(opened.splice(0).map((q) => q.close()));
+  await opened.closeAll();
   await temp.removeAll();
 });
 
@@ -29,23 +39,16 @@ async function open(mode: Mode, options: Partial<QueueOptions> = {}): Promise<Si
     ...(mode === 'durable' ? { dir: await temp.make() } : {}),
     ...options,
   });
-  opened.push(queue);
-  return queue;
+  return opened.add(queue);
 }
 
 describe.each<Mode>(['memory', 'durable'])('%s queue', (mode) => {
   it('delivers events in append order, across appends and segments', async () => {
     const queue = await open(mode);
     for (let i = 0; i < 10; i++) await queue.append(events('e', i * 7, (i + 1) * 7));
-    const consumer = queue.consumer('influxdb');
-    const seen: string[] = [];
-    for (;;) {
-      const batch = await consumer.next(9, 0);
-      if (batch === null) break;
-      seen.push(...(ids(batch) ?? []));
-      await consumer.commit(batch);
-    }
-    expect(seen).toEqual(events('e', 0, 70).map((e) => e.auditID));
+    expect(await drain(queue.consumer('influxdb'), 9)).toEqual(
+      events('e', 0, 70).map((e) => e.auditID),
+    );
   });
 
   it('returns at most maxEvents per batch, and the next ones after a commit', async () => {

@@ -2,17 +2,17 @@
 // always a contiguous run ending at the store's end, and never in the way of a read from disk.
 import { afterEach, describe, expect, it } from 'vitest';
 import { type EncodedEvent, encodeEvent } from '../../../src/spool/format.ts';
-import { openQueue, type SinkQueue } from '../../../src/spool/index.ts';
+import { openQueue } from '../../../src/spool/index.ts';
 import { PROCESS_CACHE_BYTES, RecentRecords } from '../../../src/spool/recent.ts';
-import { events, ids, TempDirs } from './support.ts';
+import { events, ids, OpenedQueues, TempDirs } from './support.ts';
 
 const temp = new TempDirs();
 const caches: RecentRecords[] = [];
-const opened: SinkQueue[] = [];
+const opened = new OpenedQueues();
 
 afterEach(async () => {
   for (const cache of caches.splice(0)) cache.clear();
-  await Promise.all(opened.splice(0).map((q) => q.close()));
+  await opened.closeAll();
   await temp.removeAll();
 });
 
@@ -97,7 +97,7 @@ describe('a durable queue with its cache', () => {
     const fromMemory = ids(await first.consumer('influxdb').next(1000, 0));
     await first.close();
     const again = await openQueue({ dir, maxBytes: 1024 * 1024, segmentBytes: 4096 });
-    opened.push(again);
+    opened.add(again);
     const fromDisk = ids(await again.consumer('influxdb').next(1000, 0));
     expect(fromMemory).toHaveLength(30);
     expect(fromDisk).toEqual(fromMemory);
@@ -106,7 +106,7 @@ describe('a durable queue with its cache', () => {
   it('reads past a commit whose cursor is still being saved', async () => {
     const dir = await temp.make();
     const queue = await openQueue({ dir, maxBytes: 1024 * 1024 });
-    opened.push(queue);
+    opened.add(queue);
     await queue.append(events('a', 0, 6));
     const consumer = queue.consumer('influxdb');
     const batch = await consumer.next(4, 0);

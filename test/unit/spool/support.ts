@@ -1,9 +1,10 @@
-// Shared pieces of the spool tests: small events, temporary directories, a controllable delay.
-import { mkdtemp, rm } from 'node:fs/promises';
+// Shared pieces of the spool tests: small events, temporary directories, queues closed after
+// each test, reading a consumer out, a controllable delay.
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AuditEvent } from '../../../src/audit/types.ts';
-import type { Delay, QueueBatch } from '../../../src/spool/index.ts';
+import type { Delay, QueueBatch, QueueConsumer, SinkQueue } from '../../../src/spool/index.ts';
 
 /** A small valid event whose auditID is `id`. */
 export function event(id: string): AuditEvent {
@@ -50,6 +51,49 @@ export class TempDirs {
   async removeAll(): Promise<void> {
     await Promise.all(this.#dirs.splice(0).map((d) => rm(d, { recursive: true, force: true })));
   }
+}
+
+/** Queues a test opened, closed by `closeAll` (after each test, or before reopening their files). */
+export class OpenedQueues {
+  readonly #queues: SinkQueue[] = [];
+
+  /** `queue`, closed by the next `closeAll`. */
+  add(queue: SinkQueue): SinkQueue {
+    this.#queues.push(queue);
+    return queue;
+  }
+
+  /** Forgets a queue the test closes or destroys itself. */
+  forget(queue: SinkQueue): void {
+    const at = this.#queues.indexOf(queue);
+    if (at !== -1) this.#queues.splice(at, 1);
+  }
+
+  /** Closes every queue added since the last call. */
+  async closeAll(): Promise<void> {
+    await Promise.all(this.#queues.splice(0).map((q) => q.close()));
+  }
+}
+
+/** Reads and commits everything a consumer has, in batches of `size`; the auditIDs read. */
+export async function drain(consumer: QueueConsumer, size = 1000): Promise<string[]> {
+  const seen: string[] = [];
+  for (;;) {
+    const batch = await consumer.next(size, 0);
+    if (batch === null) return seen;
+    seen.push(...(ids(batch) ?? []));
+    await consumer.commit(batch);
+  }
+}
+
+/** The auditIDs a consumer has, read without committing. */
+export async function peek(consumer: QueueConsumer): Promise<string[]> {
+  return ids(await consumer.next(100_000, 0)) ?? [];
+}
+
+/** Names of the files in `dir` ending in `suffix`, sorted. */
+export async function filesEnding(dir: string, suffix: string): Promise<string[]> {
+  return (await readdir(dir)).filter((name) => name.endsWith(suffix)).sort();
 }
 
 /** A delay that only ends when the test says so (or its signal aborts): time under test control. */
