@@ -17,10 +17,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startInfluxd } from '../test/harness/influxd.ts';
+import { shippedNodeOptions } from '../test/harness/standalone.ts';
 import {
   ensureTelegraf,
   runSystem,
-  shippedNodeOptions,
   startOurs,
   startPeer,
   type SystemResult,

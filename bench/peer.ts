@@ -46,7 +46,7 @@ import {
   startInfluxd,
 } from '../test/harness/influxd.ts';
 import { BATCH_SIZE, batches, type LevelMix } from './influxdb.ts';
-import { startStandalone } from '../test/harness/standalone.ts';
+import { shippedNodeOptions, startStandalone } from '../test/harness/standalone.ts';
 
 export const TELEGRAF_VERSION = 'v1.37.2';
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
@@ -319,17 +319,6 @@ function ourManifests(server: InfluxServer, buckets: readonly string[]): string 
       ].join('\n'),
     )
     .join('---\n');
-}
-
-/**
- * The `NODE_OPTIONS` the container image sets (its Dockerfile's `ENV NODE_OPTIONS`), so that the
- * bench measures the process as it ships; the chart passes the same by default (ADR 0021).
- */
-export function shippedNodeOptions(): string {
-  const dockerfile = readFileSync(join(ROOT, 'Dockerfile'), 'utf8');
-  const options = /^ENV NODE_OPTIONS="([^"]*)"$/m.exec(dockerfile)?.[1];
-  if (options === undefined) throw new Error('Dockerfile: no ENV NODE_OPTIONS="..." line');
-  return options;
 }
 
 /** Starts `standalone` with one AuditPipeline per bucket, under `nodeOptions`. */

@@ -18,7 +18,11 @@ import {
   type InfluxServer,
   startInfluxd,
 } from '../harness/influxd.ts';
-import { type StandaloneProcess, startStandalone } from '../harness/standalone.ts';
+import {
+  shippedNodeOptions,
+  type StandaloneProcess,
+  startStandalone,
+} from '../harness/standalone.ts';
 import { metricSum as metric } from '../support/metrics.ts';
 import { eventually } from '../support/wait.ts';
 
@@ -99,6 +103,8 @@ stringData: {token: ${influx.token}}
     dataDir: join(dir, 'data'),
     logLevel: 'error',
     args: ['--spool-max-bytes', String(QUEUE_LIMIT_BYTES)],
+    // As the image runs it: with its V8 heap limits, not Node.js's defaults for a 24 GiB machine.
+    nodeOptions: shippedNodeOptions(),
     readyTimeoutMs: 30_000,
   });
   return receiver;

@@ -4,6 +4,8 @@
  * until `/readyz` answers 200; killed when the test process exits.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -15,6 +17,18 @@ const running = new Set<ChildProcess>();
 process.once('exit', () => {
   for (const child of running) child.kill('SIGKILL');
 });
+
+/**
+ * The `NODE_OPTIONS` the container image sets (its Dockerfile's `ENV NODE_OPTIONS`), so that
+ * benchmarks and the load test run the process as it ships; the chart passes the same by default
+ * (ADR 0021).
+ */
+export function shippedNodeOptions(): string {
+  const dockerfile = readFileSync(join(ROOT, 'Dockerfile'), 'utf8');
+  const options = /^ENV NODE_OPTIONS="([^"]*)"$/m.exec(dockerfile)?.[1];
+  if (options === undefined) throw new Error('Dockerfile: no ENV NODE_OPTIONS="..." line');
+  return options;
+}
 
 /** How to run it. */
 export interface StandaloneOptions {
