@@ -1,11 +1,9 @@
 /**
  * Decoding of audit webhook payloads: `audit.k8s.io/v1` and `v1beta1` EventList or single Event,
- * validated field by field, with limits that bound the work one request can cause. The text of each
- * item that is exactly its event's JSON is kept for the spool (`received-json.ts`).
+ * validated field by field, with limits that bound the work one request can cause.
  *
- * No I/O, no clock, no logger.
+ * Pure: no I/O, no clock, no logger.
  */
-import { keepReceivedJson } from './received-json.ts';
 import { isPointTime } from './time.ts';
 import {
   AUDIT_V1,
@@ -83,8 +81,7 @@ export function parseAuditPayload(
   limits: ParseLimits = DEFAULT_PARSE_LIMITS,
   options: DecodeOptions = {},
 ): DecodedPayload {
-  const spans: number[] = [];
-  const spanned = scanJson(body, limits.maxDepth, spans);
+  checkJsonDepth(body, limits.maxDepth);
   let value: unknown;
   try {
     value = JSON.parse(body);
@@ -93,33 +90,7 @@ export function parseAuditPayload(
       cause: err,
     });
   }
-  const received = spanned && receivedItems(value, spans);
-  const payload = decodeAuditPayload(value, limits, options);
-  if (received) {
-    for (let i = 0; i < payload.events.length; i++) {
-      const start = spans[2 * i] as number;
-      if (start >= 0)
-        keepReceivedJson(payload.events[i] as AuditEvent, body.slice(start, spans[2 * i + 1]));
-    }
-  }
-  return payload;
-}
-
-/**
- * Whether `spans` ({@link scanJson}) are those of the items of a v1 EventList, one for one. Strikes
- * out (start -1) the span of an item whose text does not parse to the event decoding leaves:
- * decoding deletes an item's own `apiVersion` and `kind`.
- */
-function receivedItems(value: unknown, spans: number[]): boolean {
-  if (!isRecord(value) || value.apiVersion !== AUDIT_V1 || value.kind !== 'EventList') return false;
-  const items: unknown = value.items;
-  if (!Array.isArray(items) || items.length * 2 !== spans.length) return false;
-  for (let i = 0; i < items.length; i++) {
-    const item: unknown = items[i];
-    if (!isRecord(item) || item.apiVersion !== undefined || item.kind !== undefined)
-      spans[2 * i] = -1;
-  }
-  return true;
+  return decodeAuditPayload(value, limits, options);
 }
 
 /** How lenient decoding is about the document's type. */
@@ -460,53 +431,17 @@ function daysInMonth(year: number, month: number): number {
  * left for `JSON.parse` to report.
  */
 export function checkJsonDepth(text: string, maxDepth: number): void {
-  scanJson(text, maxDepth, null);
-}
-
-/**
- * {@link checkJsonDepth}, and in the same pass, when `spans` is given, where each object of the
- * top-level `items` array begins and ends: `[start, end)` pairs in order, with start -1 for an item
- * whose text is not its event's JSON once decoded (a null where decoding removes it) or spans lines
- * (a spool line must not). Returns whether `spans` can be trusted: false when `items` occurs twice
- * (JSON.parse keeps the last) or the text ends inside a string.
- */
-function scanJson(text: string, maxDepth: number, spans: number[] | null): boolean {
   const n = text.length;
   let depth = 0;
-  // The last string met at depth 1: the key of the top-level object's next value.
-  let keyStart = 0;
-  let keyEnd = 0;
-  let inItems = false;
-  let seenItems = false;
-  let trusted = spans !== null;
-  let itemStart = -1;
-  let itemPlain = true;
   for (let i = 0; i < n; i++) {
     const c = text.charCodeAt(i);
     if (c === 0x22 /* " */) {
       // Jump to the closing quote: most of a payload is strings, and indexOf is native.
       let end = text.indexOf('"', i + 1);
       while (end !== -1 && isEscaped(text, end)) end = text.indexOf('"', end + 1);
-      if (end === -1) return false; // unterminated: JSON.parse reports it
-      if (depth === 1) {
-        keyStart = i + 1;
-        keyEnd = end;
-      }
+      if (end === -1) return; // unterminated: JSON.parse reports it
       i = end;
     } else if (c === 0x7b /* { */ || c === 0x5b /* [ */) {
-      if (
-        depth === 1 &&
-        c === 0x5b &&
-        keyEnd - keyStart === 5 &&
-        text.startsWith('items', keyStart)
-      ) {
-        if (seenItems) trusted = false;
-        seenItems = true;
-        inItems = true;
-      } else if (depth === 2 && inItems && c === 0x7b) {
-        itemStart = i;
-        itemPlain = true;
-      }
       if (++depth > maxDepth) {
         throw new AuditParseError(
           'TOO_DEEP',
@@ -516,19 +451,8 @@ function scanJson(text: string, maxDepth: number, spans: number[] | null): boole
       }
     } else if (c === 0x7d /* } */ || c === 0x5d /* ] */) {
       depth--;
-      if (inItems && depth === 2 && itemStart >= 0) {
-        spans?.push(itemPlain ? itemStart : -1, i + 1);
-        itemStart = -1;
-      } else if (inItems && depth === 1) {
-        inItems = false;
-      }
-    } else if (c === 0x0a /* \n */ || c === 0x0d /* \r */ || (c === 0x6e && depth <= 4)) {
-      // A line break, or a null among the event's fields or those of its declared objects (user,
-      // objectRef...), which decoding removes; an `n` outside strings only begins a null.
-      itemPlain = false;
     }
   }
-  return trusted;
 }
 
 // A quote is escaped when an odd number of backslashes precede it.

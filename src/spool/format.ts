@@ -2,8 +2,7 @@
  * The on-disk format of a durable queue, version 1. Plain enough to inspect with `cat` and `jq`:
  *
  * - `<dir>/<n>.jsonl`, `n` a 20-digit zero-padded sequence number: a segment. One event per line,
- *   the event as JSON (the text it was received as when that is exactly its JSON, otherwise
- *   serialised with `requestObject` and `responseObject` last) then `\n`; JSON escapes every
+ *   the event as JSON (`requestObject` and `responseObject` last) then `\n`; JSON escapes every
  *   newline inside strings, so `\n` frames records exactly. Sequence numbers are implicit: line `k`
  *   (from 0) of segment `n` is event `n + k`. Segments only grow at the end; a new one starts when
  *   the last reaches its size limit.
@@ -23,8 +22,7 @@
  * Pure: no I/O.
  */
 import { bodyJson } from '../audit/body-json.ts';
-import { receivedJson } from '../audit/received-json.ts';
-import { TurnCache } from '../audit/turn-cache.ts';
+import { TurnCache } from './turn-cache.ts';
 import type { AuditEvent } from '../audit/types.ts';
 
 /** Version written into cursor files; bump it with any change to this format. */
@@ -43,21 +41,22 @@ export interface EncodedEvent {
   readonly bytes: number;
 }
 
-/** Serializes an event for a segment: the text it was received as, when there is one. */
+/** Serializes an event for a segment. */
 export function encodeEvent(event: AuditEvent): EncodedEvent {
   // Events are immutable once routed, and one event object is often queued for many sinks:
   // serialise it once.
   let encoded = encodedEvents.get(event);
   if (encoded === undefined) {
-    const json = receivedJson(event) ?? eventJson(event);
+    const json = eventJson(event);
     encoded = { event, json, bytes: Buffer.byteLength(json, 'utf8') + 1 };
     encodedEvents.set(event, encoded);
   }
   return encoded;
 }
 
-// For the turn in which a batch is queued for every sink: the text may be a slice of the request
-// body (`audit/received-json.ts`), which must not live on with the event in a queue or cache.
+// For the turn in which a batch is queued for every sink, not for the events' lifetime: a WeakMap
+// entry for every event held in a queue or read cache made each garbage collection slower
+// (ADR 0023).
 const encodedEvents = new TurnCache<AuditEvent, EncodedEvent>();
 
 /**

@@ -16,7 +16,6 @@ import {
   parseAuditLogLine,
   parseAuditPayload,
 } from '../../../src/audit/parse.ts';
-import { receivedJson } from '../../../src/audit/received-json.ts';
 import {
   type AuditEvent,
   isLevel,
@@ -939,109 +938,6 @@ describe('parseAuditPayload on generated input', () => {
       }),
       { numRuns: 500 },
     );
-  });
-});
-
-describe('the text each event was received as', () => {
-  /** Every event's received text, checked to parse to exactly the event, on one line. */
-  function texts(payload: DecodedPayload): (string | undefined)[] {
-    return payload.events.map((event) => {
-      const text = receivedJson(event);
-      if (text !== undefined) {
-        expect(text).not.toMatch(/[\n\r]/);
-        expect(JSON.parse(text)).toEqual(event);
-      }
-      return text;
-    });
-  }
-
-  it.each(BATCHES)(
-    'is kept for every event of $file, as the text of its item in the body',
-    ({ file }) => {
-      const body = fixture(file);
-      const kept = texts(parseAuditPayload(body));
-      expect(kept.every((text) => text !== undefined && body.includes(text))).toBe(true);
-    },
-  );
-
-  it('is forgotten after the turn the batch was parsed in, so the body does not live on', async () => {
-    const [event] = parseAuditPayload(eventList([item()])).events as [AuditEvent];
-    expect(receivedJson(event)).toBe(JSON.stringify(item()));
-    await new Promise((resolve) => setImmediate(resolve));
-    expect(receivedJson(event)).toBeUndefined();
-  });
-
-  it('is left out for an item holding a null, which decoding removes, and kept for the others', () => {
-    const [plain, withNull] = [
-      item({ auditID: 'plain' }),
-      item({ auditID: 'with-null', impersonatedUser: null }),
-    ];
-    const kept = texts(parseAuditPayload(eventList([plain, withNull, plain])));
-    expect(kept.map((t) => t !== undefined)).toEqual([true, false, true]);
-  });
-
-  it('is left out for an item carrying its own apiVersion and kind, which decoding removes', () => {
-    const carrying = item({ apiVersion: V1, kind: 'Event' });
-    expect(texts(parseAuditPayload(eventList([carrying, item()])))).toEqual([
-      undefined,
-      JSON.stringify(item()),
-    ]);
-  });
-
-  it('is left out for items written over several lines, for a second items key and for v1beta1', () => {
-    const list = { kind: 'EventList', apiVersion: V1, items: [item()] };
-    expect(texts(parseAuditPayload(JSON.stringify(list, null, 2)))).toEqual([undefined]);
-    const twice = `{"kind":"EventList","apiVersion":"${V1}","items":[${JSON.stringify(item({ auditID: 'first' }))}],"items":[${JSON.stringify(item())}]}`;
-    const parsed = parseAuditPayload(twice);
-    expect(parsed.events.map((e) => e.auditID)).toEqual([item().auditID]);
-    expect(texts(parsed)).toEqual([undefined]);
-    expect(texts(parseAuditPayload(eventList([item()], V1BETA1)))).toEqual([undefined]);
-  });
-
-  it('parses to exactly its event whenever it is kept, for any valid events, nulls and layout', () => {
-    // A valid event with one field, of its own or of a declared object, set to null.
-    const withNull = fc
-      .tuple(
-        validEvent,
-        fc.option(
-          fc.constantFrom(
-            'userAgent',
-            'impersonatedUser',
-            'objectRef',
-            'requestObject',
-            'annotations',
-            'user.uid',
-            'objectRef.name',
-            'responseStatus.code',
-          ),
-          { nil: undefined },
-        ),
-      )
-      .map(([event, path]) => {
-        const copy = structuredClone(event) as unknown as Record<string, Record<string, unknown>>;
-        if (path === undefined) return copy;
-        const [first, second] = path.split('.') as [string, string | undefined];
-        if (second === undefined) (copy as Record<string, unknown>)[first] = null;
-        else copy[first] = { ...copy[first], [second]: null };
-        return copy;
-      });
-    const seen = { kept: 0, left: 0 };
-    fc.assert(
-      fc.property(
-        fc.array(withNull, { minLength: 1, maxLength: 3 }),
-        fc.constantFrom(undefined, undefined, 1),
-        (items, indent) => {
-          const body = JSON.stringify({ kind: 'EventList', apiVersion: V1, items }, null, indent);
-          for (const text of texts(parseAuditPayload(body))) {
-            if (text === undefined) seen.left++;
-            else seen.kept++;
-          }
-        },
-      ),
-      { numRuns: 1000 },
-    );
-    expect(seen.kept).toBeGreaterThan(50);
-    expect(seen.left).toBeGreaterThan(50);
   });
 });
 
