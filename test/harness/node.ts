@@ -652,6 +652,15 @@ const START_TIMEOUT_MS = 180_000;
 /** The apiserver may hold watches and retried audit deliveries for over 20 s after SIGTERM. */
 const APISERVER_STOP_GRACE_MS = 45_000;
 
+/**
+ * A restart's grace: the apiserver stops listening at once on SIGTERM, but may then not exit at all
+ * (kubernetes/kubernetes#131052), and an outage longer than the node monitor's grace period (50 s)
+ * marks the node NotReady once it is back, which takes every pod out of its Services for a while.
+ * Nothing a restart's callers need is lost by a kill: the audit log is written before each request
+ * is answered, and the webhook batches still buffered are for the configuration being replaced.
+ */
+const APISERVER_RESTART_GRACE_MS = 10_000;
+
 /** The other processes stop within a few seconds of SIGTERM. */
 const STOP_GRACE_MS = 15_000;
 
@@ -1010,6 +1019,36 @@ async function waitApiserverReady(record: NodeRecord, ca: Buffer): Promise<void>
   );
 }
 
+/**
+ * Waits until the kubelet has renewed its node Lease since `sinceMs`: from then on the node
+ * monitor sees a live node, and the pods stay in their Services.
+ */
+async function waitNodeLeaseRenewed(
+  record: NodeRecord,
+  ca: Buffer,
+  sinceMs: number,
+): Promise<void> {
+  await waitFor(
+    'the kubelet renewing its node Lease after the restart',
+    async () => {
+      const res = await getWithToken(
+        `https://${NODE_IP}:${API_PORT}/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/${NODE_NAME}`,
+        record.admin.token,
+        ca,
+      );
+      if (res.status !== 200) return false;
+      const lease = JSON.parse(res.body) as { spec?: { renewTime?: string } };
+      const renewed = Date.parse(lease.spec?.renewTime ?? '');
+      return Number.isFinite(renewed) && renewed > sinceMs;
+    },
+    START_TIMEOUT_MS,
+    {
+      'kube-apiserver': record.pids['kube-apiserver'] as number,
+      kubelet: record.pids.kubelet as number,
+    },
+  );
+}
+
 // ---- attach -------------------------------------------------------------------------------------
 
 /** The plain-data view of a cluster that a global setup passes to test files. */
@@ -1063,7 +1102,9 @@ export function attachNode(): NodeCluster {
     },
     async restartApiserver(extraArgs = []) {
       const record = current();
-      await stopProcess(record.pids['kube-apiserver'], APISERVER_STOP_GRACE_MS);
+      await stopProcess(record.pids['kube-apiserver'], APISERVER_RESTART_GRACE_MS);
+      // A renewal from now on went to the new apiserver.
+      const stopped = Date.now();
       record.apiserverExtraArgs = [...extraArgs];
       record.pids['kube-apiserver'] = spawnDaemon(
         'kube-apiserver',
@@ -1071,7 +1112,9 @@ export function attachNode(): NodeCluster {
         [...record.apiserverArgs, ...extraArgs],
       );
       writeRecord(record);
-      await waitApiserverReady(record, Buffer.from(caPem));
+      const ca = Buffer.from(caPem);
+      await waitApiserverReady(record, ca);
+      await waitNodeLeaseRenewed(record, ca, stopped);
     },
     logFile: logPath,
     async containerPeakMemory(namespace, pod, container) {
