@@ -12,6 +12,9 @@
  */
 export const CONNECTION_AGE_JITTER = 0.1;
 
+/** The limit a closed connection reached. */
+export type ConnectionLimit = 'requests' | 'age';
+
 /** The limits, and the clock and random source (injected by tests). */
 export interface ConnectionLimitOptions {
   /** Requests per connection; 0: no limit. */
@@ -70,17 +73,17 @@ export class ConnectionLimits {
   }
 
   /**
-   * Whether the answer to the current request on `connection` should close it. Only once the
+   * Which limit the answer to the current request on `connection` reaches, closing it: `requests`
+   * or `age` (the count first when both are reached); undefined when it stays open. Only once the
    * request's body has been read completely (`bodyRead`): closing while the client is still
    * sending would make the kernel reset the connection, and the client might lose the answer. A
    * request refused before its body was read leaves the closing to the next answer.
    */
-  closes(connection: object, bodyRead: boolean): boolean {
-    if (!bodyRead) return false;
+  closes(connection: object, bodyRead: boolean): ConnectionLimit | undefined {
+    if (!bodyRead) return undefined;
     const state = this.#connections.get(connection);
-    if (state === undefined) return false;
-    return (
-      (this.#maxRequests > 0 && state.requests >= this.#maxRequests) || this.#now() >= state.closeAt
-    );
+    if (state === undefined) return undefined;
+    if (this.#maxRequests > 0 && state.requests >= this.#maxRequests) return 'requests';
+    return this.#now() >= state.closeAt ? 'age' : undefined;
   }
 }

@@ -19,6 +19,7 @@ export interface ReceiverMetrics {
   readonly eventsReceived: Counter<'endpoint'>;
   readonly bodyBytes: Histogram<'endpoint'>;
   readonly ackLatency: Histogram<'endpoint' | 'status'>;
+  readonly connectionsClosed: Counter<'limit'>;
 }
 
 /**
@@ -76,6 +77,18 @@ export function receiverMetrics(registry: Registry): ReceiverMetrics {
           labelNames: ['endpoint', 'status'] as const,
           // Up to 30 s: the apiserver abandons a webhook request after 30 s (its `?timeout=30s`).
           buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+          registers,
+        }),
+    ),
+    connectionsClosed: reuse(
+      registry,
+      'kube_audit_receiver_connections_closed_total',
+      Counter,
+      (registers) =>
+        new Counter({
+          name: 'kube_audit_receiver_connections_closed_total',
+          help: 'Connections closed by an answer that said Connection: close on reaching a connection limit (requests or age), so that the client reconnects and its balancer picks a replica anew.',
+          labelNames: ['limit'] as const,
           registers,
         }),
     ),

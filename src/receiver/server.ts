@@ -175,8 +175,10 @@ export function createReceiverApp(
     // the client opens a new one for its next request, which kube-proxy may send to another
     // replica. Never a reset while a request is under way.
     app.addHook('onSend', (request, reply, payload, done) => {
-      if (limits.closes(request.raw.socket, request.raw.complete)) {
+      const limit = limits.closes(request.raw.socket, request.raw.complete);
+      if (limit !== undefined) {
         reply.header('connection', 'close');
+        metrics.connectionsClosed.inc({ limit });
       }
       done(null, payload);
     });

@@ -48,6 +48,14 @@ const CONTAINER_PORT = 8443;
  */
 const TEST_VALUES = { operator: { extraArgs: ['--max-connection-age-seconds=5'] } };
 
+/**
+ * The spread scenario streams for half a minute at least, and until both replicas have answered
+ * batches, for 90 s at most: about 18 connections of 5 s, which all land on one replica by
+ * chance once in 130,000 runs.
+ */
+const SPREAD_MIN_MS = 30_000;
+const SPREAD_MAX_MS = 90_000;
+
 /** The resources' buckets and `sink` tags. */
 const SINKS: Record<
   string,
@@ -257,11 +265,16 @@ async function streamLedger(result: StreamResult): Promise<Record<string, number
 /** Per replica: batches answered 200 and otherwise, events. */
 function shares(
   deltas: { pod: string; id: string; delta: ReplicaCounters }[],
-): Record<string, { ok: number; other: number; events: number }> {
+): Record<string, { ok: number; other: number; events: number; closed: number }> {
   return Object.fromEntries(
     deltas.map((d) => [
       `${d.pod}/${d.id.slice(0, 8)}`,
-      { ok: d.delta.batchesOk, other: d.delta.batchesOther, events: d.delta.events },
+      {
+        ok: d.delta.batchesOk,
+        other: d.delta.batchesOther,
+        events: d.delta.events,
+        closed: d.delta.connectionsClosed,
+      },
     ]),
   );
 }
@@ -846,22 +859,47 @@ describe(`the chart installed with the README's command`, () => {
     await watch.poll();
     const mark = watch.mark();
     stream = new ConfigMapStream(cluster.kubeconfig, 'team-payments', 'spread', 250).start();
-    await new Promise((resolve) => setTimeout(resolve, 30_000));
+    // Half a minute, and on until both replicas have answered batches: kube-proxy picks a replica
+    // at random for each connection, so a few 5 s connections can all land on one.
+    const began = performance.now();
+    await new Promise((resolve) => setTimeout(resolve, SPREAD_MIN_MS));
+    const bothAnswered = () =>
+      Object.values(shares(watch.since(mark))).filter((c) => c.ok > 0).length >= 2;
+    while (performance.now() - began < SPREAD_MAX_MS) {
+      await watch.poll();
+      if (bothAnswered()) break;
+      await new Promise((resolve) => setTimeout(resolve, 2_000));
+    }
     const result = await stream.stop();
     stream = undefined;
+    const stoppedAt = Date.now();
     expect(result.failed).toEqual([]);
     await everyBucketExact();
     await watch.poll();
+    // Counters scraped after the stream from every running replica: one whose /metrics did not
+    // answer would look idle.
+    const running = new Set((await operatorContainers(cluster, NS, SELECTOR)).map((c) => c.id));
+    const stale = watch
+      .containers()
+      .filter((r) => running.has(r.id) && (r.scrapedAt ?? 0) < stoppedAt)
+      .map((r) => `${r.pod}: ${r.scrapeError ?? 'not scraped since the stream'}`);
+    expect(stale).toEqual([]);
     const replicas = shares(watch.since(mark));
-    figures.spread = { ...(await streamLedger(result)), replicas };
+    figures.spread = {
+      ...(await streamLedger(result)),
+      seconds: Math.round((performance.now() - began) / 1000),
+      replicas,
+    };
     const counts = Object.values(replicas);
     expect(counts).toHaveLength(2);
+    // The apiserver's connection was closed at its age again and again, each time balanced anew.
+    expect(counts.reduce((sum, c) => sum + c.closed, 0)).toBeGreaterThanOrEqual(3);
     for (const c of counts) {
       expect(c.other).toBe(0);
       expect(c.ok).toBeGreaterThan(0);
     }
     expect(await webhookErrors(logEnd)).toEqual([]);
-  });
+  }, 240_000);
 
   it('rolls both pods on a helm upgrade that changes a value during steady traffic, keeps the serving certificate, and loses nothing', async () => {
     const tls = async () =>

@@ -34,6 +34,8 @@ export interface ReplicaCounters {
   readonly batchesOther: number;
   /** Events in those batches. */
   readonly events: number;
+  /** Connections it closed on reaching a connection limit (either). */
+  readonly connectionsClosed: number;
   /** Per sink (the metrics' `sink` label): received, written, queued now. */
   readonly received: Readonly<Record<string, number>>;
   readonly written: Readonly<Record<string, number>>;
@@ -113,6 +115,7 @@ export function replicaCounters(text: string): ReplicaCounters {
     batchesOk: ok,
     batchesOther: all - ok,
     events: metricSum(text, 'kube_audit_receiver_events_received_total', { endpoint: 'events' }),
+    connectionsClosed: metricSum(text, 'kube_audit_receiver_connections_closed_total', {}),
     received: bySink(text, 'kube_audit_sink_received_events_total'),
     written: bySink(text, 'kube_audit_sink_written_events_total'),
     queued: bySink(text, 'kube_audit_sink_queue_events'),
@@ -138,6 +141,10 @@ export interface ContainerRecord {
   /** The last scrape, and the first. */
   last: ReplicaCounters | undefined;
   first: ReplicaCounters | undefined;
+  /** When {@link last} was scraped (ms since the epoch). */
+  scrapedAt: number | undefined;
+  /** Why the latest scrape failed, if it did (cleared by the next one that succeeds). */
+  scrapeError: string | undefined;
   /** The highest peak memory read from its cgroup, bytes. */
   peakMemory: number;
   lastTermination: string | undefined;
@@ -198,6 +205,8 @@ export class PodWatch {
             startedAt: c.startedAt,
             last: undefined,
             first: undefined,
+            scrapedAt: undefined,
+            scrapeError: undefined,
             peakMemory: 0,
             lastTermination: undefined,
           };
@@ -210,16 +219,26 @@ export class PodWatch {
         if (!this.#logs.has(c.id) || this.#logs.get(c.id)?.exited === true) this.#follow(c);
         const peak = await this.#cluster.containerPeakMemory(c.id).catch(() => 0);
         record.peakMemory = Math.max(record.peakMemory, peak);
-        const counters = await this.scrape(c).catch(() => undefined);
-        if (counters !== undefined) {
-          record.last = counters;
-          record.first ??= counters;
+        const began = Date.now();
+        try {
+          const counters = await this.scrape(c);
+          if (counters !== undefined) {
+            record.last = counters;
+            record.first ??= counters;
+            record.scrapedAt = began;
+            record.scrapeError = undefined;
+          }
+        } catch (err) {
+          record.scrapeError = err instanceof Error ? err.message : String(err);
         }
       }),
     );
   }
 
-  /** One replica's counters now; undefined when it does not answer. */
+  /**
+   * One replica's counters now; undefined before {@link scrapeMetrics} or while the pod has no
+   * IP; throws when the replica does not answer 200.
+   */
   async scrape(c: OperatorContainer): Promise<ReplicaCounters | undefined> {
     const access = this.#metrics;
     if (access === undefined || c.podIP === undefined) return undefined;
@@ -230,7 +249,9 @@ export class PodWatch {
       servername: access.servername,
       token: access.token,
     });
-    return answer.status === 200 ? replicaCounters(answer.body) : undefined;
+    if (answer.status !== 200)
+      throw new Error(`GET ${c.pod} /metrics: ${answer.status} ${answer.body.slice(0, 200)}`);
+    return replicaCounters(answer.body);
   }
 
   /**
@@ -335,6 +356,7 @@ function minus(a: ReplicaCounters, b: ReplicaCounters | undefined): ReplicaCount
     batchesOk: a.batchesOk - (b?.batchesOk ?? 0),
     batchesOther: a.batchesOther - (b?.batchesOther ?? 0),
     events: a.events - (b?.events ?? 0),
+    connectionsClosed: a.connectionsClosed - (b?.connectionsClosed ?? 0),
     received: sub(a.received, b?.received),
     written: sub(a.written, b?.written),
     // A gauge: the value now.

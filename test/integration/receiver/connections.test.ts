@@ -71,14 +71,25 @@ afterEach(async () => {
 async function receiver(
   limits: { maxRequestsPerConnection: number; maxConnectionAgeMs: number },
   ingest = new RecordingIngest(),
-): Promise<{ url: string; ingest: RecordingIngest }> {
+): Promise<{
+  url: string;
+  ingest: RecordingIngest;
+  closed: () => Promise<Record<string, number>>;
+}> {
+  const registry = new Registry();
   const r = await startReceiver(
     validateReceiverOptions({ host: '127.0.0.1', port: 0, insecure: true, ...limits }),
     ingest,
-    new Registry(),
+    registry,
   );
   started.push(r);
-  return { url: r.url, ingest };
+  /** kube_audit_receiver_connections_closed_total by limit. */
+  const closed = async () => {
+    const metric = registry.getSingleMetric('kube_audit_receiver_connections_closed_total');
+    const values = (await metric?.get())?.values ?? [];
+    return Object.fromEntries(values.map((v) => [String(v.labels.limit), v.value]));
+  };
+  return { url: r.url, ingest, closed };
 }
 
 /** A client that keeps one connection open and reuses it, as Go's http.Transport does. */
@@ -120,7 +131,10 @@ function keepAliveClient(url: string) {
 
 describe('connection limits on real sockets', () => {
   it('closes a connection with the answer to its 3rd request; the client goes on, on a new one', async () => {
-    const { url, ingest } = await receiver({ maxRequestsPerConnection: 3, maxConnectionAgeMs: 0 });
+    const { url, ingest, closed } = await receiver({
+      maxRequestsPerConnection: 3,
+      maxConnectionAgeMs: 0,
+    });
     const post = keepAliveClient(url);
     const answers: Answer[] = [];
     for (let i = 0; i < 7; i++) answers.push(await post());
@@ -140,10 +154,14 @@ describe('connection limits on real sockets', () => {
     expect(new Set(ports.slice(3, 6)).size).toBe(1);
     expect(new Set(ports).size).toBe(3);
     expect(ingest.batches).toBe(7);
+    expect(await closed()).toEqual({ requests: 2 });
   });
 
   it('closes a connection with its first answer past its age (300 ms ±10 %)', async () => {
-    const { url } = await receiver({ maxRequestsPerConnection: 0, maxConnectionAgeMs: 300 });
+    const { url, closed } = await receiver({
+      maxRequestsPerConnection: 0,
+      maxConnectionAgeMs: 300,
+    });
     const post = keepAliveClient(url);
     const answers: Answer[] = [];
     const begin = Date.now();
@@ -160,6 +178,8 @@ describe('connection limits on real sockets', () => {
     expect(closing.at - first.at).toBeGreaterThanOrEqual(270);
     expect(answers.slice(0, firstClose).every((a) => a.port === first.port)).toBe(true);
     expect(answers[firstClose + 1]?.port).not.toBe(first.port);
+    const closes = answers.filter((a) => a.connection === 'close').length;
+    expect(await closed()).toEqual({ age: closes });
   });
 
   it('finishes a request in flight when the age passes, then closes: never a reset', async () => {
@@ -196,11 +216,12 @@ describe('connection limits on real sockets', () => {
   });
 
   it('never closes a connection when both limits are 0', async () => {
-    const { url } = await receiver({ maxRequestsPerConnection: 0, maxConnectionAgeMs: 0 });
+    const { url, closed } = await receiver({ maxRequestsPerConnection: 0, maxConnectionAgeMs: 0 });
     const post = keepAliveClient(url);
     const answers: Answer[] = [];
     for (let i = 0; i < 150; i++) answers.push(await post());
     expect(new Set(answers.map((a) => a.port)).size).toBe(1);
     expect(answers.some((a) => a.connection === 'close')).toBe(false);
+    expect(await closed()).toEqual({});
   });
 });

@@ -20,7 +20,7 @@ function setup(maxRequests: number, maxAgeMs: number, random = 0.5) {
   /** One request on `connection`, answered after its body was read (or not): does it close? */
   const request = (connection: object, bodyRead = true) => {
     limits.arrived(connection);
-    return limits.closes(connection, bodyRead);
+    return limits.closes(connection, bodyRead) !== undefined;
   };
   return { clock, limits, request };
 }
@@ -93,14 +93,29 @@ describe('ConnectionLimits', () => {
     }
   });
 
-  it('whichever limit comes first closes the connection', () => {
-    const { clock, request } = setup(100, 1_000);
+  it('whichever limit comes first closes the connection, and says which', () => {
+    const { clock, limits } = setup(100, 1_000);
     const busy = {};
-    for (let i = 1; i < 100; i++) expect(request(busy)).toBe(false);
-    expect(request(busy)).toBe(true);
+    for (let i = 1; i < 100; i++) {
+      limits.arrived(busy);
+      expect(limits.closes(busy, true)).toBeUndefined();
+    }
+    limits.arrived(busy);
+    expect(limits.closes(busy, true)).toBe('requests');
     const quiet = {};
-    expect(request(quiet)).toBe(false);
+    limits.arrived(quiet);
+    expect(limits.closes(quiet, true)).toBeUndefined();
     clock.now += 1_000;
-    expect(request(quiet)).toBe(true);
+    limits.arrived(quiet);
+    expect(limits.closes(quiet, true)).toBe('age');
+  });
+
+  it('names the count when both limits are reached by the same answer', () => {
+    const { clock, limits } = setup(2, 1_000);
+    const connection = {};
+    limits.arrived(connection);
+    clock.now += 5_000;
+    limits.arrived(connection);
+    expect(limits.closes(connection, true)).toBe('requests');
   });
 });
