@@ -126,6 +126,11 @@ export interface LogStats {
   readonly relocations: number;
   /** Segments whose read handle is kept open (besides those closing once their reads end). */
   readonly readHandles: number;
+  /** Records kept in memory for reads, and their bytes. */
+  readonly cachedRecords: number;
+  readonly cachedBytes: number;
+  /** Records read from their segments (reads that several streams shared count once). */
+  readonly segmentReads: number;
 }
 
 /** A stream of the log: one sink, with its consumers' durable positions. */
@@ -180,6 +185,13 @@ interface Relocation {
   readonly added: { record: number; selection: Uint32Array; offsets: Float64Array }[];
 }
 
+/** How many consumers read a record with a share of each of `streams`. */
+function readersOf(streams: Iterable<LogStreamState>): number {
+  let readers = 0;
+  for (const stream of streams) readers += stream.cursors.size;
+  return readers;
+}
+
 /**
  * One record kept in memory for reads: its events as objects while it is among the most recent
  * (consumers that keep up take them as they are), then only its bytes, decoded on each read.
@@ -190,17 +202,24 @@ class CachedRecord {
   #record: LogRecord | null | undefined;
   readonly #frame: Buffer | null;
   readonly bytes: number;
+  /**
+   * How many consumers read it: one per consumer of each stream with a share in it, as many as
+   * there were when it was cached (infinite when not known).
+   */
+  readonly readers: number;
 
   constructor(
     events: (AuditEvent | null | undefined)[],
     frame: Buffer | null,
     record: LogRecord | null | undefined,
     bytes: number,
+    readers = Number.POSITIVE_INFINITY,
   ) {
     this.#events = events;
     this.#frame = frame;
     this.#record = record;
     this.bytes = bytes;
+    this.readers = readers;
   }
 
   /** Drops the event objects: reads decode them from the record's bytes from now on. */
@@ -341,8 +360,11 @@ export class DurableLog {
   #pending: PendingAppend[] = [];
   #flushing: Promise<void> | null = null;
   #writes = 0;
+  #segmentReads = 0;
   // Decoded records for reads, oldest first.
   readonly #cache = new Map<number, CachedRecord>();
+  // Reads from segments under way, by record: later readers of the same record share them.
+  readonly #reading = new Map<number, Promise<CachedRecord | null>>();
   #cachedBytes = 0;
   // The most recent of them, still holding their events as objects, oldest first.
   readonly #decoded = new Map<number, CachedRecord>();
@@ -682,12 +704,27 @@ export class DurableLog {
     return this.#saveState(false);
   }
 
-  /** The events of a stream's entry in `record`, decoded once for every stream that reads it. */
-  async record(record: number): Promise<CachedRecord | null> {
+  /**
+   * The events of a stream's entry in `record`, decoded once for every stream that reads it: from
+   * memory, or from its segment by one read that every stream asking meanwhile shares. (A hundred
+   * sinks behind the memory would otherwise each read and decode the same record, and fall
+   * further behind for it.)
+   */
+  record(record: number): Promise<CachedRecord | null> {
     const cached = this.#cache.get(record);
-    if (cached !== undefined) return cached;
+    if (cached !== undefined) return Promise.resolve(cached);
+    let reading = this.#reading.get(record);
+    if (reading === undefined) {
+      reading = this.#readRecord(record).finally(() => this.#reading.delete(record));
+      this.#reading.set(record, reading);
+    }
+    return reading;
+  }
+
+  async #readRecord(record: number): Promise<CachedRecord | null> {
     const location = this.#locations.get(record);
     if (location === undefined) return null;
+    this.#segmentReads++;
     const { segment, offset, size: length } = location;
     let buf: Buffer;
     try {
@@ -703,9 +740,25 @@ export class DurableLog {
     const size = frameAt(buf, 0);
     const decoded =
       size === 0 ? null : decodeLogRecord(buf.subarray(FRAME_HEADER_BYTES, location.size));
-    const entry = new CachedRecord([], null, decoded, location.size);
+    const streams = new Set<LogStreamState>();
+    for (const share of decoded?.shares ?? []) {
+      const stream = this.#streams.get(share.key);
+      if (stream?.id === share.id) streams.add(stream);
+    }
+    const entry = new CachedRecord([], null, decoded, location.size, readersOf(streams));
     this.#cacheRecord(record, entry);
     return entry;
+  }
+
+  /**
+   * A consumer has read its stream's whole share of `record` (`cached`, as {@link record} returned
+   * it). A record with one reader then leaves the memory: only a retried write reads it again,
+   * from its segment. Records of several readers stay for the others, as long as the cache holds
+   * them (counting which reader read what is left out: a consumer that reads a share twice, after
+   * a failed write, would make the count drop a record another one still needs).
+   */
+  readThrough(record: number, cached: CachedRecord): void {
+    if (cached.readers <= 1 && this.#cache.get(record) === cached) this.#uncache(record);
   }
 
   /**
@@ -781,6 +834,9 @@ export class DurableLog {
       streams: this.#streams.size,
       relocations: this.#relocations,
       readHandles: this.#readers.size,
+      cachedRecords: this.#cache.size,
+      cachedBytes: this.#cachedBytes,
+      segmentReads: this.#segmentReads,
     };
   }
 
@@ -1081,6 +1137,9 @@ export class DurableLog {
       // A stream dropped while its batch was written: nothing of it is kept.
       if (this.#streams.get(stream.key) === stream) stream.index.add(record, selection, o);
     }
+    const streams = new Set<LogStreamState>();
+    for (const { stream } of group)
+      if (this.#streams.get(stream.key) === stream) streams.add(stream);
     this.#cacheRecord(
       record,
       new CachedRecord(
@@ -1088,6 +1147,7 @@ export class DurableLog {
         buf,
         undefined,
         buf.length,
+        readersOf(streams),
       ),
     );
     for (const append of group) append.resolve();
@@ -1173,6 +1233,13 @@ export class DurableLog {
       const oldest = this.#decoded.entries().next();
       if (oldest.done === true) break;
       const [number, demoted] = oldest.value;
+      // Kept as bytes only when several consumers read it: for a single one (one sink with one
+      // destination), a read from the segment decodes the same bytes, for one pread from the page
+      // cache, and the sink's backlog does not sit in the heap as well.
+      if (demoted.readers <= 1) {
+        this.#uncache(number);
+        continue;
+      }
       demoted.demote();
       this.#decoded.delete(number);
       this.#decodedBytes -= demoted.bytes;

@@ -70,6 +70,9 @@ export class LogStream implements EventStore {
         if (event === null) corrupt.push(seq);
         else events.push(event);
       }
+      if (record !== null && seq === entry.first + entry.selection.length) {
+        this.#log.readThrough(entry.record, record);
+      }
     }
     return { events, end: Math.max(seq, from), corrupt };
   }

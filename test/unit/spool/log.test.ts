@@ -29,6 +29,7 @@ import {
   openLogQueue,
 } from '../../../src/spool/log/index.ts';
 import type { LogStreamState } from '../../../src/spool/log/log.ts';
+import { LogStream } from '../../../src/spool/log/stream.ts';
 import { waitFor } from '../../support/wait.ts';
 import {
   drain,
@@ -532,5 +533,73 @@ describe('reads from disk', () => {
     const dir = await temp.make();
     await expect(DurableLog.open({ dir, readHandles: 0 })).rejects.toBeInstanceOf(RangeError);
     await expect(DurableLog.open({ dir, readCacheBytes: -1 })).rejects.toBeInstanceOf(RangeError);
+  });
+});
+
+describe('records in memory', () => {
+  /** A log in a new directory with `keys` streams, each with `consumers` registered consumers. */
+  async function memoryLog(
+    keys: readonly string[],
+    consumers: number,
+    options: Partial<LogOptions> = {},
+  ): Promise<{ log: DurableLog; streams: LogStream[] }> {
+    const log = await DurableLog.open({ dir: await temp.make(), fsync: false, ...options });
+    logs.push(log);
+    const streams: LogStream[] = [];
+    for (const key of keys) {
+      const state = await log.openStream(key);
+      for (let c = 0; c < consumers; c++) await log.saveCursor(state, `out-${c}`, [0, 0]);
+      streams.push(new LogStream(log, state));
+    }
+    return { log, streams };
+  }
+
+  const auditIDs = (read: { events: AuditEvent[] }) => read.events.map((e) => e.auditID);
+
+  it('lets a record go once its only reader has read its whole share; a retried read takes it from the segment', async () => {
+    const { log, streams } = await memoryLog(['sinks/a'], 1);
+    const [a] = streams as [LogStream];
+    await a.write(events('e', 0, 3).map(encodeEvent));
+    expect(log.stats()).toMatchObject({ cachedRecords: 1, segmentReads: 0 });
+    // Part of the share: still needed.
+    expect(auditIDs(await a.read(0, 2))).toEqual(['e-0', 'e-1']);
+    expect(log.stats().cachedRecords).toBe(1);
+    expect(auditIDs(await a.read(2, 10))).toEqual(['e-2']);
+    expect(log.stats()).toMatchObject({ cachedRecords: 0, cachedBytes: 0, segmentReads: 0 });
+    // A failed write is retried from the committed position: the same events, from the file.
+    expect(auditIDs(await a.read(0, 10))).toEqual(['e-0', 'e-1', 'e-2']);
+    expect(log.stats().segmentReads).toBe(1);
+  });
+
+  it('keeps a record that several consumers read after the first has read it', async () => {
+    const one = await memoryLog(['sinks/a'], 2);
+    const [a] = one.streams as [LogStream];
+    await a.write(events('e', 0, 3).map(encodeEvent));
+    expect(auditIDs(await a.read(0, 10))).toEqual(['e-0', 'e-1', 'e-2']);
+    expect(one.log.stats().cachedRecords).toBe(1);
+
+    const two = await memoryLog(['sinks/a', 'sinks/b'], 1);
+    const [x, y] = two.streams as [LogStream, LogStream];
+    const batch = events('s', 0, 3).map(encodeEvent);
+    await Promise.all([x.write(batch), y.write(batch)]);
+    expect(two.log.stats()).toMatchObject({ records: 1, cachedRecords: 1 });
+    expect(auditIDs(await x.read(0, 10))).toEqual(['s-0', 's-1', 's-2']);
+    expect(two.log.stats().cachedRecords).toBe(1);
+    expect(auditIDs(await y.read(0, 10))).toEqual(['s-0', 's-1', 's-2']);
+    expect(two.log.stats().segmentReads).toBe(0);
+  });
+
+  it('reads a record that is no longer in memory once for every stream that asks meanwhile', async () => {
+    const keys = Array.from({ length: 20 }, (_, i) => `pipelines/ns-${i}/audit`);
+    const { log, streams } = await memoryLog(keys, 1, { readCacheBytes: 0 });
+    const batch = events('s', 0, 5).map(encodeEvent);
+    await Promise.all(streams.map((s) => s.write(batch)));
+    expect(log.stats()).toMatchObject({ records: 1, cachedRecords: 0 });
+    const reads = await Promise.all(streams.map((s) => s.read(0, 10)));
+    for (const read of reads) expect(auditIDs(read)).toEqual(['s-0', 's-1', 's-2', 's-3', 's-4']);
+    expect(log.stats().segmentReads).toBe(1);
+    // Asked again later: read again.
+    expect(auditIDs(await (streams[3] as LogStream).read(1, 2))).toEqual(['s-1', 's-2']);
+    expect(log.stats().segmentReads).toBe(2);
   });
 });
