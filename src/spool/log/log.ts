@@ -185,13 +185,6 @@ interface Relocation {
   readonly added: { record: number; selection: Uint32Array; offsets: Float64Array }[];
 }
 
-/** How many consumers read a record with a share of each of `streams`. */
-function readersOf(streams: Iterable<LogStreamState>): number {
-  let readers = 0;
-  for (const stream of streams) readers += stream.cursors.size;
-  return readers;
-}
-
 /**
  * One record kept in memory for reads: its events as objects while it is among the most recent
  * (consumers that keep up take them as they are), then only its bytes, decoded on each read.
@@ -204,7 +197,7 @@ class CachedRecord {
   readonly bytes: number;
   /**
    * How many consumers read it: one per consumer of each stream with a share in it, as many as
-   * there were when it was cached (infinite when not known).
+   * there were when it was cached.
    */
   readonly readers: number;
 
@@ -213,7 +206,7 @@ class CachedRecord {
     frame: Buffer | null,
     record: LogRecord | null | undefined,
     bytes: number,
-    readers = Number.POSITIVE_INFINITY,
+    readers: number,
   ) {
     this.#events = events;
     this.#frame = frame;
@@ -740,14 +733,22 @@ export class DurableLog {
     const size = frameAt(buf, 0);
     const decoded =
       size === 0 ? null : decodeLogRecord(buf.subarray(FRAME_HEADER_BYTES, location.size));
+    const readers = this.#readersOf(decoded?.shares ?? []);
+    const entry = new CachedRecord([], null, decoded, location.size, readers);
+    this.#cacheRecord(record, entry);
+    return entry;
+  }
+
+  /** How many consumers read a record with `shares`: those of each stream still open, once. */
+  #readersOf(shares: readonly StreamShare[]): number {
     const streams = new Set<LogStreamState>();
-    for (const share of decoded?.shares ?? []) {
+    for (const share of shares) {
       const stream = this.#streams.get(share.key);
       if (stream?.id === share.id) streams.add(stream);
     }
-    const entry = new CachedRecord([], null, decoded, location.size, readersOf(streams));
-    this.#cacheRecord(record, entry);
-    return entry;
+    let readers = 0;
+    for (const stream of streams) readers += stream.cursors.size;
+    return readers;
   }
 
   /**
@@ -1137,9 +1138,6 @@ export class DurableLog {
       // A stream dropped while its batch was written: nothing of it is kept.
       if (this.#streams.get(stream.key) === stream) stream.index.add(record, selection, o);
     }
-    const streams = new Set<LogStreamState>();
-    for (const { stream } of group)
-      if (this.#streams.get(stream.key) === stream) streams.add(stream);
     this.#cacheRecord(
       record,
       new CachedRecord(
@@ -1147,7 +1145,7 @@ export class DurableLog {
         buf,
         undefined,
         buf.length,
-        readersOf(streams),
+        this.#readersOf(shares),
       ),
     );
     for (const append of group) append.resolve();
