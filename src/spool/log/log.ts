@@ -64,7 +64,9 @@ export const LOG_CACHE_BYTES = 32 * 1024 * 1024;
 /**
  * Of those, the most recent 8 MiB keep their events as objects, what one per-sink spool kept
  * (ADR 0012): a consumer that keeps up takes them without decoding, while the rest cost their
- * bytes, not the several times more their objects take on the heap.
+ * bytes, not the several times more their objects take on the heap. Only records that a stream
+ * within this many bytes of its end keeps: the events of streams further behind would leave the
+ * window unread, after a costly stay in the heap's old generation (ADR 0021).
  */
 export const LOG_DECODED_CACHE_BYTES = 8 * 1024 * 1024;
 
@@ -95,6 +97,11 @@ export interface LogOptions {
   readonly fsync?: boolean;
   /** Bytes of records kept in memory for reads (default {@link LOG_CACHE_BYTES}). */
   readonly readCacheBytes?: number;
+  /**
+   * Of those, bytes of the most recent records kept as objects (default
+   * {@link LOG_DECODED_CACHE_BYTES}).
+   */
+  readonly decodedCacheBytes?: number;
   /** Segment files kept open for reads at most (default {@link LOG_READ_HANDLES}). */
   readonly readHandles?: number;
   /** Log size past which laggards are relocated (default {@link DEFAULT_RELOCATE_AFTER_BYTES}). */
@@ -202,7 +209,7 @@ class CachedRecord {
   readonly readers: number;
 
   constructor(
-    events: (AuditEvent | null | undefined)[],
+    events: (AuditEvent | null | undefined)[] | null,
     frame: Buffer | null,
     record: LogRecord | null | undefined,
     bytes: number,
@@ -213,6 +220,11 @@ class CachedRecord {
     this.#record = record;
     this.bytes = bytes;
     this.readers = readers;
+  }
+
+  /** Whether it keeps its events as objects (it counts in the decoded window). */
+  get holdsEvents(): boolean {
+    return this.#events !== null;
   }
 
   /** Drops the event objects: reads decode them from the record's bytes from now on. */
@@ -337,6 +349,7 @@ export class DurableLog {
   readonly #segmentBytes: number;
   readonly #fsync: boolean;
   readonly #cacheBytes: number;
+  readonly #decodedCacheBytes: number;
   readonly #readHandles: number;
   readonly #relocateAfterBytes: number;
   readonly #segments: Segment[];
@@ -394,6 +407,7 @@ export class DurableLog {
     this.#segmentBytes = options.segmentBytes;
     this.#fsync = options.fsync;
     this.#cacheBytes = options.readCacheBytes;
+    this.#decodedCacheBytes = options.decodedCacheBytes;
     this.#readHandles = options.readHandles;
     this.#relocateAfterBytes = options.relocateAfterBytes;
     this.#segments = segments;
@@ -415,6 +429,7 @@ export class DurableLog {
       segmentBytes: options.segmentBytes ?? DEFAULT_LOG_SEGMENT_BYTES,
       fsync: options.fsync ?? true,
       readCacheBytes: options.readCacheBytes ?? LOG_CACHE_BYTES,
+      decodedCacheBytes: options.decodedCacheBytes ?? LOG_DECODED_CACHE_BYTES,
       readHandles: options.readHandles ?? LOG_READ_HANDLES,
       relocateAfterBytes: options.relocateAfterBytes ?? DEFAULT_RELOCATE_AFTER_BYTES,
     };
@@ -424,10 +439,10 @@ export class DurableLog {
     if (!Number.isSafeInteger(settings.readHandles) || settings.readHandles <= 0) {
       throw new RangeError(`readHandles must be a positive integer, got ${settings.readHandles}`);
     }
-    if (!Number.isSafeInteger(settings.readCacheBytes) || settings.readCacheBytes < 0) {
-      throw new RangeError(
-        `readCacheBytes must be a non-negative integer, got ${settings.readCacheBytes}`,
-      );
+    for (const name of ['readCacheBytes', 'decodedCacheBytes'] as const) {
+      if (!Number.isSafeInteger(settings[name]) || settings[name] < 0) {
+        throw new RangeError(`${name} must be a non-negative integer, got ${settings[name]}`);
+      }
     }
     if (openLogs.has(settings.dir)) {
       throw new QueueError('QUEUE_IN_USE', `log ${settings.dir} is already open in this process`);
@@ -921,8 +936,7 @@ export class DurableLog {
     if (total <= this.#relocateAfterBytes || oldest === undefined) return;
     for (const stream of this.#streams.values()) {
       if (this.#unmovable.has(stream) || !stream.index.holds(oldest.first, oldest.end)) continue;
-      const index = stream.index;
-      const share = index.offsetOf(index.end) - index.offsetOf(index.start);
+      const share = stream.index.retainedBytes;
       if (share === 0 || share * 2 > total) continue;
       this.#relocation = {
         stream,
@@ -934,7 +948,7 @@ export class DurableLog {
         added: [],
       };
       this.#held.set(stream, []);
-      this.#shadows.set(stream, { from: index.pin, moved: false });
+      this.#shadows.set(stream, { from: stream.index.pin, moved: false });
       this.#kick();
       return;
     }
@@ -1138,16 +1152,15 @@ export class DurableLog {
       // A stream dropped while its batch was written: nothing of it is kept.
       if (this.#streams.get(stream.key) === stream) stream.index.add(record, selection, o);
     }
-    this.#cacheRecord(
-      record,
-      new CachedRecord(
-        variants.map((v) => v.event),
-        buf,
-        undefined,
-        buf.length,
-        this.#readersOf(shares),
-      ),
-    );
+    // Its events stay objects only for a stream whose consumers may read them before they leave
+    // the decoded window: behind that by more than the window, they would only be promoted to the
+    // old generation and dropped unread (ADR 0021).
+    const soon = group.some(({ stream }) => stream.index.retainedBytes <= this.#decodedCacheBytes);
+    const readers = this.#readersOf(shares);
+    if (soon || readers > 1) {
+      const events = soon ? variants.map((v) => v.event) : null;
+      this.#cacheRecord(record, new CachedRecord(events, buf, undefined, buf.length, readers));
+    }
     for (const append of group) append.resolve();
   }
 
@@ -1225,9 +1238,10 @@ export class DurableLog {
     }
     this.#cache.set(record, entry);
     this.#cachedBytes += entry.bytes;
+    if (!entry.holdsEvents) return;
     this.#decoded.set(record, entry);
     this.#decodedBytes += entry.bytes;
-    while (this.#decodedBytes > LOG_DECODED_CACHE_BYTES) {
+    while (this.#decodedBytes > this.#decodedCacheBytes) {
       const oldest = this.#decoded.entries().next();
       if (oldest.done === true) break;
       const [number, demoted] = oldest.value;

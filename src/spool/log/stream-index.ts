@@ -49,6 +49,11 @@ export class StreamIndex {
     return this.#entries[this.#head]?.record ?? Number.POSITIVE_INFINITY;
   }
 
+  /** Bytes of the retained events: what the stream's slowest consumer has yet to pass. */
+  get retainedBytes(): number {
+    return this.#bytes - this.offsetOf(this.#start);
+  }
+
   /** Adds the stream's share of a record written after every one added before. */
   add(record: number, selection: Uint32Array, offsets: Float64Array): void {
     const count = selection.length;

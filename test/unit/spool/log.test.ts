@@ -589,6 +589,38 @@ describe('records in memory', () => {
     expect(two.log.stats().segmentReads).toBe(0);
   });
 
+  it('keeps events as objects only for streams less than the decoded window behind', async () => {
+    const batch = (prefix: string) => events(prefix, 0, 3).map(encodeEvent);
+    const bytes = batch('a').reduce((n, line) => n + line.bytes, 0);
+    const one = await memoryLog(['sinks/a'], 1, { decodedCacheBytes: bytes + 200 });
+    const [a] = one.streams as [LogStream];
+    await a.write(batch('a'));
+    // Six events behind: the second batch would leave the window before its turn.
+    await a.write(batch('b'));
+    expect(one.log.stats()).toMatchObject({ records: 2, cachedRecords: 1 });
+    expect(auditIDs(await a.read(0, 3))).toEqual(['a-0', 'a-1', 'a-2']);
+    expect(one.log.stats().segmentReads).toBe(0);
+    expect(auditIDs(await a.read(3, 10))).toEqual(['b-0', 'b-1', 'b-2']);
+    expect(one.log.stats().segmentReads).toBe(1);
+    await a.release(6);
+    // Caught up again: kept as objects.
+    await a.write(batch('c'));
+    expect(one.log.stats().cachedRecords).toBe(1);
+
+    // Two consumers behind: the record stays, as bytes, decoded for each read.
+    const two = await memoryLog(['sinks/a'], 2, { decodedCacheBytes: bytes + 200 });
+    const [b] = two.streams as [LogStream];
+    await b.write(batch('a'));
+    await b.write(batch('b'));
+    expect(two.log.stats()).toMatchObject({ records: 2, cachedRecords: 2 });
+    const [first, again] = [await b.read(0, 10), await b.read(0, 10)];
+    expect(auditIDs(again)).toEqual(['a-0', 'a-1', 'a-2', 'b-0', 'b-1', 'b-2']);
+    expect(again.events[0]).toBe(first.events[0]);
+    expect(again.events[3]).not.toBe(first.events[3]);
+    expect(again.events[3]).toEqual(first.events[3]);
+    expect(two.log.stats().segmentReads).toBe(0);
+  });
+
   it('reads a record that is no longer in memory once for every stream that asks meanwhile', async () => {
     const keys = Array.from({ length: 20 }, (_, i) => `pipelines/ns-${i}/audit`);
     const { log, streams } = await memoryLog(keys, 1, { readCacheBytes: 0 });
