@@ -907,15 +907,17 @@ export class DurableLog {
     for (const segment of this.#segments.slice(0, -1)) {
       if (streams.some((s) => s.index.holds(segment.first, segment.end))) continue;
       if (shadows.some((shadow) => shadow.from < segment.end)) continue;
+      // Forgotten before the file goes: a read that meets the file gone (its open fails while the
+      // unlink completes) must find its record gone too, as a read that came after would.
+      for (let record = segment.first; record < segment.end; record++) {
+        this.#locations.delete(record);
+      }
       try {
         await unlink(segment.path);
       } catch (error) {
         if (errorCode(error) !== 'ENOENT') throw ioError('deleting segment', segment.path, error);
       }
       this.#segments.splice(this.#segments.indexOf(segment), 1);
-      for (let record = segment.first; record < segment.end; record++) {
-        this.#locations.delete(record);
-      }
       // Reads under way on it finish (the file stays until its last descriptor closes).
       void this.#retireReader(segment);
     }

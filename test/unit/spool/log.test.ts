@@ -517,7 +517,7 @@ describe('reads from disk', () => {
   });
 
   it('gives nothing, and throws nothing, for a first read racing with its segment’s deletion', async () => {
-    for (let round = 0; round < 10; round++) {
+    for (let round = 0; round < 50; round++) {
       const { dir, log, stream, files } = await diskLog(3);
       // No handle yet: it is opened while the file is being deleted, before or after.
       const reading = eventOf(log, 0);
