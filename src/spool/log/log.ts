@@ -1158,11 +1158,11 @@ export class DurableLog {
     // the decoded window: behind that by more than the window, they would only be promoted to the
     // old generation and dropped unread (ADR 0021).
     const soon = group.some(({ stream }) => stream.index.retainedBytes <= this.#decodedCacheBytes);
-    const readers = this.#readersOf(shares);
-    if (soon || readers > 1) {
-      const events = soon ? variants.map((v) => v.event) : null;
-      this.#cacheRecord(record, new CachedRecord(events, buf, undefined, buf.length, readers));
-    }
+    const events = soon ? variants.map((v) => v.event) : null;
+    this.#cacheRecord(
+      record,
+      new CachedRecord(events, buf, undefined, buf.length, this.#readersOf(shares)),
+    );
     for (const append of group) append.resolve();
   }
 
@@ -1231,7 +1231,7 @@ export class DurableLog {
   }
 
   #cacheRecord(record: number, entry: CachedRecord): void {
-    if (entry.bytes > this.#cacheBytes) return;
+    if (entry.bytes > this.#cacheBytes || (!entry.holdsEvents && entry.readers <= 1)) return;
     this.#uncache(record);
     while (this.#cachedBytes + entry.bytes > this.#cacheBytes) {
       const oldest = this.#cache.keys().next();
@@ -1247,9 +1247,10 @@ export class DurableLog {
       const oldest = this.#decoded.entries().next();
       if (oldest.done === true) break;
       const [number, demoted] = oldest.value;
-      // Kept as bytes only when several consumers read it: for a single one (one sink with one
-      // destination), a read from the segment decodes the same bytes, for one pread from the page
-      // cache, and the sink's backlog does not sit in the heap as well.
+      // Kept as bytes only when several consumers read it (as a record cached without objects):
+      // for a single one (one sink with one destination), a read from the segment decodes the
+      // same bytes, for one pread from the page cache, and the sink's backlog does not sit in
+      // the heap as well.
       if (demoted.readers <= 1) {
         this.#uncache(number);
         continue;

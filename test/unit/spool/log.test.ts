@@ -533,6 +533,9 @@ describe('reads from disk', () => {
     const dir = await temp.make();
     await expect(DurableLog.open({ dir, readHandles: 0 })).rejects.toBeInstanceOf(RangeError);
     await expect(DurableLog.open({ dir, readCacheBytes: -1 })).rejects.toBeInstanceOf(RangeError);
+    await expect(DurableLog.open({ dir, decodedCacheBytes: 0.5 })).rejects.toBeInstanceOf(
+      RangeError,
+    );
   });
 });
 
