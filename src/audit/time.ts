@@ -9,9 +9,10 @@ const TIMESTAMP = /^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?(Z|[+-]
 // What the apiserver writes: UTC with exactly six fraction digits (metav1.MicroTime).
 const MICRO_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$/;
 
-// Seconds already read: the events of a batch (and their requestReceivedTimestamps) share a few
-// seconds, and Date.parse is most of the cost of reading a timestamp. Cleared when it reaches 64.
-const SECONDS = new Map<string, number>();
+// Seconds already read, as the digits that start their microseconds (a number before 1970): the
+// events of a batch (and their requestReceivedTimestamps) share a few seconds, and Date.parse and
+// formatting the seconds are most of the cost of reading a timestamp. Cleared when it reaches 64.
+const SECONDS = new Map<string, string | number>();
 
 /**
  * Microseconds since the epoch of an RFC 3339 timestamp, as exact decimal digits; digits beyond
@@ -34,12 +35,12 @@ function fromSeconds(timestamp: string, second: string, fraction: string): strin
   if (seconds === undefined) {
     const ms = Date.parse(second);
     if (Number.isNaN(ms)) throw new RangeError(`not an RFC 3339 timestamp: ${timestamp}`);
-    seconds = ms / 1000;
+    // Digits after the seconds' digits: exact, and cheaper than formatting a 16-digit number.
+    seconds = ms > 0 ? String(ms / 1000) : ms / 1000;
     if (SECONDS.size >= 64) SECONDS.clear();
     SECONDS.set(second, seconds);
   }
-  // Digits after the seconds' digits: exact, and cheaper than formatting a 16-digit number.
-  if (seconds > 0) return `${seconds}${fraction}`;
+  if (typeof seconds === 'string') return `${seconds}${fraction}`;
   // Before 1970 the fraction counts up from a negative second; before 1684 the microseconds
   // pass 2^53, where a double is no longer exact.
   return String(BigInt(seconds) * 1_000_000n + BigInt(fraction));

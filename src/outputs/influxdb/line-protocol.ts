@@ -276,12 +276,14 @@ export class LineProtocolEncoder {
   }
 
   /**
-   * A JSON text as a string field: JSON.stringify never leaves a lone surrogate, so only quotes
-   * and backslashes need escaping; as long as the size limit allows.
+   * A JSON text as a string field, as long as the size limit allows. A text JSON.stringify wrote
+   * holds no control character and no lone surrogate, so quoting it as a JSON string escapes
+   * exactly its quotes and backslashes, which is what a string field needs; and V8 does that
+   * several times faster than two `replaceAll` passes.
    */
   #jsonField(key: StringField, json: string): string {
     if (json.length * 3 > this.#maxFieldBytes) return this.#stringField(key, json);
-    return `"${json.replaceAll('\\', '\\\\').replaceAll('"', '\\"')}"`;
+    return JSON.stringify(json);
   }
 
   /** A quoted string field, cut to the size limit (with `<key>_bytes` added) when longer. */

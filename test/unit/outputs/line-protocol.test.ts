@@ -4,7 +4,7 @@
 // same rules against a real influxd.
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { type AuditEvent, POINT_TIME_RANGE } from '../../../src/audit/types.ts';
+import { type AuditEvent, type JsonValue, POINT_TIME_RANGE } from '../../../src/audit/types.ts';
 import {
   CUT_MARKER,
   escapeMeasurement,
@@ -397,6 +397,36 @@ describe('escaping', () => {
     ['lone \udfff', '"lone \ufffd"'],
   ])('quotes the string field %j as %j', (value, quoted) => {
     expect(quote(value)).toBe(quoted);
+  });
+
+  it('writes JSON fields (groups, annotations, bodies) as their JSON text quoted as a string field', () => {
+    // Strings of every kind of character: control characters, lone surrogates, quotes, backslashes.
+    const text = fc.string({ unit: 'binary', maxLength: 12 });
+    fc.assert(
+      fc.property(
+        fc.array(text, { maxLength: 3 }),
+        fc.dictionary(text, text, { maxKeys: 3 }),
+        fc.jsonValue({ maxDepth: 3, stringUnit: 'binary' }) as fc.Arbitrary<JsonValue>,
+        (groups, annotations, body) => {
+          const line = new LineProtocolEncoder(SCHEMA).encode(
+            event({
+              user: { username: 'alice', groups },
+              annotations,
+              requestObject: body,
+              responseObject: { body },
+            }),
+          );
+          for (const [key, value] of [
+            ['user_groups', groups],
+            ['annotations', annotations],
+            ['request_object', body],
+            ['response_object', { body }],
+          ] as const) {
+            expect(line).toContain(`,${key}=${quote(JSON.stringify(value))}`);
+          }
+        },
+      ),
+    );
   });
 
   it.each([
