@@ -8,11 +8,11 @@
  * Here one `write` is one request (or a few, for a huge batch) whose outcome is the promise's: the
  * delivery loop owns retries and the durable queue (docs/adr/0008-influxdb-output.md).
  */
-import { setImmediate } from 'node:timers/promises';
 import { InfluxDB } from '@influxdata/influxdb-client';
 import type { AuditEvent } from '../../audit/types.ts';
 import type { InfluxDestination } from './spec.ts';
 import { type Output, OutputError } from '../types.ts';
+import { TurnBudget } from '../turn-budget.ts';
 import { influxRequest } from './http.ts';
 import { LineProtocolEncoder, type PointTimestamps } from './line-protocol.ts';
 
@@ -45,8 +45,11 @@ export interface InfluxOutputOptions {
   readonly timestamps?: PointTimestamps;
 }
 
-/** Events encoded between two turns of the event loop: about a millisecond of work. */
-const ENCODE_SLICE = 100;
+/**
+ * Events encoded in one turn of the event loop, by every InfluxDB output of the process together:
+ * about a millisecond of work.
+ */
+const ENCODING = new TurnBudget(100);
 
 /** The defaults of {@link InfluxOutputOptions}. */
 export const INFLUX_OUTPUT_DEFAULTS = Object.freeze({
@@ -129,15 +132,16 @@ export class InfluxOutput implements Output {
   }
 
   /**
-   * The batch as line protocol, in bodies of at most maxRequestBytes. Encoding yields to the event
-   * loop every {@link ENCODE_SLICE} events, so that a large batch never holds up the receiver's
-   * answers for long.
+   * The batch as line protocol, in bodies of at most maxRequestBytes. Encoding takes its events
+   * from the process's {@link ENCODING} budget, so that neither a large batch nor many sinks
+   * flushing together hold up the receiver's answers for long.
    */
   async *#bodies(events: readonly AuditEvent[]): AsyncGenerator<string> {
     let body = '';
     let bytes = 0;
-    for (const [i, event] of events.entries()) {
-      if (i > 0 && i % ENCODE_SLICE === 0) await setImmediate();
+    for (const event of events) {
+      const wait = ENCODING.take();
+      if (wait !== undefined) await wait;
       const line = this.#encoder.encode(event);
       const size = Buffer.byteLength(line);
       if (body !== '' && bytes + size + 1 > this.#maxRequestBytes) {
