@@ -33,6 +33,7 @@ import { OutputError } from '../types.ts';
 import {
   FIELD_KEYS,
   FIELD_NAMES,
+  STRING_FIELDS,
   type StringFieldName,
   TAG_NAMES,
   type TagName,
@@ -148,10 +149,15 @@ function tagValue(tag: TagName, event: AuditEvent, sink: string): string {
   }
 }
 
+/** `,<key>=` of every string field, made once. */
+const FIELD_PREFIX: Readonly<Record<string, string>> = Object.fromEntries(
+  [...STRING_FIELDS, ...TAG_NAMES].map((key) => [key, `,${key}=`]),
+);
+
 /** A tag of the series key: a fixed (static) value, or a schema tag read from each event. */
 type SeriesTag =
   | { readonly key: string; readonly value: string }
-  | { readonly key: string; readonly tag: TagName };
+  | { readonly key: string; readonly tag: TagName; readonly prefix: string };
 
 /** Encodes the events of one sink, keeping the timestamp slots it handed out ({@link PointTimestamps}). */
 export class LineProtocolEncoder {
@@ -172,7 +178,7 @@ export class LineProtocolEncoder {
       ...Object.entries(schema.staticTags)
         .filter(([, v]) => v !== '')
         .map(([k, v]) => ({ key: escapeTag(k), value: escapeTag(v) })),
-      ...schema.tags.map((tag) => ({ key: escapeTag(tag), tag })),
+      ...schema.tags.map((tag) => ({ key: escapeTag(tag), tag, prefix: `,${escapeTag(tag)}=` })),
     ];
     this.#seriesTags = tags.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
     this.#tagsAsFields = TAG_NAMES.filter((t) => !schema.tags.includes(t));
@@ -231,39 +237,39 @@ export class LineProtocolEncoder {
         escaped = cutTag(value, this.#maxTagValueBytes);
         (cut ??= []).push([t.tag, value]);
       }
-      series += `,${t.key}=${escaped}`;
+      series += t.prefix + escaped;
     }
 
-    // audit_id first and always: every point has it.
-    let fields = `audit_id=${this.#stringField('audit_id', event.auditID)}`;
     const micros = epochMicros(event.stageTimestamp);
+    // The line is built in place: audit_id first and always, as every point has it.
+    let line = `${series} audit_id=${this.#stringField('audit_id', event.auditID)}`;
     for (const key of FIELD_NAMES) {
       if (key === 'audit_id') continue;
       if (key === 'latency_ms') {
         if (event.requestReceivedTimestamp !== undefined) {
           const received = epochMicros(event.requestReceivedTimestamp);
-          fields += `,latency_ms=${formatFloat((Number(micros) - Number(received)) / 1000)}`;
+          line += `,latency_ms=${formatFloat((Number(micros) - Number(received)) / 1000)}`;
         }
         continue;
       }
       const source = FIELD_SOURCES[key];
-      if ('text' in source) fields += this.#field(key, source.text(event));
+      if ('text' in source) line = this.#field(line, key, source.text(event));
       else {
         const json = source.json(event);
-        if (json !== undefined) fields += `,${key}=${this.#jsonField(key, json)}`;
+        if (json !== undefined) line += FIELD_PREFIX[key] + this.#jsonField(key, json);
       }
     }
     for (const tag of this.#tagsAsFields)
-      fields += this.#field(tag, tagValue(tag, event, this.#sink));
+      line = this.#field(line, tag, tagValue(tag, event, this.#sink));
     if (cut !== undefined)
-      for (const [tag, value] of cut) fields += this.#field(`${tag}_full`, value);
+      for (const [tag, value] of cut) line = this.#field(line, `${tag}_full`, value);
 
     const offset = this.#timestamps.slotOfHash(
       series,
       micros,
       eventHashOf(event.auditID, event.stage),
     );
-    return `${series} ${fields} ${pointNanos(micros, offset)}`;
+    return `${line} ${pointNanos(micros, offset)}`;
   }
 
   /**
@@ -271,8 +277,9 @@ export class LineProtocolEncoder {
    * reader shifts the later values of a series after an empty string (the escaping integration test
    * shows it).
    */
-  #field(key: StringField, value: string | undefined): string {
-    return value === undefined || value === '' ? '' : `,${key}=${this.#stringField(key, value)}`;
+  #field(line: string, key: StringField, value: string | undefined): string {
+    if (value === undefined || value === '') return line;
+    return line + (FIELD_PREFIX[key] ?? `,${key}=`) + this.#stringField(key, value);
   }
 
   /**
