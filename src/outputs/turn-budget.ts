@@ -1,8 +1,9 @@
 /**
  * A budget of work per turn of the event loop, shared by everyone who takes from it: outputs that
- * encode batches take one unit per event and wait for the next turn once the turn's budget is
- * spent, so that the receiver's I/O (request bodies, the log's writes and syncs, answers) runs
- * between every few milliseconds of delivery work, however many sinks deliver at once.
+ * encode batches ({@link LINE_PROTOCOL_ENCODING}) take one unit per event and wait for the next
+ * turn once the turn's budget is spent, so that the receiver's I/O (request bodies, the log's
+ * writes and syncs, answers) runs between every few milliseconds of delivery work, however many
+ * sinks deliver at once.
  *
  * A budget per output did not bound that: a hundred sinks whose flush came due together each
  * encoded a slice in the same turn, and acknowledgements waited for all of them (ADR 0022).
@@ -45,3 +46,9 @@ export class TurnBudget {
     if (this.#used++ === 0) setImmediate(() => (this.#used = 0));
   }
 }
+
+/**
+ * Events encoded as line protocol in one turn of the event loop, by every output of the process
+ * together (InfluxDB and line-protocol files): about a millisecond of work.
+ */
+export const LINE_PROTOCOL_ENCODING = new TurnBudget(100);

@@ -7,6 +7,7 @@ import { dirname, join } from 'node:path';
 import type { AuditEvent } from '../../audit/types.ts';
 import type { Batching } from '../destination.ts';
 import { LineProtocolEncoder, type PointSchema } from '../influxdb/line-protocol.ts';
+import { LINE_PROTOCOL_ENCODING } from '../turn-budget.ts';
 import { type Output, OutputError } from '../types.ts';
 
 /** Which resource a file is for: an AuditSink (namespace empty) or an AuditPipeline. */
@@ -54,8 +55,14 @@ export class LineProtocolFileOutput implements Output {
       });
     }
     if (events.length === 0) return;
+    // From the process's encoding budget, as the InfluxDB outputs: many sinks whose batches fill
+    // together never encode them all in one turn of the event loop.
     let text = '';
-    for (const event of events) text += `${this.#encoder.encode(event)}\n`;
+    for (const event of events) {
+      const wait = LINE_PROTOCOL_ENCODING.take();
+      if (wait !== undefined) await wait;
+      text += `${this.#encoder.encode(event)}\n`;
+    }
     try {
       signal?.throwIfAborted();
       if (this.#file === undefined) {

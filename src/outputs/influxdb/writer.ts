@@ -12,7 +12,7 @@ import { InfluxDB } from '@influxdata/influxdb-client';
 import type { AuditEvent } from '../../audit/types.ts';
 import type { InfluxDestination } from './spec.ts';
 import { type Output, OutputError } from '../types.ts';
-import { TurnBudget } from '../turn-budget.ts';
+import { LINE_PROTOCOL_ENCODING } from '../turn-budget.ts';
 import { influxRequest } from './http.ts';
 import { LineProtocolEncoder, type PointTimestamps } from './line-protocol.ts';
 
@@ -44,12 +44,6 @@ export interface InfluxOutputOptions {
   /** The sub-microsecond slots to use (by default the encoder's own). */
   readonly timestamps?: PointTimestamps;
 }
-
-/**
- * Events encoded in one turn of the event loop, by every InfluxDB output of the process together:
- * about a millisecond of work.
- */
-const ENCODING = new TurnBudget(100);
 
 /** The defaults of {@link InfluxOutputOptions}. */
 export const INFLUX_OUTPUT_DEFAULTS = Object.freeze({
@@ -133,14 +127,14 @@ export class InfluxOutput implements Output {
 
   /**
    * The batch as line protocol, in bodies of at most maxRequestBytes. Encoding takes its events
-   * from the process's {@link ENCODING} budget, so that neither a large batch nor many sinks
-   * flushing together hold up the receiver's answers for long.
+   * from the process's {@link LINE_PROTOCOL_ENCODING} budget, so that neither a large batch nor
+   * many sinks flushing together hold up the receiver's answers for long.
    */
   async *#bodies(events: readonly AuditEvent[]): AsyncGenerator<string> {
     let body = '';
     let bytes = 0;
     for (const event of events) {
-      const wait = ENCODING.take();
+      const wait = LINE_PROTOCOL_ENCODING.take();
       if (wait !== undefined) await wait;
       const line = this.#encoder.encode(event);
       const size = Buffer.byteLength(line);
