@@ -178,7 +178,10 @@ export class LineProtocolEncoder {
       ...Object.entries(schema.staticTags)
         .filter(([, v]) => v !== '')
         .map(([k, v]) => ({ key: escapeTag(k), value: escapeTag(v) })),
-      ...schema.tags.map((tag) => ({ key: escapeTag(tag), tag, prefix: `,${escapeTag(tag)}=` })),
+      ...schema.tags.map((tag) => {
+        const key = escapeTag(tag);
+        return { key, tag, prefix: `,${key}=` };
+      }),
     ];
     this.#seriesTags = tags.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
     this.#tagsAsFields = TAG_NAMES.filter((t) => !schema.tags.includes(t));

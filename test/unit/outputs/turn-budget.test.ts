@@ -1,5 +1,5 @@
-// The budget of work per turn of the event loop that every InfluxDB output encodes from: pure
-// timing of the event loop, no I/O.
+// The budget of work per turn of the event loop that every output encoding line protocol takes
+// from: pure timing of the event loop, no I/O.
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
 import { TurnBudget } from '../../../src/outputs/turn-budget.ts';
@@ -44,7 +44,7 @@ describe('TurnBudget', () => {
     expect(turns).toBeGreaterThanOrEqual(9);
   });
 
-  it('lets one user take a whole turn and starves nobody', async () => {
+  it('lets one user take whole turns, and a user waiting behind it still finishes', async () => {
     const budget = new TurnBudget(100);
     const big = work(budget, 1_000);
     const small = work(budget, 1);
