@@ -227,6 +227,16 @@ class CachedRecord {
     return this.#events !== null;
   }
 
+  /**
+   * Whether memory is worth spending on it: its objects save decoding, its bytes only a read from
+   * the segment that several consumers would each make. For a single one (one sink with one
+   * destination), a read from the segment decodes the same bytes, for one pread from the page
+   * cache, and the sink's backlog does not sit in the heap as well.
+   */
+  get worthCaching(): boolean {
+    return this.holdsEvents || this.readers > 1;
+  }
+
   /** Drops the event objects: reads decode them from the record's bytes from now on. */
   demote(): void {
     this.#events = null;
@@ -1231,7 +1241,7 @@ export class DurableLog {
   }
 
   #cacheRecord(record: number, entry: CachedRecord): void {
-    if (entry.bytes > this.#cacheBytes || (!entry.holdsEvents && entry.readers <= 1)) return;
+    if (entry.bytes > this.#cacheBytes || !entry.worthCaching) return;
     this.#uncache(record);
     while (this.#cachedBytes + entry.bytes > this.#cacheBytes) {
       const oldest = this.#cache.keys().next();
@@ -1247,17 +1257,11 @@ export class DurableLog {
       const oldest = this.#decoded.entries().next();
       if (oldest.done === true) break;
       const [number, demoted] = oldest.value;
-      // Kept as bytes only when several consumers read it (as a record cached without objects):
-      // for a single one (one sink with one destination), a read from the segment decodes the
-      // same bytes, for one pread from the page cache, and the sink's backlog does not sit in
-      // the heap as well.
-      if (demoted.readers <= 1) {
-        this.#uncache(number);
-        continue;
-      }
       demoted.demote();
       this.#decoded.delete(number);
       this.#decodedBytes -= demoted.bytes;
+      // Kept as bytes by the rule of any record without objects.
+      if (!demoted.worthCaching) this.#uncache(number);
     }
   }
 
