@@ -12,7 +12,7 @@ import {
 } from '../outputs/delivery.ts';
 import { batchingFor, destinationsOf } from '../outputs/kinds.ts';
 import type { Output, OutputKind } from '../outputs/types.ts';
-import { QueueFullError, type SinkQueue } from '../spool/index.ts';
+import { QueueFullError, type SharedEncodings, type SinkQueue } from '../spool/index.ts';
 import { type DeadLetter, DeadLetterStore } from './dead-letter.ts';
 import type { IngestResult, IngestTarget } from './ingest.ts';
 import { EventRouting, RouteIndex, type RoutingSettings } from './router.ts';
@@ -422,7 +422,11 @@ export class SinkRegistry {
       const kept = tallies.get(runtime)?.kept;
       return kept === undefined || kept.length === 0 ? [] : [[runtime, kept]];
     });
-    const appended = await Promise.allSettled(appending.map(([r, batch]) => r.queue.append(batch)));
+    // Each event serialised once for every sink that keeps it, in a map that dies with this call.
+    const shared: SharedEncodings | undefined = appending.length > 1 ? new Map() : undefined;
+    const appended = await Promise.allSettled(
+      appending.map(([r, batch]) => r.queue.append(batch, shared)),
+    );
     const refused = refusal(appended, target);
     if (refused !== null) return refused;
     // Counters of every sink, also of those the batch did not concern: one step per sink and batch.

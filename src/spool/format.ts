@@ -22,7 +22,6 @@
  * Pure: no I/O.
  */
 import { bodyJson } from '../audit/body-json.ts';
-import { TurnCache } from './turn-cache.ts';
 import type { AuditEvent } from '../audit/types.ts';
 
 /** Version written into cursor files; bump it with any change to this format. */
@@ -43,21 +42,28 @@ export interface EncodedEvent {
 
 /** Serializes an event for a segment. */
 export function encodeEvent(event: AuditEvent): EncodedEvent {
-  // Events are immutable once routed, and one event object is often queued for many sinks:
-  // serialise it once.
-  let encoded = encodedEvents.get(event);
+  const json = eventJson(event);
+  return { event, json, bytes: Buffer.byteLength(json, 'utf8') + 1 };
+}
+
+/**
+ * The encodings of one received batch's events, shared by the queues of every sink it is appended
+ * to, so that an event several sinks keep is serialised once. It lives for that one append and
+ * holds at most the batch: a cache that outlived it (a WeakMap by event, even one cleared every
+ * turn) made the scavenger keep events and their JSON alive until they were promoted (ADR 0023).
+ */
+export type SharedEncodings = Map<AuditEvent, EncodedEvent>;
+
+/** {@link encodeEvent}, reusing and adding to `shared` when given. */
+export function encodeShared(event: AuditEvent, shared: SharedEncodings | undefined): EncodedEvent {
+  if (shared === undefined) return encodeEvent(event);
+  let encoded = shared.get(event);
   if (encoded === undefined) {
-    const json = eventJson(event);
-    encoded = { event, json, bytes: Buffer.byteLength(json, 'utf8') + 1 };
-    encodedEvents.set(event, encoded);
+    encoded = encodeEvent(event);
+    shared.set(event, encoded);
   }
   return encoded;
 }
-
-// For the turn in which a batch is queued for every sink, not for the events' lifetime: a WeakMap
-// entry for every event held in a queue or read cache made each garbage collection slower
-// (ADR 0023).
-const encodedEvents = new TurnCache<AuditEvent, EncodedEvent>();
 
 /**
  * `JSON.stringify(event)`, up to the order of keys: the bodies come last, as texts shared with

@@ -11,7 +11,7 @@
 import { resolve } from 'node:path';
 import type { AuditEvent } from '../audit/types.ts';
 import { QueueError, QueueFullError } from './errors.ts';
-import { type EncodedEvent, encodeEvent, isConsumerName } from './format.ts';
+import { type EncodedEvent, encodeShared, isConsumerName, type SharedEncodings } from './format.ts';
 import { SegmentStore } from './segments.ts';
 import { type EventStore, MemoryStore } from './store.ts';
 import type {
@@ -134,35 +134,15 @@ export async function openQueue(options: QueueOptions): Promise<SinkQueue> {
   }
 }
 
-// The batch encoded last: sinks that keep the same events of a batch (at the same level) get the
-// same encoded records, checked by comparing the event objects instead of looking each one up.
-let lastEncoded: {
-  readonly events: readonly AuditEvent[];
-  readonly records: readonly EncodedEvent[];
-  readonly bytes: number;
-} | null = null;
-
 /** The records of `events` and their total size. */
-function encodeBatch(events: readonly AuditEvent[]): {
-  readonly records: readonly EncodedEvent[];
-  readonly bytes: number;
-} {
-  const last = lastEncoded;
-  if (last !== null && sameEvents(last.events, events)) return last;
-  const records = events.map(encodeEvent);
+function encodeBatch(
+  events: readonly AuditEvent[],
+  shared: SharedEncodings | undefined,
+): { readonly records: readonly EncodedEvent[]; readonly bytes: number } {
+  const records = events.map((event) => encodeShared(event, shared));
   let bytes = 0;
   for (const record of records) bytes += record.bytes;
-  // Only within the turn the registry queues a batch's shares in: nothing outlives it here.
-  if (lastEncoded === null) setImmediate(() => (lastEncoded = null));
-  lastEncoded = { events, records, bytes };
-  return lastEncoded;
-}
-
-function sameEvents(a: readonly AuditEvent[], b: readonly AuditEvent[]): boolean {
-  if (a === b) return true;
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
+  return { records, bytes };
 }
 
 /**
@@ -223,7 +203,7 @@ class Queue implements SinkQueue {
     return this.#closing;
   }
 
-  append(events: readonly AuditEvent[]): Promise<void> {
+  append(events: readonly AuditEvent[], shared?: SharedEncodings): Promise<void> {
     // Throwing inside the executor rejects the returned promise.
     return new Promise<void>((resolveAppend, rejectAppend) => {
       if (this.#closing) throw closedError();
@@ -231,7 +211,7 @@ class Queue implements SinkQueue {
         resolveAppend();
         return;
       }
-      const { records, bytes } = encodeBatch(events);
+      const { records, bytes } = encodeBatch(events, shared);
       const queued = this.#queuedBytes() + this.#reserved;
       if (queued + bytes > this.#settings.maxBytes) {
         this.#refusedBytes = bytes;

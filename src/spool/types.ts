@@ -3,6 +3,7 @@
  * through its own cursor, and an event acknowledged by `append()` is never lost.
  */
 import type { AuditEvent } from '../audit/types.ts';
+import type { SharedEncodings } from './format.ts';
 
 /**
  * Waits `ms` milliseconds, or less when `signal` aborts (it must honour the signal). Injected so
@@ -91,9 +92,10 @@ export interface SinkQueue {
   /**
    * Stores the events, all or nothing, and resolves once they are durable (synced, for a durable
    * queue): only then may the receiver answer 200. Rejects with a QueueFullError, writing nothing,
-   * if the batch would take the queue over `maxBytes`.
+   * if the batch would take the queue over `maxBytes`. `shared` carries the encodings of the
+   * batch's other appends (the other sinks that keep its events), so that each is serialised once.
    */
-  append(events: readonly AuditEvent[]): Promise<void>;
+  append(events: readonly AuditEvent[], shared?: SharedEncodings): Promise<void>;
   /**
    * The Retry-After, in seconds, while a batch as large as the last one refused would still be
    * refused; undefined when the queue may take the next batch. Lets a receiver refuse a batch

@@ -1,6 +1,6 @@
 // Queue semantics shared by the in-memory and the durable queue (segment files in temporary
 // directories): order, batches, waiting, consumers, the byte cap, closing. Starts no process.
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import {
   openQueue,
   QueueError,
@@ -258,6 +258,25 @@ describe.each<Mode>(['memory', 'durable'])('%s queue', (mode) => {
     const queue = await open(mode, { maxBytes: one * 2 });
     await queue.append(events('e', 0, 2));
     await expect(queue.append([event('e-2')])).rejects.toBeInstanceOf(QueueFullError);
+  });
+
+  it('serialises an event once for every queue it is appended to with shared encodings', async () => {
+    const [a, b] = [await open(mode), await open(mode)];
+    const batch = events('s', 0, 5);
+    const stringify = vi.spyOn(JSON, 'stringify');
+    try {
+      const shared = new Map();
+      await Promise.all([a.append(batch, shared), b.append(batch, shared)]);
+      expect(stringify).toHaveBeenCalledTimes(batch.length);
+      stringify.mockClear();
+      await Promise.all([a.append(batch), b.append(batch)]);
+      expect(stringify).toHaveBeenCalledTimes(2 * batch.length);
+    } finally {
+      stringify.mockRestore();
+    }
+    const sent = batch.map((e) => e.auditID);
+    for (const queue of [a, b])
+      expect(await drain(queue.consumer('out'))).toEqual([...sent, ...sent]);
   });
 
   it('resolves an empty append without storing anything', async () => {
