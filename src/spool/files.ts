@@ -3,6 +3,7 @@
  * log, `log/log.ts`): whole writes and reads at a position, truncation, directory creation and
  * syncs, and the `QUEUE_IO` error that names what failed.
  */
+import { writeSync } from 'node:fs';
 import { type FileHandle, mkdir, open } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { QueueError } from './errors.ts';
@@ -41,6 +42,16 @@ export async function createDirectory(dir: string, fsync: boolean): Promise<void
   for (let path = dir; path !== top && path !== dirname(path); path = dirname(path)) {
     await syncDirectory(dirname(path));
   }
+}
+
+/**
+ * Writes all of `buf` at `position` of an open file on the calling thread. For writes into the
+ * page cache that an fsync then makes durable, which take a fraction of a millisecond: through
+ * libuv's thread pool they would wait behind gzip, reads and other syncs (ADR 0019).
+ */
+export function writeFullySync(fd: number, buf: Buffer, position: number): void {
+  let done = 0;
+  while (done < buf.length) done += writeSync(fd, buf, done, buf.length - done, position + done);
 }
 
 /** Writes all of `buf` at `position`, however many writes it takes. */

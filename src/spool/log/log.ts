@@ -23,7 +23,7 @@ import {
   readRange,
   syncDirectory,
   truncateFile,
-  writeFully,
+  writeFullySync,
 } from '../files.ts';
 import { type EncodedEvent, encodeEvent } from '../format.ts';
 import {
@@ -1178,21 +1178,22 @@ export class DurableLog {
 
   /**
    * Appends one framed record at the log's end and makes it durable; on failure nothing of it
-   * stays (or the log refuses further writes when it cannot be sure). The frame is sealed here,
-   * while its payload is written (one from `encodeLogFrame`; sealing a sealed one changes nothing).
+   * stays (or the log refuses further writes when it cannot be sure). The frame is sealed here
+   * (one from `encodeLogFrame`; sealing a sealed one changes nothing).
    */
   async #writeRecord(record: number, buf: Buffer): Promise<void> {
     const { segment, handle } = await this.#writer(buf.length);
     const at = segment.size;
     let syncing = false;
     try {
-      // The payload goes to the file while its checksum is computed; the frame's header (marker,
-      // length, checksum), which makes it a record, follows. Neither is acknowledged before the
-      // sync, and a crash between them leaves a tail without a marker, cut as a torn write.
-      const payload = writeFully(handle, buf.subarray(FRAME_HEADER_BYTES), at + FRAME_HEADER_BYTES);
+      // The payload goes to the file first; the frame's header (marker, length, checksum), which
+      // makes it a record, follows. Neither is acknowledged before the sync, and a crash between
+      // them leaves a tail without a marker, cut as a torn write. Both are written on this thread:
+      // into the page cache they take a fraction of a millisecond, where the thread pool's queue
+      // (gzip of InfluxDB bodies, reads, other syncs) made every acknowledgement wait (ADR 0019).
       sealLogFrame(buf);
-      await payload;
-      await writeFully(handle, buf.subarray(0, FRAME_HEADER_BYTES), at);
+      writeFullySync(handle.fd, buf.subarray(FRAME_HEADER_BYTES), at + FRAME_HEADER_BYTES);
+      writeFullySync(handle.fd, buf.subarray(0, FRAME_HEADER_BYTES), at);
       if (this.#fsync) {
         syncing = true;
         await handle.datasync();
