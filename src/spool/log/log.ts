@@ -62,6 +62,25 @@ export const DEFAULT_LOG_SEGMENT_BYTES = 64 * 1024 * 1024;
 export const LOG_CACHE_BYTES = 32 * 1024 * 1024;
 
 /**
+ * How far the memory for records may grow past `readCacheBytes` while streams read again records
+ * it had to let go: a hundred tenants each waiting a flush interval before they read hold records
+ * back for that long, and at tens of thousands of events per second a second of records is more
+ * than 32 MiB. Each of them would then read every record from its segment, all tenants' shares
+ * included, which costs more than the memory.
+ */
+export const LOG_CACHE_GROWTH = 4;
+
+/**
+ * A record read from its segment within this long after the cache let it go, by a stream with a
+ * share in it, says the cache is too small for how far apart its readers are. Later reads are
+ * readers far behind (a destination that was down), which no cache of a few seconds would serve.
+ */
+const CACHE_MISS_WINDOW_MS = 2_000;
+
+/** With no such read for this long, the cache shrinks back towards `readCacheBytes`, by a tenth. */
+const CACHE_SHRINK_AFTER_MS = 30_000;
+
+/**
  * Of those, the most recent 8 MiB keep their events as objects, what one per-sink spool kept
  * (ADR 0012): a consumer that keeps up takes them without decoding, while the rest cost their
  * bytes, not the several times more their objects take on the heap. Only records that a stream
@@ -106,6 +125,8 @@ export interface LogOptions {
   readonly readHandles?: number;
   /** Log size past which laggards are relocated (default {@link DEFAULT_RELOCATE_AFTER_BYTES}). */
   readonly relocateAfterBytes?: number;
+  /** Milliseconds of a monotonic clock (default `performance.now`); tests pass their own. */
+  readonly now?: () => number;
 }
 
 /** What opening the log found on disk. */
@@ -136,6 +157,11 @@ export interface LogStats {
   /** Records kept in memory for reads, and their bytes. */
   readonly cachedRecords: number;
   readonly cachedBytes: number;
+  /**
+   * The bytes of records kept at most now: `readCacheBytes`, grown while streams read again
+   * records it let go (up to {@link LOG_CACHE_GROWTH} times).
+   */
+  readonly cacheLimitBytes: number;
   /** Records read from their segments (reads that several streams shared count once). */
   readonly segmentReads: number;
 }
@@ -359,6 +385,13 @@ export class DurableLog {
   readonly #segmentBytes: number;
   readonly #fsync: boolean;
   readonly #cacheBytes: number;
+  readonly #now: () => number;
+  // The current limit of #cachedBytes, from #cacheBytes up to LOG_CACHE_GROWTH times it.
+  #cacheLimit: number;
+  // Records of several readers the limit made the cache let go, by record: when, oldest first.
+  readonly #letGo = new Map<number, number>();
+  #lastMiss = Number.NEGATIVE_INFINITY;
+  #lastShrink = Number.NEGATIVE_INFINITY;
   readonly #decodedCacheBytes: number;
   readonly #readHandles: number;
   readonly #relocateAfterBytes: number;
@@ -417,6 +450,8 @@ export class DurableLog {
     this.#segmentBytes = options.segmentBytes;
     this.#fsync = options.fsync;
     this.#cacheBytes = options.readCacheBytes;
+    this.#cacheLimit = options.readCacheBytes;
+    this.#now = options.now;
     this.#decodedCacheBytes = options.decodedCacheBytes;
     this.#readHandles = options.readHandles;
     this.#relocateAfterBytes = options.relocateAfterBytes;
@@ -442,6 +477,7 @@ export class DurableLog {
       decodedCacheBytes: options.decodedCacheBytes ?? LOG_DECODED_CACHE_BYTES,
       readHandles: options.readHandles ?? LOG_READ_HANDLES,
       relocateAfterBytes: options.relocateAfterBytes ?? DEFAULT_RELOCATE_AFTER_BYTES,
+      now: options.now ?? (() => performance.now()),
     };
     if (!Number.isSafeInteger(settings.segmentBytes) || settings.segmentBytes <= 0) {
       throw new RangeError(`segmentBytes must be a positive integer, got ${settings.segmentBytes}`);
@@ -743,6 +779,7 @@ export class DurableLog {
     const location = this.#locations.get(record);
     if (location === undefined) return null;
     this.#segmentReads++;
+    this.#missed(record, location.size);
     const { segment, offset, size: length } = location;
     let buf: Buffer;
     try {
@@ -862,6 +899,7 @@ export class DurableLog {
       readHandles: this.#readers.size,
       cachedRecords: this.#cache.size,
       cachedBytes: this.#cachedBytes,
+      cacheLimitBytes: this.#cacheLimit,
       segmentReads: this.#segmentReads,
     };
   }
@@ -1242,12 +1280,19 @@ export class DurableLog {
   }
 
   #cacheRecord(record: number, entry: CachedRecord): void {
-    if (entry.bytes > this.#cacheBytes || !entry.worthCaching) return;
+    this.#shrink();
+    if (entry.bytes > this.#cacheLimit || !entry.worthCaching) return;
     this.#uncache(record);
-    while (this.#cachedBytes + entry.bytes > this.#cacheBytes) {
-      const oldest = this.#cache.keys().next();
+    while (this.#cachedBytes + entry.bytes > this.#cacheLimit) {
+      const oldest = this.#cache.entries().next();
       if (oldest.done === true) break;
-      this.#uncache(oldest.value);
+      const [number, dropped] = oldest.value;
+      this.#uncache(number);
+      if (dropped.readers > 1) {
+        const now = this.#now();
+        this.#forgetLetGo(now);
+        this.#letGo.set(number, now);
+      }
     }
     this.#cache.set(record, entry);
     this.#cachedBytes += entry.bytes;
@@ -1264,6 +1309,40 @@ export class DurableLog {
       // Kept as bytes by the rule of any record without objects.
       if (!demoted.worthCaching) this.#uncache(number);
     }
+  }
+
+  /**
+   * A record is read from its segment: when the cache let it go moments ago while several
+   * consumers read it, those readers are further apart than the cache holds, and each of them
+   * would read every record from its segment. The limit grows by a quarter (and at least by the
+   * record), up to {@link LOG_CACHE_GROWTH} times `readCacheBytes`.
+   */
+  #missed(record: number, bytes: number): void {
+    const now = this.#now();
+    this.#forgetLetGo(now);
+    if (!this.#letGo.delete(record)) return;
+    this.#lastMiss = now;
+    const grown = this.#cacheLimit + Math.max(Math.floor(this.#cacheLimit / 4), bytes);
+    this.#cacheLimit = Math.min(this.#cacheBytes * LOG_CACHE_GROWTH, grown);
+  }
+
+  /** Forgets the records let go before the window: reads of them are no longer evidence. */
+  #forgetLetGo(now: number): void {
+    // In the order they were let go, so the oldest come first.
+    for (const [number, at] of this.#letGo) {
+      if (now - at <= CACHE_MISS_WINDOW_MS) break;
+      this.#letGo.delete(number);
+    }
+  }
+
+  /** Without a miss for a while, takes the limit back by a tenth (at most every few seconds). */
+  #shrink(): void {
+    if (this.#cacheLimit <= this.#cacheBytes) return;
+    const now = this.#now();
+    if (now - this.#lastMiss < CACHE_SHRINK_AFTER_MS) return;
+    if (now - this.#lastShrink < CACHE_SHRINK_AFTER_MS / 10) return;
+    this.#lastShrink = now;
+    this.#cacheLimit = Math.max(this.#cacheBytes, Math.floor(this.#cacheLimit * 0.9));
   }
 
   #uncache(record: number): void {

@@ -624,6 +624,92 @@ describe('records in memory', () => {
     expect(two.log.stats().segmentReads).toBe(0);
   });
 
+  describe('how much memory the records take', () => {
+    /** Writes one batch of three events to every stream, as one record for all of them. */
+    async function writeAll(streams: readonly LogStream[], prefix: string): Promise<void> {
+      const batch = events(prefix, 0, 3).map(encodeEvent);
+      await Promise.all(streams.map((s) => s.write(batch)));
+    }
+
+    /** The bytes of one record of {@link writeAll} for two streams. */
+    async function recordBytes(): Promise<number> {
+      const { log, streams } = await memoryLog(['sinks/a', 'sinks/b'], 1);
+      await writeAll(streams, 'r00');
+      return log.stats().cachedBytes;
+    }
+
+    it('grows while the readers of a record read it from its segment soon after it was let go, up to four times, and shrinks back later', async () => {
+      const record = await recordBytes();
+      let clock = 0;
+      const { log, streams } = await memoryLog(['sinks/a', 'sinks/b'], 1, {
+        readCacheBytes: 2 * record,
+        now: () => clock,
+      });
+      const [a, b] = streams as [LogStream, LogStream];
+      for (let r = 0; r < 4; r++) await writeAll(streams, `r0${r}`);
+      // Two records fit: the first two were let go unread.
+      expect(log.stats()).toMatchObject({ cachedRecords: 2, cacheLimitBytes: 2 * record });
+
+      clock = 1_000;
+      expect(auditIDs(await a.read(0, 100))).toHaveLength(12);
+      // Each of the two read from its segment grew the limit by a record, so the other stream
+      // reads all four from memory.
+      expect(log.stats()).toMatchObject({ segmentReads: 2, cacheLimitBytes: 4 * record });
+      expect(auditIDs(await b.read(0, 100))).toHaveLength(12);
+      expect(log.stats().segmentReads).toBe(2);
+
+      for (let r = 4; r < 16; r++) await writeAll(streams, `r${String(r).padStart(2, '0')}`);
+      clock = 1_500;
+      expect(auditIDs(await a.read(12, 100))).toHaveLength(36);
+      // Never past four times readCacheBytes. Eight records behind, the stream read them all from
+      // their segments; past the cap, each one it read pushed out one of the four it read next.
+      expect(log.stats()).toMatchObject({ segmentReads: 14, cacheLimitBytes: 8 * record });
+
+      // Half a minute without such a read: a tenth less at most every 3 s, down to the setting.
+      clock = 31_499;
+      await writeAll(streams, 'r16');
+      expect(log.stats().cacheLimitBytes).toBe(8 * record);
+      clock = 31_501;
+      await writeAll(streams, 'r17');
+      expect(log.stats().cacheLimitBytes).toBe(Math.floor(8 * record * 0.9));
+      clock = 33_000;
+      await writeAll(streams, 'r18');
+      expect(log.stats().cacheLimitBytes).toBe(Math.floor(8 * record * 0.9));
+      for (let r = 19; r < 60; r++) {
+        clock += 3_000;
+        await writeAll(streams, `r${r}`);
+      }
+      expect(log.stats().cacheLimitBytes).toBe(2 * record);
+      expect(log.stats().cachedBytes).toBeLessThanOrEqual(2 * record);
+    });
+
+    it('does not grow for a record read again by its only reader, nor for one let go long before', async () => {
+      const record = await recordBytes();
+      let clock = 0;
+      const single = await memoryLog(['sinks/a'], 1, {
+        readCacheBytes: 2 * record,
+        decodedCacheBytes: 0,
+        now: () => clock,
+      });
+      const [a] = single.streams as [LogStream];
+      for (let r = 0; r < 4; r++) await a.write(events(`r${r}`, 0, 3).map(encodeEvent));
+      expect(auditIDs(await a.read(0, 100))).toHaveLength(12);
+      expect(auditIDs(await a.read(0, 100))).toHaveLength(12);
+      expect(single.log.stats().segmentReads).toBeGreaterThan(0);
+      expect(single.log.stats().cacheLimitBytes).toBe(2 * record);
+
+      const late = await memoryLog(['sinks/a', 'sinks/b'], 1, {
+        readCacheBytes: 2 * record,
+        now: () => clock,
+      });
+      for (let r = 0; r < 4; r++) await writeAll(late.streams, `r0${r}`);
+      // A destination that was down for longer than the window: its reads are no evidence.
+      clock += 2_001;
+      expect(auditIDs(await (late.streams[0] as LogStream).read(0, 6))).toHaveLength(6);
+      expect(late.log.stats()).toMatchObject({ segmentReads: 2, cacheLimitBytes: 2 * record });
+    });
+  });
+
   it('reads a record that is no longer in memory once for every stream that asks meanwhile', async () => {
     const keys = Array.from({ length: 20 }, (_, i) => `pipelines/ns-${i}/audit`);
     const { log, streams } = await memoryLog(keys, 1, { readCacheBytes: 0 });
