@@ -12,15 +12,30 @@ import { setImmediate } from 'node:timers';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 
 export class TurnBudget {
-  /** Units each turn allows, all users together. */
-  readonly perTurn: number;
+  /** Units each turn allows unless {@link scale}d, all users together. */
+  readonly base: number;
+  #perTurn: number;
   #used = 0;
 
   constructor(perTurn: number) {
     if (!Number.isSafeInteger(perTurn) || perTurn < 1) {
       throw new RangeError(`perTurn must be a positive integer, got ${String(perTurn)}`);
     }
-    this.perTurn = perTurn;
+    this.base = perTurn;
+    this.#perTurn = perTurn;
+  }
+
+  /** Units each turn allows now, all users together. */
+  get perTurn(): number {
+    return this.#perTurn;
+  }
+
+  /** Allows `factor` times the base per turn from now on; 1 goes back to the base. */
+  scale(factor: number): void {
+    if (!Number.isSafeInteger(factor) || factor < 1) {
+      throw new RangeError(`factor must be a positive integer, got ${String(factor)}`);
+    }
+    this.#perTurn = this.base * factor;
   }
 
   /**
@@ -28,7 +43,7 @@ export class TurnBudget {
    * waiting for a turn that has.
    */
   take(): Promise<void> | undefined {
-    if (this.#used < this.perTurn) {
+    if (this.#used < this.#perTurn) {
       this.#use();
       return undefined;
     }
@@ -36,7 +51,7 @@ export class TurnBudget {
   }
 
   async #takeLater(): Promise<void> {
-    while (this.#used >= this.perTurn) await nextTurn();
+    while (this.#used >= this.#perTurn) await nextTurn();
     this.#use();
   }
 
@@ -49,6 +64,11 @@ export class TurnBudget {
 
 /**
  * Events encoded as line protocol in one turn of the event loop, by every output of the process
- * together (InfluxDB and line-protocol files): about a millisecond of work.
+ * together (InfluxDB and line-protocol files): about a millisecond of work. Four times that while
+ * the sinks fall so far behind that the durable log grows its memory to keep their records
+ * (`runtime/dataplane.ts` scales it; ADR 0022).
  */
 export const LINE_PROTOCOL_ENCODING = new TurnBudget(100);
+
+/** How many times its base {@link LINE_PROTOCOL_ENCODING} allows while sinks fall behind. */
+export const LINE_PROTOCOL_CATCH_UP = 4;

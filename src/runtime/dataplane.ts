@@ -11,6 +11,7 @@ import { LineProtocolFileOutput, lineProtocolPath } from '../outputs/file/file-o
 import { INFLUX_DEFAULTS, TAG_NAMES } from '../outputs/influxdb/index.ts';
 import { createOutputs } from '../outputs/kinds.ts';
 import type { Output } from '../outputs/types.ts';
+import { LINE_PROTOCOL_CATCH_UP, LINE_PROTOCOL_ENCODING } from '../outputs/turn-budget.ts';
 import {
   type AccessDecision,
   type AccessReview,
@@ -243,6 +244,10 @@ export function createRegistry(
               key: streamKey(sink),
               maxBytes: settings.spoolMaxBytes,
               legacyDir: spoolDir(settings.dataDir, sink),
+              // Sinks so far behind that the log keeps more of their records in memory: delivery
+              // gets more of each turn until they caught up (ADR 0022).
+              onCacheGrowth: (grown) =>
+                LINE_PROTOCOL_ENCODING.scale(grown ? LINE_PROTOCOL_CATCH_UP : 1),
             })
           : openQueue({ maxBytes: settings.spoolMaxBytes }),
       createOutputs: (sink) =>

@@ -41,6 +41,11 @@ export interface LogQueueOptions {
   readonly relocateAfterBytes?: number;
   /** Bytes of records the log keeps in memory for reads; the log's default otherwise. */
   readonly readCacheBytes?: number;
+  /**
+   * The log's `onCacheGrowth`: the process's log is shared, so the first sink to open it sets
+   * it; every sink of a process passes the same.
+   */
+  readonly onCacheGrowth?: (grown: boolean) => void;
   readonly retryAfterSeconds?: number;
   readonly delay?: Delay;
 }
@@ -67,6 +72,7 @@ function sharedLog(options: LogQueueOptions): Promise<DurableLog> {
         ? {}
         : { relocateAfterBytes: options.relocateAfterBytes }),
       ...(options.readCacheBytes === undefined ? {} : { readCacheBytes: options.readCacheBytes }),
+      ...(options.onCacheGrowth === undefined ? {} : { onCacheGrowth: options.onCacheGrowth }),
     });
   })();
   logs.set(dir, opening);

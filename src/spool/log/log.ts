@@ -127,6 +127,11 @@ export interface LogOptions {
   readonly relocateAfterBytes?: number;
   /** Milliseconds of a monotonic clock (default `performance.now`); tests pass their own. */
   readonly now?: () => number;
+  /**
+   * Told when the memory for records first grows past `readCacheBytes` (true: consumers reading
+   * the same records fell further apart than it holds) and when it is back to it (false).
+   */
+  readonly onCacheGrowth?: (grown: boolean) => void;
 }
 
 /** What opening the log found on disk. */
@@ -386,6 +391,7 @@ export class DurableLog {
   readonly #fsync: boolean;
   readonly #cacheBytes: number;
   readonly #now: () => number;
+  readonly #onCacheGrowth: (grown: boolean) => void;
   // The current limit of #cachedBytes, from #cacheBytes up to LOG_CACHE_GROWTH times it.
   #cacheLimit: number;
   // Records of several readers the limit made the cache let go, by record: when, oldest first.
@@ -452,6 +458,7 @@ export class DurableLog {
     this.#cacheBytes = options.readCacheBytes;
     this.#cacheLimit = options.readCacheBytes;
     this.#now = options.now;
+    this.#onCacheGrowth = options.onCacheGrowth;
     this.#decodedCacheBytes = options.decodedCacheBytes;
     this.#readHandles = options.readHandles;
     this.#relocateAfterBytes = options.relocateAfterBytes;
@@ -478,6 +485,7 @@ export class DurableLog {
       readHandles: options.readHandles ?? LOG_READ_HANDLES,
       relocateAfterBytes: options.relocateAfterBytes ?? DEFAULT_RELOCATE_AFTER_BYTES,
       now: options.now ?? (() => performance.now()),
+      onCacheGrowth: options.onCacheGrowth ?? (() => undefined),
     };
     if (!Number.isSafeInteger(settings.segmentBytes) || settings.segmentBytes <= 0) {
       throw new RangeError(`segmentBytes must be a positive integer, got ${settings.segmentBytes}`);
@@ -1322,8 +1330,10 @@ export class DurableLog {
     this.#forgetLetGo(now);
     if (!this.#letGo.delete(record)) return;
     this.#lastMiss = now;
-    const grown = this.#cacheLimit + Math.max(Math.floor(this.#cacheLimit / 4), bytes);
+    const before = this.#cacheLimit;
+    const grown = before + Math.max(Math.floor(before / 4), bytes);
     this.#cacheLimit = Math.min(this.#cacheBytes * LOG_CACHE_GROWTH, grown);
+    if (before === this.#cacheBytes && this.#cacheLimit > before) this.#onCacheGrowth(true);
   }
 
   /** Forgets the records let go before the window: reads of them are no longer evidence. */
@@ -1343,6 +1353,7 @@ export class DurableLog {
     if (now - this.#lastShrink < CACHE_SHRINK_AFTER_MS / 10) return;
     this.#lastShrink = now;
     this.#cacheLimit = Math.max(this.#cacheBytes, Math.floor(this.#cacheLimit * 0.9));
+    if (this.#cacheLimit === this.#cacheBytes) this.#onCacheGrowth(false);
   }
 
   #uncache(record: number): void {

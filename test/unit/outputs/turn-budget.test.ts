@@ -52,6 +52,22 @@ describe('TurnBudget', () => {
     expect(await turnsUntil(Promise.all([big, small]))).toBeGreaterThanOrEqual(10);
   });
 
+  it('allows a multiple of its base per turn once scaled, and its base again when scaled by 1', async () => {
+    const budget = new TurnBudget(100);
+    budget.scale(4);
+    expect(budget.perTurn).toBe(400);
+    // 1,000 units: this turn and two more, where the base would take ten.
+    const turns = await turnsUntil(work(budget, 1_000));
+    expect(turns).toBeGreaterThanOrEqual(2);
+    expect(turns).toBeLessThan(5);
+    budget.scale(1);
+    expect(budget.perTurn).toBe(100);
+    expect(await turnsUntil(work(budget, 1_000))).toBeGreaterThanOrEqual(9);
+    for (const factor of [0, -1, 1.5, Number.NaN]) {
+      expect(() => budget.scale(factor)).toThrow(RangeError);
+    }
+  });
+
   it('refuses a budget that is not a positive integer', () => {
     for (const perTurn of [0, -1, 1.5, Number.NaN, Infinity]) {
       expect(() => new TurnBudget(perTurn)).toThrow(RangeError);

@@ -641,9 +641,11 @@ describe('records in memory', () => {
     it('grows while the readers of a record read it from its segment soon after it was let go, up to four times, and shrinks back later', async () => {
       const record = await recordBytes();
       let clock = 0;
+      const growth: boolean[] = [];
       const { log, streams } = await memoryLog(['sinks/a', 'sinks/b'], 1, {
         readCacheBytes: 2 * record,
         now: () => clock,
+        onCacheGrowth: (grown) => growth.push(grown),
       });
       const [a, b] = streams as [LogStream, LogStream];
       for (let r = 0; r < 4; r++) await writeAll(streams, `r0${r}`);
@@ -664,6 +666,8 @@ describe('records in memory', () => {
       // Never past four times readCacheBytes. Eight records behind, the stream read them all from
       // their segments; past the cap, each one it read pushed out one of the four it read next.
       expect(log.stats()).toMatchObject({ segmentReads: 14, cacheLimitBytes: 8 * record });
+      // Told once when it first grew, not at every growth.
+      expect(growth).toEqual([true]);
 
       // Half a minute without such a read: a tenth less at most every 3 s, down to the setting.
       clock = 31_499;
@@ -681,6 +685,7 @@ describe('records in memory', () => {
       }
       expect(log.stats().cacheLimitBytes).toBe(2 * record);
       expect(log.stats().cachedBytes).toBeLessThanOrEqual(2 * record);
+      expect(growth).toEqual([true, false]);
     });
 
     it('does not grow for a record read again by its only reader, nor for one let go long before', async () => {
@@ -698,15 +703,18 @@ describe('records in memory', () => {
       expect(single.log.stats().segmentReads).toBeGreaterThan(0);
       expect(single.log.stats().cacheLimitBytes).toBe(2 * record);
 
+      const told: boolean[] = [];
       const late = await memoryLog(['sinks/a', 'sinks/b'], 1, {
         readCacheBytes: 2 * record,
         now: () => clock,
+        onCacheGrowth: (grown) => told.push(grown),
       });
       for (let r = 0; r < 4; r++) await writeAll(late.streams, `r0${r}`);
       // A destination that was down for longer than the window: its reads are no evidence.
       clock += 2_001;
       expect(auditIDs(await (late.streams[0] as LogStream).read(0, 6))).toHaveLength(6);
       expect(late.log.stats()).toMatchObject({ segmentReads: 2, cacheLimitBytes: 2 * record });
+      expect(told).toEqual([]);
     });
   });
 
