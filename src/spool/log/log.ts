@@ -929,6 +929,12 @@ export class DurableLog {
       this.#cachedBytes = 0;
       this.#decoded.clear();
       this.#decodedBytes = 0;
+      this.#letGo.clear();
+      // Nothing is kept for readers any more: whoever was told it grew hears that it is over.
+      if (this.#cacheLimit > this.#cacheBytes) {
+        this.#cacheLimit = this.#cacheBytes;
+        this.#onCacheGrowth(false);
+      }
       const handle = this.#handle;
       this.#handle = null;
       this.#readersClosed = true;

@@ -686,6 +686,14 @@ describe('records in memory', () => {
       expect(log.stats().cacheLimitBytes).toBe(2 * record);
       expect(log.stats().cachedBytes).toBeLessThanOrEqual(2 * record);
       expect(growth).toEqual([true, false]);
+
+      // Closed while grown: told that it is over.
+      clock = 200_000;
+      for (let r = 60; r < 64; r++) await writeAll(streams, `r${r}`);
+      expect(auditIDs(await b.read(12, 1_000))).toHaveLength(180);
+      expect(log.stats().cacheLimitBytes).toBeGreaterThan(2 * record);
+      await log.close();
+      expect(growth).toEqual([true, false, true, false]);
     });
 
     it('does not grow for a record read again by its only reader, nor for one let go long before', async () => {
