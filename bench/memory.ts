@@ -1,5 +1,5 @@
 /**
- * `node bench/memory.ts [--full] [--only <workload>] [--no-peer] [--repeat <n>]
+ * `node bench/memory.ts [--full] [--only <workload>] [--no-peer] [--repeat <n>] [--batches <n>]
  * [--candidate '<NODE_OPTIONS>']...`: what Node.js and V8 settings cost and save. Runs this
  * project's `standalone` on the peer comparison's workloads (bench/peer.ts) once per candidate
  * `NODE_OPTIONS`, into one real influxd, and Telegraf
@@ -10,7 +10,8 @@
  * candidate).
  *
  * The default workloads are the quick bench's 1-sink ones and the Mix with 100 sinks; `--full`
- * adds the Mix with 1,000 sinks. Needs `npm run build` and Telegraf built, as bench/peer.ts does.
+ * adds the Mix with 1,000 sinks. `--batches` sends that many batches in every workload instead of
+ * the quick bench's 150 to 250: backlogs that build up over the full run only show in longer runs. Needs `npm run build` and Telegraf built, as bench/peer.ts does.
  */
 import { readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -48,26 +49,33 @@ function flags(): {
   peer: boolean;
   repeat: number;
   only: string;
+  batches: number | undefined;
   candidates: string[];
 } {
   const argv = process.argv.slice(2);
   const candidates: string[] = [];
   let repeat = 1;
   let only = '';
+  let batches: number | undefined;
   for (let i = 0; i < argv.length; i++) {
     if (argv[i] === '--candidate') candidates.push(argv[++i] ?? '');
     else if (argv[i] === '--only') only = argv[++i] ?? '';
     else if (argv[i] === '--repeat') repeat = Number(argv[++i]);
+    else if (argv[i] === '--batches') batches = Number(argv[++i]);
     else if (argv[i] !== '--full' && argv[i] !== '--no-peer')
       throw new Error(`unknown argument ${argv[i]}`);
   }
   if (!Number.isInteger(repeat) || repeat < 1) throw new Error('--repeat takes a positive integer');
+  if (batches !== undefined && (!Number.isInteger(batches) || batches < 1)) {
+    throw new Error('--batches takes a positive integer');
+  }
   const list = candidates.length > 0 ? candidates : [...DEFAULT_CANDIDATES, shippedNodeOptions()];
   return {
     full: argv.includes('--full'),
     peer: !argv.includes('--no-peer'),
     repeat,
     only,
+    batches,
     candidates: [...new Set(list)],
   };
 }
@@ -81,12 +89,12 @@ interface Row {
   readonly peaks: Readonly<Record<string, number>>;
 }
 
-const { full, peer: withPeer, repeat, only, candidates } = flags();
+const { full, peer: withPeer, repeat, only, batches, candidates } = flags();
 const matrix: Workload[] = [
-  workload('Metadata', 1, 250),
-  workload('RequestResponse', 1, 250),
-  workload('Mix', 100, 150),
-  ...(full ? [workload('Mix', 1000, 150)] : []),
+  workload('Metadata', 1, batches ?? 250),
+  workload('RequestResponse', 1, batches ?? 250),
+  workload('Mix', 100, batches ?? 150),
+  ...(full ? [workload('Mix', 1000, batches ?? 150)] : []),
 ].filter((w) => w.name.includes(only));
 const progress = (line: string) => console.error(line);
 const telegraf = ensureTelegraf();
