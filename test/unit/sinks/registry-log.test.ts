@@ -12,7 +12,7 @@ import { type Output, OutputError } from '../../../src/outputs/types.ts';
 import { SinkRegistry } from '../../../src/sinks/registry.ts';
 import { sinkFromResource } from '../../../src/sinks/spec.ts';
 import type { Sink } from '../../../src/sinks/types.ts';
-import { DurableLog, openLogQueue } from '../../../src/spool/log/index.ts';
+import { DurableLog, type LogQueueOptions, openLogQueue } from '../../../src/spool/log/index.ts';
 import { recordedEvents } from '../../support/recorded.ts';
 import { pipelineResource } from '../../support/resources.ts';
 import { eventually } from '../../support/wait.ts';
@@ -51,14 +51,18 @@ afterEach(async () => {
   for (const dir of dirs.splice(0)) await rm(dir, { recursive: true, force: true });
 });
 
-async function setup(maxBytes = 10 * 1024 * 1024, dir?: string) {
+async function setup(
+  maxBytes = 10 * 1024 * 1024,
+  dir?: string,
+  logOptions: Pick<LogQueueOptions, 'readCacheBytes' | 'onCacheGrowth'> = {},
+) {
   const logDir = dir ?? (await mkdtemp(join(tmpdir(), 'kao-registry-log-')));
   if (dir === undefined) dirs.push(logDir);
   const outputs = new Map<string, RecordingOutput>();
   const registry = new SinkRegistry({
     routing: { allowSecretPayloads: false },
     factory: {
-      openQueue: (sink) => openLogQueue({ logDir, key: sink.key, maxBytes }),
+      openQueue: (sink) => openLogQueue({ logDir, key: sink.key, maxBytes, ...logOptions }),
       createOutputs: (sink) => {
         const output = new RecordingOutput();
         outputs.set(sink.key, output);
@@ -143,6 +147,44 @@ describe('sink registry over the durable log', () => {
     const own = await registry.ingest(batch(1000), { kind: 'sink', key: stuck.key });
     expect(own).toMatchObject({ ok: false, reason: 'full', retryAfterSeconds: 1 });
     expect(registry.refusing({ kind: 'all' })).toBeUndefined();
+  });
+
+  it('tells onCacheGrowth when sinks reading the same records fall further apart than the log keeps in memory', async () => {
+    const sinks = [pipeline('kube-audit', 'one'), pipeline('kube-audit', 'two')];
+    const down = () => new OutputError('UNREACHABLE', 'down', { retryable: true });
+    // The bytes of one record: both sinks keep the same trimmed events.
+    const probe = await setup();
+    await probe.registry.apply(sinks);
+    for (const sink of sinks) probe.output(sink.key).failing = down();
+    await probe.registry.ingest(batch(0), { kind: 'all' });
+    await probe.registry.close();
+    const opened = await DurableLog.open({ dir: probe.logDir });
+    const record = opened.stats().bytes;
+    await opened.close();
+
+    const told: boolean[] = [];
+    const { registry, output } = await setup(10 * 1024 * 1024, undefined, {
+      readCacheBytes: Math.floor(record * 1.5),
+      onCacheGrowth: (grown) => told.push(grown),
+    });
+    await registry.apply(sinks);
+    for (const sink of sinks) output(sink.key).failing = down();
+    // Four records where the memory holds one: three let go before either sink read them.
+    for (let i = 0; i < 4; i++) await registry.ingest(batch(i), { kind: 'all' });
+    expect(told).toEqual([]);
+    for (const sink of sinks) output(sink.key).failing = undefined;
+    for (const sink of sinks) {
+      await eventually(
+        `${sink.key} delivered`,
+        () => output(sink.key).got.length === 4 * EVENTS.length,
+        5_000,
+        5,
+      );
+    }
+    expect(told).toEqual([true]);
+    await registry.close();
+    // The log closed with its last stream: the growth is over.
+    expect(told).toEqual([true, false]);
   });
 
   it('frees a deleted sink’s share of the log', async () => {
