@@ -19,6 +19,7 @@
  */
 import { crc32 } from 'node:zlib';
 import type { AuditEvent } from '../../audit/types.ts';
+import { singleSelection } from './stream-index.ts';
 
 /** Version of the state file; bump it with any change to this format. */
 export const LOG_FORMAT_VERSION = 1;
@@ -93,6 +94,7 @@ export function selectionOf(runs: unknown, variants: number): Uint32Array | null
     if ((first as number) + (length as number) > variants) return null;
     total += length as number;
   }
+  if (total === 1) return singleSelection(runs[0] as number);
   const selection = new Uint32Array(total);
   let at = 0;
   for (let i = 0; i < runs.length; i += 2) {

@@ -44,7 +44,7 @@ import {
   sealLogFrame,
   type StreamShare,
 } from './format.ts';
-import { type StreamEntry, StreamIndex } from './stream-index.ts';
+import { eventStarts, type StreamEntry, StreamIndex, singleSelection } from './stream-index.ts';
 
 /**
  * 64 MiB segments: one group commit of 100 sinks' 400-event batches is a few MiB, and a segment
@@ -220,7 +220,7 @@ interface Relocation {
   next: number;
   /** Record of the first copy, once written. */
   base: number | null;
-  readonly added: { record: number; selection: Uint32Array; offsets: Float64Array }[];
+  readonly added: { record: number; selection: Uint32Array; starts: Float64Array }[];
 }
 
 /**
@@ -358,23 +358,29 @@ class SegmentReader {
 // Logs open in this process, by directory: two writers on one directory would corrupt it.
 const openLogs = new Set<string>();
 
-/** `offsets` of a selection: bytes before each kept event, then the total. */
-function offsetsOf(selection: Uint32Array, sizes: ArrayLike<number>): Float64Array {
-  const offsets = new Float64Array(selection.length + 1);
-  let total = 0;
-  for (let k = 0; k < selection.length; k++) {
-    offsets[k] = total;
-    total += sizes[selection[k] as number] as number;
-  }
-  offsets[selection.length] = total;
-  return offsets;
-}
-
 function sameRecords(a: readonly EncodedEvent[], b: readonly EncodedEvent[]): boolean {
   if (a === b) return true;
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) if (a[i]?.event !== b[i]?.event) return false;
   return true;
+}
+
+/**
+ * `selection`, or an equal one already in `seen` (which it joins otherwise): sinks keeping the same
+ * events of a record share one selection, found without comparing it with every other share's.
+ */
+function sharedSelection(seen: Map<number, Uint32Array[]>, selection: Uint32Array): Uint32Array {
+  if (selection.length === 1) return singleSelection(selection[0] as number);
+  const key = (selection[0] ?? 0) * 0x10000 + (selection.length % 0x10000);
+  const alike = seen.get(key);
+  if (alike === undefined) {
+    seen.set(key, [selection]);
+    return selection;
+  }
+  const same = alike.find((s) => sameSelection(s, selection));
+  if (same !== undefined) return same;
+  alike.push(selection);
+  return selection;
 }
 
 function sameSelection(a: Uint32Array, b: Uint32Array): boolean {
@@ -536,7 +542,7 @@ export class DurableLog {
     // Every intact record, with the shares and event sizes that build the streams' indexes.
     const segments: Segment[] = [];
     const locations = new Map<number, Location>();
-    const loaded: { record: number; shares: readonly StreamShare[]; sizes: number[] }[] = [];
+    const loaded: { record: number; shares: readonly StreamShare[]; starts: Float64Array }[] = [];
     let tornBytes = 0;
     let corruptRecords = 0;
     let lastRecord = -1;
@@ -569,11 +575,10 @@ export class DurableLog {
         lastRecord = record.record;
         segment.end = record.record + 1;
         locations.set(record.record, { segment, offset, size: frameSize });
-        const sizes: number[] = [];
-        for (let v = 0; v + 1 < record.lines.length; v++) {
-          sizes.push((record.lines[v + 1] as number) - (record.lines[v] as number));
-        }
-        loaded.push({ record: record.record, shares: record.shares, sizes });
+        // Where each event's line starts, counted from the first: the record's event sizes summed.
+        const lineStart = record.lines[0] as number;
+        const starts = Float64Array.from(record.lines, (at) => at - lineStart);
+        loaded.push({ record: record.record, shares: record.shares, starts });
       }
       segments.push(segment);
     }
@@ -621,9 +626,9 @@ export class DurableLog {
         nextId = Math.max(nextId, id + 1);
       }
     }
-    for (const { record, shares, sizes } of loaded) {
-      // Streams that keep the same events share one selection and one size table.
-      const built: { selection: Uint32Array; offsets: Float64Array }[] = [];
+    for (const { record, shares, starts } of loaded) {
+      // Streams that keep the same events share one selection.
+      const built: Uint32Array[] = [];
       for (const share of shares) {
         const stream = streams.get(share.id);
         // Not in the state: the stream was deleted, and its share freed.
@@ -637,12 +642,12 @@ export class DurableLog {
         ) {
           continue;
         }
-        let same = built.find((b) => sameSelection(b.selection, share.selection));
+        let same = built.find((b) => sameSelection(b, share.selection));
         if (same === undefined) {
-          same = { selection: share.selection, offsets: offsetsOf(share.selection, sizes) };
+          same = share.selection;
           built.push(same);
         }
-        stream.index.add(record, same.selection, same.offsets);
+        stream.index.add(record, same, starts);
       }
     }
     let nextRecord = Math.max(lastRecord + 1, segmentFirsts.at(-1) ?? 0);
@@ -1099,10 +1104,7 @@ export class DurableLog {
       job.added.push({
         record,
         selection,
-        offsets: offsetsOf(
-          selection,
-          lines.map((line) => line.bytes),
-        ),
+        starts: eventStarts(lines.map((line) => line.bytes)),
       });
     }
     if (!final) return;
@@ -1160,7 +1162,8 @@ export class DurableLog {
     // Which variant each event object is; built only when a second, different share comes.
     let numbers: Map<AuditEvent, number> | null = null;
     const shares: StreamShare[] = [];
-    const selections: Uint32Array[] = [];
+    // Distinct selections by their first index and length, so that equal ones are one instance.
+    const selections = new Map<number, Uint32Array[]>();
     let previous: { records: readonly EncodedEvent[]; selection: Uint32Array } | null = null;
     for (const { stream, records } of group) {
       // Sinks that keep the same events (the usual case) share the previous one's selection.
@@ -1175,7 +1178,7 @@ export class DurableLog {
           variants.push(records[k] as EncodedEvent);
           selection[k] = k;
         }
-        selections.push(selection);
+        selection = sharedSelection(selections, selection);
         shares.push({ id: stream.id, key: stream.key, selection });
         previous = { records, selection };
         continue;
@@ -1196,25 +1199,18 @@ export class DurableLog {
         }
         selection[k] = n;
       }
-      selection = selections.find((s) => sameSelection(s, selection)) ?? selection;
-      if (!selections.includes(selection)) selections.push(selection);
+      selection = sharedSelection(selections, selection);
       shares.push({ id: stream.id, key: stream.key, selection });
       previous = { records, selection };
     }
     const record = this.#nextRecord;
     const buf = encodeLogFrame(record, variants, shares);
     await this.#writeRecord(record, buf);
-    const sizes = variants.map((v) => v.bytes);
-    const offsets = new Map<Uint32Array, Float64Array>();
+    const starts = eventStarts(variants.map((v) => v.bytes));
     for (const [i, { stream }] of group.entries()) {
       const selection = (shares[i] as StreamShare).selection;
-      let o = offsets.get(selection);
-      if (o === undefined) {
-        o = offsetsOf(selection, sizes);
-        offsets.set(selection, o);
-      }
       // A stream dropped while its batch was written: nothing of it is kept.
-      if (this.#streams.get(stream.key) === stream) stream.index.add(record, selection, o);
+      if (this.#streams.get(stream.key) === stream) stream.index.add(record, selection, starts);
     }
     // Its events stay objects only for a stream whose consumers may read them before they leave
     // the decoded window: behind that by more than the window, they would only be promoted to the

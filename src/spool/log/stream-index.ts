@@ -15,10 +15,76 @@ export interface StreamEntry {
   readonly first: number;
   /** Indexes of the kept events among the record's events, in order. */
   readonly selection: Uint32Array;
-  /** `sizes[k]`: bytes of the kept events before the k-th; one more entry for the total. */
-  readonly offsets: Float64Array;
+  /**
+   * The record's event sizes summed: `starts[i]` bytes of its events come before event `i`, one
+   * more entry for the total. One table per record, shared by every stream's entry of it.
+   */
+  readonly starts: Float64Array;
+  /** Bytes of the kept events. */
+  readonly bytes: number;
   /** Bytes of the stream's events before this entry. */
   readonly before: number;
+}
+
+/**
+ * `starts` of a record whose events take `sizes` bytes each: what {@link StreamIndex.add} takes
+ * for every stream's share of it.
+ */
+export function eventStarts(sizes: ArrayLike<number>): Float64Array {
+  const starts = new Float64Array(sizes.length + 1);
+  let total = 0;
+  for (let i = 0; i < sizes.length; i++) {
+    starts[i] = total;
+    total += sizes[i] as number;
+  }
+  starts[sizes.length] = total;
+  return starts;
+}
+
+/**
+ * Bytes of the first `k` events of `selection` in a record with `starts`. A run of consecutive
+ * events (one sink's whole batch) is one subtraction; a scattered selection (a tenant's few
+ * events) adds its events up.
+ */
+function keptBytes(selection: Uint32Array, starts: Float64Array, k: number): number {
+  if (k <= 0) return 0;
+  const first = selection[0] as number;
+  // Increasing indexes: the first k are consecutive exactly when they span k.
+  if ((selection[k - 1] as number) - first === k - 1) {
+    return (starts[first + k] as number) - (starts[first] as number);
+  }
+  let total = 0;
+  for (let j = 0; j < k; j++) {
+    const i = selection[j] as number;
+    total += (starts[i + 1] as number) - (starts[i] as number);
+  }
+  return total;
+}
+
+/**
+ * The selection `[index]`, one instance per index for the whole process: most shares of a tenant
+ * among hundreds hold a single event of a record, and a typed array of its own (with the buffer
+ * behind it, about 200 bytes) for each of them was most of what the indexes took. Never written to.
+ */
+export function singleSelection(index: number): Uint32Array {
+  if (index >= MAX_SINGLES) return Uint32Array.of(index);
+  // Filled in order, never with holes: V8 keeps the array's elements in one flat store.
+  while (SINGLES.length <= index) SINGLES.push(undefined);
+  let selection = SINGLES[index];
+  if (selection === undefined) {
+    selection = Uint32Array.of(index);
+    SINGLES[index] = selection;
+  }
+  return selection;
+}
+
+// A record holds the batches of one group commit: a few thousand events at most, in practice.
+const MAX_SINGLES = 65_536;
+const SINGLES: (Uint32Array | undefined)[] = [];
+
+/** `selection`, or the shared instance of it when it holds one event. */
+function compact(selection: Uint32Array): Uint32Array {
+  return selection.length === 1 ? singleSelection(selection[0] as number) : selection;
 }
 
 // Compact the array once this many dropped entries sit at its head: amortised O(1) per entry.
@@ -54,13 +120,17 @@ export class StreamIndex {
     return this.#bytes - this.offsetOf(this.#start);
   }
 
-  /** Adds the stream's share of a record written after every one added before. */
-  add(record: number, selection: Uint32Array, offsets: Float64Array): void {
+  /**
+   * Adds the stream's share of a record written after every one added before: the indexes of the
+   * events it keeps, and the record's {@link eventStarts}.
+   */
+  add(record: number, selection: Uint32Array, starts: Float64Array): void {
     const count = selection.length;
     if (count === 0) return;
-    this.#entries.push({ record, first: this.#end, selection, offsets, before: this.#bytes });
+    const entry = entryOf(record, this.#end, compact(selection), starts, this.#bytes);
+    this.#entries.push(entry);
     this.#end += count;
-    this.#bytes += offsets[count] as number;
+    this.#bytes += entry.bytes;
     this.#last = [record, count];
   }
 
@@ -76,7 +146,10 @@ export class StreamIndex {
     const i = this.#find(Math.max(seq, this.#start));
     const entry = this.#entries[i];
     if (entry === undefined) return this.#bytes;
-    return entry.before + (entry.offsets[Math.max(seq, this.#start) - entry.first] as number);
+    return (
+      entry.before +
+      keptBytes(entry.selection, entry.starts, Math.max(seq, this.#start) - entry.first)
+    );
   }
 
   /** Drops everything before sequence number `before` (whole entries; a partial one stays). */
@@ -111,16 +184,17 @@ export class StreamIndex {
   relocate(
     from: number,
     fromBytes: number,
-    added: readonly { record: number; selection: Uint32Array; offsets: Float64Array }[],
+    added: readonly { record: number; selection: Uint32Array; starts: Float64Array }[],
   ): void {
     const entries: StreamEntry[] = [];
     let first = from;
     let before = fromBytes;
-    for (const { record, selection, offsets } of added) {
+    for (const { record, selection, starts } of added) {
       if (selection.length === 0) continue;
-      entries.push({ record, first, selection, offsets, before });
+      const entry = entryOf(record, first, compact(selection), starts, before);
+      entries.push(entry);
       first += selection.length;
-      before += offsets[selection.length] as number;
+      before += entry.bytes;
     }
     if (first !== this.#end || before !== this.#bytes) {
       throw new RangeError(
@@ -188,4 +262,15 @@ export class StreamIndex {
     }
     return -1;
   }
+}
+
+function entryOf(
+  record: number,
+  first: number,
+  selection: Uint32Array,
+  starts: Float64Array,
+  before: number,
+): StreamEntry {
+  const bytes = keptBytes(selection, starts, selection.length);
+  return { record, first, selection, starts, bytes, before };
 }
