@@ -147,42 +147,63 @@ export async function runDelivery<B extends { readonly events: readonly AuditEve
     await committing;
   }
 
+  // Each step is a function of its own, so that no batch outlives its step in a suspended frame:
+  // a loop body's locals stay in the frame (V8 keeps them in its registers) through the next
+  // wait, and a thousand quiet sinks each holding their last written batch through their flush
+  // interval held about half the events in the heap.
   async function deliver(): Promise<void> {
     while (!abort.aborted) {
       if (flights.length === 0) {
-        const batch = await first();
-        if (batch === 'done') return;
-        if (batch === null) continue;
-        flights.push(launch(batch));
+        const launched = await launchFirst();
+        if (launched === 'done') return;
+        if (!launched) continue;
       }
       await fill();
-      const head = flights.shift() as Flight<B>;
-      let { started } = head;
-      let result = await head.outcome;
-      let attempt = 1;
-      for (; 'error' in result; attempt++) {
-        // The writes behind it meet the same destination: they settle, uncommitted (their batches
-        // are read and written again after this one), and this batch is retried alone.
-        await Promise.all(flights.splice(0).map((flight) => flight.outcome));
-        if (!(await backOff(result.error, head.batch, attempt))) return;
-        const retry = launch(head.batch);
-        started = retry.started;
-        result = await retry.outcome;
-      }
-      const { refusals } = result;
-      if (refusals.length > 0) {
-        const firstRefusal = refusals[0] as Refusal;
-        observer.failed(firstRefusal.error, refusals.length, attempt);
-        // Kept before the commit: a crash in between delivers the batch again, never loses them.
-        await observer.refused(refusals);
-      }
-      const written = head.batch.events.length - refusals.length;
-      if (written > 0) observer.delivered(written, (now() - started) / 1000);
-      // The next batch is read and written while this commit is persisted: the queue reads from
-      // the last commit, persisted or not. One commit at a time; the queue coalesces them.
-      await committing;
-      committing = commit(head.batch);
+      if (!(await settleHead())) return;
     }
+  }
+
+  /** Reads the next batch and starts writing it; false when there is nothing yet. */
+  async function launchFirst(): Promise<boolean | 'done'> {
+    const batch = await first();
+    if (batch === 'done') return 'done';
+    if (batch === null) return false;
+    flights.push(launch(batch));
+    return true;
+  }
+
+  /**
+   * Waits for the oldest write, retries it until it succeeds, keeps what the destination refused,
+   * and commits it. False when the loop must end instead (see {@link backOff}).
+   */
+  async function settleHead(): Promise<boolean> {
+    const head = flights.shift() as Flight<B>;
+    let { started } = head;
+    let result = await head.outcome;
+    let attempt = 1;
+    for (; 'error' in result; attempt++) {
+      // The writes behind it meet the same destination: they settle, uncommitted (their batches
+      // are read and written again after this one), and this batch is retried alone.
+      await Promise.all(flights.splice(0).map((flight) => flight.outcome));
+      if (!(await backOff(result.error, head.batch, attempt))) return false;
+      const retry = launch(head.batch);
+      started = retry.started;
+      result = await retry.outcome;
+    }
+    const { refusals } = result;
+    if (refusals.length > 0) {
+      const firstRefusal = refusals[0] as Refusal;
+      observer.failed(firstRefusal.error, refusals.length, attempt);
+      // Kept before the commit: a crash in between delivers the batch again, never loses them.
+      await observer.refused(refusals);
+    }
+    const written = head.batch.events.length - refusals.length;
+    if (written > 0) observer.delivered(written, (now() - started) / 1000);
+    // The next batch is read and written while this commit is persisted: the queue reads from
+    // the last commit, persisted or not. One commit at a time; the queue coalesces them.
+    await committing;
+    committing = commit(head.batch);
+    return true;
   }
 
   /**
@@ -190,6 +211,22 @@ export async function runDelivery<B extends { readonly events: readonly AuditEve
    * Null when there is nothing yet; `done` when the loop ends (drained, or aborted).
    */
   async function first(): Promise<B | null | 'done'> {
+    const linger = stop.aborted ? 0 : (options.flushIntervalMs ?? 0);
+    // Fewer events than a batch wait already: the flush interval first, then one read of them.
+    const waiting = source.pending;
+    if (linger > 0 && waiting !== undefined && waiting > 0 && waiting < options.batchSize) {
+      return lingered(linger);
+    }
+    const read = await waitForBatch();
+    if (read !== 'linger') return abort.aborted ? 'done' : read;
+    return lingered(linger);
+  }
+
+  /**
+   * Waits for events and reads them. `linger` for a batch that is not full while a flush interval
+   * applies: let go, to be read again after the wait, rather than held through it.
+   */
+  async function waitForBatch(): Promise<B | null | 'done' | 'linger'> {
     const draining = stop.aborted;
     let batch: B | null;
     try {
@@ -204,8 +241,26 @@ export async function runDelivery<B extends { readonly events: readonly AuditEve
     }
     // Woken by the drain's start: one more look, without waiting, for what came meanwhile.
     if (batch === null) return draining ? 'done' : null;
-    batch = await filled(batch);
-    return abort.aborted ? 'done' : batch;
+    const linger = options.flushIntervalMs ?? 0;
+    if (linger <= 0 || batch.events.length >= options.batchSize || stop.aborted) return batch;
+    return 'linger';
+  }
+
+  /**
+   * A batch that is not full waits up to the flush interval for more events, so that a quiet sink
+   * (one tenant among many) writes a few large requests rather than many small ones. Stopping
+   * ends the wait: a drain writes what is there.
+   */
+  async function lingered(linger: number): Promise<B | null | 'done'> {
+    await sleep(linger, AbortSignal.any([stop, abort]));
+    if (abort.aborted) return 'done';
+    try {
+      // From the last commit: the events that were there before the wait and what came since.
+      return await source.next(options.batchSize, 0, abort);
+    } catch (err) {
+      await queueFailed(err);
+      return null;
+    }
   }
 
   /**
@@ -266,24 +321,6 @@ export async function runDelivery<B extends { readonly events: readonly AuditEve
       wake === undefined ? abort : AbortSignal.any([abort, wake]),
     );
     return !abort.aborted;
-  }
-
-  /**
-   * A batch that is not full waits up to the flush interval for more events, so that a quiet sink
-   * (one tenant among many) writes a few large requests rather than many small ones. Stopping
-   * ends the wait: a drain writes what is there.
-   */
-  async function filled(batch: B): Promise<B> {
-    const linger = options.flushIntervalMs ?? 0;
-    if (linger <= 0 || batch.events.length >= options.batchSize || stop.aborted) return batch;
-    await sleep(linger, AbortSignal.any([stop, abort]));
-    if (abort.aborted) return batch;
-    try {
-      // The queue reads from the last commit again: the same events and what came since.
-      return (await source.next(options.batchSize, 0, abort)) ?? batch;
-    } catch {
-      return batch;
-    }
   }
 
   async function commit(batch: B): Promise<void> {

@@ -1,5 +1,7 @@
 // The delivery loop against an in-test queue and output: ordering, commit only after a write,
 // backoff and Retry-After, permanent failures, drain and abort. Starts no process.
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { describe, expect, it } from 'vitest';
 import type { AuditEvent } from '../../../src/audit/types.ts';
 import {
@@ -262,6 +264,101 @@ describe('delivery loop', () => {
     expect(waits).toEqual([250]);
     expect(log).toEqual(['delivered 5']);
     expect(output.written).toEqual(['e0', 'e1', 'e2', 'e3', 'e4']);
+  });
+
+  it('reads events that already wait, fewer than a batch, once: after the flush interval', async () => {
+    const queue = new ListQueue(3);
+    const steps: string[] = [];
+    const counted = {
+      next: (max: number, wait?: number, signal?: AbortSignal, after?: Batch) => {
+        steps.push(`next ${String(max)}`);
+        return queue.next(max, wait, signal, after);
+      },
+      commit: (batch: Batch) => queue.commit(batch),
+      get pending() {
+        return queue.pending;
+      },
+    };
+    const output = new ScriptedOutput();
+    const stop = new AbortController();
+    await runDelivery(
+      counted,
+      {
+        kind: output.kind,
+        target: output.target,
+        write: async (events) => {
+          await output.write(events);
+          stop.abort();
+        },
+        close: () => output.close(),
+      },
+      recorder().observer,
+      {
+        batchSize: 10,
+        flushIntervalMs: 250,
+        idleWaitMs: 10,
+        backoff: DEFAULT_BACKOFF,
+        sleep: (ms) => {
+          steps.push(`sleep ${String(ms)}`);
+          return Promise.resolve();
+        },
+      },
+      { stop: stop.signal, abort: new AbortController().signal },
+    );
+    expect(steps.slice(0, 2)).toEqual(['sleep 250', 'next 10']);
+    expect(output.written).toEqual(['e0', 'e1', 'e2']);
+  });
+
+  it('does not hold the events it read through the flush interval, nor a written batch through the next', async () => {
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    const queue = new ListQueue(6);
+    // Two events at first and two more during the first wait; two more once those four are written.
+    let visible = 2;
+    const reads: WeakRef<object>[] = [];
+    const source = {
+      next: async (max: number) => {
+        const batch = await queue.next(Math.min(max, visible - queue.committed));
+        if (batch === null || batch.events.length === 0) return null;
+        reads.push(new WeakRef(batch.events));
+        return batch;
+      },
+      commit: (batch: Batch) => queue.commit(batch),
+    };
+    const output = new ScriptedOutput();
+    const stop = new AbortController();
+    const heldDuringWaits: boolean[][] = [];
+    await runDelivery(
+      source,
+      {
+        kind: output.kind,
+        target: output.target,
+        write: async (events) => {
+          await output.write(events);
+          if (visible === 4) visible = 6;
+          else stop.abort();
+        },
+        close: () => output.close(),
+      },
+      recorder().observer,
+      {
+        batchSize: 10,
+        flushIntervalMs: 250,
+        idleWaitMs: 10,
+        backoff: DEFAULT_BACKOFF,
+        sleep: async () => {
+          // A macrotask first: a WeakRef keeps its target until the current job ends.
+          await new Promise((resolve) => setImmediate(resolve));
+          gc();
+          heldDuringWaits.push(reads.map((ref) => ref.deref() !== undefined));
+          visible = Math.max(visible, 4);
+        },
+      },
+      { stop: stop.signal, abort: new AbortController().signal },
+    );
+    expect(output.written).toEqual(['e0', 'e1', 'e2', 'e3', 'e4', 'e5']);
+    // Read before the first wait: e0-e1. Before the second: e0-e3 (written), then e4-e5.
+    expect(heldDuringWaits).toEqual([[false], [false, false, false]]);
   });
 
   it('writes a full batch, and anything while draining, without waiting', async () => {
