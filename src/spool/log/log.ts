@@ -1212,15 +1212,17 @@ export class DurableLog {
       // A stream dropped while its batch was written: nothing of it is kept.
       if (this.#streams.get(stream.key) === stream) stream.index.add(record, selection, starts);
     }
-    // Its events stay objects only for a stream whose consumers may read them before they leave
-    // the decoded window: behind that by more than the window, they would only be promoted to the
-    // old generation and dropped unread (ADR 0021).
-    const soon = group.some(({ stream }) => stream.index.retainedBytes <= this.#decodedCacheBytes);
+    // Its events stay objects only for several consumers (tenants reading their shares of it),
+    // and only for a stream whose consumers may read them before they leave the decoded window:
+    // behind that by more than the window, they would only be promoted to the old generation and
+    // dropped unread. A single consumer decodes its events from the bytes for about what the
+    // objects saved it, without them sitting in the heap meanwhile (ADR 0021).
+    const readers = this.#readersOf(shares);
+    const soon =
+      readers > 1 &&
+      group.some(({ stream }) => stream.index.retainedBytes <= this.#decodedCacheBytes);
     const events = soon ? variants.map((v) => v.event) : null;
-    this.#cacheRecord(
-      record,
-      new CachedRecord(events, buf, undefined, buf.length, this.#readersOf(shares)),
-    );
+    this.#cacheRecord(record, new CachedRecord(events, buf, undefined, buf.length, readers));
     for (const append of group) append.resolve();
   }
 
