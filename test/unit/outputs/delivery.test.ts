@@ -220,6 +220,43 @@ describe('delivery loop', () => {
     expect(log).toEqual(['delivered 3', 'delivered 3', 'delivered 1']);
   });
 
+  /**
+   * Runs the loop over batches of 10 with a flush interval of 250 ms until `written` (called after
+   * each write) returns true; `sleep` stands in for every wait.
+   */
+  function lingering(
+    source: Parameters<typeof runDelivery<Batch>>[0],
+    output: ScriptedOutput,
+    options: {
+      observer?: DeliveryObserver;
+      written: () => boolean;
+      sleep: (ms: number) => Promise<void>;
+    },
+  ): Promise<void> {
+    const stop = new AbortController();
+    return runDelivery(
+      source,
+      {
+        kind: output.kind,
+        target: output.target,
+        write: async (events) => {
+          await output.write(events);
+          if (options.written()) stop.abort();
+        },
+        close: () => output.close(),
+      },
+      options.observer ?? recorder().observer,
+      {
+        batchSize: 10,
+        flushIntervalMs: 250,
+        idleWaitMs: 10,
+        backoff: DEFAULT_BACKOFF,
+        sleep: options.sleep,
+      },
+      { stop: stop.signal, abort: new AbortController().signal },
+    );
+  }
+
   it('lets a batch that is not full wait up to the flush interval, and writes what came meanwhile with it', async () => {
     const queue = new ListQueue(5);
     // One event is there at first; the other four arrive while the loop waits.
@@ -233,34 +270,16 @@ describe('delivery loop', () => {
     };
     const output = new ScriptedOutput();
     const { log, observer } = recorder();
-    const stop = new AbortController();
     const waits: number[] = [];
-    await runDelivery(
-      growing,
-      {
-        ...output,
-        kind: output.kind,
-        target: output.target,
-        write: async (events) => {
-          await output.write(events);
-          stop.abort();
-        },
-        close: () => output.close(),
-      },
+    await lingering(growing, output, {
       observer,
-      {
-        batchSize: 10,
-        flushIntervalMs: 250,
-        idleWaitMs: 10,
-        backoff: DEFAULT_BACKOFF,
-        sleep: (ms) => {
-          waits.push(ms);
-          visible = 5;
-          return Promise.resolve();
-        },
+      written: () => true,
+      sleep: (ms) => {
+        waits.push(ms);
+        visible = 5;
+        return Promise.resolve();
       },
-      { stop: stop.signal, abort: new AbortController().signal },
-    );
+    });
     expect(waits).toEqual([250]);
     expect(log).toEqual(['delivered 5']);
     expect(output.written).toEqual(['e0', 'e1', 'e2', 'e3', 'e4']);
@@ -280,31 +299,13 @@ describe('delivery loop', () => {
       },
     };
     const output = new ScriptedOutput();
-    const stop = new AbortController();
-    await runDelivery(
-      counted,
-      {
-        kind: output.kind,
-        target: output.target,
-        write: async (events) => {
-          await output.write(events);
-          stop.abort();
-        },
-        close: () => output.close(),
+    await lingering(counted, output, {
+      written: () => true,
+      sleep: (ms) => {
+        steps.push(`sleep ${String(ms)}`);
+        return Promise.resolve();
       },
-      recorder().observer,
-      {
-        batchSize: 10,
-        flushIntervalMs: 250,
-        idleWaitMs: 10,
-        backoff: DEFAULT_BACKOFF,
-        sleep: (ms) => {
-          steps.push(`sleep ${String(ms)}`);
-          return Promise.resolve();
-        },
-      },
-      { stop: stop.signal, abort: new AbortController().signal },
-    );
+    });
     expect(steps.slice(0, 2)).toEqual(['sleep 250', 'next 10']);
     expect(output.written).toEqual(['e0', 'e1', 'e2']);
   });
@@ -326,36 +327,21 @@ describe('delivery loop', () => {
       commit: (batch: Batch) => queue.commit(batch),
     };
     const output = new ScriptedOutput();
-    const stop = new AbortController();
     const heldDuringWaits: boolean[][] = [];
-    await runDelivery(
-      source,
-      {
-        kind: output.kind,
-        target: output.target,
-        write: async (events) => {
-          await output.write(events);
-          if (visible === 4) visible = 6;
-          else stop.abort();
-        },
-        close: () => output.close(),
+    await lingering(source, output, {
+      written: () => {
+        if (visible !== 4) return true;
+        visible = 6;
+        return false;
       },
-      recorder().observer,
-      {
-        batchSize: 10,
-        flushIntervalMs: 250,
-        idleWaitMs: 10,
-        backoff: DEFAULT_BACKOFF,
-        sleep: async () => {
-          // A macrotask first: a WeakRef keeps its target until the current job ends.
-          await new Promise((resolve) => setImmediate(resolve));
-          gc();
-          heldDuringWaits.push(reads.map((ref) => ref.deref() !== undefined));
-          visible = Math.max(visible, 4);
-        },
+      sleep: async () => {
+        // A macrotask first: a WeakRef keeps its target until the current job ends.
+        await new Promise((resolve) => setImmediate(resolve));
+        gc();
+        heldDuringWaits.push(reads.map((ref) => ref.deref() !== undefined));
+        visible = Math.max(visible, 4);
       },
-      { stop: stop.signal, abort: new AbortController().signal },
-    );
+    });
     expect(output.written).toEqual(['e0', 'e1', 'e2', 'e3', 'e4', 'e5']);
     // Read before the first wait: e0-e1. Before the second: e0-e3 (written), then e4-e5.
     expect(heldDuringWaits).toEqual([[false], [false, false, false]]);
