@@ -149,8 +149,8 @@ export async function runDelivery<B extends { readonly events: readonly AuditEve
 
   // Each step is a function of its own, so that no batch outlives its step in a suspended frame:
   // a loop body's locals stay in the frame (V8 keeps them in its registers) through the next
-  // wait, and a thousand quiet sinks each holding their last written batch through their flush
-  // interval held about half the events in the heap.
+  // wait, and a thousand quiet sinks each held their last written batch through their flush
+  // interval (ADR 0021).
   async function deliver(): Promise<void> {
     while (!abort.aborted) {
       if (flights.length === 0) {

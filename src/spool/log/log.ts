@@ -628,7 +628,7 @@ export class DurableLog {
     }
     for (const { record, shares, starts } of loaded) {
       // Streams that keep the same events share one selection.
-      const built: Uint32Array[] = [];
+      const built = new Map<number, Uint32Array[]>();
       for (const share of shares) {
         const stream = streams.get(share.id);
         // Not in the state: the stream was deleted, and its share freed.
@@ -642,12 +642,7 @@ export class DurableLog {
         ) {
           continue;
         }
-        let same = built.find((b) => sameSelection(b, share.selection));
-        if (same === undefined) {
-          same = share.selection;
-          built.push(same);
-        }
-        stream.index.add(record, same, starts);
+        stream.index.add(record, sharedSelection(built, share.selection), starts);
       }
     }
     let nextRecord = Math.max(lastRecord + 1, segmentFirsts.at(-1) ?? 0);
