@@ -1290,14 +1290,18 @@ export class DurableLog {
     this.#shrink();
     if (entry.bytes > this.#cacheLimit || !entry.worthCaching) return;
     this.#uncache(record);
+    // Read once, and expired let-go records forgotten once, for however many records go now.
+    let now: number | undefined;
     while (this.#cachedBytes + entry.bytes > this.#cacheLimit) {
       const oldest = this.#cache.entries().next();
       if (oldest.done === true) break;
       const [number, dropped] = oldest.value;
       this.#uncache(number);
       if (dropped.readers > 1) {
-        const now = this.#now();
-        this.#forgetLetGo(now);
+        if (now === undefined) {
+          now = this.#now();
+          this.#forgetLetGo(now);
+        }
         this.#letGo.set(number, now);
       }
     }
