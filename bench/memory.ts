@@ -10,7 +10,7 @@
  * candidate).
  *
  * The default workloads are the quick bench's 1-sink ones and the Mix with 100 sinks; `--full`
- * adds the Mix with 1,000 sinks. `--batches` sends that many batches in every workload instead of
+ * adds the Mix with 10 and with 1,000 sinks. `--batches` sends that many batches in every workload instead of
  * the quick bench's 150 to 250: backlogs that build up over the full run only show in longer runs. Needs `npm run build` and Telegraf built, as bench/peer.ts does.
  */
 import { readFileSync, rmSync } from 'node:fs';
@@ -93,6 +93,7 @@ const { full, peer: withPeer, repeat, only, batches, candidates } = flags();
 const matrix: Workload[] = [
   workload('Metadata', 1, batches ?? 250),
   workload('RequestResponse', 1, batches ?? 250),
+  ...(full ? [workload('Mix', 10, batches ?? 150)] : []),
   workload('Mix', 100, batches ?? 150),
   ...(full ? [workload('Mix', 1000, batches ?? 150)] : []),
 ].filter((w) => w.name.includes(only));
