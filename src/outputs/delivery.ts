@@ -4,10 +4,17 @@
  * destination has it, so an event acknowledged to the apiserver survives any output outage.
  */
 import type { AuditEvent } from '../audit/types.ts';
-import { type Output, OutputError } from './types.ts';
+import { type Output, OutputError, type PreparedWrite } from './types.ts';
+
+/** What the loop needs of a batch. */
+export interface DeliveryBatch {
+  readonly events: readonly AuditEvent[];
+  /** Lets the events go once the output holds them encoded (see {@link Output.prepare}). */
+  release?(): void;
+}
 
 /** The part of a sink queue the loop consumes (see `spool/`). */
-export interface DeliverySource<B extends { readonly events: readonly AuditEvent[] }> {
+export interface DeliverySource<B extends DeliveryBatch> {
   /**
    * Up to `maxEvents` events from the last commit, or from the end of `after` (a batch it returned
    * that is not committed yet: the next one to write while `after` is in flight).
@@ -21,9 +28,20 @@ export interface DeliverySource<B extends { readonly events: readonly AuditEvent
 /** A batch being written; `outcome` never rejects. */
 interface Flight<B> {
   readonly batch: B;
+  /** Its events, counted before the batch let them go. */
+  readonly count: number;
   readonly started: number;
-  readonly outcome: Promise<{ readonly refusals: Refusal[] } | { readonly error: unknown }>;
+  readonly outcome: Promise<Outcome>;
 }
+
+/** How a write ended. */
+type Outcome =
+  /** Written, but for the events the destination refused one by one. */
+  | { readonly refusals: Refusal[] }
+  /** Failed; `prepared` when the batch was encoded, for the retry to send again. */
+  | { readonly error: unknown; readonly prepared?: PreparedWrite }
+  /** Refused as a whole once its events were let go: to be read again and isolated. */
+  | { readonly rejected: OutputError };
 
 /** Retry timing. */
 export interface BackoffOptions {
@@ -110,7 +128,7 @@ export interface DeliverySignals {
  * Delivers queued batches until `signals.stop` finds the queue empty, or `signals.abort` fires.
  * Undelivered events, including a batch whose write was aborted, stay queued for the next start.
  */
-export async function runDelivery<B extends { readonly events: readonly AuditEvent[] }>(
+export async function runDelivery<B extends DeliveryBatch>(
   source: DeliverySource<B>,
   output: Output,
   observer: DeliveryObserver,
@@ -177,18 +195,38 @@ export async function runDelivery<B extends { readonly events: readonly AuditEve
    * and commits it. False when the loop must end instead (see {@link backOff}).
    */
   async function settleHead(): Promise<boolean> {
-    const head = flights.shift() as Flight<B>;
-    let { started } = head;
+    let head = flights.shift() as Flight<B>;
     let result = await head.outcome;
     let attempt = 1;
-    for (; 'error' in result; attempt++) {
+    while (!('refusals' in result)) {
       // The writes behind it meet the same destination: they settle, uncommitted (their batches
       // are read and written again after this one), and this batch is retried alone.
       await Promise.all(flights.splice(0).map((flight) => flight.outcome));
-      if (!(await backOff(result.error, head.batch, attempt))) return false;
-      const retry = launch(head.batch);
-      started = retry.started;
-      result = await retry.outcome;
+      if ('error' in result) {
+        if (!(await backOff(result.error, head.count, attempt))) return false;
+        attempt++;
+        head = launch(head.batch, result.prepared);
+      } else {
+        // Its events were let go once encoded: read again, from the last commit (where the oldest
+        // write starts), to find the ones refused.
+        let again: B | null;
+        try {
+          again = await source.next(head.count, 0, abort);
+        } catch (err) {
+          await queueFailed(err);
+          if (abort.aborted) return false;
+          continue;
+        }
+        // Aborted, or the queue closed: the batch stays queued.
+        if (again === null) return false;
+        head = {
+          batch: again,
+          count: again.events.length,
+          started: now(),
+          outcome: isolate(again.events),
+        };
+      }
+      result = await head.outcome;
     }
     const { refusals } = result;
     if (refusals.length > 0) {
@@ -197,8 +235,8 @@ export async function runDelivery<B extends { readonly events: readonly AuditEve
       // Kept before the commit: a crash in between delivers the batch again, never loses them.
       await observer.refused(refusals);
     }
-    const written = head.batch.events.length - refusals.length;
-    if (written > 0) observer.delivered(written, (now() - started) / 1000);
+    const written = head.count - refusals.length;
+    if (written > 0) observer.delivered(written, (now() - head.started) / 1000);
     // The next batch is read and written while this commit is persisted: the queue reads from
     // the last commit, persisted or not. One commit at a time; the queue coalesces them.
     await committing;
@@ -271,7 +309,7 @@ export async function runDelivery<B extends { readonly events: readonly AuditEve
    */
   async function fill(): Promise<void> {
     while (flights.length < writesInFlight && !abort.aborted) {
-      const ahead = flights.reduce((n, flight) => n + flight.batch.events.length, 0);
+      const ahead = flights.reduce((n, flight) => n + flight.count, 0);
       if (source.pending !== undefined && source.pending - ahead < options.batchSize) return;
       const last = flights.at(-1) as Flight<B>;
       let batch: B | null;
@@ -286,23 +324,56 @@ export async function runDelivery<B extends { readonly events: readonly AuditEve
     }
   }
 
-  function launch(batch: B): Flight<B> {
+  /** Starts writing `batch`, or sending it again once encoded (`prepared`). */
+  function launch(batch: B, prepared?: PreparedWrite): Flight<B> {
     const started = now();
-    const outcome = writeIsolating(batch.events, output, abort).then(
-      (refusals) => ({ refusals }),
-      (error: unknown) => ({ error }),
-    );
-    return { batch, started, outcome };
+    const count = prepared?.count ?? batch.events.length;
+    return { batch, count, started, outcome: write(batch, prepared) };
   }
 
   /**
-   * Reports a failed write of `batch` and waits out its backoff. False when the loop must end
+   * Writes a batch. An output that encodes first (see {@link Output.prepare}) has the batch let
+   * its events go before the destination is asked: a sink's writes in flight then hold their
+   * bodies, a third of the events' size, through the round trip and any retries.
+   */
+  async function write(batch: B, prepared: PreparedWrite | undefined): Promise<Outcome> {
+    if (prepared === undefined) {
+      if (output.prepare === undefined) return isolate(batch.events);
+      try {
+        prepared = await untilAborted(output.prepare(batch.events), abort);
+      } catch (error) {
+        // An event the output cannot encode: isolated from the rest while the events are here.
+        if (!abort.aborted && isRefusal(error)) return isolate(batch.events);
+        return { error };
+      }
+      batch.release?.();
+    }
+    try {
+      await untilAborted(prepared.send(abort), abort);
+      return { refusals: [] };
+    } catch (error) {
+      if (!abort.aborted && isRefusal(error)) return { rejected: error };
+      return { error, prepared };
+    }
+  }
+
+  /** Writes `events`, isolating the ones the destination refuses (see {@link writeIsolating}). */
+  async function isolate(events: readonly AuditEvent[]): Promise<Outcome> {
+    try {
+      return { refusals: await writeIsolating(events, output, abort) };
+    } catch (error) {
+      return { error };
+    }
+  }
+
+  /**
+   * Reports a failed write of a batch of `count` events and waits out its backoff. False when the loop must end
    * instead: cut off at the end of the grace period (or by a destination change), which is not a
    * failure of the destination and not a delivery, or a permanent failure during a drain. The
    * batch then stays queued, uncommitted, for the next start, where idempotent writes make a copy
    * the destination already has harmless.
    */
-  async function backOff(err: unknown, batch: B, attempt: number): Promise<boolean> {
+  async function backOff(err: unknown, count: number, attempt: number): Promise<boolean> {
     if (abort.aborted) return false;
     const error =
       err instanceof OutputError
@@ -311,7 +382,7 @@ export async function runDelivery<B extends { readonly events: readonly AuditEve
             retryable: true,
             cause: err,
           });
-    observer.failed(error, batch.events.length, attempt);
+    observer.failed(error, count, attempt);
     // A drain does not wait a minute for a permanent failure's re-check: the batch stays queued
     // for the next start, which may well have the fixed configuration.
     if (stop.aborted && !error.retryable) return false;
@@ -386,7 +457,7 @@ export function retryDelay(
  * an output that cannot stop at once (a write to a hung file system cannot be cancelled). Such a
  * write runs on unobserved; its batch stays queued.
  */
-function untilAborted(write: Promise<void>, signal: AbortSignal): Promise<void> {
+function untilAborted<T>(write: Promise<T>, signal: AbortSignal): Promise<T> {
   if (signal.aborted) {
     write.catch(() => undefined);
     return Promise.reject(signal.reason as Error);
@@ -398,9 +469,9 @@ function untilAborted(write: Promise<void>, signal: AbortSignal): Promise<void> 
     };
     signal.addEventListener('abort', aborted, { once: true });
     write.then(
-      () => {
+      (value) => {
         signal.removeEventListener('abort', aborted);
-        resolve();
+        resolve(value);
       },
       (err: Error) => {
         signal.removeEventListener('abort', aborted);

@@ -28,8 +28,35 @@ export interface Output {
    * @throws OutputError saying whether a retry can help.
    */
   write(events: readonly AuditEvent[], signal?: AbortSignal): Promise<void>;
+  /**
+   * Encodes a batch for its destination without sending it, for outputs whose encoding is much
+   * smaller than the events (InfluxDB's line protocol): the delivery loop then lets the events go
+   * while the destination stores the batch, and a retry sends the same encoding again. `write` is
+   * `prepare` then `send`.
+   *
+   * @throws OutputError `UNENCODABLE` when an event cannot be encoded.
+   */
+  prepare?(events: readonly AuditEvent[]): Promise<PreparedWrite>;
   /** Aborts writes in flight (their batches stay queued), releases connections and files. */
   close(): Promise<void>;
+}
+
+/** A batch encoded by {@link Output.prepare}, holding no events. */
+export interface PreparedWrite {
+  /** How many events it carries. */
+  readonly count: number;
+  /**
+   * Delivers it, as {@link Output.write} would; may be called again after a failure.
+   *
+   * @throws OutputError as `write` does, `REJECTED` included (the events are not known here: the
+   * caller reads them again to isolate the refused ones).
+   */
+  send(signal?: AbortSignal): Promise<void>;
+}
+
+/** An output that encodes before it sends. */
+export interface PreparingOutput extends Output {
+  prepare(events: readonly AuditEvent[]): Promise<PreparedWrite>;
 }
 
 /** Why an output failed; stable, for status reasons and metrics labels. */

@@ -59,6 +59,25 @@ const openDirectories = new Set<string>();
 // Where each batch ends, kept outside the batch so its position stays opaque to outputs.
 const batchEnds = new WeakMap<QueueBatch, { readonly consumer: Consumer; readonly end: number }>();
 
+const RELEASED: readonly AuditEvent[] = Object.freeze([]);
+
+/** A batch as `next` returns it; its events can be let go before it is committed. */
+class Batch implements QueueBatch {
+  #events: readonly AuditEvent[];
+
+  constructor(events: readonly AuditEvent[]) {
+    this.#events = events;
+  }
+
+  get events(): readonly AuditEvent[] {
+    return this.#events;
+  }
+
+  release(): void {
+    this.#events = RELEASED;
+  }
+}
+
 interface PendingAppend {
   readonly records: readonly EncodedEvent[];
   readonly bytes: number;
@@ -464,7 +483,7 @@ class Consumer implements QueueConsumer {
       const read = await store.read(from, maxEvents);
       this.#queue.noteCorrupt(read.corrupt);
       if (read.events.length > 0) {
-        const batch: QueueBatch = Object.freeze({ events: read.events });
+        const batch = new Batch(read.events);
         batchEnds.set(batch, { consumer: this, end: read.end });
         return batch;
       }

@@ -56,8 +56,13 @@ export interface QueueRecovery {
 
 /** Events read by one consumer; commit it once they are delivered. */
 export interface QueueBatch {
-  /** Events in append order; shared, never to be mutated. */
+  /** Events in append order; shared, never to be mutated. Empty once released. */
   readonly events: readonly AuditEvent[];
+  /**
+   * Lets the events go (an output holds them encoded while its destination stores them); the
+   * batch still commits, and `next` still reads after it.
+   */
+  release(): void;
 }
 
 /** One output's view of a queue: a cursor that only moves on commit. */

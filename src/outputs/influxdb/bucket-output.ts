@@ -4,20 +4,24 @@
  */
 import type { AuditEvent } from '../../audit/types.ts';
 import type { InfluxDestination } from './spec.ts';
-import { type Output, OutputError } from '../types.ts';
+import { OutputError, type PreparedWrite, type PreparingOutput } from '../types.ts';
 import { BucketError, ensureBucket } from './buckets.ts';
 
 /** Wraps an InfluxDB output so that its bucket exists before it writes. */
-export class BucketCreatingOutput implements Output {
+export class BucketCreatingOutput implements PreparingOutput {
   readonly kind = 'influxdb' as const;
   readonly target: string;
-  readonly #output: Output;
+  readonly #output: PreparingOutput;
   readonly #destination: InfluxDestination;
   readonly #token: () => string | undefined;
   readonly #closing = new AbortController();
   #ready = false;
 
-  constructor(output: Output, destination: InfluxDestination, token: () => string | undefined) {
+  constructor(
+    output: PreparingOutput,
+    destination: InfluxDestination,
+    token: () => string | undefined,
+  ) {
     this.#output = output;
     this.target = output.target;
     this.#destination = destination;
@@ -25,26 +29,24 @@ export class BucketCreatingOutput implements Output {
   }
 
   async write(events: readonly AuditEvent[], signal?: AbortSignal): Promise<void> {
-    if (!this.#ready) {
-      const abort =
-        signal === undefined
-          ? this.#closing.signal
-          : AbortSignal.any([this.#closing.signal, signal]);
-      try {
-        await ensureBucket(this.#destination, this.#token(), { signal: abort });
-      } catch (err) {
-        if (!(err instanceof BucketError)) throw err;
-        throw new OutputError(
-          // Never REJECTED: that would skip the events, and the data is not what is wrong.
-          err.code === 'UNSUPPORTED' || err.code === 'REJECTED' ? 'REFUSED' : err.code,
-          `cannot create bucket ${this.#destination.bucket}: ${err.message}`,
-          { retryable: err.retryable, cause: err },
-        );
-      }
-      this.#ready = true;
-    }
+    await (await this.prepare(events)).send(signal);
+  }
+
+  async prepare(events: readonly AuditEvent[]): Promise<PreparedWrite> {
+    const prepared = await this.#output.prepare(events);
+    return { count: prepared.count, send: (signal) => this.#send(prepared, signal) };
+  }
+
+  /** Aborts a bucket check or creation in flight, and closes the wrapped output. */
+  close(): Promise<void> {
+    this.#closing.abort();
+    return this.#output.close();
+  }
+
+  async #send(prepared: PreparedWrite, signal: AbortSignal | undefined): Promise<void> {
+    if (!this.#ready) await this.#ensureBucket(signal);
     try {
-      await this.#output.write(events, signal);
+      await prepared.send(signal);
     } catch (err) {
       // Deleted since: create it again before the next attempt.
       if (err instanceof OutputError && err.code === 'NOT_FOUND') this.#ready = false;
@@ -52,9 +54,20 @@ export class BucketCreatingOutput implements Output {
     }
   }
 
-  /** Aborts a bucket check or creation in flight, and closes the wrapped output. */
-  close(): Promise<void> {
-    this.#closing.abort();
-    return this.#output.close();
+  async #ensureBucket(signal: AbortSignal | undefined): Promise<void> {
+    const abort =
+      signal === undefined ? this.#closing.signal : AbortSignal.any([this.#closing.signal, signal]);
+    try {
+      await ensureBucket(this.#destination, this.#token(), { signal: abort });
+    } catch (err) {
+      if (!(err instanceof BucketError)) throw err;
+      throw new OutputError(
+        // Never REJECTED: that would skip the events, and the data is not what is wrong.
+        err.code === 'UNSUPPORTED' || err.code === 'REJECTED' ? 'REFUSED' : err.code,
+        `cannot create bucket ${this.#destination.bucket}: ${err.message}`,
+        { retryable: err.retryable, cause: err },
+      );
+    }
+    this.#ready = true;
   }
 }

@@ -11,7 +11,7 @@
 import { InfluxDB } from '@influxdata/influxdb-client';
 import type { AuditEvent } from '../../audit/types.ts';
 import type { InfluxDestination } from './spec.ts';
-import { type Output, OutputError } from '../types.ts';
+import { OutputError, type PreparedWrite, type PreparingOutput } from '../types.ts';
 import { LINE_PROTOCOL_ENCODING } from '../turn-budget.ts';
 import { influxRequest } from './http.ts';
 import { LineProtocolEncoder, type PointTimestamps } from './line-protocol.ts';
@@ -61,7 +61,7 @@ export function influxTarget(destination: InfluxDestination): string {
 }
 
 /** Writes a sink's events to its InfluxDB bucket; a resolved write is stored by the server. */
-export class InfluxOutput implements Output {
+export class InfluxOutput implements PreparingOutput {
   readonly kind = 'influxdb' as const;
   readonly target: string;
   /**
@@ -108,15 +108,17 @@ export class InfluxOutput implements Output {
   }
 
   async write(events: readonly AuditEvent[], signal?: AbortSignal): Promise<void> {
-    if (this.#closing.signal.aborted) {
-      throw new OutputError('UNREACHABLE', `${this.target}: the output is closed`, {
-        retryable: true,
-      });
-    }
-    if (events.length === 0) return;
-    const abort =
-      signal === undefined ? this.#closing.signal : AbortSignal.any([this.#closing.signal, signal]);
-    for await (const body of this.#bodies(events)) await this.#post(body, abort);
+    await (await this.prepare(events)).send(signal);
+  }
+
+  /**
+   * The batch as line protocol, in bodies of at most maxRequestBytes, to send once or, after a
+   * failure, again: a batch's bodies are about a third of the size of its events as objects.
+   */
+  async prepare(events: readonly AuditEvent[]): Promise<PreparedWrite> {
+    this.#refuseIfClosed();
+    const bodies = await this.#bodies(events);
+    return { count: events.length, send: (signal) => this.#send(bodies, signal) };
   }
 
   /** Aborts requests in flight (their batches stay queued) and refuses further writes. */
@@ -125,12 +127,28 @@ export class InfluxOutput implements Output {
     return Promise.resolve();
   }
 
+  #refuseIfClosed(): void {
+    if (this.#closing.signal.aborted) {
+      throw new OutputError('UNREACHABLE', `${this.target}: the output is closed`, {
+        retryable: true,
+      });
+    }
+  }
+
+  async #send(bodies: readonly string[], signal: AbortSignal | undefined): Promise<void> {
+    this.#refuseIfClosed();
+    const abort =
+      signal === undefined ? this.#closing.signal : AbortSignal.any([this.#closing.signal, signal]);
+    for (const body of bodies) await this.#post(body, abort);
+  }
+
   /**
-   * The batch as line protocol, in bodies of at most maxRequestBytes. Encoding takes its events
-   * from the process's {@link LINE_PROTOCOL_ENCODING} budget, so that neither a large batch nor
-   * many sinks flushing together hold up the receiver's answers for long.
+   * Encodes the events into bodies of at most maxRequestBytes. Encoding takes its events from the
+   * process's {@link LINE_PROTOCOL_ENCODING} budget, so that neither a large batch nor many sinks
+   * flushing together hold up the receiver's answers for long.
    */
-  async *#bodies(events: readonly AuditEvent[]): AsyncGenerator<string> {
+  async #bodies(events: readonly AuditEvent[]): Promise<string[]> {
+    const bodies: string[] = [];
     let body = '';
     let bytes = 0;
     for (const event of events) {
@@ -139,14 +157,15 @@ export class InfluxOutput implements Output {
       const line = this.#encoder.encode(event);
       const size = Buffer.byteLength(line);
       if (body !== '' && bytes + size + 1 > this.#maxRequestBytes) {
-        yield body;
+        bodies.push(body);
         body = '';
         bytes = 0;
       }
       body += body === '' ? line : `\n${line}`;
       bytes += size + 1;
     }
-    if (body !== '') yield body;
+    if (body !== '') bodies.push(body);
+    return bodies;
   }
 
   async #post(body: string, signal: AbortSignal): Promise<void> {

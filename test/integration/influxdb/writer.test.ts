@@ -261,6 +261,22 @@ describe('InfluxOutput against a real influxd', () => {
     expect(await points(destination.bucket)).toHaveLength(10);
   });
 
+  it('sends a prepared batch again with the token of the moment, the same points once', async () => {
+    const destination = await freshBucket();
+    let current: string | undefined = 'revoked-token';
+    const out = new InfluxOutput(destination, SINK, () => current);
+    const prepared = await out.prepare(RECORDED);
+    expect(prepared.count).toBe(RECORDED.length);
+    expect((await failure(prepared.send())).code).toBe('UNAUTHORIZED');
+    current = server.token;
+    await prepared.send();
+    // Sent once more: an identical point overwrites itself.
+    await prepared.send();
+    const rows = await points(destination.bucket);
+    expect(rows).toHaveLength(RECORDED.length);
+    expect(new Set(rows.map((r) => r.audit_id))).toEqual(new Set(RECORDED.map((e) => e.auditID)));
+  });
+
   it('reports a stopped server as UNREACHABLE and retryable, and writes the same batch after a restart', async () => {
     const destination = await freshBucket();
     const out = output(destination);

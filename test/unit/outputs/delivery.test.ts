@@ -12,7 +12,13 @@ import {
   runDelivery,
   writeIsolating,
 } from '../../../src/outputs/delivery.ts';
-import { errorForStatus, type Output, OutputError } from '../../../src/outputs/types.ts';
+import {
+  errorForStatus,
+  type Output,
+  OutputError,
+  type PreparedWrite,
+  type PreparingOutput,
+} from '../../../src/outputs/types.ts';
 
 interface Batch {
   readonly events: readonly AuditEvent[];
@@ -823,6 +829,203 @@ describe('delivery loop with two writes in flight', () => {
     }
     await done;
     expect(queue.commits).toEqual([3, 6, 9]);
+  });
+});
+
+describe('delivery loop with an output that encodes before it sends', () => {
+  /** A {@link ListQueue} whose batches let their events go, as the sink queue's do. */
+  class ReleasingQueue extends ListQueue {
+    /** Every read: its first event and how many it asked for. */
+    readonly reads: string[] = [];
+    override async next(max: number, wait = 0, signal?: AbortSignal, after?: Batch) {
+      const batch = await super.next(max, wait, signal, after);
+      if (batch === null) return null;
+      this.reads.push(`${batch.events[0]?.auditID ?? ''}+${String(max)}`);
+      let events = batch.events;
+      return {
+        upTo: batch.upTo,
+        get events() {
+          return events;
+        },
+        release: () => {
+          events = [];
+        },
+      };
+    }
+  }
+
+  /**
+   * Encodes each event as its auditID. Sending fails as scripted, then refuses (as a whole, like
+   * InfluxDB's 400) any encoding holding one of the `bad` events; `unencodable` ones cannot be
+   * encoded at all. Records what the loop still held of each batch when it was sent.
+   */
+  class EncodingOutput implements PreparingOutput {
+    readonly kind = 'influxdb' as const;
+    readonly target = 'encoding';
+    readonly writesInFlight: number;
+    readonly written: string[] = [];
+    readonly prepared: string[][] = [];
+    sends = 0;
+    readonly #failures: OutputError[];
+    readonly #bad: ReadonlySet<string>;
+    readonly #unencodable: ReadonlySet<string>;
+    readonly #batches: (() => readonly AuditEvent[])[] = [];
+    /** The events the loop's batch still held at each send. */
+    readonly heldAtSend: number[] = [];
+    constructor(
+      script: { failures?: OutputError[]; bad?: string[]; unencodable?: string[] },
+      writesInFlight = 1,
+    ) {
+      this.#failures = script.failures ?? [];
+      this.#bad = new Set(script.bad);
+      this.#unencodable = new Set(script.unencodable);
+      this.writesInFlight = writesInFlight;
+    }
+    /** Watches the batches the loop writes, to see what they hold when they are sent. */
+    watch(batch: () => readonly AuditEvent[]): void {
+      this.#batches.push(batch);
+    }
+    async write(events: readonly AuditEvent[], signal?: AbortSignal): Promise<void> {
+      await (await this.prepare(events)).send(signal);
+    }
+    prepare(events: readonly AuditEvent[]): Promise<PreparedWrite> {
+      const bad = events.find((e) => this.#unencodable.has(e.auditID));
+      if (bad !== undefined) {
+        const error = new OutputError('UNENCODABLE', `cannot encode ${bad.auditID}`, {
+          retryable: false,
+        });
+        return Promise.reject(error);
+      }
+      const lines = events.map((e) => e.auditID);
+      this.prepared.push(lines);
+      return Promise.resolve({ count: lines.length, send: () => this.#send(lines) });
+    }
+    #send(lines: readonly string[]): Promise<void> {
+      this.sends++;
+      this.heldAtSend.push(...this.#batches.splice(0).map((events) => events().length));
+      const failure = this.#failures.shift();
+      if (failure !== undefined) return Promise.reject(failure);
+      const refused = lines.find((line) => this.#bad.has(line));
+      if (refused !== undefined) {
+        return Promise.reject(errorForStatus(400, `unable to parse '${refused}'`));
+      }
+      this.written.push(...lines);
+      return Promise.resolve();
+    }
+    close(): Promise<void> {
+      return Promise.resolve();
+    }
+  }
+
+  function drain(queue: ReleasingQueue, output: EncodingOutput) {
+    const { log, observer } = recorder();
+    const stop = new AbortController();
+    stop.abort();
+    const watched = {
+      next: async (max: number, wait?: number, signal?: AbortSignal, after?: Batch) => {
+        const batch = await queue.next(max, wait, signal, after);
+        if (batch !== null) output.watch(() => batch.events);
+        return batch;
+      },
+      commit: (batch: Batch) => queue.commit(batch),
+      get pending() {
+        return queue.pending;
+      },
+    };
+    const done = runDelivery(
+      watched,
+      output,
+      observer,
+      { batchSize: 3, idleWaitMs: 10, backoff: DEFAULT_BACKOFF, sleep: () => Promise.resolve() },
+      { stop: stop.signal, abort: new AbortController().signal },
+    );
+    return { log, done };
+  }
+
+  it('lets a batch’s events go once encoded, before the destination is asked, and still counts and commits them', async () => {
+    const queue = new ReleasingQueue(7);
+    const output = new EncodingOutput({});
+    const { log, done } = drain(queue, output);
+    await done;
+    expect(output.heldAtSend).toEqual([0, 0, 0]);
+    expect(output.written).toEqual(['e0', 'e1', 'e2', 'e3', 'e4', 'e5', 'e6']);
+    expect(queue.commits).toEqual([3, 6, 7]);
+    expect(log).toEqual(['delivered 3', 'delivered 3', 'delivered 1']);
+  });
+
+  it('sends the same encoding again on a retry, without reading or encoding the batch again', async () => {
+    const queue = new ReleasingQueue(4);
+    const unreachable = new OutputError('UNREACHABLE', 'connection refused', { retryable: true });
+    const output = new EncodingOutput({ failures: [unreachable, errorForStatus(503, 'busy')] });
+    const { log, done } = drain(queue, output);
+    await done;
+    expect(output.prepared).toEqual([['e0', 'e1', 'e2'], ['e3']]);
+    expect(output.sends).toBe(4);
+    expect(queue.reads).toEqual(['e0+3', 'e3+3']);
+    expect(output.written).toEqual(['e0', 'e1', 'e2', 'e3']);
+    expect(log).toEqual([
+      'failed UNREACHABLE 3 #1',
+      'failed SERVER_ERROR 3 #2',
+      'delivered 3',
+      'delivered 1',
+    ]);
+  });
+
+  it('reads a batch the destination refused again, from its start, to set aside only the refused event', async () => {
+    const queue = new ReleasingQueue(7);
+    const output = new EncodingOutput({ bad: ['e4'] });
+    const { log, done } = drain(queue, output);
+    await done;
+    expect(queue.reads).toEqual(['e0+3', 'e3+3', 'e3+3', 'e6+3']);
+    expect(output.written).toEqual(['e0', 'e1', 'e2', 'e3', 'e5', 'e6']);
+    expect(queue.commits).toEqual([3, 6, 7]);
+    expect(log).toEqual([
+      'delivered 3',
+      'failed REJECTED 1 #1',
+      'refused e4 REJECTED',
+      'delivered 2',
+      'delivered 1',
+    ]);
+  });
+
+  it('reads the second of two writes in flight again from its own start once the first is committed', async () => {
+    const queue = new ReleasingQueue(9);
+    const output = new EncodingOutput({ bad: ['e5'] }, 2);
+    const { log, done } = drain(queue, output);
+    await done;
+    // The third batch, written while the second was in flight, is read and written again after
+    // the second is isolated: writes are idempotent, and only the oldest is ever committed.
+    expect(queue.reads).toEqual(['e0+3', 'e3+3', 'e6+3', 'e3+3', 'e6+3']);
+    expect(output.written).toEqual([
+      'e0',
+      'e1',
+      'e2',
+      'e6',
+      'e7',
+      'e8',
+      'e3',
+      'e4',
+      'e6',
+      'e7',
+      'e8',
+    ]);
+    expect(queue.commits).toEqual([3, 6, 9]);
+    expect(log).toContain('refused e5 REJECTED');
+  });
+
+  it('sets aside an event it cannot encode from the events still held, without reading them again', async () => {
+    const queue = new ReleasingQueue(4);
+    const output = new EncodingOutput({ unencodable: ['e1'] });
+    const { log, done } = drain(queue, output);
+    await done;
+    expect(queue.reads).toEqual(['e0+3', 'e3+3']);
+    expect(output.written).toEqual(['e0', 'e2', 'e3']);
+    expect(log).toEqual([
+      'failed UNENCODABLE 1 #1',
+      'refused e1 UNENCODABLE',
+      'delivered 2',
+      'delivered 1',
+    ]);
   });
 });
 

@@ -87,6 +87,22 @@ describe.each<Mode>(['memory', 'durable'])('%s queue', (mode) => {
     );
   });
 
+  it('lets a batch’s events go on release, and still reads on after it and commits it', async () => {
+    const queue = await open(mode);
+    await queue.append(events('e', 0, 5));
+    const consumer = queue.consumer('influxdb');
+    const other = queue.consumer('webhook');
+    const first = present(await consumer.next(3, 0));
+    first.release();
+    expect(first.events).toEqual([]);
+    expect(ids(await consumer.next(5, 0, undefined, first))).toEqual(['e-3', 'e-4']);
+    await consumer.commit(first);
+    expect(consumer.pending).toBe(2);
+    expect(ids(await consumer.next(5, 0))).toEqual(['e-3', 'e-4']);
+    // Let go by one consumer's batch, the events are still there for the others.
+    expect(ids(await other.next(2, 0))).toEqual(['e-0', 'e-1']);
+  });
+
   it('waits in next() and wakes as soon as an append lands', async () => {
     const clock = new ManualDelay();
     const queue = await open(mode, { delay: clock.delay });
