@@ -367,11 +367,11 @@ export async function runDelivery<B extends DeliveryBatch>(
   }
 
   /**
-   * Reports a failed write of a batch of `count` events and waits out its backoff. False when the loop must end
-   * instead: cut off at the end of the grace period (or by a destination change), which is not a
-   * failure of the destination and not a delivery, or a permanent failure during a drain. The
-   * batch then stays queued, uncommitted, for the next start, where idempotent writes make a copy
-   * the destination already has harmless.
+   * Reports a failed write of a batch of `count` events and waits out its backoff. False when the
+   * loop must end instead: cut off at the end of the grace period (or by a destination change),
+   * which is not a failure of the destination and not a delivery, or a permanent failure during a
+   * drain. The batch then stays queued, uncommitted, for the next start, where idempotent writes
+   * make a copy the destination already has harmless.
    */
   async function backOff(err: unknown, count: number, attempt: number): Promise<boolean> {
     if (abort.aborted) return false;
