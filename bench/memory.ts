@@ -1,6 +1,6 @@
 /**
- * `node bench/memory.ts [--full] [--only <workload>] [--no-peer] [--repeat <n>] [--batches <n>]
- * [--candidate '<NODE_OPTIONS>']...`: what Node.js and V8 settings cost and save. Runs this
+ * `node bench/memory.ts [--full] [--outage] [--only <workload>] [--no-peer] [--repeat <n>]
+ * [--batches <n>] [--candidate '<NODE_OPTIONS>']...`: what Node.js and V8 settings cost and save. Runs this
  * project's `standalone` on the peer comparison's workloads (bench/peer.ts) once per candidate
  * `NODE_OPTIONS`, into one real influxd, and Telegraf
  * once per workload as the reference; prints peak RSS (VmHWM), where the memory went (heap spaces,
@@ -9,23 +9,34 @@
  * table that chose the shipped settings (the Dockerfile's `ENV NODE_OPTIONS`, the last default
  * candidate).
  *
+ * `--outage` runs each workload with InfluxDB stopped after the warm-up and started again once
+ * every batch is acknowledged (no Telegraf): the peaks are what the sinks hold while they retry,
+ * and "visible after ack s" is the time from InfluxDB's return until every point is stored.
+ *
  * The default workloads are the quick bench's 1-sink ones and the Mix with 100 sinks; `--full`
  * adds the Mix with 10 and with 1,000 sinks. `--batches` sends that many batches in every workload instead of
  * the quick bench's 150 to 250: backlogs that build up over the full run only show in longer runs. Needs `npm run build` and Telegraf built, as bench/peer.ts does.
  */
 import { readFileSync, rmSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { startInfluxd } from '../test/harness/influxd.ts';
+import { type InfluxServer, startInfluxd } from '../test/harness/influxd.ts';
+import { BATCH_SIZE } from './influxdb.ts';
 import { shippedNodeOptions } from '../test/harness/standalone.ts';
 import {
   ensureTelegraf,
+  peakRssMiB,
+  percentile,
+  postAll,
   runSystem,
   startOurs,
   startPeer,
   type SystemResult,
   traffic,
+  untilVisible,
   type Workload,
   workload,
 } from './peer.ts';
@@ -47,6 +58,7 @@ const DEFAULT_CANDIDATES = [
 function flags(): {
   full: boolean;
   peer: boolean;
+  outage: boolean;
   repeat: number;
   only: string;
   batches: number | undefined;
@@ -62,7 +74,7 @@ function flags(): {
     else if (argv[i] === '--only') only = argv[++i] ?? '';
     else if (argv[i] === '--repeat') repeat = Number(argv[++i]);
     else if (argv[i] === '--batches') batches = Number(argv[++i]);
-    else if (argv[i] !== '--full' && argv[i] !== '--no-peer')
+    else if (argv[i] !== '--full' && argv[i] !== '--no-peer' && argv[i] !== '--outage')
       throw new Error(`unknown argument ${argv[i]}`);
   }
   if (!Number.isInteger(repeat) || repeat < 1) throw new Error('--repeat takes a positive integer');
@@ -72,7 +84,8 @@ function flags(): {
   const list = candidates.length > 0 ? candidates : [...DEFAULT_CANDIDATES, shippedNodeOptions()];
   return {
     full: argv.includes('--full'),
-    peer: !argv.includes('--no-peer'),
+    peer: !argv.includes('--no-peer') && !argv.includes('--outage'),
+    outage: argv.includes('--outage'),
     repeat,
     only,
     batches,
@@ -89,7 +102,80 @@ interface Row {
   readonly peaks: Readonly<Record<string, number>>;
 }
 
-const { full, peer: withPeer, repeat, only, batches, candidates } = flags();
+const progress = (line: string) => console.error(line);
+
+/** How long the sinks retry against the stopped InfluxDB after the last batch is acknowledged. */
+const OUTAGE_HOLD_MS = 5_000;
+
+/**
+ * `--outage`: the workload with InfluxDB stopped after the warm-up. Every batch is acknowledged
+ * into the log while each sink retries its writes; InfluxDB then comes back and the run ends when
+ * every point is stored. What the sinks hold while they retry is what the peaks show.
+ */
+async function runOutage(
+  server: InfluxServer,
+  w: Workload,
+  nodeOptions: string,
+): Promise<SystemResult> {
+  const load = traffic(w);
+  const slug = `outage-${w.levels}-${w.sinks}-${Date.now()}`.toLowerCase();
+  const buckets = Array.from({ length: w.sinks }, (_, i) => `${slug}-${i}`);
+  for (const bucket of buckets) await server.createBucket(bucket);
+  const dir = await mkdtemp(join(tmpdir(), 'kube-audit-outage-'));
+  try {
+    const running = await startOurs(
+      server,
+      buckets,
+      dir,
+      `${nodeOptions} --import=${PROBE}`.trim(),
+    );
+    try {
+      await postAll(running.url, load.warmup);
+      await untilVisible(server, buckets, load.warmupPoints);
+      await server.stop();
+      let latencies: number[];
+      let acked: number;
+      try {
+        const started = performance.now();
+        latencies = await postAll(running.url, load.measured);
+        acked = (performance.now() - started) / 1000;
+        await sleep(OUTAGE_HOLD_MS);
+      } finally {
+        await server.restart();
+      }
+      const back = performance.now();
+      await untilVisible(server, buckets, load.totalPoints);
+      const drained = (performance.now() - back) / 1000;
+      latencies.sort((a, b) => a - b);
+      progress(
+        `${w.name}, InfluxDB down: acknowledged in ${acked.toFixed(1)} s, ` +
+          `stored ${drained.toFixed(1)} s after it came back`,
+      );
+      return {
+        events: load.measured.length * BATCH_SIZE,
+        points: 0,
+        ackedEventsPerSecond: Math.round((load.measured.length * BATCH_SIZE) / acked),
+        eventsPerSecond: 0,
+        cpuSecondsPer100k: 0,
+        eventsPerCpuSecond: 0,
+        ackP50Millis: percentile(latencies, 0.5),
+        ackP99Millis: percentile(latencies, 0.99),
+        peakRssMiB: peakRssMiB(running.pid),
+        visibleAfterAckSeconds: Number(drained.toFixed(1)),
+        influxdCpuSecondsPer100k: 0,
+        tagKeys: [],
+        fieldKeys: [],
+      };
+    } finally {
+      await running.stop();
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+const { full, peer: withPeer, outage, repeat, only, batches, candidates } = flags();
+
 const matrix: Workload[] = [
   workload('Metadata', 1, batches ?? 250),
   workload('RequestResponse', 1, batches ?? 250),
@@ -97,7 +183,6 @@ const matrix: Workload[] = [
   workload('Mix', 100, batches ?? 150),
   ...(full ? [workload('Mix', 1000, batches ?? 150)] : []),
 ].filter((w) => w.name.includes(only));
-const progress = (line: string) => console.error(line);
 const telegraf = ensureTelegraf();
 const server = await startInfluxd();
 const rows: Row[] = [];
@@ -126,15 +211,17 @@ try {
       for (const nodeOptions of candidates) {
         const out = join(tmpdir(), `kube-audit-memory-${process.pid}.json`);
         process.env.KUBE_AUDIT_MEMORY_PROBE = out;
-        const result = await runSystem(
-          'ours',
-          w,
-          (buckets, dir) =>
-            startOurs(server, buckets, dir, `${nodeOptions} --import=${PROBE}`.trim()),
-          server,
-          traffic(w),
-          progress,
-        );
+        const result = outage
+          ? await runOutage(server, w, nodeOptions)
+          : await runSystem(
+              'ours',
+              w,
+              (buckets, dir) =>
+                startOurs(server, buckets, dir, `${nodeOptions} --import=${PROBE}`.trim()),
+              server,
+              traffic(w),
+              progress,
+            );
         const peaks = JSON.parse(readFileSync(out, 'utf8')) as Record<string, number>;
         rmSync(out, { force: true });
         rows.push({ workload: w.name, nodeOptions, result, peaks });
@@ -180,12 +267,14 @@ const table = rows.map((r) => {
 });
 console.log('\nMemory by NODE_OPTIONS (MiB; heap figures are peaks sampled in the process)\n');
 console.table(table);
-console.log('\nTelegraf, the reference\n');
-console.table(
-  [...peers].map(([name, p]) => ({
-    workload: name,
-    'peak RSS MiB': p.peakRssMiB,
-    'events/CPU-s': p.eventsPerCpuSecond,
-  })),
-);
+if (peers.size > 0) {
+  console.log('\nTelegraf, the reference\n');
+  console.table(
+    [...peers].map(([name, p]) => ({
+      workload: name,
+      'peak RSS MiB': p.peakRssMiB,
+      'events/CPU-s': p.eventsPerCpuSecond,
+    })),
+  );
+}
 console.log(JSON.stringify({ rows: table }, null, 0));

@@ -176,7 +176,7 @@ function cpuSeconds(pid: number): number {
 }
 
 /** Peak resident set (VmHWM) of the process, in MiB. */
-function peakRssMiB(pid: number): number {
+export function peakRssMiB(pid: number): number {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
   const kib = /^VmHWM:\s+(\d+)\s+kB/m.exec(status)?.[1];
   return Math.round(Number(kib ?? 0) / 1024);
@@ -469,7 +469,7 @@ async function schemaKeys(
 }
 
 /** Waits until bucket i holds `expected[i]` points, polling only the buckets still short. */
-async function untilVisible(
+export async function untilVisible(
   server: InfluxServer,
   buckets: readonly string[],
   expected: readonly number[],
@@ -500,7 +500,7 @@ async function untilVisible(
 }
 
 /** Posts every body, `IN_FLIGHT` at a time; returns each ack's latency in milliseconds. */
-async function postAll(url: string, bodies: readonly string[]): Promise<number[]> {
+export async function postAll(url: string, bodies: readonly string[]): Promise<number[]> {
   const latencies: number[] = [];
   let next = 0;
   await Promise.all(
@@ -523,7 +523,7 @@ async function postAll(url: string, bodies: readonly string[]): Promise<number[]
   return latencies;
 }
 
-function percentile(sorted: readonly number[], q: number): number {
+export function percentile(sorted: readonly number[], q: number): number {
   return Number((sorted[Math.floor(q * (sorted.length - 1))] ?? 0).toFixed(1));
 }
 

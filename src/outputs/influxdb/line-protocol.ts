@@ -390,7 +390,7 @@ export class PointTimestamps {
     this.#maxEvents = maxEvents;
     // Grown as needed up to one entry per event, plus the one being added (every bucket holds an
     // event): a quiet sink among a thousand should not hold a quarter megabyte for nothing.
-    this.#order = new Int32Array(Math.min(maxEvents + 1, 1024));
+    this.#order = new Int32Array(Math.min(maxEvents + 1, 64));
   }
 
   /** How many events are remembered now. */

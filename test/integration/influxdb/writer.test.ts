@@ -5,6 +5,7 @@
 import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { inspect } from 'node:util';
+import { gunzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { epochMicros } from '../../../src/audit/time.ts';
 import type { AuditEvent } from '../../../src/audit/types.ts';
@@ -167,6 +168,21 @@ describe('InfluxOutput against a real influxd', () => {
     expect(await points(destination.bucket)).toHaveLength(RECORDED.length);
   });
 
+  it('stores the same points from gzipped and plain bodies', async () => {
+    const gzipped = await freshBucket();
+    await new InfluxOutput(gzipped, SINK, () => server.token, { gzipThreshold: 0 }).write(RECORDED);
+    const plain = await freshBucket();
+    await new InfluxOutput(plain, SINK, () => server.token, {
+      gzipThreshold: Number.MAX_SAFE_INTEGER,
+    }).write(RECORDED);
+    const stored = async (bucket: string) =>
+      (await points(bucket))
+        .map(withoutEmpty)
+        .sort((a, b) => String(a.time_ns).localeCompare(String(b.time_ns)));
+    expect(await stored(gzipped.bucket)).toHaveLength(RECORDED.length);
+    expect(await stored(gzipped.bucket)).toEqual(await stored(plain.bucket));
+  });
+
   it('cuts an object over the 1 MiB field limit, which the server would refuse, and records its size', async () => {
     const destination = await freshBucket();
     const huge = {
@@ -310,6 +326,81 @@ async function closed(http: Server): Promise<void> {
   http.closeAllConnections();
   await new Promise((resolve) => http.close(resolve));
 }
+
+/** What a stand-in received: one entry per request. */
+interface Received {
+  readonly encoding: string | undefined;
+  readonly body: Buffer;
+}
+
+/** A node:http server on 127.0.0.1 that keeps every request and answers 204, as influxd does. */
+async function recorder(): Promise<{ url: string; server: Server; received: Received[] }> {
+  const received: Received[] = [];
+  const http = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (chunk: Buffer) => chunks.push(chunk));
+    req.on('end', () => {
+      received.push({
+        encoding: req.headers['content-encoding'],
+        body: Buffer.concat(chunks),
+      });
+      res.writeHead(204);
+      res.end();
+    });
+  });
+  await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve));
+  const url = `http://127.0.0.1:${(http.address() as AddressInfo).port}`;
+  return { url, server: http, received };
+}
+
+describe('the bodies InfluxOutput sends', () => {
+  it('gzips a body over the threshold, and sends the same bytes again on a retry', async () => {
+    const { url, server: http, received } = await recorder();
+    try {
+      const out = new InfluxOutput({ ...destinationOn(server), url }, SINK, () => 't', {
+        gzipThreshold: 1024,
+      });
+      const prepared = await out.prepare(RECORDED);
+      await prepared.send();
+      await prepared.send();
+      expect(received).toHaveLength(2);
+      const [first, second] = received as [Received, Received];
+      expect(first.encoding).toBe('gzip');
+      expect(second.body.equals(first.body)).toBe(true);
+      const lines = gunzipSync(first.body).toString('utf8').split('\n');
+      expect(lines).toHaveLength(RECORDED.length);
+      expect(lines.map((line) => /audit_id="([^"]+)"/.exec(line)?.[1])).toEqual(
+        RECORDED.map((e) => e.auditID),
+      );
+    } finally {
+      await closed(http);
+    }
+  });
+
+  it('sends a body at or under the threshold as plain text, split at maxRequestBytes on lines', async () => {
+    const { url, server: http, received } = await recorder();
+    try {
+      const out = new InfluxOutput({ ...destinationOn(server), url }, SINK, () => 't', {
+        maxRequestBytes: 4096,
+      });
+      await out.write(RECORDED);
+      expect(received.length).toBeGreaterThan(1);
+      const lines: string[] = [];
+      for (const { encoding, body } of received) {
+        expect(encoding).toBeUndefined();
+        const text = body.toString('utf8');
+        // Only a line longer than the limit by itself makes a longer body.
+        if (body.length > 4096) expect(text).not.toContain('\n');
+        expect(text.startsWith('kubernetes_audit,')).toBe(true);
+        expect(text.endsWith('\n')).toBe(false);
+        lines.push(...text.split('\n'));
+      }
+      expect(lines).toHaveLength(RECORDED.length);
+    } finally {
+      await closed(http);
+    }
+  });
+});
 
 describe('InfluxOutput against servers that throttle or hang', () => {
   it('honours Retry-After in seconds on 429', async () => {
