@@ -1,7 +1,8 @@
 // The InfluxDB output against a real influxd 2.7 (built by scripts/build-influxd.sh, started by
 // test/harness/influxd.ts): one server for the file, stopped and restarted by one test. Throttling
 // and hanging servers, which influxd OSS never is, are node:http servers on 127.0.0.1 answering as
-// InfluxDB Cloud does (429 with Retry-After) or not at all.
+// InfluxDB Cloud does (429 with Retry-After) or not at all; another keeps the bytes the output
+// sends (gzip, cuts between lines), which influxd does not show.
 import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { inspect } from 'node:util';
