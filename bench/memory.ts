@@ -1,42 +1,36 @@
 /**
  * `node bench/memory.ts [--full] [--outage] [--only <workload>] [--no-peer] [--repeat <n>]
- * [--batches <n>] [--candidate '<NODE_OPTIONS>']...`: what Node.js and V8 settings cost and save. Runs this
- * project's `standalone` on the peer comparison's workloads (bench/peer.ts) once per candidate
- * `NODE_OPTIONS`, into one real influxd, and Telegraf
- * once per workload as the reference; prints peak RSS (VmHWM), where the memory went (heap spaces,
- * external memory, array buffers, sampled in the process by bench/memory-probe.ts), and events per
- * CPU second, also as a ratio to Telegraf's (`--no-peer` skips Telegraf). ADR 0021 holds the
- * table that chose the shipped settings (the Dockerfile's `ENV NODE_OPTIONS`, the last default
- * candidate).
+ * [--batches <n>] [--candidate '<NODE_OPTIONS>']...`: what Node.js and V8 settings cost and save.
+ * Runs this project's `standalone` on the peer comparison's workloads (bench/peer.ts) once per
+ * candidate `NODE_OPTIONS`, into one real influxd, and Telegraf once per workload as the
+ * reference; prints peak RSS (VmHWM), where the memory went (heap spaces, external memory, array
+ * buffers, sampled in the process by bench/memory-probe.ts), and events per CPU second, also as a
+ * ratio to Telegraf's (`--no-peer` skips Telegraf). ADR 0021 holds the table that chose the
+ * shipped settings (the Dockerfile's `ENV NODE_OPTIONS`, the last default candidate).
  *
- * `--outage` runs each workload with InfluxDB stopped after the warm-up and started again once
- * every batch is acknowledged (no Telegraf): the peaks are what the sinks hold while they retry,
- * and "visible after ack s" is the time from InfluxDB's return until every point is stored.
+ * `--outage` stops InfluxDB after the warm-up and starts it again 5 s after every batch is
+ * acknowledged (no Telegraf): the peaks are what the sinks hold while they retry, "visible after
+ * ack s" is the time from InfluxDB's return until every point is stored, and the events per CPU
+ * second include the retries.
  *
  * The default workloads are the quick bench's 1-sink ones and the Mix with 100 sinks; `--full`
- * adds the Mix with 10 and with 1,000 sinks. `--batches` sends that many batches in every workload instead of
- * the quick bench's 150 to 250: backlogs that build up over the full run only show in longer runs. Needs `npm run build` and Telegraf built, as bench/peer.ts does.
+ * adds the Mix with 10 and with 1,000 sinks. `--batches` sends that many batches in every
+ * workload instead of the quick bench's 150 to 250: backlogs that build up over the full run only
+ * show in longer runs. Needs `npm run build` and Telegraf built, as bench/peer.ts does.
  */
 import { readFileSync, rmSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { type InfluxServer, startInfluxd } from '../test/harness/influxd.ts';
-import { BATCH_SIZE } from './influxdb.ts';
+import { startInfluxd } from '../test/harness/influxd.ts';
 import { shippedNodeOptions } from '../test/harness/standalone.ts';
 import {
   ensureTelegraf,
-  peakRssMiB,
-  percentile,
-  postAll,
   runSystem,
   startOurs,
   startPeer,
   type SystemResult,
   traffic,
-  untilVisible,
   type Workload,
   workload,
 } from './peer.ts';
@@ -104,75 +98,8 @@ interface Row {
 
 const progress = (line: string) => console.error(line);
 
-/** How long the sinks retry against the stopped InfluxDB after the last batch is acknowledged. */
+/** With `--outage`: how long InfluxDB stays down after the last batch is acknowledged. */
 const OUTAGE_HOLD_MS = 5_000;
-
-/**
- * `--outage`: the workload with InfluxDB stopped after the warm-up. Every batch is acknowledged
- * into the log while each sink retries its writes; InfluxDB then comes back and the run ends when
- * every point is stored. What the sinks hold while they retry is what the peaks show.
- */
-async function runOutage(
-  server: InfluxServer,
-  w: Workload,
-  nodeOptions: string,
-): Promise<SystemResult> {
-  const load = traffic(w);
-  const slug = `outage-${w.levels}-${w.sinks}-${Date.now()}`.toLowerCase();
-  const buckets = Array.from({ length: w.sinks }, (_, i) => `${slug}-${i}`);
-  for (const bucket of buckets) await server.createBucket(bucket);
-  const dir = await mkdtemp(join(tmpdir(), 'kube-audit-outage-'));
-  try {
-    const running = await startOurs(
-      server,
-      buckets,
-      dir,
-      `${nodeOptions} --import=${PROBE}`.trim(),
-    );
-    try {
-      await postAll(running.url, load.warmup);
-      await untilVisible(server, buckets, load.warmupPoints);
-      await server.stop();
-      let latencies: number[];
-      let acked: number;
-      try {
-        const started = performance.now();
-        latencies = await postAll(running.url, load.measured);
-        acked = (performance.now() - started) / 1000;
-        await sleep(OUTAGE_HOLD_MS);
-      } finally {
-        await server.restart();
-      }
-      const back = performance.now();
-      await untilVisible(server, buckets, load.totalPoints);
-      const drained = (performance.now() - back) / 1000;
-      latencies.sort((a, b) => a - b);
-      progress(
-        `${w.name}, InfluxDB down: acknowledged in ${acked.toFixed(1)} s, ` +
-          `stored ${drained.toFixed(1)} s after it came back`,
-      );
-      return {
-        events: load.measured.length * BATCH_SIZE,
-        points: 0,
-        ackedEventsPerSecond: Math.round((load.measured.length * BATCH_SIZE) / acked),
-        eventsPerSecond: 0,
-        cpuSecondsPer100k: 0,
-        eventsPerCpuSecond: 0,
-        ackP50Millis: percentile(latencies, 0.5),
-        ackP99Millis: percentile(latencies, 0.99),
-        peakRssMiB: peakRssMiB(running.pid),
-        visibleAfterAckSeconds: Number(drained.toFixed(1)),
-        influxdCpuSecondsPer100k: 0,
-        tagKeys: [],
-        fieldKeys: [],
-      };
-    } finally {
-      await running.stop();
-    }
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
-}
 
 const { full, peer: withPeer, outage, repeat, only, batches, candidates } = flags();
 
@@ -211,17 +138,16 @@ try {
       for (const nodeOptions of candidates) {
         const out = join(tmpdir(), `kube-audit-memory-${process.pid}.json`);
         process.env.KUBE_AUDIT_MEMORY_PROBE = out;
-        const result = outage
-          ? await runOutage(server, w, nodeOptions)
-          : await runSystem(
-              'ours',
-              w,
-              (buckets, dir) =>
-                startOurs(server, buckets, dir, `${nodeOptions} --import=${PROBE}`.trim()),
-              server,
-              traffic(w),
-              progress,
-            );
+        const result = await runSystem(
+          'ours',
+          w,
+          (buckets, dir) =>
+            startOurs(server, buckets, dir, `${nodeOptions} --import=${PROBE}`.trim()),
+          server,
+          traffic(w),
+          progress,
+          outage ? OUTAGE_HOLD_MS : undefined,
+        );
         const peaks = JSON.parse(readFileSync(out, 'utf8')) as Record<string, number>;
         rmSync(out, { force: true });
         rows.push({ workload: w.name, nodeOptions, result, peaks });

@@ -176,7 +176,7 @@ function cpuSeconds(pid: number): number {
 }
 
 /** Peak resident set (VmHWM) of the process, in MiB. */
-export function peakRssMiB(pid: number): number {
+function peakRssMiB(pid: number): number {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
   const kib = /^VmHWM:\s+(\d+)\s+kB/m.exec(status)?.[1];
   return Math.round(Number(kib ?? 0) / 1024);
@@ -469,7 +469,7 @@ async function schemaKeys(
 }
 
 /** Waits until bucket i holds `expected[i]` points, polling only the buckets still short. */
-export async function untilVisible(
+async function untilVisible(
   server: InfluxServer,
   buckets: readonly string[],
   expected: readonly number[],
@@ -500,7 +500,7 @@ export async function untilVisible(
 }
 
 /** Posts every body, `IN_FLIGHT` at a time; returns each ack's latency in milliseconds. */
-export async function postAll(url: string, bodies: readonly string[]): Promise<number[]> {
+async function postAll(url: string, bodies: readonly string[]): Promise<number[]> {
   const latencies: number[] = [];
   let next = 0;
   await Promise.all(
@@ -523,7 +523,7 @@ export async function postAll(url: string, bodies: readonly string[]): Promise<n
   return latencies;
 }
 
-export function percentile(sorted: readonly number[], q: number): number {
+function percentile(sorted: readonly number[], q: number): number {
   return Number((sorted[Math.floor(q * (sorted.length - 1))] ?? 0).toFixed(1));
 }
 
@@ -581,6 +581,7 @@ export async function runSystem(
   server: InfluxServer,
   load: Traffic,
   progress: (line: string) => void,
+  outageMs?: number,
 ): Promise<SystemResult> {
   const t0 = performance.now();
   const since = () => `${((performance.now() - t0) / 1000).toFixed(1)} s`;
@@ -599,16 +600,28 @@ export async function runSystem(
       const cpuBefore = cpuSeconds(running.pid);
       const influxd = influxdPid(server.url);
       const influxdBefore = cpuSeconds(influxd);
+      // An outage: influxd stops for the measured batches and `outageMs` more, then comes back
+      // (as another process, whose CPU is not counted).
+      if (outageMs !== undefined) await server.stop();
       const started = performance.now();
-      const latencies = await postAll(running.url, load.measured);
-      const acked = (performance.now() - started) / 1000;
+      let latencies: number[];
+      let acked: number;
+      try {
+        latencies = await postAll(running.url, load.measured);
+        acked = (performance.now() - started) / 1000;
+        if (outageMs !== undefined) await sleep(outageMs);
+      } finally {
+        if (outageMs !== undefined) await server.restart();
+      }
+      const influxdCpu = outageMs === undefined ? cpuSeconds(influxd) - influxdBefore : 0;
+      // Visible after the last ack, or after influxd came back from an outage.
+      const from = outageMs === undefined ? acked : (performance.now() - started) / 1000;
       await untilVisible(server, buckets, load.totalPoints);
       const visible = (performance.now() - started) / 1000;
       progress(
         `  ${system}: acked after ${acked.toFixed(1)} s, visible after ${visible.toFixed(1)} s`,
       );
       const cpu = cpuSeconds(running.pid) - cpuBefore;
-      const influxdCpu = cpuSeconds(influxd) - influxdBefore;
       const peak = peakRssMiB(running.pid);
       const schema = await schemaKeys(server, buckets[0] as string);
       const events = load.measured.length * BATCH_SIZE;
@@ -623,7 +636,7 @@ export async function runSystem(
         ackP50Millis: percentile(latencies, 0.5),
         ackP99Millis: percentile(latencies, 0.99),
         peakRssMiB: peak,
-        visibleAfterAckSeconds: Number((visible - acked).toFixed(1)),
+        visibleAfterAckSeconds: Number((visible - from).toFixed(1)),
         influxdCpuSecondsPer100k: Number(((influxdCpu * 100_000) / events).toFixed(3)),
         ...schema,
       };
