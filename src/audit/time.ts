@@ -14,6 +14,21 @@ const MICRO_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$/;
 // formatting the seconds are most of the cost of reading a timestamp. Cleared when it reaches 64.
 const SECONDS = new Map<string, string | number>();
 
+// The second (its first 19 characters) of the last timestamp in the apiserver's form read after
+// 1970, and its seconds' digits.
+let last: { readonly second: string; readonly digits: string } | null = null;
+
+// `.` and six digits at 19 to 25: the rest of the apiserver's form, once its first 19 characters
+// are known to be a second's (they equal `last.second`).
+function isMicroFraction(timestamp: string): boolean {
+  if (timestamp.charCodeAt(19) !== 0x2e) return false;
+  for (let i = 20; i < 26; i++) {
+    const c = timestamp.charCodeAt(i);
+    if (c < 0x30 || c > 0x39) return false;
+  }
+  return true;
+}
+
 /**
  * Microseconds since the epoch of an RFC 3339 timestamp, as exact decimal digits; digits beyond
  * the microsecond are dropped, so the result is the microsecond the instant falls in.
@@ -21,16 +36,25 @@ const SECONDS = new Map<string, string | number>();
  * @throws RangeError when `timestamp` is not RFC 3339.
  */
 export function epochMicros(timestamp: string): string {
-  if (timestamp.length === 27 && timestamp.charCodeAt(26) === 0x5a && MICRO_UTC.test(timestamp)) {
-    return fromSeconds(timestamp, `${timestamp.slice(0, 19)}Z`, timestamp.slice(20, 26));
+  if (timestamp.length === 27 && timestamp.charCodeAt(26) === 0x5a) {
+    // The second read last, again (most events of a batch): its digits, no look-up.
+    if (last !== null && timestamp.startsWith(last.second) && isMicroFraction(timestamp)) {
+      return `${last.digits}${timestamp.slice(20, 26)}`;
+    }
+    if (MICRO_UTC.test(timestamp)) {
+      const seconds = secondsOf(timestamp, `${timestamp.slice(0, 19)}Z`);
+      if (typeof seconds === 'string') last = { second: timestamp.slice(0, 19), digits: seconds };
+      return microsOf(seconds, timestamp.slice(20, 26));
+    }
   }
   const m = TIMESTAMP.exec(timestamp);
   if (m === null) throw new RangeError(`not an RFC 3339 timestamp: ${timestamp}`);
   const fraction = (m[2] ?? '').slice(0, 6).padEnd(6, '0');
-  return fromSeconds(timestamp, `${m[1] as string}${m[3] as string}`, fraction);
+  return microsOf(secondsOf(timestamp, `${m[1] as string}${m[3] as string}`), fraction);
 }
 
-function fromSeconds(timestamp: string, second: string, fraction: string): string {
+/** The seconds of `second` (RFC 3339 without a fraction): see {@link SECONDS}. */
+function secondsOf(timestamp: string, second: string): string | number {
   let seconds = SECONDS.get(second);
   if (seconds === undefined) {
     const ms = Date.parse(second);
@@ -40,6 +64,10 @@ function fromSeconds(timestamp: string, second: string, fraction: string): strin
     if (SECONDS.size >= 64) SECONDS.clear();
     SECONDS.set(second, seconds);
   }
+  return seconds;
+}
+
+function microsOf(seconds: string | number, fraction: string): string {
   if (typeof seconds === 'string') return `${seconds}${fraction}`;
   // Before 1970 the fraction counts up from a negative second; before 1684 the microseconds
   // pass 2^53, where a double is no longer exact.

@@ -169,6 +169,8 @@ export class LineProtocolEncoder {
   readonly #maxTagValueBytes: number;
   // Sorted by key once, as InfluxDB sorts them: the series key is canonical with no per-event sort.
   readonly #seriesTags: readonly SeriesTag[];
+  // The series key's hash before its event tags: the measurement, each tag key and static value.
+  readonly #seriesSeed: number;
 
   constructor(schema: PointSchema, timestamps = new PointTimestamps()) {
     this.#sink = schema.sink;
@@ -184,6 +186,10 @@ export class LineProtocolEncoder {
       }),
     ];
     this.#seriesTags = tags.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+    this.#seriesSeed = fnv1a(
+      this.#seriesTags.map((t) => ('value' in t ? `${t.key}=${t.value}` : t.key)).join(','),
+      fnv1a(this.#measurement),
+    );
     this.#tagsAsFields = TAG_NAMES.filter((t) => !schema.tags.includes(t));
     this.#maxFieldBytes = schema.maxFieldBytes ?? MAX_FIELD_BYTES;
     this.#maxTagValueBytes = Math.min(
@@ -222,6 +228,8 @@ export class LineProtocolEncoder {
       );
     }
     let series = this.#measurement;
+    // The series key's hash, from what varies in it: each event tag's value in the key's order.
+    let seriesHash = this.#seriesSeed;
     // Tags cut to fit the series key, with their whole value: rare, so allocated only when needed.
     let cut: [TagName, string][] | undefined;
     for (const t of this.#seriesTags) {
@@ -230,7 +238,10 @@ export class LineProtocolEncoder {
         continue;
       }
       const value = tagValue(t.tag, event, this.#sink);
-      if (value === '') continue;
+      if (value === '') {
+        seriesHash = Math.imul(seriesHash, 0x01000193);
+        continue;
+      }
       let escaped = escapeTag(value);
       // A UTF-16 unit is at most 3 UTF-8 bytes: most values need no byte count at all.
       if (
@@ -240,6 +251,8 @@ export class LineProtocolEncoder {
         escaped = cutTag(value, this.#maxTagValueBytes);
         (cut ??= []).push([t.tag, value]);
       }
+      // The value as written: values that escaping or cutting makes equal make one series.
+      seriesHash = Math.imul(fnv1a(escaped, seriesHash), 0x01000193);
       series += t.prefix + escaped;
     }
 
@@ -267,8 +280,8 @@ export class LineProtocolEncoder {
     if (cut !== undefined)
       for (const [tag, value] of cut) line = this.#field(line, `${tag}_full`, value);
 
-    const offset = this.#timestamps.slotOfHash(
-      series,
+    const offset = this.#timestamps.slotInSeries(
+      seriesHash >>> 0,
       micros,
       eventHashOf(event.auditID, event.stage),
     );
@@ -405,10 +418,19 @@ export class PointTimestamps {
 
   /** {@link slot} for an event's hash ({@link eventHashOf}). */
   slotOfHash(series: string, micros: string, event: number): number {
+    return this.slotInSeries(fnv1a(series), micros, event);
+  }
+
+  /**
+   * {@link slotOfHash} for a series named by a 32-bit hash of its key, which the encoder computes
+   * from the values that vary rather than from the whole key. Equal keys must have equal hashes;
+   * two keys that share one only make their events skip each other's slots.
+   */
+  slotInSeries(seriesHash: number, micros: string, event: number): number {
     const start = slotOf(event);
     // 30 bits keep the key a small integer, which V8 stores unboxed; two buckets that share a hash
     // only make their events skip each other's slots, never overwrite each other.
-    const bucketKey = fnv1a(micros, fnv1a(series)) & 0x3fffffff;
+    const bucketKey = fnv1a(micros, seriesHash) & 0x3fffffff;
     const bucket = this.#buckets.get(bucketKey);
     if (bucket === undefined) {
       this.#buckets.set(bucketKey, event);

@@ -1,5 +1,6 @@
 // Reading event timestamps as instants: exact microseconds since the epoch over the whole range
 // Go's time.Parse reads, and the range a stored point may have. Pure: starts no process.
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { epochMicros, isPointTime } from '../../../src/audit/time.ts';
 import { POINT_TIME_RANGE } from '../../../src/audit/types.ts';
@@ -27,6 +28,46 @@ describe('epochMicros', () => {
 
   it('rejects a timestamp that is not RFC 3339', () => {
     expect(() => epochMicros('22/11/2026')).toThrow(RangeError);
+  });
+
+  it('reads a run of timestamps of the same second as each alone, and rejects one that only starts like them', () => {
+    expect(epochMicros('2026-11-22T04:08:57.440160Z')).toBe('1795320537440160');
+    expect(epochMicros('2026-11-22T04:08:57.000001Z')).toBe('1795320537000001');
+    for (const bad of [
+      '2026-11-22T04:08:57.44016xZ',
+      '2026-11-22T04:08:57,440160Z',
+      '2026-11-22T04:08:57.440160z',
+    ]) {
+      expect(() => epochMicros(bad)).toThrow(RangeError);
+    }
+    expect(epochMicros('2026-11-22T04:08:57.440160999Z')).toBe('1795320537440160');
+    expect(epochMicros('1970-01-01T00:00:00.000001Z')).toBe('1');
+    expect(epochMicros('1970-01-01T00:00:00.000002Z')).toBe('2');
+    expect(epochMicros('1969-12-31T23:59:59.999999Z')).toBe('-1');
+    expect(epochMicros('1969-12-31T23:59:59.999998Z')).toBe('-2');
+    expect(epochMicros('2026-11-22T04:08:58.000000Z')).toBe('1795320538000000');
+  });
+
+  it('agrees with BigInt arithmetic on timestamps that come in any order', () => {
+    fc.assert(
+      fc.property(
+        fc.array(
+          fc.record({
+            // 1960 to 2100, a few seconds apart: runs of one second and jumps back and forth.
+            second: fc.integer({ min: -315_619_200, max: 4_102_444_800 }).map((s) => s - (s % 3)),
+            micros: fc.integer({ min: 0, max: 999_999 }),
+          }),
+          { minLength: 1, maxLength: 20 },
+        ),
+        (times) => {
+          for (const { second, micros } of times) {
+            const text = `${new Date(second * 1000).toISOString().slice(0, 19)}.${String(micros).padStart(6, '0')}Z`;
+            expect(epochMicros(text)).toBe(String(BigInt(second) * 1_000_000n + BigInt(micros)));
+          }
+        },
+      ),
+      { numRuns: 500 },
+    );
   });
 });
 

@@ -494,6 +494,62 @@ describe('PointTimestamps', () => {
     expect(slots.slot('s', '2', b)).toBe(first);
   });
 
+  it('tells series apart by their event tags, whichever tags hold the values, through the encoder', () => {
+    // auditIDs whose events hash to one slot: only their bucket keeps them apart.
+    const stage = 'ResponseComplete';
+    const bySlot = new Map<number, string>();
+    let pair: [string, string] | undefined;
+    for (let i = 0; pair === undefined; i++) {
+      const id = `audit-${i}`;
+      const slot = new PointTimestamps().slotOfHash('s', '1', eventHashOf(id, stage));
+      const seen = bySlot.get(slot);
+      if (seen === undefined) bySlot.set(slot, id);
+      else pair = [seen, id];
+    }
+    const [a, b] = pair;
+    const nanos = (line: string) => timeOf(line) % 1000n;
+    const at = { stage, stageTimestamp: '2026-11-22T04:08:57.440160Z' } as const;
+    const ref = { resource: 'pods', namespace: 'x', apiVersion: 'v1' };
+
+    // One series: the second event moves to the next slot, on a new encoder with the same schema too.
+    const shared = new PointTimestamps();
+    const first = nanos(
+      new LineProtocolEncoder(SCHEMA, shared).encode(event({ ...at, auditID: a })),
+    );
+    const next = nanos(
+      new LineProtocolEncoder(SCHEMA, shared).encode(event({ ...at, auditID: b })),
+    );
+    expect(next).toBe((first + 1n) % 1000n);
+
+    // Series that differ in a value, in which tag holds a value, or in a static tag: each its own.
+    for (const other of [
+      { verb: 'delete' },
+      { objectRef: { ...ref, namespace: '', subresource: 'x' } },
+      { objectRef: { ...ref, namespace: 'xx' } },
+    ]) {
+      const slots = new PointTimestamps();
+      const encoder = new LineProtocolEncoder(SCHEMA, slots);
+      expect(nanos(encoder.encode(event({ ...at, auditID: a, objectRef: ref })))).toBe(first);
+      expect(nanos(encoder.encode(event({ ...at, auditID: b, ...other })))).toBe(first);
+    }
+    // Values written alike (a lone surrogate becomes U+FFFD, and so does a trailing backslash) are
+    // one series however they came: the second event moves on rather than overwrite the first.
+    for (const [x, y] of [
+      ['x\uD800', 'x\uDBFF'],
+      ['x\\', 'x\uFFFD'],
+    ]) {
+      const encoder = new LineProtocolEncoder(SCHEMA, new PointTimestamps());
+      const one = encoder.encode(event({ ...at, auditID: a, objectRef: { ...ref, namespace: x } }));
+      const two = encoder.encode(event({ ...at, auditID: b, objectRef: { ...ref, namespace: y } }));
+      expect(seriesOf(two)).toBe(seriesOf(one));
+      expect(nanos(two)).toBe((nanos(one) + 1n) % 1000n);
+    }
+    const slots = new PointTimestamps();
+    new LineProtocolEncoder(SCHEMA, slots).encode(event({ ...at, auditID: a }));
+    const elsewhere = new LineProtocolEncoder({ ...SCHEMA, staticTags: { zone: 'b' } }, slots);
+    expect(nanos(elsewhere.encode(event({ ...at, auditID: b })))).toBe(first);
+  });
+
   it('gives 1,000 different events of one series and microsecond 1,000 different slots', () => {
     const slots = new PointTimestamps();
     const taken = new Set<number>();
