@@ -534,10 +534,11 @@ describe('PointTimestamps', () => {
     }
     // Values written alike (a lone surrogate becomes U+FFFD, and so does a trailing backslash) are
     // one series however they came: the second event moves on rather than overwrite the first.
-    for (const [x, y] of [
+    const alike: [string, string][] = [
       ['x\uD800', 'x\uDBFF'],
       ['x\\', 'x\uFFFD'],
-    ]) {
+    ];
+    for (const [x, y] of alike) {
       const encoder = new LineProtocolEncoder(SCHEMA, new PointTimestamps());
       const one = encoder.encode(event({ ...at, auditID: a, objectRef: { ...ref, namespace: x } }));
       const two = encoder.encode(event({ ...at, auditID: b, objectRef: { ...ref, namespace: y } }));
