@@ -413,18 +413,14 @@ export class PointTimestamps {
 
   /** The slot of `eventKey` in the bucket of `series` at `micros`. */
   slot(series: string, micros: string, eventKey: string): number {
-    return this.slotOfHash(series, micros, eventHash(eventKey));
-  }
-
-  /** {@link slot} for an event's hash ({@link eventHashOf}). */
-  slotOfHash(series: string, micros: string, event: number): number {
-    return this.slotInSeries(fnv1a(series), micros, event);
+    return this.slotInSeries(fnv1a(series), micros, eventHash(eventKey));
   }
 
   /**
-   * {@link slotOfHash} for a series named by a 32-bit hash of its key, which the encoder computes
-   * from the values that vary rather than from the whole key. Equal keys must have equal hashes;
-   * two keys that share one only make their events skip each other's slots.
+   * {@link slot} for a series named by a 32-bit hash of its key, which the encoder computes from
+   * the values that vary rather than from the whole key, and an event's hash ({@link eventHashOf}).
+   * Equal keys must have equal hashes; two keys that share one only make their events skip each
+   * other's slots.
    */
   slotInSeries(seriesHash: number, micros: string, event: number): number {
     const start = slotOf(event);

@@ -441,14 +441,20 @@ describe('escaping', () => {
   });
 });
 
-/** Event keys whose hashed slots are equal, found by trying (about 40 tries for a pair). */
-function collidingKeys(count: number): string[] {
+/**
+ * Event keys whose hashed slots are equal, found by trying (about 40 tries for a pair); with
+ * `stage`, auditIDs whose events of that stage hash to one slot.
+ */
+function collidingKeys(count: number, stage?: string): string[] {
   const probe = new PointTimestamps();
   const bySlot = new Map<number, string[]>();
   for (let i = 0; ; i++) {
     const key = `event-${i}`;
     // A fresh bucket per key: the answer is the key's hashed slot.
-    const slot = probe.slot(`series-${i}`, '1', key);
+    const slot =
+      stage === undefined
+        ? probe.slot(`series-${i}`, '1', key)
+        : probe.slotInSeries(i, '1', eventHashOf(key, stage));
     const keys = bySlot.get(slot) ?? [];
     keys.push(key);
     bySlot.set(slot, keys);
@@ -461,14 +467,14 @@ describe('PointTimestamps', () => {
     fc.assert(
       fc.property(fc.string(), fc.string(), (auditID, stage) => {
         const joined = new PointTimestamps().slot('s', '1', `${auditID}\u0000${stage}`);
-        const apart = new PointTimestamps().slotOfHash('s', '1', eventHashOf(auditID, stage));
+        const apart = new PointTimestamps().slotInSeries(0, '1', eventHashOf(auditID, stage));
         expect(apart).toBe(joined);
       }),
       { numRuns: 2000 },
     );
     // Slots are part of what is stored: a retried event must land where an earlier version put it.
     expect(new PointTimestamps().slot('s', '1', 'event-0\u0000ResponseComplete')).toBe(
-      new PointTimestamps().slotOfHash('s', '1', eventHashOf('event-0', 'ResponseComplete')),
+      new PointTimestamps().slotInSeries(0, '1', eventHashOf('event-0', 'ResponseComplete')),
     );
     expect(eventHashOf('5b46c944-305e-45a0-93cd-c2f87c45e9bc', 'ResponseComplete')).toBe(
       3_325_091_349_578_449,
@@ -497,16 +503,7 @@ describe('PointTimestamps', () => {
   it('tells series apart by their event tags, whichever tags hold the values, through the encoder', () => {
     // auditIDs whose events hash to one slot: only their bucket keeps them apart.
     const stage = 'ResponseComplete';
-    const bySlot = new Map<number, string>();
-    let pair: [string, string] | undefined;
-    for (let i = 0; pair === undefined; i++) {
-      const id = `audit-${i}`;
-      const slot = new PointTimestamps().slotOfHash('s', '1', eventHashOf(id, stage));
-      const seen = bySlot.get(slot);
-      if (seen === undefined) bySlot.set(slot, id);
-      else pair = [seen, id];
-    }
-    const [a, b] = pair;
+    const [a, b] = collidingKeys(2, stage) as [string, string];
     const nanos = (line: string) => timeOf(line) % 1000n;
     const at = { stage, stageTimestamp: '2026-11-22T04:08:57.440160Z' } as const;
     const ref = { resource: 'pods', namespace: 'x', apiVersion: 'v1' };
