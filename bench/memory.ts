@@ -1,6 +1,6 @@
 /**
- * `node bench/memory.ts [--full] [--outage] [--only <workload>] [--no-peer] [--repeat <n>]
- * [--batches <n>] [--candidate '<NODE_OPTIONS>']...`: what Node.js and V8 settings cost and save.
+ * `node bench/memory.ts [--full] [--outage] [--every-field] [--only <workload>] [--no-peer]
+ * [--repeat <n>] [--batches <n>] [--candidate '<NODE_OPTIONS>']...`: what Node.js and V8 settings cost and save.
  * Runs this project's `standalone` on the peer comparison's workloads (bench/peer.ts) once per
  * candidate `NODE_OPTIONS`, into one real influxd, and Telegraf once per workload as the
  * reference; prints peak RSS (VmHWM), where the memory went (heap spaces, external memory, array
@@ -16,7 +16,8 @@
  * The default workloads are the quick bench's 1-sink ones and the Mix with 100 sinks; `--full`
  * adds the Mix with 10 and with 1,000 sinks. `--batches` sends that many batches in every
  * workload instead of the quick bench's 150 to 250: backlogs that build up over the full run only
- * show in longer runs. Needs `npm run build` and Telegraf built, as bench/peer.ts does.
+ * show in longer runs. `--every-field` has our sinks write every field of the schema, as a sink does
+ * by default, instead of the peer's two (bench/peer.ts). Needs `npm run build` and Telegraf built, as bench/peer.ts does.
  */
 import { readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -26,6 +27,7 @@ import { startInfluxd } from '../test/harness/influxd.ts';
 import { shippedNodeOptions } from '../test/harness/standalone.ts';
 import {
   ensureTelegraf,
+  oursFields,
   runSystem,
   startOurs,
   startPeer,
@@ -53,6 +55,7 @@ function flags(): {
   full: boolean;
   peer: boolean;
   outage: boolean;
+  everyField: boolean;
   repeat: number;
   only: string;
   batches: number | undefined;
@@ -68,7 +71,7 @@ function flags(): {
     else if (argv[i] === '--only') only = argv[++i] ?? '';
     else if (argv[i] === '--repeat') repeat = Number(argv[++i]);
     else if (argv[i] === '--batches') batches = Number(argv[++i]);
-    else if (argv[i] !== '--full' && argv[i] !== '--no-peer' && argv[i] !== '--outage')
+    else if (!['--full', '--no-peer', '--outage', '--every-field'].includes(argv[i] as string))
       throw new Error(`unknown argument ${argv[i]}`);
   }
   if (!Number.isInteger(repeat) || repeat < 1) throw new Error('--repeat takes a positive integer');
@@ -80,6 +83,7 @@ function flags(): {
     full: argv.includes('--full'),
     peer: !argv.includes('--no-peer') && !argv.includes('--outage'),
     outage: argv.includes('--outage'),
+    everyField: argv.includes('--every-field'),
     repeat,
     only,
     batches,
@@ -101,14 +105,15 @@ const progress = (line: string) => console.error(line);
 /** With `--outage`: how long InfluxDB stays down after the last batch is acknowledged. */
 const OUTAGE_HOLD_MS = 5_000;
 
-const { full, peer: withPeer, outage, repeat, only, batches, candidates } = flags();
+const { full, peer: withPeer, outage, everyField, repeat, only, batches, candidates } = flags();
 
+const fields = everyField ? 'every' : 'peer';
 const matrix: Workload[] = [
-  workload('Metadata', 1, batches ?? 250),
-  workload('RequestResponse', 1, batches ?? 250),
-  ...(full ? [workload('Mix', 10, batches ?? 150)] : []),
-  workload('Mix', 100, batches ?? 150),
-  ...(full ? [workload('Mix', 1000, batches ?? 150)] : []),
+  workload('Metadata', 1, batches ?? 250, fields),
+  workload('RequestResponse', 1, batches ?? 250, fields),
+  ...(full ? [workload('Mix', 10, batches ?? 150, fields)] : []),
+  workload('Mix', 100, batches ?? 150, fields),
+  ...(full ? [workload('Mix', 1000, batches ?? 150, fields)] : []),
 ].filter((w) => w.name.includes(only));
 const telegraf = ensureTelegraf();
 const server = await startInfluxd();
@@ -142,7 +147,13 @@ try {
           'ours',
           w,
           (buckets, dir) =>
-            startOurs(server, buckets, dir, `${nodeOptions} --import=${PROBE}`.trim()),
+            startOurs(
+              server,
+              buckets,
+              dir,
+              oursFields(w),
+              `${nodeOptions} --import=${PROBE}`.trim(),
+            ),
           server,
           traffic(w),
           progress,

@@ -10,7 +10,9 @@
  *
  * - ours: `node dist/main.js standalone --insecure` on loopback with N AuditPipelines, one per
  *   tenant namespace (rule `level: Metadata`), each with its own token Secret and bucket, tags verb,
- *   resource, namespace, user, level and stage; the durable spool in a temporary data directory.
+ *   resource, namespace, user, level and stage, and the fields audit_id and request_uri (the
+ *   peer's points exactly; workloads named `..., every field` write the schema's every field
+ *   instead); the durable spool in a temporary data directory.
  *   No cluster-wide AuditSink: each event belongs to at most one pipeline, as to at most one
  *   Telegraf output.
  * - peer: Telegraf (scripts/build-telegraf.sh) with inputs.http_listener_v2 on /audit/v1/events,
@@ -71,22 +73,37 @@ export interface Workload {
   readonly sinks: number;
   /** Measured batches of 400 events, after the warm-up. */
   readonly batches: number;
+  /**
+   * The fields our points carry: the peer's two (`audit_id`, `request_uri`), so that both write the
+   * same points, or every field of the schema (16 with these events), the default of a sink.
+   */
+  readonly fields: 'peer' | 'every';
 }
 
-export function workload(levels: LevelMix, sinks: number, count: number): Workload {
+/** The fields Telegraf's json_v2 configuration below writes; ours are set to the same. */
+export const PEER_FIELDS = ['audit_id', 'request_uri'] as const;
+
+export function workload(
+  levels: LevelMix,
+  sinks: number,
+  count: number,
+  fields: Workload['fields'] = 'peer',
+): Workload {
   return {
-    name: `${levels}, ${sinks} sink${sinks === 1 ? '' : 's'}`,
+    name: `${levels}, ${sinks} sink${sinks === 1 ? '' : 's'}${fields === 'every' ? ', every field' : ''}`,
     levels,
     sinks,
     batches: count,
+    fields,
   };
 }
 
 /**
  * The matrix. Full: every level blend with one sink, and the Mix with 10, 100 and 1000 sinks, with
  * fewer batches at 100 and 1000 sinks, where the rate is lower and the warm-up long (influxd
- * creates a shard per bucket on its first write). Quick: three of them with fewer batches, within
- * three minutes on two cores.
+ * creates a shard per bucket on its first write); then Metadata and RequestResponse with one sink
+ * writing every field of the schema, as a sink does by default. Quick: three of them with fewer
+ * batches, within three minutes on two cores.
  */
 export function workloads(quick: boolean): Workload[] {
   if (quick) {
@@ -104,6 +121,8 @@ export function workloads(quick: boolean): Workload[] {
     workload('Mix', 10, 1000),
     workload('Mix', 100, 500),
     workload('Mix', 1000, 150),
+    workload('Metadata', 1, 1000, 'every'),
+    workload('RequestResponse', 1, 1000, 'every'),
   ];
 }
 
@@ -286,8 +305,15 @@ function yamlString(value: string): string {
   return JSON.stringify(value);
 }
 
-/** One token Secret and one AuditPipeline per tenant namespace, pipeline i writing to bucket i. */
-function ourManifests(server: InfluxServer, buckets: readonly string[]): string {
+/**
+ * One token Secret and one AuditPipeline per tenant namespace, pipeline i writing to bucket i, with
+ * `fields` (every field when undefined).
+ */
+function ourManifests(
+  server: InfluxServer,
+  buckets: readonly string[],
+  fields: readonly string[] | undefined,
+): string {
   return buckets
     .map((bucket, i) =>
       [
@@ -314,6 +340,7 @@ function ourManifests(server: InfluxServer, buckets: readonly string[]): string 
         `    bucket: ${yamlString(bucket)}`,
         `    measurement: ${MEASUREMENT}`,
         `    tags: [${TAGS.join(', ')}]`,
+        ...(fields === undefined ? [] : [`    fields: [${fields.join(', ')}]`]),
         '    tokenSecretRef: {name: influx-token, key: token}',
         '',
       ].join('\n'),
@@ -321,15 +348,19 @@ function ourManifests(server: InfluxServer, buckets: readonly string[]): string 
     .join('---\n');
 }
 
-/** Starts `standalone` with one AuditPipeline per bucket, under `nodeOptions`. */
+/**
+ * Starts `standalone` with one AuditPipeline per bucket writing `fields` (every field when
+ * undefined), under `nodeOptions`.
+ */
 export async function startOurs(
   server: InfluxServer,
   buckets: readonly string[],
   dir: string,
+  fields: readonly string[] | undefined,
   nodeOptions = shippedNodeOptions(),
 ): Promise<Running> {
   const manifests = join(dir, 'pipelines.yaml');
-  writeFileSync(manifests, ourManifests(server, buckets));
+  writeFileSync(manifests, ourManifests(server, buckets, fields));
   const running = await startStandalone({
     manifests,
     port: await freePort(),
@@ -651,6 +682,19 @@ export async function runSystem(
   }
 }
 
+/** The fields our pipelines write on workload `w`: undefined for every field. */
+export function oursFields(w: Workload): readonly string[] | undefined {
+  return w.fields === 'peer' ? PEER_FIELDS : undefined;
+}
+
+/** Fails the run when the two systems did not write points of the same tag and field keys. */
+function assertSamePoints(w: Workload, ours: SystemResult, peer: SystemResult): void {
+  const keys = (r: SystemResult) => JSON.stringify([r.tagKeys, r.fieldKeys]);
+  if (keys(ours) !== keys(peer)) {
+    throw new Error(`${w.name}: the points differ: ours ${keys(ours)}, Telegraf's ${keys(peer)}`);
+  }
+}
+
 /** Both systems on every workload of `matrix`, into one influxd. */
 export async function runPeerBench(
   matrix: readonly Workload[],
@@ -676,7 +720,8 @@ export async function runPeerBench(
         const bufferLimit = Math.max(10_000, 2 * Math.max(...load.totalPoints));
         const start =
           system === 'ours'
-            ? (buckets: readonly string[], dir: string) => startOurs(server, buckets, dir)
+            ? (buckets: readonly string[], dir: string) =>
+                startOurs(server, buckets, dir, oursFields(w))
             : (buckets: readonly string[], dir: string) =>
                 startPeer(telegraf, server, buckets, dir, bufferLimit);
         const result = await runSystem(system, w, start, server, load, progress);
@@ -689,6 +734,7 @@ export async function runPeerBench(
       }
       const ours = measured.ours as SystemResult;
       const peer = measured.peer as SystemResult;
+      if (w.fields === 'peer') assertSamePoints(w, ours, peer);
       results.push({
         workload: w.name,
         levels: w.levels,

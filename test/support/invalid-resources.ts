@@ -408,6 +408,24 @@ export const INVALID_RESOURCES: readonly InvalidResource[] = [
     caughtBy: 'schema',
   },
   {
+    name: 'a field the schema does not have',
+    manifest: influxSink('unknown-field', { fields: ['request_uri', 'host'] }),
+    path: 'spec.influxdb.fields[1]',
+    caughtBy: 'schema',
+  },
+  {
+    name: 'a tag written as a tag, by default, listed in fields',
+    manifest: influxSink('field-default-tag', { fields: ['request_uri', 'verb'] }),
+    path: 'spec.influxdb.fields',
+    caughtBy: 'cel',
+  },
+  {
+    name: 'a tag written as a tag listed in fields',
+    manifest: influxSink('field-listed-tag', { tags: ['verb'], fields: ['user', 'verb'] }),
+    path: 'spec.influxdb.fields',
+    caughtBy: 'cel',
+  },
+  {
     name: 'a static tag named like a column of the schema',
     manifest: influxSink('static-tag-reserved', { staticTags: { time: 'now' } }),
     path: 'spec.influxdb.staticTags',

@@ -128,6 +128,17 @@ export const VALID_RESOURCES: readonly ValidResource[] = [
     manifest: influxSink('no-tags', { tags: [] }),
   },
   {
+    name: 'fields naming schema fields and tags written as fields',
+    manifest: influxSink('some-fields', {
+      tags: ['verb', 'namespace'],
+      fields: ['user', 'latency_ms', 'audit_id', 'request_uri'],
+    }),
+  },
+  {
+    name: 'no fields but audit_id',
+    manifest: influxSink('no-fields', { fields: [] }),
+  },
+  {
     name: 'static tags with dots, dashes and a leading underscore',
     manifest: influxSink('static-tag-names', {
       staticTags: { 'k8s.cluster': 'prod eu, west=1', _region: 'eu-west-1', 'x-team': 'ü' },

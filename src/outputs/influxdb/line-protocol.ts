@@ -33,6 +33,8 @@ import { OutputError } from '../types.ts';
 import {
   FIELD_KEYS,
   FIELD_NAMES,
+  type FieldName,
+  type SelectableField,
   STRING_FIELDS,
   type StringFieldName,
   TAG_NAMES,
@@ -109,6 +111,11 @@ export interface PointSchema {
   readonly staticTags: Readonly<Record<string, string>>;
   /** Value of the `sink` tag. */
   readonly sink: string;
+  /**
+   * The fields to write, tags not written as tags among them; absent: all of them. `audit_id` is
+   * written either way.
+   */
+  readonly fields?: readonly SelectableField[];
   /** Longest string field value in UTF-8 bytes; {@link MAX_FIELD_BYTES} by default. */
   readonly maxFieldBytes?: number;
   /**
@@ -162,6 +169,8 @@ type SeriesTag =
 /** Encodes the events of one sink, keeping the timestamp slots it handed out ({@link PointTimestamps}). */
 export class LineProtocolEncoder {
   readonly #sink: string;
+  // The fields written after audit_id, in the schema's order.
+  readonly #fields: readonly Exclude<FieldName, 'audit_id'>[];
   readonly #tagsAsFields: readonly TagName[];
   readonly #timestamps: PointTimestamps;
   readonly #measurement: string;
@@ -190,7 +199,11 @@ export class LineProtocolEncoder {
       this.#seriesTags.map((t) => ('value' in t ? `${t.key}=${t.value}` : t.key)).join(','),
       fnv1a(this.#measurement),
     );
-    this.#tagsAsFields = TAG_NAMES.filter((t) => !schema.tags.includes(t));
+    const selected = (field: SelectableField) => schema.fields?.includes(field) ?? true;
+    this.#fields = FIELD_NAMES.filter(
+      (f): f is Exclude<FieldName, 'audit_id'> => f !== 'audit_id' && selected(f),
+    );
+    this.#tagsAsFields = TAG_NAMES.filter((t) => !schema.tags.includes(t) && selected(t));
     this.#maxFieldBytes = schema.maxFieldBytes ?? MAX_FIELD_BYTES;
     this.#maxTagValueBytes = Math.min(
       schema.maxTagValueBytes ?? MAX_TAG_VALUE_BYTES,
@@ -259,8 +272,7 @@ export class LineProtocolEncoder {
     const micros = epochMicros(event.stageTimestamp);
     // The line is built in place: audit_id first and always, as every point has it.
     let line = `${series} audit_id=${this.#stringField('audit_id', event.auditID)}`;
-    for (const key of FIELD_NAMES) {
-      if (key === 'audit_id') continue;
+    for (const key of this.#fields) {
       if (key === 'latency_ms') {
         if (event.requestReceivedTimestamp !== undefined) {
           const received = epochMicros(event.requestReceivedTimestamp);

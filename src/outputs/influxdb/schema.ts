@@ -51,6 +51,18 @@ export const FIELD_NAMES = [
   ...STRING_FIELDS.slice(STRING_FIELDS.indexOf('user_agent') + 1),
 ] as const;
 
+/** One field of {@link FIELD_NAMES}. */
+export type FieldName = (typeof FIELD_NAMES)[number];
+
+/**
+ * What `spec.influxdb.fields` may name: the schema's fields and its tags, which are written as
+ * fields when they are not written as tags.
+ */
+export const SELECTABLE_FIELDS = [...FIELD_NAMES, ...TAG_NAMES] as const;
+
+/** One name of {@link SELECTABLE_FIELDS}. */
+export type SelectableField = (typeof SELECTABLE_FIELDS)[number];
+
 /**
  * Every field key a point can have (docs/influxdb-schema.md, "Fields"): the string fields, each
  * possibly with `<field>_bytes` beside it, and `latency_ms`.

@@ -7,7 +7,13 @@ import { type FieldCheck, quoted } from '../../resource/check.ts';
 import type { SchemaNode } from '../../resource/schema.ts';
 import type { SecretKeyRef } from '../destination.ts';
 import { asSecretKeyRef, httpUrlNode, secretKeyRefNode } from '../fields.ts';
-import { RESERVED_TAG_NAMES, TAG_NAMES, type TagName } from './schema.ts';
+import {
+  RESERVED_TAG_NAMES,
+  SELECTABLE_FIELDS,
+  type SelectableField,
+  TAG_NAMES,
+  type TagName,
+} from './schema.ts';
 
 /** Where and how a sink writes to InfluxDB (SPEC 2.3). */
 export interface InfluxDestination {
@@ -27,6 +33,11 @@ export interface InfluxDestination {
   readonly tags: readonly TagName[];
   /** Extra tags on every point, e.g. `cluster: prod-eu`. */
   readonly staticTags: Readonly<Record<string, string>>;
+  /**
+   * Which fields to write, in the schema's order (tags not written as tags among them); absent:
+   * all of them. `audit_id` is written either way.
+   */
+  readonly fields?: readonly SelectableField[];
 }
 
 // InfluxDB refuses retention periods under one hour (except 0, forever).
@@ -48,6 +59,18 @@ export const INFLUXDB_SCHEMA: SchemaNode = {
     'Where and how to write the kept events to InfluxDB (2.x, 3.x, Cloud, or 1.8 with a db/rp bucket), over the v2 write API. Optional.',
   required: ['url', 'org', 'bucket'],
   'x-kubernetes-validations': [
+    {
+      rule: `!has(self.fields) || self.fields.all(f, !(f in (has(self.tags) ? self.tags : [${TAG_NAMES.map((t) => `'${t}'`).join(', ')}])))`,
+      fieldPath: '.fields',
+      reason: 'FieldValueInvalid',
+      message:
+        'a tag written as a tag (see tags; all of them by default) cannot be listed in fields',
+      holds: (self) => {
+        if (!Array.isArray(self.fields)) return true;
+        const tags: readonly unknown[] = Array.isArray(self.tags) ? self.tags : TAG_NAMES;
+        return self.fields.every((field) => !tags.includes(field));
+      },
+    },
     {
       rule: '!has(self.retention) || (has(self.createBucket) && self.createBucket)',
       fieldPath: '.retention',
@@ -147,11 +170,26 @@ export const INFLUXDB_SCHEMA: SchemaNode = {
       description:
         "Which of the schema's tags to write as tags; the others become fields. Default all of them. Each tag multiplies series cardinality.",
       'x-kubernetes-list-type': 'set',
+      maxItems: TAG_NAMES.length,
       items: { type: 'string', enum: TAG_NAMES },
       operator: {
         typeMessage: 'expected an array of tag names',
         // In the documented order, whatever order the resource lists them in.
         parse: (tags: readonly TagName[]) => TAG_NAMES.filter((t) => tags.includes(t)),
+      },
+    },
+    fields: {
+      type: 'array',
+      description:
+        "Which of the schema's fields to write, tags not written as tags among them. Default all of them. audit_id is written either way, as is a cut tag's <tag>_full; a cut field's <field>_bytes goes with the field. Fewer fields make smaller points and writes.",
+      'x-kubernetes-list-type': 'set',
+      maxItems: SELECTABLE_FIELDS.length,
+      items: { type: 'string', enum: SELECTABLE_FIELDS },
+      operator: {
+        typeMessage: 'expected an array of field and tag names',
+        // In the documented order, whatever order the resource lists them in.
+        parse: (fields: readonly SelectableField[]) =>
+          SELECTABLE_FIELDS.filter((f) => fields.includes(f)),
       },
     },
     staticTags: {
@@ -242,6 +280,7 @@ export function influxDestination(
   const spec = check.read(INFLUXDB_SCHEMA, value, path) as Record<string, unknown> | undefined;
   if (spec === undefined) return undefined;
   const tokenSecretRef = asSecretKeyRef(spec.tokenSecretRef);
+  const fields = spec.fields as readonly SelectableField[] | undefined;
   return {
     url: spec.url as string,
     org: spec.org as string,
@@ -254,5 +293,6 @@ export function influxDestination(
     flushIntervalMs: spec.flushInterval as number,
     tags: (spec.tags as readonly TagName[] | undefined) ?? TAG_NAMES,
     staticTags: (spec.staticTags as Record<string, string> | undefined) ?? {},
+    ...(fields === undefined ? {} : { fields }),
   };
 }

@@ -101,6 +101,7 @@ export class InfluxOutput implements PreparingOutput {
         tags: destination.tags,
         staticTags: destination.staticTags,
         sink,
+        ...(destination.fields === undefined ? {} : { fields: destination.fields }),
       },
       options.timestamps,
     );

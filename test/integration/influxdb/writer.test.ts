@@ -126,6 +126,32 @@ describe('InfluxOutput against a real influxd', () => {
     }
   });
 
+  it('writes only the tags of tags and the fields of fields, audit_id always', async () => {
+    const destination: InfluxDestination = {
+      ...(await freshBucket()),
+      tags: ['verb', 'namespace'],
+      fields: ['request_uri', 'latency_ms', 'user'],
+    };
+    await output(destination).write(RECORDED);
+    const rows = await points(destination.bucket);
+    expect(rows).toHaveLength(RECORDED.length);
+    const kept = ['verb', 'namespace', 'audit_id', 'request_uri', 'latency_ms', 'user'];
+    const byId = new Map(rows.map((r) => [r.audit_id as string, r]));
+    for (const event of RECORDED) {
+      const { time_ns: _time, ...columns } = withoutEmpty(byId.get(event.auditID) as Row);
+      const expected = Object.entries(documentedPoint(event)).filter(([k]) => kept.includes(k));
+      expect(columns).toEqual(Object.fromEntries(expected));
+    }
+    const keys = await server.query(`import "influxdata/influxdb/schema"
+      schema.fieldKeys(bucket: "${destination.bucket}")`);
+    expect(keys.map((r) => r._value).sort()).toEqual([
+      'audit_id',
+      'latency_ms',
+      'request_uri',
+      'user',
+    ]);
+  });
+
   it('leaves exactly one copy of each event when the same batch is written again', async () => {
     const destination = await freshBucket();
     const out = output(destination);

@@ -7,7 +7,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { STAGES } from '../../../src/audit/types.ts';
 import { type SinkSettings, SinkSpecError, sinkFromResource } from '../../../src/sinks/spec.ts';
-import { TAG_NAMES } from '../../../src/outputs/influxdb/schema.ts';
+import { SELECTABLE_FIELDS, TAG_NAMES } from '../../../src/outputs/influxdb/schema.ts';
 import { INFLUX_DEFAULTS } from '../../../src/outputs/influxdb/spec.ts';
 import { THROTTLE_DEFAULTS } from '../../../src/outputs/webhook/spec.ts';
 import type { Sink } from '../../../src/sinks/types.ts';
@@ -277,6 +277,10 @@ function celErrors(resource: Json): string[] {
         errors.push('spec.influxdb.flushInterval');
       }
     }
+    if (Array.isArray(influx.fields)) {
+      const tags: readonly unknown[] = Array.isArray(influx.tags) ? influx.tags : TAG_NAMES;
+      if (influx.fields.some((field) => tags.includes(field))) errors.push('spec.influxdb.fields');
+    }
     for (const key of Object.keys(isObject(influx.staticTags) ? influx.staticTags : {})) {
       if (!/^[A-Za-z_][A-Za-z0-9_.-]*$/.test(key) || RESERVED_TAG_NAMES.includes(key)) {
         errors.push(`spec.influxdb.staticTags[${JSON.stringify(key)}]`);
@@ -412,6 +416,10 @@ function expectCarriedThrough(resource: Json, sink: Sink): void {
       tags: TAG_NAMES.filter((t) => tags.includes(t)),
       staticTags: influx.staticTags ?? {},
     });
+    const fields = influx.fields as string[] | undefined;
+    expect(sink.influxdb?.fields).toEqual(
+      fields === undefined ? undefined : SELECTABLE_FIELDS.filter((f) => fields.includes(f)),
+    );
     // The defaults the schema writes are the operator's own.
     if (influx.measurement === INFLUX_DEFAULTS.measurement) {
       expect(sink.influxdb?.measurement).toBe(INFLUX_DEFAULTS.measurement);

@@ -116,6 +116,41 @@ describe('LineProtocolEncoder', () => {
     );
   });
 
+  it('writes only the fields listed in fields, audit_id always and in the schema order', () => {
+    const encoder = new LineProtocolEncoder({
+      ...SCHEMA,
+      tags: ['verb', 'sink'],
+      fields: ['user', 'request_uri', 'latency_ms', 'namespace'],
+    });
+    const { series, fields } = parts(encoder.encode(event()));
+    expect(series).toBe('kubernetes_audit,sink=audit/trail,verb=update');
+    expect(fields).toBe(
+      'audit_id="0b6ad7a4-6c4e-4f3c-9a4e-2f0c1d1e2a3b",' +
+        'request_uri="/apis/apps/v1/namespaces/shop/deployments/web/scale",latency_ms=2.5,' +
+        'namespace="shop",user="alice"',
+    );
+    const only = new LineProtocolEncoder({ ...SCHEMA, fields: [] });
+    expect(parts(only.encode(event())).fields).toBe(
+      'audit_id="0b6ad7a4-6c4e-4f3c-9a4e-2f0c1d1e2a3b"',
+    );
+  });
+
+  it('keeps a selected field cut with its _bytes, and a cut tag whole in _full whatever fields lists', () => {
+    const encoder = new LineProtocolEncoder({
+      ...SCHEMA,
+      fields: ['user_agent'],
+      maxFieldBytes: 40,
+      maxTagValueBytes: 24,
+    });
+    const resource = 'r'.repeat(40);
+    const line = encoder.encode(event({ userAgent: 'u'.repeat(50), objectRef: { resource } }));
+    expect(parts(line).series).toContain(`,resource=${'r'.repeat(21)}${CUT_MARKER},`);
+    expect(parts(line).fields).toBe(
+      `audit_id="0b6ad7a4-6c4e-4f3c-9a4e-2f0c1d1e2a3b",user_agent="${'u'.repeat(40)}",` +
+        `user_agent_bytes=50i,resource_full="${resource}"`,
+    );
+  });
+
   it('adds static tags in key order among the schema tags', () => {
     const encoder = new LineProtocolEncoder({
       ...SCHEMA,

@@ -10,7 +10,7 @@ import {
   SinkSpecError,
   sinkFromResource,
 } from '../../../src/sinks/spec.ts';
-import { TAG_NAMES } from '../../../src/outputs/influxdb/schema.ts';
+import { SELECTABLE_FIELDS, TAG_NAMES } from '../../../src/outputs/influxdb/schema.ts';
 import type { Sink } from '../../../src/sinks/types.ts';
 import {
   auditSinkResource as auditSink,
@@ -411,6 +411,15 @@ describe('AuditPipeline', () => {
     expect(sink.influxdb?.tags).toEqual(TAG_NAMES);
   });
 
+  it('reads fields in the schema order, tags written as fields among them', () => {
+    const sink = sinkFromResource(
+      influxPipeline({ tags: ['verb'], fields: ['namespace', 'latency_ms', 'audit_id', 'name'] }),
+      OPERATOR,
+    );
+    expect(sink.influxdb?.fields).toEqual(['audit_id', 'name', 'latency_ms', 'namespace']);
+    expect(sinkFromResource(influxPipeline({ fields: [] }), OPERATOR).influxdb?.fields).toEqual([]);
+  });
+
   it('accepts retention 0 (keep forever) for a created bucket', () => {
     const sink = sinkFromResource(influxPipeline({ createBucket: true, retention: '0' }), OPERATOR);
     expect(sink.influxdb).toMatchObject({ createBucket: true, retentionSeconds: 0 });
@@ -795,6 +804,26 @@ describe('InfluxDB destination validation', () => {
       'a duplicate tag',
       { tags: ['verb', 'user', 'verb'] },
       'spec.influxdb.tags[2]: Duplicate value: "verb"',
+    ],
+    [
+      'an unknown field name',
+      { fields: ['request_uri', 'pod'] },
+      `spec.influxdb.fields[1]: Unsupported value: "pod": supported values: ${SELECTABLE_FIELDS.map((f) => `"${f}"`).join(', ')}`,
+    ],
+    [
+      'a field listed twice',
+      { fields: ['name', 'name'] },
+      'spec.influxdb.fields[1]: Duplicate value: "name"',
+    ],
+    [
+      'a tag written as a tag by default listed in fields',
+      { fields: ['request_uri', 'verb'] },
+      'spec.influxdb.fields: Invalid value: a tag written as a tag (see tags; all of them by default) cannot be listed in fields',
+    ],
+    [
+      'a tag written as a tag listed in fields',
+      { tags: ['verb', 'user'], fields: ['namespace', 'user'] },
+      'spec.influxdb.fields: Invalid value: a tag written as a tag (see tags; all of them by default) cannot be listed in fields',
     ],
     [
       'a static tag shadowing a schema tag',
