@@ -8,10 +8,16 @@ import type { DeadLetter } from '../sinks/dead-letter.ts';
 import type { SinkObserver } from '../sinks/registry.ts';
 import type { Sink, SinkKind } from '../sinks/types.ts';
 
-interface RoutingCounters {
+/**
+ * What one sink was routed since the last scrape, and its counters' children. Routing reports every
+ * sink on every batch (a thousand calls per batch with a thousand sinks), so it adds to plain
+ * numbers; the counters take them when they are read, which is all a counter's value is for.
+ */
+interface RoutingTally {
   readonly received: { inc(value: number): void };
   readonly policy: { inc(value: number): void };
   readonly namespace: { inc(value: number): void };
+  pending: { received: number; policy: number; namespace: number };
 }
 
 /** Sink metrics, registered in the given registry; also the registry's observer. */
@@ -22,21 +28,24 @@ export class SinkMetrics implements SinkObserver {
   readonly #deadLettered: Counter<'sink' | 'output' | 'reason'>;
   readonly #failed: Counter<'sink' | 'output' | 'code'>;
   readonly #latency: Histogram<'sink' | 'output'>;
-  readonly #routing = new Map<string, RoutingCounters>();
+  readonly #routing = new Map<string, RoutingTally>();
 
   constructor(registry: Registry, queueDepths: () => ReadonlyMap<string, number>) {
     const registers = [registry];
+    const collectRouting = () => this.#collectRouting();
     this.#received = new Counter({
       name: 'kube_audit_sink_received_events_total',
       help: 'Events routed to a sink, before its scope and policy.',
       labelNames: ['sink'],
       registers,
+      collect: collectRouting,
     });
     this.#dropped = new Counter({
       name: 'kube_audit_sink_dropped_events_total',
       help: 'Events a sink did not keep, by reason: namespace (tenant scope), policy, overflow (queue full), rejected (refused by the destination and not kept as a dead letter).',
       labelNames: ['sink', 'reason'],
       registers,
+      collect: collectRouting,
     });
     this.#written = new Counter({
       name: 'kube_audit_sink_written_events_total',
@@ -81,18 +90,34 @@ export class SinkMetrics implements SinkObserver {
     dropped: Readonly<Record<'policy' | 'namespace', number>>,
   ): void {
     // Called for every sink on every batch: the labelled children are looked up once per sink.
-    let counters = this.#routing.get(sink.key);
-    if (counters === undefined) {
-      counters = {
+    let tally = this.#routing.get(sink.key);
+    if (tally === undefined) {
+      tally = {
         received: this.#received.labels({ sink: sink.key }),
         policy: this.#dropped.labels({ sink: sink.key, reason: 'policy' }),
         namespace: this.#dropped.labels({ sink: sink.key, reason: 'namespace' }),
+        pending: { received: 0, policy: 0, namespace: 0 },
       };
-      this.#routing.set(sink.key, counters);
+      // The sink's received series exists from its first batch on, at zero if nothing came.
+      tally.received.inc(0);
+      this.#routing.set(sink.key, tally);
     }
-    counters.received.inc(kept + dropped.policy + dropped.namespace);
-    if (dropped.policy > 0) counters.policy.inc(dropped.policy);
-    if (dropped.namespace > 0) counters.namespace.inc(dropped.namespace);
+    tally.pending.received += kept + dropped.policy + dropped.namespace;
+    tally.pending.policy += dropped.policy;
+    tally.pending.namespace += dropped.namespace;
+  }
+
+  /** Moves what routing counted since the last read into the counters; before every read. */
+  #collectRouting(): void {
+    for (const tally of this.#routing.values()) {
+      const { pending } = tally;
+      if (pending.received > 0) tally.received.inc(pending.received);
+      if (pending.policy > 0) tally.policy.inc(pending.policy);
+      if (pending.namespace > 0) tally.namespace.inc(pending.namespace);
+      pending.received = 0;
+      pending.policy = 0;
+      pending.namespace = 0;
+    }
   }
 
   overflowed(sink: Sink, count: number): void {

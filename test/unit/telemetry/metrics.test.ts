@@ -31,4 +31,34 @@ describe('sink metrics', () => {
     );
     expect(text).toContain('kube_audit_sink_queue_events{sink="AuditSink/all"} 3');
   });
+
+  it('counts each routed event once, however often and whenever the counters are read', async () => {
+    const registry = new Registry();
+    const metrics = new SinkMetrics(registry, () => new Map());
+    const shop = sink('AuditPipeline/shop/orders');
+    metrics.routed(shop, 0, { policy: 0, namespace: 400 });
+    const first = await registry.metrics();
+    // A sink that kept nothing yet has its received series, and no policy drops.
+    expect(first).toContain(
+      'kube_audit_sink_received_events_total{sink="AuditPipeline/shop/orders"} 400',
+    );
+    expect(first).not.toContain('reason="policy"');
+    expect(await registry.metrics()).toBe(first);
+    metrics.routed(shop, 3, { policy: 1, namespace: 396 });
+    metrics.routed(shop, 0, { policy: 0, namespace: 400 });
+    const received = await registry.getSingleMetric('kube_audit_sink_received_events_total')?.get();
+    expect(received?.values).toEqual([
+      { value: 1200, labels: { sink: 'AuditPipeline/shop/orders' } },
+    ]);
+    const text = await registry.metrics();
+    expect(text).toContain(
+      'kube_audit_sink_received_events_total{sink="AuditPipeline/shop/orders"} 1200',
+    );
+    expect(text).toContain(
+      'kube_audit_sink_dropped_events_total{sink="AuditPipeline/shop/orders",reason="namespace"} 1196',
+    );
+    expect(text).toContain(
+      'kube_audit_sink_dropped_events_total{sink="AuditPipeline/shop/orders",reason="policy"} 1',
+    );
+  });
 });
