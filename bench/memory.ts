@@ -1,6 +1,7 @@
 /**
  * `node bench/memory.ts [--full] [--outage] [--every-field] [--only <workload>] [--no-peer]
- * [--repeat <n>] [--batches <n>] [--candidate '<NODE_OPTIONS>']...`: what Node.js and V8 settings cost and save.
+ * [--repeat <n>] [--batches <n>] [--candidate '<NODE_OPTIONS>']...`: what Node.js and V8 settings
+ * cost and save.
  * Runs this project's `standalone` on the peer comparison's workloads (bench/peer.ts) once per
  * candidate `NODE_OPTIONS`, into one real influxd, and Telegraf once per workload as the
  * reference; prints peak RSS (VmHWM), where the memory went (heap spaces, external memory, array
@@ -16,8 +17,9 @@
  * The default workloads are the quick bench's 1-sink ones and the Mix with 100 sinks; `--full`
  * adds the Mix with 10 and with 1,000 sinks. `--batches` sends that many batches in every
  * workload instead of the quick bench's 150 to 250: backlogs that build up over the full run only
- * show in longer runs. `--every-field` has our sinks write every field of the schema, as a sink does
- * by default, instead of the peer's two (bench/peer.ts). Needs `npm run build` and Telegraf built, as bench/peer.ts does.
+ * show in longer runs. `--every-field` has our sinks write every field of the schema, as a sink
+ * does by default, instead of the peer's two (bench/peer.ts). Needs `npm run build` and Telegraf
+ * built, as bench/peer.ts does.
  */
 import { readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
