@@ -1211,11 +1211,18 @@ export class DurableLog {
     // and only for a stream whose consumers may read them before they leave the decoded window:
     // behind that by more than the window, they would only be promoted to the old generation and
     // dropped unread. A single consumer decodes its events from the bytes for about what the
-    // objects saved it, without them sitting in the heap meanwhile (ADR 0021).
+    // objects saved it, without them sitting in the heap meanwhile (ADR 0021). That stream must
+    // also keep at least half of the record: one with a small share (a tenant among many) fills
+    // its batch slowly and reads a flush interval later, after its objects were promoted to the
+    // old generation, which costs more than decoding them (ADR 0012).
     const readers = this.#readersOf(shares);
     const soon =
       readers > 1 &&
-      group.some(({ stream }) => stream.index.retainedBytes <= this.#decodedCacheBytes);
+      group.some(
+        ({ stream }, i) =>
+          (shares[i] as StreamShare).selection.length * 2 >= variants.length &&
+          stream.index.retainedBytes <= this.#decodedCacheBytes,
+      );
     const events = soon ? variants.map((v) => v.event) : null;
     this.#cacheRecord(record, new CachedRecord(events, buf, undefined, buf.length, readers));
     for (const append of group) append.resolve();

@@ -610,6 +610,27 @@ describe('records in memory', () => {
     expect(two.log.stats().segmentReads).toBe(0);
   });
 
+  it('keeps no objects for a record of which each stream keeps less than half: tenants read later', async () => {
+    const batch = (prefix: string) => events(prefix, 0, 3).map(encodeEvent);
+    const { log, streams } = await memoryLog(['sinks/a', 'sinks/b', 'sinks/c'], 1);
+    const [a, b, c] = streams as [LogStream, LogStream, LogStream];
+    const twice = async (stream: LogStream, from: number) => {
+      const [one, two] = [await stream.read(from, 3), await stream.read(from, 3)];
+      expect(two.events).toEqual(one.events);
+      return one.events.map((event, i) => event === two.events[i]);
+    };
+    // One record, a third of it each: decoded for each read.
+    await Promise.all([a.write(batch('a')), b.write(batch('b')), c.write(batch('c'))]);
+    expect(log.stats().records).toBe(1);
+    expect(await twice(a, 0)).toEqual([false, false, false]);
+    // One record that two of them keep whole and the third not at all: its objects are read.
+    const shared = batch('s');
+    await Promise.all([a.write(shared), b.write(shared), c.write(batch('t').slice(0, 1))]);
+    expect(log.stats().records).toBe(2);
+    expect(await twice(a, 3)).toEqual([true, true, true]);
+    expect(await twice(b, 3)).toEqual([true, true, true]);
+  });
+
   describe('how much memory the records take', () => {
     /** Writes one batch of three events to every stream, as one record for all of them. */
     async function writeAll(streams: readonly LogStream[], prefix: string): Promise<void> {
