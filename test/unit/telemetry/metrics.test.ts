@@ -44,11 +44,17 @@ describe('sink metrics', () => {
     );
     expect(first).not.toContain('reason="policy"');
     expect(await registry.metrics()).toBe(first);
+    // One that has seen only an empty batch has its series too, at zero.
+    metrics.routed(sink('AuditPipeline/shop/empty'), 0, { policy: 0, namespace: 0 });
+    expect(await registry.metrics()).toContain(
+      'kube_audit_sink_received_events_total{sink="AuditPipeline/shop/empty"} 0',
+    );
     metrics.routed(shop, 3, { policy: 1, namespace: 396 });
     metrics.routed(shop, 0, { policy: 0, namespace: 400 });
     const received = await registry.getSingleMetric('kube_audit_sink_received_events_total')?.get();
     expect(received?.values).toEqual([
       { value: 1200, labels: { sink: 'AuditPipeline/shop/orders' } },
+      { value: 0, labels: { sink: 'AuditPipeline/shop/empty' } },
     ]);
     const text = await registry.metrics();
     expect(text).toContain(
