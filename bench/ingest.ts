@@ -18,7 +18,7 @@ import type { AuditEvent } from '../src/audit/types.ts';
 import { LineProtocolEncoder } from '../src/outputs/influxdb/line-protocol.ts';
 import { compilePolicy } from '../src/policy/index.ts';
 import type { Policy } from '../src/policy/types.ts';
-import { encodeEvent } from '../src/spool/format.ts';
+import { encodedAs, encodeEvent } from '../src/spool/format.ts';
 import { EventRouting, RouteIndex } from '../src/sinks/router.ts';
 import { TAG_NAMES } from '../src/outputs/influxdb/schema.ts';
 import type { Sink } from '../src/sinks/types.ts';
@@ -131,12 +131,19 @@ export function runIngestBench(options: HarnessOptions): IngestResult[] {
       const settings = { allowSecretPayloads: false };
       const ingest = () => {
         let bytes = 0;
-        for (const event of parseAuditPayload(body).events) {
+        const { events, sources } = parseAuditPayload(body);
+        for (const [i, event] of events.entries()) {
           const routing = new EventRouting(event, settings);
           for (const entry of index.candidates(routing)) {
             const outcome = routing.route(entry.sink);
             if (!outcome.kept) continue;
-            if (spool) bytes += encodeEvent(outcome.event).bytes;
+            // As the receiver's sinks do: an event kept as it came is stored as its text.
+            const source = outcome.event === event ? sources?.[i] : undefined;
+            if (spool) {
+              bytes += (
+                source === undefined ? encodeEvent(outcome.event) : encodedAs(event, source)
+              ).bytes;
+            }
             bytes += entry.encoder.encode(outcome.event).length;
           }
         }

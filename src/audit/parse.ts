@@ -69,6 +69,13 @@ export interface DecodedPayload {
   readonly apiVersion: AuditApiVersion;
   readonly kind: 'EventList' | 'Event';
   readonly events: AuditEvent[];
+  /**
+   * Per event, its JSON as received when that is one line that parses back to the event as
+   * decoded (decoding neither converted nor removed anything of it), else undefined: a spool can
+   * store it instead of serialising the event again. Only {@link parseAuditPayload} gives them,
+   * for a `v1` EventList sent without line breaks.
+   */
+  readonly sources?: readonly (string | undefined)[];
 }
 
 /**
@@ -81,7 +88,8 @@ export function parseAuditPayload(
   limits: ParseLimits = DEFAULT_PARSE_LIMITS,
   options: DecodeOptions = {},
 ): DecodedPayload {
-  checkJsonDepth(body, limits.maxDepth);
+  const items: number[] = [];
+  const lists = scanJson(body, limits.maxDepth, items);
   let value: unknown;
   try {
     value = JSON.parse(body);
@@ -90,7 +98,29 @@ export function parseAuditPayload(
       cause: err,
     });
   }
-  return decodeAuditPayload(value, limits, options);
+  const unchanged: boolean[] = [];
+  const payload = decode(value, limits, options, unchanged);
+  const { events } = payload;
+  // The items' texts are the events' only when the document has one array at the second level
+  // (then it is `items`, whatever its key's spelling) and each of its elements is an event; they
+  // are lines when no line break comes between the first's start and the last's end (the
+  // apiserver ends its bodies with one).
+  if (
+    payload.kind !== 'EventList' ||
+    payload.apiVersion !== AUDIT_V1 ||
+    events.length === 0 ||
+    lists !== 1 ||
+    items.length !== 2 * events.length
+  ) {
+    return payload;
+  }
+  const lineBreak = body.indexOf('\n', items[0]);
+  if (lineBreak !== -1 && lineBreak < (items.at(-1) as number)) return payload;
+  const sources = new Array<string | undefined>(events.length);
+  for (let i = 0; i < events.length; i++) {
+    sources[i] = unchanged[i] === true ? body.slice(items[2 * i], items[2 * i + 1]) : undefined;
+  }
+  return { ...payload, sources };
 }
 
 /** How lenient decoding is about the document's type. */
@@ -112,6 +142,16 @@ export function decodeAuditPayload(
   limits: ParseLimits = DEFAULT_PARSE_LIMITS,
   options: DecodeOptions = {},
 ): DecodedPayload {
+  return decode(value, limits, options, null);
+}
+
+/** {@link decodeAuditPayload}, noting in `unchanged` (when given) which events it left as parsed. */
+function decode(
+  value: unknown,
+  limits: ParseLimits,
+  options: DecodeOptions,
+  unchanged: boolean[] | null,
+): DecodedPayload {
   if (!isRecord(value)) {
     throw new AuditParseError(
       'INVALID_EVENT',
@@ -124,7 +164,7 @@ export function decodeAuditPayload(
     value.apiVersion === undefined &&
     value.kind === undefined
   ) {
-    return { apiVersion: AUDIT_V1, kind: 'Event', events: [toEvent(value, '', AUDIT_V1)] };
+    return { apiVersion: AUDIT_V1, kind: 'Event', events: [toEvent(value, -1, AUDIT_V1)] };
   }
   const apiVersion = value.apiVersion;
   if (apiVersion !== AUDIT_V1 && apiVersion !== AUDIT_V1BETA1) {
@@ -136,7 +176,7 @@ export function decodeAuditPayload(
   }
   const kind = value.kind;
   if (kind === 'Event') {
-    return { apiVersion, kind, events: [toEvent(value, '', apiVersion)] };
+    return { apiVersion, kind, events: [toEvent(value, -1, apiVersion)] };
   }
   if (kind !== 'EventList') {
     throw new AuditParseError(
@@ -166,7 +206,8 @@ export function decodeAuditPayload(
   }
   const events = new Array<AuditEvent>(items.length);
   for (let i = 0; i < items.length; i++) {
-    events[i] = toEvent(items[i], `items[${i}]`, apiVersion);
+    events[i] = toEvent(items[i], i, apiVersion);
+    if (unchanged !== null) unchanged[i] = !at.changed;
   }
   return { apiVersion, kind, events };
 }
@@ -188,32 +229,58 @@ export function parseAuditLogLine(
   return payload.events[0]!;
 }
 
+/**
+ * Where the check is, for its error messages: the item of the list (-1 for a single Event) and
+ * the objects it descended into; and whether it changed the event (removed a field). Checks are
+ * synchronous; each event starts afresh (an error leaves them as they were when it was thrown),
+ * and a path is only built for an error.
+ */
+const at = { item: -1, objects: [] as string[], depth: 0, changed: false };
+
+/** The path of `name` (of `key` of it, when given) where the check is, e.g. `items[3].user.uid`. */
+function pathTo(name?: string, key?: string): string {
+  let path = at.item === -1 ? '' : `items[${at.item}]`;
+  for (let i = 0; i < at.depth; i++) path = join(path, at.objects[i] as string);
+  if (name !== undefined) path = join(path, name);
+  return key === undefined ? path : `${path}[${key}]`;
+}
+
 // Item-level apiVersion/kind are optional inside a list (the apiserver omits them), but when
 // present they must agree with the list's version.
-function toEvent(value: unknown, path: string, listVersion: AuditApiVersion): AuditEvent {
+function toEvent(value: unknown, item: number, listVersion: AuditApiVersion): AuditEvent {
+  at.item = item;
+  // Not the array's length: setting it to 0 would free its storage, to be allocated again.
+  at.depth = 0;
+  at.changed = false;
   if (!isRecord(value)) {
-    throw invalid(path, `expected an Event object, got ${describe(value)}`);
+    throw invalid(pathTo(), `expected an Event object, got ${describe(value)}`);
   }
-  if (path !== '') {
+  if (item !== -1) {
     if (value.apiVersion !== undefined && value.apiVersion !== listVersion) {
       throw new AuditParseError(
         'WRONG_API_VERSION',
-        join(path, 'apiVersion'),
+        pathTo('apiVersion'),
         `${JSON.stringify(value.apiVersion)} does not match the list's "${listVersion}"`,
       );
     }
     if (value.kind !== undefined && value.kind !== 'Event') {
       throw new AuditParseError(
         'WRONG_KIND',
-        join(path, 'kind'),
+        pathTo('kind'),
         `unsupported value ${JSON.stringify(value.kind)}: supported values: "Event"`,
       );
     }
   }
-  if (listVersion === AUDIT_V1BETA1) convertFromV1beta1(value);
-  checkFields(value, EVENT_FIELDS, path);
-  delete value.apiVersion;
-  delete value.kind;
+  if (listVersion === AUDIT_V1BETA1) {
+    convertFromV1beta1(value);
+    at.changed = true;
+  }
+  checkFields(value, EVENT_FIELDS);
+  if (value.apiVersion !== undefined || value.kind !== undefined) {
+    at.changed = true;
+    delete value.apiVersion;
+    delete value.kind;
+  }
   return value as unknown as AuditEvent;
 }
 
@@ -249,39 +316,41 @@ const EVENT_FIELDS = compile(EVENT_MODEL);
  * Checks the declared fields of `obj` in place, and removes its null values: Go decodes null as
  * absent, and so does the model.
  */
-function checkFields(obj: Record<string, unknown>, fields: readonly FieldCheck[], path: string) {
-  for (const field of fields) checkField(obj[field.name], field, path);
-  for (const key in obj) if (obj[key] === null) delete obj[key];
+function checkFields(obj: Record<string, unknown>, fields: readonly FieldCheck[]) {
+  for (const field of fields) checkField(obj[field.name], field);
+  for (const key in obj) {
+    if (obj[key] === null) {
+      delete obj[key];
+      at.changed = true;
+    }
+  }
 }
 
-// The path of a field is only built when it is wrong, or to descend into an object.
-function checkField(value: unknown, field: FieldCheck, parent: string): void {
+// The path of a field is only built when it is wrong.
+function checkField(value: unknown, field: FieldCheck): void {
   if (value === undefined || value === null) {
-    if (field.required) throw invalid(join(parent, field.name), 'Required value');
+    if (field.required) throw invalid(pathTo(field.name), 'Required value');
     return;
   }
   switch (field.type) {
     case 'string':
       if (typeof value !== 'string') {
-        throw invalid(join(parent, field.name), `expected a string, got ${describe(value)}`);
+        throw invalid(pathTo(field.name), `expected a string, got ${describe(value)}`);
       }
-      if (value === '' && field.required) throw invalid(join(parent, field.name), 'Required value');
+      if (value === '' && field.required) throw invalid(pathTo(field.name), 'Required value');
       return;
     case 'enum':
       if (typeof value !== 'string' || !field.values.includes(value)) {
-        throw enumError(join(parent, field.name), value, field.values);
+        throw enumError(pathTo(field.name), value, field.values);
       }
       return;
     case 'timestamp':
       if (typeof value !== 'string' || !isRfc3339(value)) {
-        throw invalid(
-          join(parent, field.name),
-          `expected an RFC 3339 timestamp, got ${describe(value)}`,
-        );
+        throw invalid(pathTo(field.name), `expected an RFC 3339 timestamp, got ${describe(value)}`);
       }
       if (field.pointTime && !isPointTime(value)) {
         throw invalid(
-          join(parent, field.name),
+          pathTo(field.name),
           `unsupported value ${JSON.stringify(value)}: must be from ${POINT_TIME_RANGE.earliest} ` +
             `through ${POINT_TIME_RANGE.latest}, the times InfluxDB can store`,
         );
@@ -289,29 +358,26 @@ function checkField(value: unknown, field: FieldCheck, parent: string): void {
       return;
     case 'int32':
       if (!Number.isInteger(value)) {
-        throw invalid(join(parent, field.name), `expected an integer, got ${describe(value)}`);
+        throw invalid(pathTo(field.name), `expected an integer, got ${describe(value)}`);
       }
       if ((value as number) < INT32_MIN || (value as number) > INT32_MAX) {
         throw invalid(
-          join(parent, field.name),
+          pathTo(field.name),
           `expected an integer from ${INT32_MIN} to ${INT32_MAX}, got ${describe(value)}`,
         );
       }
       return;
     case 'strings':
-      checkStrings(value, join(parent, field.name));
+      checkStrings(value, field);
       return;
     case 'stringMap': {
       if (!isRecord(value)) {
-        throw invalid(
-          join(parent, field.name),
-          `expected an object of strings, got ${describe(value)}`,
-        );
+        throw invalid(pathTo(field.name), `expected an object of strings, got ${describe(value)}`);
       }
       for (const key in value) {
         if (typeof value[key] !== 'string') {
           throw invalid(
-            `${join(parent, field.name)}[${JSON.stringify(key)}]`,
+            pathTo(field.name, JSON.stringify(key)),
             `expected a string, got ${describe(value[key])}`,
           );
         }
@@ -320,17 +386,20 @@ function checkField(value: unknown, field: FieldCheck, parent: string): void {
     }
     case 'stringsMap': {
       if (!isRecord(value)) {
-        throw invalid(join(parent, field.name), `expected an object, got ${describe(value)}`);
+        throw invalid(pathTo(field.name), `expected an object, got ${describe(value)}`);
       }
       for (const key in value) {
-        checkStrings(value[key], `${join(parent, field.name)}[${JSON.stringify(key)}]`);
+        checkStrings(value[key], field, key);
       }
       return;
     }
     case 'object': {
-      const path = join(parent, field.name);
-      if (!isRecord(value)) throw invalid(path, `expected an object, got ${describe(value)}`);
-      checkFields(value, field.fields, path);
+      if (!isRecord(value)) {
+        throw invalid(pathTo(field.name), `expected an object, got ${describe(value)}`);
+      }
+      at.objects[at.depth++] = field.name;
+      checkFields(value, field.fields);
+      at.depth--;
       return;
     }
     case 'json':
@@ -342,16 +411,24 @@ function checkField(value: unknown, field: FieldCheck, parent: string): void {
 const INT32_MIN = -2_147_483_648;
 const INT32_MAX = 2_147_483_647;
 
-function checkStrings(value: unknown, path: string): void {
+/** An array of strings: the value of `field`, or of its `key` in a map of them. */
+function checkStrings(value: unknown, field: FieldCheck, key?: string): void {
   if (value === undefined || value === null) return;
   if (!Array.isArray(value)) {
-    throw invalid(path, `expected an array of strings, got ${describe(value)}`);
+    throw invalid(stringsPath(field, key), `expected an array of strings, got ${describe(value)}`);
   }
   for (let i = 0; i < value.length; i++) {
     if (typeof value[i] !== 'string') {
-      throw invalid(`${path}[${i}]`, `expected a string, got ${describe(value[i])}`);
+      throw invalid(
+        `${stringsPath(field, key)}[${i}]`,
+        `expected a string, got ${describe(value[i])}`,
+      );
     }
   }
+}
+
+function stringsPath(field: FieldCheck, key: string | undefined): string {
+  return pathTo(field.name, key === undefined ? undefined : JSON.stringify(key));
 }
 
 /**
@@ -384,20 +461,33 @@ const RFC3339 =
  * existing in its month (no 29 February 2021, no 24:00).
  */
 export function isRfc3339(value: string): boolean {
+  // The second of the timestamp checked last, again (most timestamps of a batch): no copies.
+  if (lastSecond !== '' && value.startsWith(lastSecond)) return hasValidTail(value);
   // The events of a batch share a few seconds: the date and time part is checked once per second.
   const second = value.slice(0, 19);
-  if (CHECKED_SECONDS.has(second)) return RFC3339_TAIL.test(value.slice(19));
+  if (CHECKED_SECONDS.has(second)) {
+    lastSecond = second;
+    return hasValidTail(value);
+  }
   // Only a valid timestamp vouches for its first 19 characters; an invalid one is checked whole.
   if (!isRfc3339Slow(value)) return false;
   if (CHECKED_SECONDS.size >= 256) CHECKED_SECONDS.clear();
   CHECKED_SECONDS.add(second);
+  lastSecond = second;
   return true;
 }
 
-// `YYYY-MM-DDTHH:MM:SS` prefixes already found valid.
+// `YYYY-MM-DDTHH:MM:SS` prefixes already found valid, and the one that matched last.
 const CHECKED_SECONDS = new Set<string>();
-// What may follow a valid date and time: a fraction, then Z or an offset within range.
-const RFC3339_TAIL = /^(?:\.\d{1,9})?(?:Z|[+-](?:[01]\d|2[0-3]):[0-5]\d)$/;
+let lastSecond = '';
+// What may follow a valid date and time, from its 20th character: a fraction, then Z or an offset
+// within range.
+const RFC3339_TAIL = /(?:\.\d{1,9})?(?:Z|[+-](?:[01]\d|2[0-3]):[0-5]\d)$/y;
+
+function hasValidTail(value: string): boolean {
+  RFC3339_TAIL.lastIndex = 19;
+  return RFC3339_TAIL.test(value);
+}
 
 function isRfc3339Slow(value: string): boolean {
   const m = RFC3339.exec(value);
@@ -431,15 +521,27 @@ function daysInMonth(year: number, month: number): number {
  * left for `JSON.parse` to report.
  */
 export function checkJsonDepth(text: string, maxDepth: number): void {
+  scanJson(text, maxDepth, null);
+}
+
+/**
+ * {@link checkJsonDepth}; also adds to `items` where each object that is an element of an array
+ * at the second level begins and ends (the offsets of `{` and after `}`), and returns how many
+ * such arrays there are. Valid JSON is assumed for these: they are only of use once it parsed.
+ */
+function scanJson(text: string, maxDepth: number, items: number[] | null): number {
   const n = text.length;
   let depth = 0;
+  let lists = 0;
+  // Whether the open value at the second level is an array.
+  let inList = false;
   for (let i = 0; i < n; i++) {
     const c = text.charCodeAt(i);
     if (c === 0x22 /* " */) {
       // Jump to the closing quote: most of a payload is strings, and indexOf is native.
       let end = text.indexOf('"', i + 1);
       while (end !== -1 && isEscaped(text, end)) end = text.indexOf('"', end + 1);
-      if (end === -1) return; // unterminated: JSON.parse reports it
+      if (end === -1) return lists; // unterminated: JSON.parse reports it
       i = end;
     } else if (c === 0x7b /* { */ || c === 0x5b /* [ */) {
       if (++depth > maxDepth) {
@@ -449,10 +551,18 @@ export function checkJsonDepth(text: string, maxDepth: number): void {
           `JSON nesting exceeds the limit of ${maxDepth} levels`,
         );
       }
+      if (depth === 2) {
+        inList = c === 0x5b;
+        if (inList) lists++;
+      } else if (depth === 3 && inList && c === 0x7b) {
+        items?.push(i);
+      }
     } else if (c === 0x7d /* } */ || c === 0x5d /* ] */) {
+      if (depth === 3 && inList && c === 0x7d) items?.push(i + 1);
       depth--;
     }
   }
+  return lists;
 }
 
 // A quote is escaped when an odd number of backslashes precede it.

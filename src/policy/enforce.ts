@@ -85,11 +85,13 @@ export function enforceLevel(
   ) {
     return event;
   }
-  const trimmed: AuditEvent = { ...event, level: effective };
-  if (requestObject === undefined) delete trimmed.requestObject;
-  else trimmed.requestObject = requestObject;
-  if (responseObject === undefined) delete trimmed.responseObject;
-  else trimmed.responseObject = responseObject;
+  // A copy without the bodies, which are added back as kept: deleting them from a copy would turn
+  // it into a dictionary-mode object, slower to read and to serialise.
+  const { requestObject: _request, responseObject: _response, ...rest } = event;
+  const trimmed: AuditEvent = rest;
+  trimmed.level = effective;
+  if (requestObject !== undefined) trimmed.requestObject = requestObject;
+  if (responseObject !== undefined) trimmed.responseObject = responseObject;
   return trimmed;
 }
 

@@ -251,12 +251,12 @@ export function createReceiverApp(
         const body = request.body;
         // No Content-Type and no body: nothing fastify's parser saw.
         if (typeof body !== 'string') throw new ReceiverError('UNSUPPORTED_MEDIA_TYPE');
-        const { events } = parseAuditPayload(body, options.parseLimits);
+        const { events, sources } = parseAuditPayload(body, options.parseLimits);
         metrics.eventsReceived.inc({ endpoint }, events.length);
         if (events.length === 0) return reply.code(200).send({ accepted: 0 });
         let result: IngestResult;
         try {
-          result = await ingest.ingest(events, to);
+          result = await ingest.ingest(events, to, sources);
         } catch (err) {
           options.log?.('error', { err, endpoint, events: events.length }, 'ingest failed');
           // 500 makes the apiserver retry; the cause stays in the log, not in the response.

@@ -113,7 +113,8 @@ export class DedicatedListeners {
     const port = sink.receiver?.port as number;
     const ingest: Ingest = {
       // Whatever the path, this listener feeds its own sink only.
-      ingest: (events) => registry.ingest(events, { kind: 'sink', key: sink.key }),
+      ingest: (events, _target, sources) =>
+        registry.ingest(events, { kind: 'sink', key: sink.key }, sources),
       hasSink: (key) => key === sink.key && registry.hasSink(key),
       refusing: () => registry.refusing({ kind: 'sink', key: sink.key }),
     };

@@ -12,7 +12,15 @@ export type IngestResult =
 
 /** What the receiver hands events to: routing, queueing (and spooling) happen behind it. Resolves only once events are queued durably. */
 export interface Ingest {
-  ingest(events: AuditEvent[], target: IngestTarget): Promise<IngestResult>;
+  /**
+   * `sources`, when given, holds per event its JSON as received, where that parses back to the
+   * event (`DecodedPayload.sources`): what a spool stores of an event a sink keeps unchanged.
+   */
+  ingest(
+    events: AuditEvent[],
+    target: IngestTarget,
+    sources?: readonly (string | undefined)[],
+  ): Promise<IngestResult>;
   hasSink(key: string): boolean;
   /**
    * Seconds to ask the sender to wait when the target cannot take a batch now (its queues are

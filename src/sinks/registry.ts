@@ -12,7 +12,7 @@ import {
 } from '../outputs/delivery.ts';
 import { batchingFor, destinationsOf } from '../outputs/kinds.ts';
 import type { Output, OutputKind } from '../outputs/types.ts';
-import { QueueFullError, type SharedEncodings, type SinkQueue } from '../spool/index.ts';
+import { encodedAs, QueueFullError, type SharedEncodings, type SinkQueue } from '../spool/index.ts';
 import { type DeadLetter, DeadLetterStore } from './dead-letter.ts';
 import type { IngestResult, IngestTarget } from './ingest.ts';
 import { EventRouting, RouteIndex, type RoutingSettings } from './router.ts';
@@ -391,13 +391,22 @@ export class SinkRegistry {
    * overflow, so that one stuck sink never blocks the others, unless no sink took its share; on
    * a sink's own endpoint a full queue answers "come back later".
    */
-  async ingest(events: readonly AuditEvent[], target: IngestTarget): Promise<IngestResult> {
+  async ingest(
+    events: readonly AuditEvent[],
+    target: IngestTarget,
+    sources?: readonly (string | undefined)[],
+  ): Promise<IngestResult> {
     // A request that outlived the receiver's close: a 500 makes the sender post it again
     // elsewhere, where a 200 with nothing queued would lose it.
     if (this.#draining !== undefined) throw new Error('shutting down: no sink takes events');
     const index = this.#routesFor(target);
     const tallies = new Map<Runtime, Tally>();
-    for (const event of events) {
+    // Each event serialised once for every sink that keeps it, in a map that dies with this call;
+    // an event kept as it came is stored as the text it came in.
+    let shared: SharedEncodings | undefined;
+    for (let i = 0; i < events.length; i++) {
+      const event = events[i] as AuditEvent;
+      const source = sources?.[i];
       const routing = new EventRouting(event, this.#options.routing);
       for (const runtime of index.candidates(routing)) {
         const outcome = routing.route(runtime.sink);
@@ -412,6 +421,10 @@ export class SinkRegistry {
         if (outcome.kept) {
           tally.inScope++;
           tally.kept.push(outcome.event);
+          if (source !== undefined && outcome.event === event) {
+            shared ??= new Map();
+            if (!shared.has(event)) shared.set(event, encodedAs(event, source));
+          }
         } else if (outcome.reason === 'policy') {
           tally.inScope++;
           tally.policy++;
@@ -422,8 +435,7 @@ export class SinkRegistry {
       const kept = tallies.get(runtime)?.kept;
       return kept === undefined || kept.length === 0 ? [] : [[runtime, kept]];
     });
-    // Each event serialised once for every sink that keeps it, in a map that dies with this call.
-    const shared: SharedEncodings | undefined = appending.length > 1 ? new Map() : undefined;
+    if (appending.length > 1) shared ??= new Map();
     const appended = await Promise.allSettled(
       appending.map(([r, batch]) => r.queue.append(batch, shared)),
     );

@@ -2,7 +2,7 @@
  * Routing one received event to every sink: tenant scope, the sink's policy, and redaction of
  * credentials. Pure; the event is shared and never mutated.
  */
-import { type AuditEvent, type Level, minLevel } from '../audit/types.ts';
+import { type AuditEvent, type Level, levelRank, minLevel } from '../audit/types.ts';
 import { attributesFromEvent, type RequestAttributes } from '../policy/attributes.ts';
 import { type Decision, decideLevel, enforceLevel } from '../policy/enforce.ts';
 import type { Sink } from './types.ts';
@@ -67,8 +67,10 @@ export class EventRouting {
   readonly event: AuditEvent;
   readonly attrs: RequestAttributes;
   readonly #redact: boolean;
-  // Sinks that keep the event the same way share one trimmed copy (serialised once downstream).
-  readonly #trimmed = new Map<string, AuditEvent>();
+  // Sinks that keep the event the same way share one trimmed copy (serialised once downstream),
+  // by level and omitManagedFields; made on the first copy, so that an event every sink keeps as
+  // it came allocates nothing here.
+  #trimmed: AuditEvent[] | undefined;
 
   constructor(event: AuditEvent, settings: RoutingSettings) {
     this.event = event;
@@ -103,12 +105,11 @@ export class EventRouting {
   }
 
   #trimmedCopy(level: Level, omitManagedFields: boolean): AuditEvent {
-    const key = `${level}/${omitManagedFields}`;
-    let copy = this.#trimmed.get(key);
-    if (copy === undefined) {
-      copy = enforceLevel(this.event, level, omitManagedFields);
-      this.#trimmed.set(key, copy);
-    }
+    const slot = levelRank(level) * 2 + (omitManagedFields ? 1 : 0);
+    const cached = this.#trimmed?.[slot];
+    if (cached !== undefined) return cached;
+    const copy = enforceLevel(this.event, level, omitManagedFields);
+    if (copy !== this.event) (this.#trimmed ??= [])[slot] = copy;
     return copy;
   }
 }
@@ -122,28 +123,29 @@ export class RouteIndex<T extends { readonly sink: Sink }> {
   /** Every entry, in the order given. */
   readonly all: readonly T[];
   readonly #clusterWide: T[] = [];
+  /** Per namespace, the cluster-wide entries followed by its tenants'. */
   readonly #byNamespace = new Map<string, T[]>();
 
   constructor(entries: readonly T[]) {
     this.all = entries;
+    const tenants = new Map<string, T[]>();
     for (const entry of entries) {
       const namespace = entry.sink.scope.namespace;
-      if (namespace === null) {
-        this.#clusterWide.push(entry);
-        continue;
-      }
-      const tenants = this.#byNamespace.get(namespace);
-      if (tenants === undefined) this.#byNamespace.set(namespace, [entry]);
-      else tenants.push(entry);
+      if (namespace === null) this.#clusterWide.push(entry);
+      else if (tenants.has(namespace)) tenants.get(namespace)?.push(entry);
+      else tenants.set(namespace, [entry]);
+    }
+    for (const [namespace, own] of tenants) {
+      this.#byNamespace.set(namespace, [...this.#clusterWide, ...own]);
     }
   }
 
-  /** The entries whose scope includes the event: cluster-wide ones, then its tenant's. */
-  *candidates(routing: EventRouting): Generator<T> {
-    yield* this.#clusterWide;
+  /**
+   * The entries whose scope includes the event: cluster-wide ones, then its tenant's. A list
+   * built once per namespace, not per event.
+   */
+  candidates(routing: EventRouting): readonly T[] {
     const namespace = routing.tenantNamespace;
-    if (namespace === null) return;
-    const tenants = this.#byNamespace.get(namespace);
-    if (tenants !== undefined) yield* tenants;
+    return (namespace === null ? undefined : this.#byNamespace.get(namespace)) ?? this.#clusterWide;
   }
 }

@@ -2,7 +2,8 @@
  * The on-disk format of a durable queue, version 1. Plain enough to inspect with `cat` and `jq`:
  *
  * - `<dir>/<n>.jsonl`, `n` a 20-digit zero-padded sequence number: a segment. One event per line,
- *   the event as JSON (`requestObject` and `responseObject` last) then `\n`; JSON escapes every
+ *   the event as JSON (as it was received when that was one line, else with `requestObject` and
+ *   `responseObject` last) then `\n`; JSON escapes every
  *   newline inside strings, so `\n` frames records exactly. Sequence numbers are implicit: line `k`
  *   (from 0) of segment `n` is event `n + k`. Segments only grow at the end; a new one starts when
  *   the last reaches its size limit.
@@ -42,7 +43,14 @@ export interface EncodedEvent {
 
 /** Serializes an event for a segment. */
 export function encodeEvent(event: AuditEvent): EncodedEvent {
-  const json = eventJson(event);
+  return encodedAs(event, eventJson(event));
+}
+
+/**
+ * An event for a segment whose JSON is known already: one line that parses back to it (the text
+ * it was received as, `DecodedPayload.sources`).
+ */
+export function encodedAs(event: AuditEvent, json: string): EncodedEvent {
   return { event, json, bytes: Buffer.byteLength(json, 'utf8') + 1 };
 }
 

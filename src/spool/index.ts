@@ -11,7 +11,7 @@ export {
   openQueue,
   timerDelay,
 } from './queue.ts';
-export type { SharedEncodings } from './format.ts';
+export { encodedAs, type SharedEncodings } from './format.ts';
 export type {
   Delay,
   QueueBatch,

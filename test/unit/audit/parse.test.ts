@@ -148,6 +148,67 @@ describe('parseAuditPayload on batches recorded from kube-apiserver 1.20', () =>
   });
 });
 
+/** Every source a parse gives is one line that parses back to its event, keys in their order. */
+function expectSourcesMatch(payload: DecodedPayload): number {
+  let given = 0;
+  for (const [i, source] of (payload.sources ?? []).entries()) {
+    if (source === undefined) continue;
+    given++;
+    expect(source).not.toContain('\n');
+    expect(JSON.stringify(JSON.parse(source))).toBe(JSON.stringify(payload.events[i]));
+  }
+  return given;
+}
+
+describe('parseAuditPayload sources: the events as received', () => {
+  it.each(BATCHES)('gives the text of every event of $file', ({ file, count }) => {
+    const text = fixture(file);
+    const payload = parseAuditPayload(text);
+    expect(payload.sources).toHaveLength(count);
+    expect(expectSourcesMatch(payload)).toBe(count);
+    // The item's own text, not the event serialised again.
+    for (const source of payload.sources ?? []) expect(text).toContain(`${source}`);
+  });
+
+  it('gives none for an event that decoding changed, and the others still', () => {
+    const payload = parseAuditPayload(
+      eventList([
+        item(),
+        item({ userAgent: null }),
+        item({ kind: 'Event', apiVersion: V1 }),
+        item({ user: { username: 'u', uid: null } }),
+        item(),
+      ]),
+    );
+    expect(payload.sources?.map((source) => source !== undefined)).toEqual([
+      true,
+      false,
+      false,
+      false,
+      true,
+    ]);
+    expectSourcesMatch(payload);
+  });
+
+  it('gives none for v1beta1, a single Event, text with line breaks, or two lists', () => {
+    const list = JSON.parse(eventList([item(), item()])) as JsonRecord;
+    expect(parseAuditPayload(eventList([item()], V1BETA1)).sources).toBeUndefined();
+    expect(parseAuditPayload(singleEvent(item())).sources).toBeUndefined();
+    expect(parseAuditPayload(JSON.stringify(list, null, 1)).sources).toBeUndefined();
+    // JSON.parse keeps the last of two keys that name `items`; the first list is not the events.
+    const two = `{"kind":"EventList","apiVersion":"${V1}","items":[${JSON.stringify(item({ auditID: 'first' }))}],"\\u0069tems":[${JSON.stringify(item({ auditID: 'second' }))}]}`;
+    const payload = parseAuditPayload(two);
+    expect(payload.events.map((e) => e.auditID)).toEqual(['second']);
+    expect(payload.sources).toBeUndefined();
+  });
+
+  it('finds the items beside other objects and arrays inside them', () => {
+    const body = `{"kind":"EventList","apiVersion":"${V1}","metadata":{"a":[{"b":[{}]}]},"items":[${JSON.stringify(item({ requestObject: { spec: { list: [{ a: [1, { b: '}]' }] }] } } }))} , ${JSON.stringify(item({ annotations: { 'x/y': '[{"' } }))}]}`;
+    const payload = parseAuditPayload(body);
+    expect(expectSourcesMatch(payload)).toBe(2);
+  });
+});
+
 describe('parseAuditPayload on single events', () => {
   it('parses a single v1 Event and strips its apiVersion and kind', () => {
     const payload = parseAuditPayload(singleEvent(item({ userAgent: 'kubectl/v1.35.2' })));
@@ -201,7 +262,9 @@ describe('parseAuditPayload on single events', () => {
 
   it('decodes an already parsed value as parseAuditPayload decodes its text', () => {
     const text = fixture('batches/00002.json');
-    expect(decodeAuditPayload(JSON.parse(text))).toEqual(parseAuditPayload(text));
+    const { sources, ...decoded } = parseAuditPayload(text);
+    expect(sources).toBeDefined();
+    expect(decodeAuditPayload(JSON.parse(text))).toEqual(decoded);
   });
 });
 
@@ -918,6 +981,7 @@ describe('parseAuditPayload on generated input', () => {
           } else {
             seen.parsed++;
             expect(result.events).toHaveLength(items.length);
+            expectSourcesMatch(result);
           }
         },
       ),
@@ -983,7 +1047,7 @@ describe('mutations of a recorded batch', () => {
   });
 
   it('either parses or rejects the mutated item, never another', () => {
-    const seen = { parsed: 0, rejected: 0 };
+    const seen = { parsed: 0, rejected: 0, sources: 0 };
     fc.assert(
       fc.property(mutation, ({ index, steps, replacement }) => {
         const doc = structuredClone(recorded);
@@ -1001,6 +1065,7 @@ describe('mutations of a recorded batch', () => {
         } else {
           seen.parsed++;
           expect(result.events).toHaveLength(recorded.items.length);
+          seen.sources += expectSourcesMatch(result);
           for (const event of result.events) {
             expect(isLevel(event.level)).toBe(true);
             expect(isStage(event.stage)).toBe(true);
@@ -1011,6 +1076,7 @@ describe('mutations of a recorded batch', () => {
     );
     expect(seen.parsed).toBeGreaterThan(50);
     expect(seen.rejected).toBeGreaterThan(50);
+    expect(seen.sources).toBeGreaterThan(50 * recorded.items.length);
   });
 
   it('always parses when only a request or response object is mutated', () => {

@@ -16,7 +16,7 @@ import {
 import { SinkRegistry } from '../../../src/sinks/registry.ts';
 import { sinkFromResource } from '../../../src/sinks/spec.ts';
 import type { Sink } from '../../../src/sinks/types.ts';
-import { openQueue } from '../../../src/spool/index.ts';
+import { openQueue, type SharedEncodings, type SinkQueue } from '../../../src/spool/index.ts';
 import { recordedEvents } from '../../support/recorded.ts';
 import { pipelineResource } from '../../support/resources.ts';
 import { eventually } from '../../support/wait.ts';
@@ -59,15 +59,34 @@ afterEach(async () => {
   registries = [];
 });
 
-function setup(maxBytes = 10 * 1024 * 1024, unopenable = new Set<string>()) {
+/** What a sink's queue was given to append: its events and the encodings shared with others. */
+type Appended = { sink: string; events: readonly AuditEvent[]; shared?: SharedEncodings };
+
+function setup(maxBytes = 10 * 1024 * 1024, unopenable = new Set<string>(), appended?: Appended[]) {
   const outputs = new Map<string, RecordingOutput[]>();
+  // The real queue, its appends noted first.
+  const noting = (key: string, queue: SinkQueue): SinkQueue =>
+    new Proxy(queue, {
+      get(target, property) {
+        if (property === 'append') {
+          return (events: readonly AuditEvent[], shared?: SharedEncodings) => {
+            appended?.push({ sink: key, events, ...(shared === undefined ? {} : { shared }) });
+            return target.append(events, shared);
+          };
+        }
+        const value: unknown = Reflect.get(target, property);
+        return typeof value === 'function'
+          ? (value as (...args: unknown[]) => unknown).bind(target)
+          : value;
+      },
+    });
   const registry = new SinkRegistry({
     routing: { allowSecretPayloads: false },
     factory: {
       openQueue: (sink) =>
         unopenable.has(sink.key)
           ? Promise.reject(new Error('EACCES: permission denied'))
-          : openQueue({ maxBytes }),
+          : openQueue({ maxBytes }).then((queue) => noting(sink.key, queue)),
       createOutputs: (sink) => {
         const output = new RecordingOutput(
           `${sink.key}#${(outputs.get(sink.key)?.length ?? 0) + 1}`,
@@ -110,6 +129,34 @@ describe('sink registry', () => {
     expect(status).toMatchObject({ received: EVENTS.length, written: shopIDs.size });
     expect(status?.dropped.namespace).toBe(EVENTS.length - shopIDs.size);
     expect(status?.destinations.file).toMatchObject({ ready: true, reason: 'Delivered' });
+  });
+
+  it('hands the queues the text an event came in when a sink keeps it as it came', async () => {
+    const appended: Appended[] = [];
+    const { registry } = setup(undefined, undefined, appended);
+    const all = pipeline('kube-audit', 'all', 'RequestResponse');
+    const brief = pipeline('kube-audit', 'brief', 'Metadata');
+    await registry.apply([all, brief]);
+    // Texts that parse to the events but that serialising them would not give.
+    const sources = EVENTS.map((event) => JSON.stringify(event, null, 0).replace(/^\{/, '{ '));
+    await registry.ingest(EVENTS, { kind: 'all' }, sources);
+    const of = (sink: Sink) => appended.find((a) => a.sink === sink.key) as Appended;
+    const whole = of(all);
+    const trimmed = of(brief);
+    expect(whole.shared).toBe(trimmed.shared);
+    // Every recorded event is kept whole by the RequestResponse sink: its text as received.
+    for (const [i, event] of EVENTS.entries()) {
+      expect(whole.events).toContain(event);
+      expect(whole.shared?.get(event)?.json).toBe(sources[i]);
+    }
+    // The Metadata sink's trimmed copies are serialised by the queue, as before.
+    const copies = trimmed.events.filter((event) => !EVENTS.includes(event));
+    expect(copies.length).toBeGreaterThan(0);
+    for (const copy of copies) {
+      const json = trimmed.shared?.get(copy)?.json;
+      expect(sources).not.toContain(json);
+      expect(JSON.parse(json ?? '')).toEqual(copy);
+    }
   });
 
   it('applies every other sink when one cannot start, then reports that one', async () => {
