@@ -89,7 +89,7 @@ export function parseAuditPayload(
   options: DecodeOptions = {},
 ): DecodedPayload {
   const items: number[] = [];
-  const lists = scanJson(body, limits.maxDepth, items);
+  scanJson(body, limits.maxDepth, items);
   let value: unknown;
   try {
     value = JSON.parse(body);
@@ -101,15 +101,15 @@ export function parseAuditPayload(
   const unchanged: boolean[] = [];
   const payload = decode(value, limits, options, unchanged);
   const { events } = payload;
-  // The items' texts are the events' only when the document has one array at the second level
-  // (then it is `items`, whatever its key's spelling) and each of its elements is an event; they
-  // are lines when no line break comes between the first's start and the last's end (the
-  // apiserver ends its bodies with one).
+  // Every element of `items` is an event, so an object the scan found: the objects are the
+  // events, in order, when there are as many (none in another array at the second level, nor in
+  // a first of two keys that both spell `items`, one escaped, of which JSON.parse keeps the
+  // last). They are lines when no line break comes between the first's start and the last's end
+  // (the apiserver ends its bodies with one).
   if (
     payload.kind !== 'EventList' ||
     payload.apiVersion !== AUDIT_V1 ||
     events.length === 0 ||
-    lists !== 1 ||
     items.length !== 2 * events.length
   ) {
     return payload;
@@ -526,13 +526,12 @@ export function checkJsonDepth(text: string, maxDepth: number): void {
 
 /**
  * {@link checkJsonDepth}; also adds to `items` where each object that is an element of an array
- * at the second level begins and ends (the offsets of `{` and after `}`), and returns how many
- * such arrays there are. Valid JSON is assumed for these: they are only of use once it parsed.
+ * at the second level begins and ends (the offsets of `{` and after `}`). Valid JSON is assumed
+ * for these: they are only of use once it parsed.
  */
-function scanJson(text: string, maxDepth: number, items: number[] | null): number {
+function scanJson(text: string, maxDepth: number, items: number[] | null): void {
   const n = text.length;
   let depth = 0;
-  let lists = 0;
   // Whether the open value at the second level is an array.
   let inList = false;
   for (let i = 0; i < n; i++) {
@@ -541,7 +540,7 @@ function scanJson(text: string, maxDepth: number, items: number[] | null): numbe
       // Jump to the closing quote: most of a payload is strings, and indexOf is native.
       let end = text.indexOf('"', i + 1);
       while (end !== -1 && isEscaped(text, end)) end = text.indexOf('"', end + 1);
-      if (end === -1) return lists; // unterminated: JSON.parse reports it
+      if (end === -1) return; // unterminated: JSON.parse reports it
       i = end;
     } else if (c === 0x7b /* { */ || c === 0x5b /* [ */) {
       if (++depth > maxDepth) {
@@ -553,7 +552,6 @@ function scanJson(text: string, maxDepth: number, items: number[] | null): numbe
       }
       if (depth === 2) {
         inList = c === 0x5b;
-        if (inList) lists++;
       } else if (depth === 3 && inList && c === 0x7b) {
         items?.push(i);
       }
@@ -562,7 +560,6 @@ function scanJson(text: string, maxDepth: number, items: number[] | null): numbe
       depth--;
     }
   }
-  return lists;
 }
 
 // A quote is escaped when an odd number of backslashes precede it.

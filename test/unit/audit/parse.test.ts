@@ -190,7 +190,7 @@ describe('parseAuditPayload sources: the events as received', () => {
     expectSourcesMatch(payload);
   });
 
-  it('gives none for v1beta1, a single Event, text with line breaks, or two lists', () => {
+  it('gives none for v1beta1, a single Event, text with line breaks, or objects in another list', () => {
     const list = JSON.parse(eventList([item(), item()])) as JsonRecord;
     expect(parseAuditPayload(eventList([item()], V1BETA1)).sources).toBeUndefined();
     expect(parseAuditPayload(singleEvent(item())).sources).toBeUndefined();
@@ -200,6 +200,11 @@ describe('parseAuditPayload sources: the events as received', () => {
     const payload = parseAuditPayload(two);
     expect(payload.events.map((e) => e.auditID)).toEqual(['second']);
     expect(payload.sources).toBeUndefined();
+    const beside = `{"kind":"EventList","apiVersion":"${V1}","x":[{}],"items":[${JSON.stringify(item())}]}`;
+    expect(parseAuditPayload(beside).sources).toBeUndefined();
+    // Arrays without objects beside `items` change nothing.
+    const plain = `{"kind":"EventList","apiVersion":"${V1}","x":[1,[{}]],"items":[${JSON.stringify(item())}]}`;
+    expect(expectSourcesMatch(parseAuditPayload(plain))).toBe(1);
   });
 
   it('finds the items beside other objects and arrays inside them', () => {
