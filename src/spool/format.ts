@@ -2,11 +2,11 @@
  * The on-disk format of a durable queue, version 1. Plain enough to inspect with `cat` and `jq`:
  *
  * - `<dir>/<n>.jsonl`, `n` a 20-digit zero-padded sequence number: a segment. One event per line,
- *   the event as JSON (as it was received when that was one line, else with `requestObject` and
- *   `responseObject` last) then `\n`; JSON escapes every
- *   newline inside strings, so `\n` frames records exactly. Sequence numbers are implicit: line `k`
- *   (from 0) of segment `n` is event `n + k`. Segments only grow at the end; a new one starts when
- *   the last reaches its size limit.
+ *   the event as JSON (the text it was received as when that was one line, else with
+ *   `requestObject` and `responseObject` last) then `\n`; JSON escapes every newline inside
+ *   strings, so `\n` frames records exactly. Sequence numbers are implicit: line `k` (from 0) of
+ *   segment `n` is event `n + k`. Segments only grow at the end; a new one starts when the last
+ *   reaches its size limit.
  * - `<dir>/cursor-<consumer>.json`: `{"version":1,"consumer":"<name>","next":<n>}`, the sequence
  *   number of the first event that consumer has not committed. Replaced atomically: written to
  *   `<file>.tmp`, fsynced, renamed over the old one (the directory is fsynced for a new one).
