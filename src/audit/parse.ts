@@ -73,7 +73,7 @@ export interface DecodedPayload {
    * Per event, its JSON as received when that is one line that parses back to the event as
    * decoded (decoding neither converted nor removed anything of it), else undefined: a spool can
    * store it instead of serialising the event again. Only {@link parseAuditPayload} gives them,
-   * for a `v1` EventList sent without line breaks.
+   * for a `v1` EventList whose items hold no line break.
    */
   readonly sources?: readonly (string | undefined)[];
 }
