@@ -9,7 +9,9 @@
  * Sinks: one cluster-wide AuditSink with a 10-rule policy (measured also without the spool's
  * serialisation: parse, policy and line protocol only), then 10, 100 and 1,000 tenant
  * AuditPipelines (one namespace each, each with its own 10-rule policy) beside it, the events
- * spread over the tenants' namespaces: per-event cost should stay nearly flat.
+ * spread over the tenants' namespaces: per-event cost should stay nearly flat. RequestResponse
+ * batches also go to one sink whose policy keeps Metadata only: the receiver then leaves the
+ * bodies out as it parses (checked, not built), as it does when no sink may keep one.
  *
  * `node bench/ingest.ts [--quick]` runs it alone.
  */
@@ -42,6 +44,8 @@ export interface IngestResult extends Measurement {
   readonly sinks: number;
   /** Whether each kept event is also serialised for the spool, as with a data directory. */
   readonly spool: boolean;
+  /** Whether the sinks' policies keep Metadata only (no body kept, none built). */
+  readonly metadataOnly: boolean;
   readonly ratioToJsonParse: number;
 }
 
@@ -90,11 +94,19 @@ function batchBody(level: 'Metadata' | 'RequestResponse', tenants: number): stri
   return JSON.stringify({ kind: 'EventList', apiVersion: 'audit.k8s.io/v1', metadata: {}, items });
 }
 
-function sinkOf(name: string, namespace: string | null): Sink {
+/** {@link POLICY} with every rule that keeps a body at Metadata instead. */
+const METADATA_POLICY: Policy = {
+  ...POLICY,
+  rules: POLICY.rules.map((rule) =>
+    rule.level === 'None' ? rule : { ...rule, level: 'Metadata' },
+  ),
+};
+
+function sinkOf(name: string, namespace: string | null, policy = POLICY): Sink {
   return {
     key: namespace === null ? `AuditSink/${name}` : `AuditPipeline/${namespace}/${name}`,
     scope: { namespace },
-    compiledPolicy: compilePolicy(POLICY),
+    compiledPolicy: compilePolicy(policy),
   } as unknown as Sink;
 }
 
@@ -108,17 +120,19 @@ export function runIngestBench(options: HarnessOptions): IngestResult[] {
     const baselineBody = batchBody(level, 0);
     const baseline = measure('JSON.parse', BATCH_SIZE, () => JSON.parse(baselineBody), options);
     const variants = [
-      { tenants: 0, spool: false },
-      { tenants: 0, spool: true },
-      { tenants: 10, spool: true },
-      { tenants: 100, spool: true },
-      { tenants: 1000, spool: true },
+      { tenants: 0, spool: false, metadataOnly: false },
+      { tenants: 0, spool: true, metadataOnly: false },
+      ...(level === 'RequestResponse' ? [{ tenants: 0, spool: true, metadataOnly: true }] : []),
+      { tenants: 10, spool: true, metadataOnly: false },
+      { tenants: 100, spool: true, metadataOnly: false },
+      { tenants: 1000, spool: true, metadataOnly: false },
     ];
-    for (const { tenants, spool } of variants) {
+    for (const { tenants, spool, metadataOnly } of variants) {
       const body = batchBody(level, tenants);
+      const policy = metadataOnly ? METADATA_POLICY : POLICY;
       const entries = [
-        sinkOf('cluster', null),
-        ...Array.from({ length: tenants }, (_, i) => sinkOf('trail', `tenant-${i}`)),
+        sinkOf('cluster', null, policy),
+        ...Array.from({ length: tenants }, (_, i) => sinkOf('trail', `tenant-${i}`, policy)),
       ].map((s) => ({
         sink: s,
         encoder: new LineProtocolEncoder({
@@ -132,7 +146,10 @@ export function runIngestBench(options: HarnessOptions): IngestResult[] {
       const settings = { allowSecretPayloads: false };
       const ingest = () => {
         let bytes = 0;
-        const { events, sources } = parseAuditPayload(body);
+        // As the receiver does: bodies no sink may keep are checked, not built.
+        const { events, sources } = parseAuditPayload(body, undefined, {
+          omitBodies: !index.keepsBodies,
+        });
         for (const [i, event] of events.entries()) {
           const routing = new EventRouting(event, settings);
           for (const entry of index.candidates(routing)) {
@@ -150,7 +167,7 @@ export function runIngestBench(options: HarnessOptions): IngestResult[] {
         }
         return bytes;
       };
-      const sinks = tenants === 0 ? '1 sink' : `1 sink + ${tenants} tenants`;
+      const sinks = `${tenants === 0 ? '1 sink' : `1 sink + ${tenants} tenants`}${metadataOnly ? ' at Metadata' : ''}`;
       const name = `${level}, ${sinks}, ${spool ? 'with spool serialisation' : 'parse + policy + line protocol'}`;
       const m = measure(name, BATCH_SIZE, ingest, options);
       results.push({
@@ -158,6 +175,7 @@ export function runIngestBench(options: HarnessOptions): IngestResult[] {
         batch: level,
         sinks: tenants + 1,
         spool,
+        metadataOnly,
         ratioToJsonParse: Number((m.eventsPerSecond / baseline.eventsPerSecond).toFixed(2)),
       });
     }

@@ -4,6 +4,7 @@
  *
  * Pure: no I/O, no clock, no logger.
  */
+import { JsonReader, lastNonSpace, skipSpace } from './json-value.ts';
 import { isPointTime } from './time.ts';
 import {
   AUDIT_V1,
@@ -86,18 +87,13 @@ export interface DecodedPayload {
 export function parseAuditPayload(
   body: string,
   limits: ParseLimits = DEFAULT_PARSE_LIMITS,
-  options: DecodeOptions = {},
+  options: PayloadOptions = {},
 ): DecodedPayload {
   const items: number[] = [];
-  scanJson(body, limits.maxDepth, items);
-  let value: unknown;
-  try {
-    value = JSON.parse(body);
-  } catch (err) {
-    throw new AuditParseError('MALFORMED_JSON', '', `malformed JSON: ${(err as Error).message}`, {
-      cause: err,
-    });
-  }
+  const omit: Omissions | null =
+    options.omitBodies === true ? { spans: [], items: [], end: -1, tookComma: false } : null;
+  scanJson(body, limits.maxDepth, items, omit);
+  const value = parseJson(body, omit);
   const unchanged: boolean[] = [];
   const payload = decode(value, limits, options, unchanged);
   const { events } = payload;
@@ -117,10 +113,51 @@ export function parseAuditPayload(
   const lineBreak = body.indexOf('\n', items[0]);
   if (lineBreak !== -1 && lineBreak < (items.at(-1) as number)) return payload;
   const sources = new Array<string | undefined>(events.length);
+  // An item that lost a body is no longer its text.
+  const cut = omit?.items ?? [];
+  let next = 0;
   for (let i = 0; i < events.length; i++) {
-    sources[i] = unchanged[i] === true ? body.slice(items[2 * i], items[2 * i + 1]) : undefined;
+    const omitted = cut[next] === i;
+    if (omitted) next++;
+    sources[i] =
+      unchanged[i] === true && !omitted ? body.slice(items[2 * i], items[2 * i + 1]) : undefined;
   }
   return { ...payload, sources };
+}
+
+/**
+ * `JSON.parse` of the text, without the spans `omit` cut when that parses to an EventList; else of
+ * the whole text (the cuts are then forgotten), so that an error is the whole text's.
+ */
+function parseJson(body: string, omit: Omissions | null): unknown {
+  if (omit !== null && omit.spans.length > 0) {
+    try {
+      const value: unknown = JSON.parse(without(body, omit.spans));
+      if (isRecord(value) && value.kind === 'EventList') return value;
+    } catch {
+      // Reported below, as the whole text's error.
+    }
+    omit.items.length = 0;
+  }
+  try {
+    return JSON.parse(body);
+  } catch (err) {
+    throw new AuditParseError('MALFORMED_JSON', '', `malformed JSON: ${(err as Error).message}`, {
+      cause: err,
+    });
+  }
+}
+
+/** How {@link parseAuditPayload} reads a payload. */
+export interface PayloadOptions extends DecodeOptions {
+  /**
+   * Leave out the `requestObject` and `responseObject` of an EventList's items: their text is
+   * checked to be JSON, as `JSON.parse` would, and never built into objects. For a receiver none
+   * of whose sinks keeps a body (every policy's highest level is below Request): most of a
+   * RequestResponse event's size is its bodies. A body that cannot be left out safely (its key
+   * escaped, its text not valid JSON, the members around it malformed) is parsed as usual.
+   */
+  readonly omitBodies?: boolean;
 }
 
 /** How lenient decoding is about the document's type. */
@@ -521,19 +558,43 @@ function daysInMonth(year: number, month: number): number {
  * left for `JSON.parse` to report.
  */
 export function checkJsonDepth(text: string, maxDepth: number): void {
-  scanJson(text, maxDepth, null);
+  scanJson(text, maxDepth, null, null);
+}
+
+/**
+ * The bodies an EventList's items leave out of the text `JSON.parse` reads: the spans
+ * `[start, end)` cut (a member with its comma), the items they were in, in order; where the last
+ * cut ended and whether it took the comma after its member.
+ */
+interface Omissions {
+  readonly spans: number[];
+  readonly items: number[];
+  end: number;
+  tookComma: boolean;
 }
 
 /**
  * {@link checkJsonDepth}; also adds to `items` where each object that is an element of an array
- * at the second level begins and ends (the offsets of `{` and after `}`). Valid JSON is assumed
- * for these: they are only of use once it parsed.
+ * at the second level begins and ends (the offsets of `{` and after `}`), and to `omit`, when given,
+ * the `requestObject` and `responseObject` members of the elements of `items` (see
+ * {@link omitBody}). Valid JSON is assumed for `items`: they are only of use once it parsed.
  */
-function scanJson(text: string, maxDepth: number, items: number[] | null): void {
+function scanJson(
+  text: string,
+  maxDepth: number,
+  items: number[] | null,
+  omit: Omissions | null,
+): void {
   const n = text.length;
   let depth = 0;
-  // Whether the open value at the second level is an array.
+  // Whether the open value at the second level is an array; whether it is the value of `items`;
+  // whether the last string at the first level spelled `items` (the key of what follows).
   let inList = false;
+  let inItems = false;
+  let itemsKey = false;
+  // Whether the open value at the third level is an element of `items` that is an object.
+  let inItem = false;
+  let reader: JsonReader | undefined;
   for (let i = 0; i < n; i++) {
     const c = text.charCodeAt(i);
     if (c === 0x22 /* " */) {
@@ -541,6 +602,17 @@ function scanJson(text: string, maxDepth: number, items: number[] | null): void 
       let end = text.indexOf('"', i + 1);
       while (end !== -1 && isEscaped(text, end)) end = text.indexOf('"', end + 1);
       if (end === -1) return; // unterminated: JSON.parse reports it
+      if (depth === 1) {
+        itemsKey = end - i === 6 && text.startsWith('items', i + 1);
+      } else if (depth === 3 && inItem && omit !== null && isBodyKey(text, i, end)) {
+        reader ??= new JsonReader(text, maxDepth);
+        const valueEnd = omitBody(text, i, end + 1, reader, omit, (items?.length ?? 1) >> 1);
+        // A body read whole is skipped; one that is not valid JSON is scanned as any value.
+        if (valueEnd !== -1) {
+          i = valueEnd - 1;
+          continue;
+        }
+      }
       i = end;
     } else if (c === 0x7b /* { */ || c === 0x5b /* [ */) {
       if (++depth > maxDepth) {
@@ -552,14 +624,81 @@ function scanJson(text: string, maxDepth: number, items: number[] | null): void 
       }
       if (depth === 2) {
         inList = c === 0x5b;
+        inItems = inList && itemsKey;
       } else if (depth === 3 && inList && c === 0x7b) {
         items?.push(i);
+        inItem = inItems;
+      } else if (depth === 3) {
+        inItem = false;
       }
     } else if (c === 0x7d /* } */ || c === 0x5d /* ] */) {
       if (depth === 3 && inList && c === 0x7d) items?.push(i + 1);
       depth--;
     }
   }
+}
+
+/** Whether the string from the quote at `start` to the one at `end` is a body's key, unescaped. */
+function isBodyKey(text: string, start: number, end: number): boolean {
+  return (
+    (end - start === 14 && text.startsWith('requestObject', start + 1)) ||
+    (end - start === 15 && text.startsWith('responseObject', start + 1))
+  );
+}
+
+/**
+ * For a body's key at `key` in an item of `items` (the string ends at `keyEnd`): where its value
+ * ends when it is valid JSON (-1 when not, or when the key is not followed by `:`), and the
+ * member cut out of the text when that is sure to leave the rest as valid, or invalid, as it was:
+ * with the comma before it when one follows a value there; first in its object (after `{`, or
+ * after a member cut with the comma after it), with the comma after it when a key follows that,
+ * or alone when `}` does. Anything else (`{,`, `,,`, a trailing comma, no comma) stays for
+ * `JSON.parse` to report. `item` is the index of the element of `items` the key is in.
+ */
+function omitBody(
+  text: string,
+  key: number,
+  keyEnd: number,
+  reader: JsonReader,
+  omit: Omissions,
+  item: number,
+): number {
+  const colon = skipSpace(text, keyEnd);
+  if (text.charCodeAt(colon) !== 0x3a /* : */) return -1;
+  // Three levels around the value: the list, its `items`, the item.
+  const valueEnd = reader.valueEnd(skipSpace(text, colon + 1), 3);
+  if (valueEnd === -1) return -1;
+  const after = skipSpace(text, valueEnd);
+  const next = text.charCodeAt(after);
+  const before = lastNonSpace(text, key);
+  const previous = text.charCodeAt(before);
+  let span: [number, number] | undefined;
+  if (previous === 0x7b /* { */ || (omit.tookComma && before === omit.end - 1)) {
+    if (next === 0x7d /* } */) {
+      span = [key, valueEnd];
+    } else if (next === 0x2c /* , */ && text.charCodeAt(skipSpace(text, after + 1)) === 0x22) {
+      span = [key, after + 1];
+    }
+  } else if (previous === 0x2c && (next === 0x2c || next === 0x7d)) {
+    const beforeComma = text.charCodeAt(lastNonSpace(text, before));
+    if (beforeComma !== 0x7b && beforeComma !== 0x2c) span = [before, valueEnd];
+  }
+  if (span !== undefined) {
+    omit.spans.push(span[0], span[1]);
+    if (omit.items.at(-1) !== item) omit.items.push(item);
+    omit.end = span[1];
+    omit.tookComma = span[1] === after + 1;
+  }
+  return valueEnd;
+}
+
+/** `text` without the spans `[start, end)` of `spans`, in order. */
+function without(text: string, spans: readonly number[]): string {
+  let kept = text.slice(0, spans[0]);
+  for (let i = 1; i < spans.length - 1; i += 2) {
+    kept += text.slice(spans[i], spans[i + 1]);
+  }
+  return kept + text.slice(spans.at(-1));
 }
 
 // A quote is escaped when an odd number of backslashes precede it.

@@ -5,7 +5,7 @@
  *
  * Pure: a policy is compiled once into sets, then evaluated per request.
  */
-import { canonicalStages, type Stage } from '../audit/types.ts';
+import { canonicalStages, levelRank, type Stage } from '../audit/types.ts';
 import type { RequestAttributes } from './attributes.ts';
 import type { GroupResources, Policy, PolicyRule, RequestAuditConfig } from './types.ts';
 
@@ -86,6 +86,14 @@ function compileGroupResources(gr: GroupResources): CompiledGroupResources {
 // Upstream checks `len(list) > 0`: an empty list is the same as no list.
 function setOf(list: readonly string[] | undefined): ReadonlySet<string> | null {
   return list === undefined || list.length === 0 ? null : new Set(list);
+}
+
+/**
+ * Whether the policy may keep a request or response body of some event: a rule at Request or
+ * RequestResponse. When it has none, no event it keeps carries one.
+ */
+export function keepsBodies(policy: CompiledPolicy): boolean {
+  return policy.rules.some((rule) => levelRank(rule.config.level) >= levelRank('Request'));
 }
 
 /** Evaluates a compiled policy for one request: the first matching rule's decision. */

@@ -3,7 +3,13 @@
  * enforcement on received events, and superset computation. Pure: no I/O, no clock, no logger.
  */
 export { attributesFromEvent, type RequestAttributes, type RequestUser } from './attributes.ts';
-export { type CompiledPolicy, compilePolicy, evaluatePolicy, pathMatches } from './checker.ts';
+export {
+  type CompiledPolicy,
+  compilePolicy,
+  evaluatePolicy,
+  keepsBodies,
+  pathMatches,
+} from './checker.ts';
 export {
   applyPolicy,
   type Decision,

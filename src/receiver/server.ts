@@ -251,7 +251,10 @@ export function createReceiverApp(
         const body = request.body;
         // No Content-Type and no body: nothing fastify's parser saw.
         if (typeof body !== 'string') throw new ReceiverError('UNSUPPORTED_MEDIA_TYPE');
-        const { events, sources } = parseAuditPayload(body, options.parseLimits);
+        // Bodies no sink may keep are checked, not built; ingest() routes in this same turn.
+        const { events, sources } = parseAuditPayload(body, options.parseLimits, {
+          omitBodies: ingest.keepsBodies?.(to) === false,
+        });
         metrics.eventsReceived.inc({ endpoint }, events.length);
         if (events.length === 0) return reply.code(200).send({ accepted: 0 });
         let result: IngestResult;

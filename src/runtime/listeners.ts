@@ -117,6 +117,7 @@ export class DedicatedListeners {
         registry.ingest(events, { kind: 'sink', key: sink.key }, sources),
       hasSink: (key) => key === sink.key && registry.hasSink(key),
       refusing: () => registry.refusing({ kind: 'sink', key: sink.key }),
+      keepsBodies: () => registry.keepsBodies({ kind: 'sink', key: sink.key }),
     };
     return startReceiver(
       validateReceiverOptions({

@@ -23,6 +23,12 @@ export interface Ingest {
   ): Promise<IngestResult>;
   hasSink(key: string): boolean;
   /**
+   * Whether some sink of the target may keep a request or response body (its policy has a rule at
+   * Request or above). When none may, the receiver leaves the bodies out as it parses. Asked in the
+   * same turn as `ingest` is called, so that no sink can change in between.
+   */
+  keepsBodies?(target: IngestTarget): boolean;
+  /**
    * Seconds to ask the sender to wait when the target cannot take a batch now (its queues are
    * full), checked before the body is read; undefined to go on.
    */

@@ -385,6 +385,11 @@ export class SinkRegistry {
     return wait;
   }
 
+  /** Whether some sink of the target may keep a request or response body. */
+  keepsBodies(target: IngestTarget): boolean {
+    return this.#routesFor(target).keepsBodies;
+  }
+
   /**
    * Routes events to the target sinks and queues what each keeps. Resolves once every kept event
    * is queued (and spooled). On the fan-in endpoint a full sink drops its share, counted as

@@ -4,6 +4,7 @@
  */
 import { type AuditEvent, type Level, levelRank, minLevel } from '../audit/types.ts';
 import { attributesFromEvent, type RequestAttributes } from '../policy/attributes.ts';
+import { keepsBodies } from '../policy/checker.ts';
 import { type Decision, decideLevel, enforceLevel } from '../policy/enforce.ts';
 import type { Sink } from './types.ts';
 
@@ -122,12 +123,15 @@ export class EventRouting {
 export class RouteIndex<T extends { readonly sink: Sink }> {
   /** Every entry, in the order given. */
   readonly all: readonly T[];
+  /** Whether some entry's policy may keep a request or response body. */
+  readonly keepsBodies: boolean;
   readonly #clusterWide: T[] = [];
   /** Per namespace, the cluster-wide entries followed by its tenants'. */
   readonly #byNamespace = new Map<string, T[]>();
 
   constructor(entries: readonly T[]) {
     this.all = entries;
+    this.keepsBodies = entries.some((entry) => keepsBodies(entry.sink.compiledPolicy));
     const tenants = new Map<string, T[]>();
     for (const entry of entries) {
       const namespace = entry.sink.scope.namespace;

@@ -13,6 +13,7 @@ import {
   type DecodeOptions,
   decodeAuditPayload,
   type ParseLimits,
+  type PayloadOptions,
   parseAuditLogLine,
   parseAuditPayload,
 } from '../../../src/audit/parse.ts';
@@ -77,7 +78,7 @@ function rejection(
 }
 
 /** The outcome of parsing: the payload or the AuditParseError; any other error propagates. */
-function outcome(body: string, options: DecodeOptions = {}): DecodedPayload | AuditParseError {
+function outcome(body: string, options: PayloadOptions = {}): DecodedPayload | AuditParseError {
   try {
     return parseAuditPayload(body, DEFAULT_PARSE_LIMITS, options);
   } catch (err) {
@@ -1007,6 +1008,206 @@ describe('parseAuditPayload on generated input', () => {
       }),
       { numRuns: 500 },
     );
+  });
+});
+
+/** The events without their request and response objects. */
+function withoutBodies(events: readonly AuditEvent[]): AuditEvent[] {
+  return events.map(({ requestObject: _request, responseObject: _response, ...rest }) => rest);
+}
+
+const OMIT = { omitBodies: true } as const;
+
+/**
+ * Parses `text` with and without `omitBodies`: the same events less their bodies, or the same
+ * error. Returns the payload parsed with it, or the error.
+ */
+function expectOmittedAlike(text: string): DecodedPayload | AuditParseError {
+  const whole = outcome(text);
+  const omitted = outcome(text, OMIT);
+  if (whole instanceof AuditParseError) {
+    expect(omitted).toBeInstanceOf(AuditParseError);
+    expect((omitted as AuditParseError).code).toBe(whole.code);
+    expect((omitted as AuditParseError).message).toBe(whole.message);
+    return omitted;
+  }
+  expect(omitted).not.toBeInstanceOf(AuditParseError);
+  const payload = omitted as DecodedPayload;
+  expect(payload.events).toEqual(withoutBodies(whole.events));
+  expect(payload.kind).toBe(whole.kind);
+  expect(payload.apiVersion).toBe(whole.apiVersion);
+  expectSourcesMatch(payload);
+  return payload;
+}
+
+describe('parseAuditPayload omitBodies: bodies no sink keeps are checked, not built', () => {
+  it.each(BATCHES)('parses $file into its events less their bodies', ({ file, count }) => {
+    const text = fixture(file);
+    const payload = expectOmittedAlike(text) as DecodedPayload;
+    expect(payload.events).toHaveLength(count);
+    // Nothing of a body is left; an item that had none is still its text.
+    const whole = parseAuditPayload(text).events;
+    for (const [i, event] of payload.events.entries()) {
+      expect(event.requestObject).toBeUndefined();
+      expect(event.responseObject).toBeUndefined();
+      const hadBody =
+        whole[i]?.requestObject !== undefined || whole[i]?.responseObject !== undefined;
+      expect(payload.sources?.[i] === undefined).toBe(hadBody);
+    }
+    expect(whole.some((event) => event.responseObject !== undefined)).toBe(true);
+  });
+
+  it("leaves out bodies wherever they stand among an item's members", () => {
+    const body = { kind: 'Pod', metadata: { name: 'web' }, spec: { containers: [] } };
+    for (const text of [
+      eventList([item({ requestObject: body }), item({ responseObject: body })]),
+      eventList([{ requestObject: body, responseObject: [1, 'x'], ...item() }]),
+      eventList([{ ...item(), requestObject: 'text', responseObject: 12.5e3 }]),
+      eventList([{ requestObject: true, ...item(), responseObject: false }]),
+      eventList([item({ requestObject: null })]),
+      // Whitespace anywhere JSON allows it.
+      JSON.stringify(JSON.parse(eventList([item({ requestObject: body }), item()])), null, 2),
+      `{"kind":"EventList","apiVersion":"${V1}","items":[ { "requestObject" : {} , ${JSON.stringify(item()).slice(1, -1)} , "responseObject" :[ ] } ]}`,
+    ]) {
+      const payload = expectOmittedAlike(text) as DecodedPayload;
+      expect(payload.events.length).toBeGreaterThan(0);
+      for (const event of payload.events) expect(event.requestObject).toBeUndefined();
+    }
+  });
+
+  it('answers malformed text around or inside a body exactly as without it', () => {
+    const fields = JSON.stringify(item()).slice(1, -1);
+    const list = (members: string) =>
+      `{"kind":"EventList","apiVersion":"${V1}","items":[{${members}}]}`;
+    for (const members of [
+      `"requestObject":{"a":},${fields}`,
+      `"requestObject":{"a":1}${fields}`,
+      `"requestObject":{"a":1},,${fields}`,
+      `,"requestObject":{"a":1},${fields}`,
+      `${fields},"requestObject":{"a":1},`,
+      `${fields},,"requestObject":{"a":1}`,
+      `${fields}"requestObject":{"a":1}`,
+      `${fields},"requestObject"{"a":1}`,
+      `${fields},"requestObject":`,
+      `"requestObject":{"a":1},"responseObject":{},`,
+      `"requestObject":{"a":1},`,
+      `,"requestObject":{"a":1}`,
+      `,"requestObject":{"a":1},"responseObject":{}`,
+      `"requestObject":{"a":1}, ,"responseObject":{},${fields}`,
+      `${fields},"requestObject":"bad\\escape\\x"`,
+      `${fields},"requestObject":"tab\there"`,
+      `${fields},"requestObject":[1,2,]`,
+      `${fields},"requestObject":01`,
+      `${fields},"requestObject":1.e5`,
+      `${fields},"requestObject":.5`,
+    ]) {
+      const result = expectOmittedAlike(list(members));
+      expect(result, members).toBeInstanceOf(AuditParseError);
+      expect((result as AuditParseError).code).toBe('MALFORMED_JSON');
+    }
+    // Past the end of the list, and a body nested deeper than the limit.
+    expect(expectOmittedAlike(`${list(`${fields},"requestObject":{}`)}]`)).toBeInstanceOf(
+      AuditParseError,
+    );
+    const deep = list(`${fields},"requestObject":${nested(DEFAULT_PARSE_LIMITS.maxDepth)}`);
+    expect((expectOmittedAlike(deep) as AuditParseError).code).toBe('TOO_DEEP');
+  });
+
+  it('parses as usual a body whose key is escaped, a single Event, and other lists', () => {
+    const body = { kind: 'Pod' };
+    // JSON.parse reads "requestObj\u0065ct" as requestObject: it is not cut, and kept as parsed.
+    const escaped = `{"kind":"EventList","apiVersion":"${V1}","items":[{${JSON.stringify(item()).slice(1, -1)},"requestObj\\u0065ct":{"kind":"Pod"}}]}`;
+    expect(parseAuditPayload(escaped, DEFAULT_PARSE_LIMITS, OMIT).events[0]?.requestObject).toEqual(
+      body,
+    );
+    // Not an EventList: nothing is left out, even of a member that looks like a list of events.
+    const single = singleEvent({ ...item({ requestObject: body }), items: [{ requestObject: 1 }] });
+    const [event] = parseAuditPayload(single, DEFAULT_PARSE_LIMITS, OMIT).events;
+    expect(event?.requestObject).toEqual(body);
+    expect((event as unknown as JsonRecord).items).toEqual([{ requestObject: 1 }]);
+    expectOmittedAlike(eventList([item({ requestObject: body })], V1BETA1));
+    // A body in another list beside `items` stays.
+    const beside = `{"kind":"EventList","apiVersion":"${V1}","other":[{"requestObject":{}}],"items":[${JSON.stringify(item({ responseObject: body }))}]}`;
+    expect(parseAuditPayload(beside, DEFAULT_PARSE_LIMITS, OMIT).events[0]?.responseObject).toBe(
+      undefined,
+    );
+  });
+
+  it('agrees with the whole parse on edits of short items, bodies among their members', () => {
+    const bodies = [
+      '"requestObject":{"a":[1,{"b":"c"}]}',
+      '"responseObject":"x"',
+      '"requestObject":[]',
+      '"responseObject":-1.5',
+    ];
+    const fields = Object.entries(item()).map(
+      ([key, value]) => `"${key}":${JSON.stringify(value)}`,
+    );
+    // Bodies among an event's fields (or alone), in any order.
+    const members = fc.tuple(fc.subarray(bodies), fc.boolean()).chain(([some, valid]) => {
+      const all = valid ? [...some, ...fields] : some;
+      return fc.shuffledSubarray(all, { minLength: all.length });
+    });
+    const edit = fc.record({
+      at: fc.nat(),
+      remove: fc.nat({ max: 2 }),
+      insert: fc.constantFrom('', ',', '{', '}', '"', ':', ' ', ',,', '[', ']'),
+    });
+    const seen = { parsed: 0, rejected: 0, malformed: 0 };
+    fc.assert(
+      fc.property(
+        fc.array(members, { minLength: 1, maxLength: 3 }),
+        fc.array(edit, { maxLength: 2 }),
+        (items, edits) => {
+          let text = items.map((each) => `{${each.join(',')}}`).join(',');
+          for (const { at, remove, insert } of edits) {
+            const where = at % (text.length + 1);
+            text = text.slice(0, where) + insert + text.slice(where + remove);
+          }
+          const result = expectOmittedAlike(
+            `{"kind":"EventList","apiVersion":"${V1}","items":[${text}]}`,
+          );
+          if (!(result instanceof AuditParseError)) seen.parsed++;
+          else if (result.code === 'MALFORMED_JSON') seen.malformed++;
+          else seen.rejected++;
+        },
+      ),
+      { numRuns: 3000 },
+    );
+    expect(seen.parsed).toBeGreaterThan(100);
+    expect(seen.rejected).toBeGreaterThan(100);
+    expect(seen.malformed).toBeGreaterThan(300);
+  });
+
+  it("agrees with the whole parse on edits of a recorded batch's text", () => {
+    const text = fixture('batches/00001.json');
+    // Where the edits land: around and inside the bodies, where the cuts are made.
+    const keys = [...text.matchAll(/"(?:request|response)Object"/g)].map((m) => m.index);
+    expect(keys.length).toBeGreaterThan(10);
+    const edit = fc.record({
+      key: fc.constantFrom(...keys),
+      offset: fc.integer({ min: -40, max: 400 }),
+      remove: fc.nat({ max: 3 }),
+      insert: fc
+        .array(fc.constantFrom(...'{}[]",:\\ ae019.-\n\u0001'), { maxLength: 3 })
+        .map((chars) => chars.join('')),
+    });
+    const seen = { parsed: 0, rejected: 0 };
+    fc.assert(
+      fc.property(fc.array(edit, { minLength: 1, maxLength: 3 }), (edits) => {
+        let edited = text;
+        for (const { key, offset, remove, insert } of edits) {
+          const at = Math.min(Math.max(key + offset, 0), edited.length);
+          edited = edited.slice(0, at) + insert + edited.slice(at + remove);
+        }
+        if (expectOmittedAlike(edited) instanceof AuditParseError) seen.rejected++;
+        else seen.parsed++;
+      }),
+      { numRuns: 3000 },
+    );
+    // Both outcomes must be common, or the property checks less than it seems to.
+    expect(seen.parsed).toBeGreaterThan(300);
+    expect(seen.rejected).toBeGreaterThan(300);
   });
 });
 

@@ -38,6 +38,9 @@ export class RecordingIngest implements Ingest {
     Promise.resolve({ ok: true, accepted: events.length });
   /** What {@link refusing} answers: seconds to wait, or undefined to take the batch. */
   wait: number | undefined;
+  /** What {@link keepsBodies} answers, and the targets it was asked for. */
+  bodies = true;
+  readonly bodiesAsked: IngestTarget[] = [];
 
   constructor(sinks: readonly string[] = []) {
     this.sinks = new Set(sinks);
@@ -54,6 +57,11 @@ export class RecordingIngest implements Ingest {
 
   refusing(): number | undefined {
     return this.wait;
+  }
+
+  keepsBodies(target: IngestTarget): boolean {
+    this.bodiesAsked.push(target);
+    return this.bodies;
   }
 }
 

@@ -76,6 +76,32 @@ describe('POST /audit/v1/events', () => {
     expect(ingest.calls[0]?.events).toEqual([item()]);
   });
 
+  it('leaves out the bodies when no sink of the target keeps one, and still refuses malformed ones', async () => {
+    const { app, ingest } = receiver();
+    const batch = BATCHES[0];
+    const recorded = (JSON.parse(batch.text) as { items: Record<string, unknown>[] }).items;
+    expect(recorded.some((e) => e.responseObject !== undefined)).toBe(true);
+    ingest.bodies = false;
+    expect((await post(app, '/audit/v1/events', batch.text)).statusCode).toBe(200);
+    expect(ingest.bodiesAsked).toEqual([{ kind: 'all' }]);
+    const events = ingest.calls[0]?.events ?? [];
+    expect(events.map((e) => e.auditID)).toEqual(recorded.map((e) => e.auditID));
+    expect(
+      events.every((e) => e.requestObject === undefined && e.responseObject === undefined),
+    ).toBe(true);
+    // A body no sink keeps is still checked: malformed, the whole batch is refused.
+    const broken = eventList([item({ responseObject: { kind: 'Pod' } })]).replace(
+      '{"kind":"Pod"}',
+      '{"kind":"Pod",}',
+    );
+    expectError(await post(app, '/audit/v1/events', broken), 400, 'MALFORMED_JSON');
+    expect(ingest.calls).toHaveLength(1);
+    // A sink that keeps bodies gets them.
+    ingest.bodies = true;
+    expect((await post(app, '/audit/v1/events', batch.text)).statusCode).toBe(200);
+    expect(ingest.calls[1]?.events.some((e) => e.responseObject !== undefined)).toBe(true);
+  });
+
   it('converts audit.k8s.io/v1beta1 events to v1 before ingest', async () => {
     const { app, ingest } = receiver();
     const v1beta1 = item({

@@ -159,6 +159,26 @@ describe('sink registry', () => {
     }
   });
 
+  it('says whether a sink of the target may keep a body, as policies change', async () => {
+    const { registry } = setup();
+    const shop = pipeline('shop', 'orders');
+    const billing = pipeline('billing', 'ledger', 'None', {
+      policy: { rules: [{ level: 'Request', verbs: ['create'] }, { level: 'Metadata' }] },
+    });
+    await registry.apply([shop]);
+    const all = { kind: 'all' } as const;
+    expect(registry.keepsBodies(all)).toBe(false);
+    expect(registry.keepsBodies({ kind: 'sink', key: shop.key })).toBe(false);
+    await registry.apply([shop, billing]);
+    expect(registry.keepsBodies(all)).toBe(true);
+    expect(registry.keepsBodies({ kind: 'sink', key: shop.key })).toBe(false);
+    expect(registry.keepsBodies({ kind: 'sink', key: billing.key })).toBe(true);
+    await registry.apply([shop, pipeline('billing', 'ledger', 'RequestResponse')]);
+    expect(registry.keepsBodies(all)).toBe(true);
+    await registry.apply([]);
+    expect(registry.keepsBodies(all)).toBe(false);
+  });
+
   it('applies every other sink when one cannot start, then reports that one', async () => {
     const broken = pipeline('shop', 'orders');
     const fine = pipeline('billing', 'ledger');
