@@ -397,10 +397,17 @@ function cutTag(value: string, maxBytes: number): string {
  * it had collided.
  */
 export class PointTimestamps {
-  // Bucket hash -> the event hash of its only event (the common case), or slot -> event hash.
-  readonly #buckets = new Map<number, number | Map<number, number>>();
-  // Bucket hashes in creation order, in a ring: the oldest is forgotten first. (Iterating the Map
-  // from its start instead walks over every deleted entry V8 has not compacted yet.)
+  // Buckets by hash, in open addressing with linear probing: `#keys` holds a bucket's hash + 1
+  // (0: free), `#events` the event hash of its only event (the common case), or CROWDED when it
+  // holds several, kept in `#crowded` (slot -> event hash). Typed arrays rather than a Map: no
+  // boxed number per event (the hashes pass 31 bits) and no table to compact as buckets are
+  // forgotten, one per event.
+  #keys: Int32Array;
+  #events: Float64Array;
+  #mask: number;
+  #buckets = 0;
+  readonly #crowded = new Map<number, Map<number, number>>();
+  // Bucket hashes in creation order, in a ring: the oldest is forgotten first.
   #order: Int32Array;
   #head = 0;
   #count = 0;
@@ -416,6 +423,9 @@ export class PointTimestamps {
     // Grown as needed up to one entry per event, plus the one being added (every bucket holds an
     // event): a quiet sink among a thousand should not hold a quarter megabyte for nothing.
     this.#order = new Int32Array(Math.min(maxEvents + 1, 64));
+    this.#keys = new Int32Array(INITIAL_TABLE);
+    this.#events = new Float64Array(INITIAL_TABLE);
+    this.#mask = INITIAL_TABLE - 1;
   }
 
   /** How many events are remembered now. */
@@ -436,25 +446,34 @@ export class PointTimestamps {
    */
   slotInSeries(seriesHash: number, micros: string, event: number): number {
     const start = slotOf(event);
-    // 30 bits keep the key a small integer, which V8 stores unboxed; two buckets that share a hash
-    // only make their events skip each other's slots, never overwrite each other.
+    // 30 bits keep the key a small integer; two buckets that share a hash only make their events
+    // skip each other's slots, never overwrite each other.
     const bucketKey = fnv1a(micros, seriesHash) & 0x3fffffff;
-    const bucket = this.#buckets.get(bucketKey);
-    if (bucket === undefined) {
-      this.#buckets.set(bucketKey, event);
+    let at = this.#indexOf(bucketKey);
+    if (this.#keys[at] === 0) {
+      // At most three quarters full, so that a probe for a new bucket (most are) stays short.
+      if ((this.#buckets + 1) * 4 > this.#keys.length * 3) {
+        this.#growTable();
+        at = this.#indexOf(bucketKey);
+      }
+      this.#keys[at] = bucketKey + 1;
+      this.#events[at] = event;
+      this.#buckets++;
       if (this.#count === this.#order.length) this.#growOrder();
       this.#order[(this.#head + this.#count) % this.#order.length] = bucketKey;
       this.#count++;
       this.#grew();
       return start;
     }
+    const only = this.#events[at] as number;
     let slots: Map<number, number>;
-    if (typeof bucket === 'number') {
-      if (bucket === event) return start;
-      slots = new Map([[slotOf(bucket), bucket]]);
-      this.#buckets.set(bucketKey, slots);
+    if (only !== CROWDED) {
+      if (only === event) return start;
+      slots = new Map([[slotOf(only), only]]);
+      this.#crowded.set(bucketKey, slots);
+      this.#events[at] = CROWDED;
     } else {
-      slots = bucket;
+      slots = this.#crowded.get(bucketKey) as Map<number, number>;
     }
     for (let i = 0; i < 1000; i++) {
       const slot = (start + i) % 1000;
@@ -468,6 +487,59 @@ export class PointTimestamps {
     }
     // 1,000 events in one series and microsecond: nothing left to keep them apart.
     return start;
+  }
+
+  /** Where the bucket is in the table, or the free place where it would go. */
+  #indexOf(bucketKey: number): number {
+    const keys = this.#keys;
+    const mask = this.#mask;
+    const stored = bucketKey + 1;
+    let at = bucketKey & mask;
+    for (;;) {
+      const key = keys[at];
+      if (key === stored || key === 0) return at;
+      at = (at + 1) & mask;
+    }
+  }
+
+  /**
+   * Frees the table's place `at`: each later entry of its run that may sit earlier on its probe
+   * path moves back into the hole, so that no lookup stops short of it (no tombstones).
+   */
+  #removeAt(at: number): void {
+    const keys = this.#keys;
+    const events = this.#events;
+    const mask = this.#mask;
+    let hole = at;
+    let next = at;
+    for (;;) {
+      next = (next + 1) & mask;
+      const key = keys[next] as number;
+      if (key === 0) break;
+      const home = (key - 1) & mask;
+      if (((next - home) & mask) >= ((next - hole) & mask)) {
+        keys[hole] = key;
+        events[hole] = events[next] as number;
+        hole = next;
+      }
+    }
+    keys[hole] = 0;
+    this.#buckets--;
+  }
+
+  #growTable(): void {
+    const keys = this.#keys;
+    const events = this.#events;
+    this.#keys = new Int32Array(keys.length * 2);
+    this.#events = new Float64Array(keys.length * 2);
+    this.#mask = keys.length * 2 - 1;
+    for (let i = 0; i < keys.length; i++) {
+      const key = keys[i] as number;
+      if (key === 0) continue;
+      const at = this.#indexOf(key - 1);
+      this.#keys[at] = key;
+      this.#events[at] = events[i] as number;
+    }
   }
 
   #growOrder(): void {
@@ -485,12 +557,21 @@ export class PointTimestamps {
       const oldest = this.#order[this.#head] as number;
       this.#head = (this.#head + 1) % this.#order.length;
       this.#count--;
-      const bucket = this.#buckets.get(oldest);
-      this.#buckets.delete(oldest);
-      if (bucket !== undefined) this.#size -= typeof bucket === 'number' ? 1 : bucket.size;
+      const at = this.#indexOf(oldest);
+      if (this.#keys[at] === 0) continue;
+      const crowded = this.#events[at] === CROWDED ? this.#crowded.get(oldest) : undefined;
+      this.#size -= crowded?.size ?? 1;
+      if (crowded !== undefined) this.#crowded.delete(oldest);
+      this.#removeAt(at);
     }
   }
 }
+
+/** The table's first size, in places (a power of two). */
+const INITIAL_TABLE = 64;
+
+/** Marks a bucket of several events; an event hash is never negative. */
+const CROWDED = -1;
 
 /** FNV-1a, 32 bits, over UTF-16 code units: fast, stable, well spread for short keys. */
 function fnv1a(text: string, seed = 0x811c9dc5): number {

@@ -617,6 +617,67 @@ describe('PointTimestamps', () => {
     expect(slots.slot('s', '0', b)).toBe(hashed);
   });
 
+  it('answers as a plain map of buckets would, through growth, crowded buckets and forgetting', () => {
+    // The semantics without the table: buckets (series, microsecond) of slot -> event, in
+    // creation order, the oldest forgotten while more than `max` events are remembered.
+    function model(max: number) {
+      const buckets = new Map<string, Map<number, number>>();
+      let size = 0;
+      return {
+        slot(series: number, micros: string, event: number): number {
+          const start = (event % 0x1_0000_0000) % 1000;
+          const key = `${series}/${micros}`;
+          let bucket = buckets.get(key);
+          let slot = start;
+          if (bucket === undefined) {
+            bucket = new Map();
+            buckets.set(key, bucket);
+          } else {
+            for (let i = 0; i < 1000; i++) {
+              slot = (start + i) % 1000;
+              const holder = bucket.get(slot);
+              if (holder === event) return slot;
+              if (holder === undefined) break;
+            }
+          }
+          bucket.set(slot, event);
+          size++;
+          for (const [oldest, forgotten] of buckets) {
+            if (size <= max) break;
+            buckets.delete(oldest);
+            size -= forgotten.size;
+          }
+          return slot;
+        },
+        get size() {
+          return size;
+        },
+      };
+    }
+    // Events whose hashed slots collide often: few slots, so that buckets crowd.
+    const event = fc.nat({ max: 40 }).map((n) => (n % 4) + 1000 * n + 0x1_0000_0000 * (n % 7));
+    // Series hashes spread as real ones are (small ones would share buckets' hashes).
+    const series = fc.nat({ max: 12 }).map((n) => Math.imul(n + 1, 0x9e3779b1) >>> 0);
+    const op = fc.tuple(series, fc.nat({ max: 30 }), event);
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 60 }),
+        fc.array(op, { minLength: 50, maxLength: 600, size: 'max' }),
+        (max, ops) => {
+          const slots = new PointTimestamps(max);
+          const expected = model(max);
+          for (const [hash, micros, e] of ops) {
+            expect(slots.slotInSeries(hash, String(micros), e)).toBe(
+              expected.slot(hash, String(micros), e),
+            );
+            expect(slots.size).toBe(expected.size);
+          }
+        },
+      ),
+      { numRuns: 500 },
+    );
+  });
+
   it('stays within its bound when one bucket holds many events', () => {
     const slots = new PointTimestamps(500);
     for (let i = 0; i < 999; i++) slots.slot('s', '1', `e${i}`);
