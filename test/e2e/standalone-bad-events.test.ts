@@ -2,8 +2,9 @@
 // of a real influxd (test/harness): 50 recorded events, one a hostile client made, 50 more. An
 // event no destination can take is refused with a 400 naming it, before anything is acknowledged;
 // an event with tags too long for a series key is written, cut; an event influxd refuses on its
-// own is set aside as a dead letter while the other 100 are written; and the sink keeps writing
-// what comes next. Starts one influxd for the file and one standalone process per test.
+// own is set aside as a dead letter while the other 100 are written; a body that no sink keeps
+// (and the receiver does not build) is still refused when it is not JSON; and the sink keeps
+// writing what comes next. Starts one influxd for the file and one standalone process per test.
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -35,8 +36,8 @@ afterEach(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-/** Standalone with one AuditSink that keeps every event whole, writing to `bucket`. */
-async function start(bucket = BUCKET): Promise<StandaloneProcess> {
+/** Standalone with one AuditSink that keeps every event at `level` (whole by default), writing to `bucket`. */
+async function start(bucket = BUCKET, level = 'RequestResponse'): Promise<StandaloneProcess> {
   dir = await mkdtemp(join(tmpdir(), 'kao-e2e-bad-events-'));
   await mkdir(join(dir, 'manifests'));
   await writeFile(
@@ -45,7 +46,7 @@ async function start(bucket = BUCKET): Promise<StandaloneProcess> {
 kind: AuditSink
 metadata: {name: trail}
 spec:
-  policy: {level: RequestResponse, stages: [ResponseStarted, ResponseComplete, Panic]}
+  policy: {level: ${level}, stages: [ResponseStarted, ResponseComplete, Panic]}
   influxdb:
     url: ${influx.url}
     org: ${influx.org}
@@ -82,11 +83,18 @@ function batchWithBadEvent(run: string, spoil: (event: Record<string, unknown>) 
   return [...goodEvents(run, 50), bad, ...goodEvents(run, 50, 51)];
 }
 
-async function post(url: string, items: unknown[]): Promise<{ status: number; body: unknown }> {
+function eventList(items: unknown[]): string {
+  return JSON.stringify({ kind: 'EventList', apiVersion: 'audit.k8s.io/v1', items });
+}
+
+async function post(
+  url: string,
+  items: unknown[] | string,
+): Promise<{ status: number; body: unknown }> {
   const res = await fetch(`${url}/audit/v1/events?timeout=30s`, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ kind: 'EventList', apiVersion: 'audit.k8s.io/v1', items }),
+    body: typeof items === 'string' ? items : eventList(items),
   });
   return { status: res.status, body: await res.json() };
 }
@@ -223,6 +231,29 @@ describe('one bad event among 100 good ones, against standalone and a real influ
       expect(await failures(url)).toEqual([]);
     },
   );
+
+  it('with a sink that keeps Metadata only, refuses a batch whose one body is not JSON and writes the next', async () => {
+    const bucket = 'metadata-only';
+    await influx.createBucket(bucket);
+    const { url } = await start(bucket, 'Metadata');
+    const withBodies = (run: string) =>
+      goodEvents(run, 101).map((event) => ({ ...event, requestObject: { kind: 'Pod' } }));
+    // No sink keeps the bodies, so the receiver does not build them; it still checks them.
+    const items = withBodies('malformed');
+    (items[50] as Record<string, unknown>).requestObject = { marker: 'cut-here' };
+    const text = eventList(items).replace('{"marker":"cut-here"}', '{"marker":"cut-here",}');
+    const answer = await post(url, text);
+    expect(answer).toMatchObject({ status: 400, body: { code: 'MALFORMED_JSON' } });
+    expect((await post(url, withBodies('well-formed'))).status).toBe(200);
+    await untilWritten('well-formed', 101, bucket);
+    expect(await written('malformed', bucket)).toEqual(new Set());
+    // Metadata points: no body field.
+    const bodies = await influx.query(`from(bucket: "${bucket}")
+      |> range(start: 0)
+      |> filter(fn: (r) => r._field == "request_object" or r._field == "response_object")`);
+    expect(bodies).toEqual([]);
+    expect(await failures(url)).toEqual([]);
+  });
 
   it('sets aside the one event influxd refuses on its own, writes the other 100, and keeps writing', async () => {
     const bucket = 'conflict';
