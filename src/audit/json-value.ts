@@ -24,14 +24,14 @@ const CONTROL = /[\u0000-\u001f]/g;
  * neither, and are then checked by their closing quote alone.
  */
 export class JsonReader {
-  readonly text: string;
-  readonly maxDepth: number;
+  readonly #text: string;
+  readonly #maxDepth: number;
   #backslash = -1;
   #control = -1;
 
   constructor(text: string, maxDepth: number) {
-    this.text = text;
-    this.maxDepth = maxDepth;
+    this.#text = text;
+    this.#maxDepth = maxDepth;
   }
 
   /**
@@ -46,7 +46,7 @@ export class JsonReader {
 
   // The end (after the closing quote) of the string whose opening quote is just before `from`.
   #string(from: number): number {
-    const text = this.text;
+    const text = this.#text;
     let at = from;
     for (;;) {
       const quote = text.indexOf('"', at);
@@ -71,13 +71,13 @@ export class JsonReader {
   }
 
   #value(from: number, depth: number): number {
-    const text = this.text;
+    const text = this.#text;
     const c = text.charCodeAt(from);
     switch (c) {
       case 0x22 /* " */:
         return this.#string(from + 1);
       case 0x7b /* { */: {
-        if (depth + 1 > this.maxDepth) return -1;
+        if (depth + 1 > this.#maxDepth) return -1;
         let at = skipSpace(text, from + 1);
         if (text.charCodeAt(at) === 0x7d /* } */) return at + 1;
         for (;;) {
@@ -96,7 +96,7 @@ export class JsonReader {
         }
       }
       case 0x5b /* [ */: {
-        if (depth + 1 > this.maxDepth) return -1;
+        if (depth + 1 > this.#maxDepth) return -1;
         let at = skipSpace(text, from + 1);
         if (text.charCodeAt(at) === 0x5d /* ] */) return at + 1;
         for (;;) {

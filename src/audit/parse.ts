@@ -91,7 +91,7 @@ export function parseAuditPayload(
 ): DecodedPayload {
   const items: number[] = [];
   const omit: Omissions | null =
-    options.omitBodies === true ? { spans: [], items: [], end: -1, tookComma: false } : null;
+    options.omitBodies === true ? { spans: [], items: [], end: -1 } : null;
   scanJson(body, limits.maxDepth, items, omit);
   const value = parseJson(body, omit);
   const unchanged: boolean[] = [];
@@ -563,14 +563,13 @@ export function checkJsonDepth(text: string, maxDepth: number): void {
 
 /**
  * The bodies an EventList's items leave out of the text `JSON.parse` reads: the spans
- * `[start, end)` cut (a member with its comma), the items they were in, in order; where the last
- * cut ended and whether it took the comma after its member.
+ * `[start, end)` cut (a member with its comma), the items they were in, in order; and where the
+ * last cut ended (after a comma when it took the one after its member).
  */
 interface Omissions {
   readonly spans: number[];
   readonly items: number[];
   end: number;
-  tookComma: boolean;
 }
 
 /**
@@ -673,7 +672,8 @@ function omitBody(
   const before = lastNonSpace(text, key);
   const previous = text.charCodeAt(before);
   let span: [number, number] | undefined;
-  if (previous === 0x7b /* { */ || (omit.tookComma && before === omit.end - 1)) {
+  // A comma that ends the last cut was taken with a first member: this one is first now.
+  if (previous === 0x7b /* { */ || (previous === 0x2c && before === omit.end - 1)) {
     if (next === 0x7d /* } */) {
       span = [key, valueEnd];
     } else if (next === 0x2c /* , */ && text.charCodeAt(skipSpace(text, after + 1)) === 0x22) {
@@ -687,7 +687,6 @@ function omitBody(
     omit.spans.push(span[0], span[1]);
     if (omit.items.at(-1) !== item) omit.items.push(item);
     omit.end = span[1];
-    omit.tookComma = span[1] === after + 1;
   }
   return valueEnd;
 }

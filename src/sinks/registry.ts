@@ -12,6 +12,7 @@ import {
 } from '../outputs/delivery.ts';
 import { batchingFor, destinationsOf } from '../outputs/kinds.ts';
 import type { Output, OutputKind } from '../outputs/types.ts';
+import { keepsBodies } from '../policy/checker.ts';
 import { encodedAs, QueueFullError, type SharedEncodings, type SinkQueue } from '../spool/index.ts';
 import { type DeadLetter, DeadLetterStore } from './dead-letter.ts';
 import type { IngestResult, IngestTarget } from './ingest.ts';
@@ -387,7 +388,9 @@ export class SinkRegistry {
 
   /** Whether some sink of the target may keep a request or response body. */
   keepsBodies(target: IngestTarget): boolean {
-    return this.#routesFor(target).keepsBodies;
+    if (target.kind === 'all') return this.#routesFor(target).keepsBodies;
+    const runtime = this.#runtimes.get(target.key);
+    return runtime !== undefined && keepsBodies(runtime.sink.compiledPolicy);
   }
 
   /**
