@@ -147,19 +147,26 @@ export function runIngestBench(options: HarnessOptions): IngestResult[] {
       const ingest = () => {
         let bytes = 0;
         // As the receiver does: bodies no sink may keep are checked, not built.
-        const { events, sources } = parseAuditPayload(body, undefined, {
+        const { events, sources, levelled } = parseAuditPayload(body, undefined, {
           omitBodies: !index.keepsBodies,
         });
         for (const [i, event] of events.entries()) {
           const routing = new EventRouting(event, settings);
+          const bodiless = event.requestObject === undefined && event.responseObject === undefined;
           for (const entry of index.candidates(routing)) {
             const outcome = routing.route(entry.sink);
             if (!outcome.kept) continue;
-            // As the receiver's sinks do: an event kept as it came is stored as its text.
-            const source = outcome.event === event ? sources?.[i] : undefined;
+            // As the receiver's sinks do: an event kept as it came is stored as its text, a copy
+            // of one without bodies at another level as that text with the level replaced.
+            const source =
+              outcome.event === event
+                ? sources?.[i]
+                : bodiless
+                  ? levelled?.at(i, outcome.event.level)
+                  : undefined;
             if (spool) {
               bytes += (
-                source === undefined ? encodeEvent(outcome.event) : encodedAs(event, source)
+                source === undefined ? encodeEvent(outcome.event) : encodedAs(outcome.event, source)
               ).bytes;
             }
             bytes += entry.encoder.encode(outcome.event).length;

@@ -14,6 +14,7 @@ import {
   type FieldDecl,
   type FieldDecls,
   isRecord,
+  type Level,
   POINT_TIME_RANGE,
 } from './types.ts';
 
@@ -77,6 +78,13 @@ export interface DecodedPayload {
    * for a `v1` EventList whose items hold no line break.
    */
   readonly sources?: readonly (string | undefined)[];
+  /**
+   * Per event, its text as received (less any body left out) with its `level` given anew, where
+   * that parses back to the event at that level: what a copy of an event without bodies that
+   * differs from it in its level only (a sink that keeps it at a lower level) serialises to. Given
+   * with {@link sources}, for the same payloads.
+   */
+  readonly levelled?: LevelledSources;
 }
 
 /**
@@ -90,9 +98,10 @@ export function parseAuditPayload(
   options: PayloadOptions = {},
 ): DecodedPayload {
   const items: number[] = [];
+  const levels: number[] = [];
   const omit: Omissions | null =
     options.omitBodies === true ? { spans: [], items: [], end: -1 } : null;
-  scanJson(body, limits.maxDepth, items, omit);
+  scanJson(body, limits.maxDepth, { items, levels }, omit);
   const value = parseJson(body, omit);
   const unchanged: boolean[] = [];
   const payload = decode(value, limits, options, unchanged);
@@ -122,7 +131,86 @@ export function parseAuditPayload(
     sources[i] =
       unchanged[i] === true && !omitted ? body.slice(items[2 * i], items[2 * i + 1]) : undefined;
   }
-  return { ...payload, sources };
+  const levelled = new LevelledSources(body, items, levels, unchanged, omit?.spans ?? []);
+  return { ...payload, sources, levelled };
+}
+
+/**
+ * The texts of a payload's events with their `level` given anew ({@link DecodedPayload.levelled}):
+ * each item's text less the bodies cut out of it, the value of its one `level` member replaced.
+ * Built when asked, from offsets the scan noted; only for events decoded unchanged.
+ */
+export class LevelledSources {
+  readonly #text: string;
+  readonly #items: readonly number[];
+  readonly #levels: readonly number[];
+  readonly #unchanged: readonly boolean[];
+  readonly #spans: readonly number[];
+
+  constructor(
+    text: string,
+    items: readonly number[],
+    levels: readonly number[],
+    unchanged: readonly boolean[],
+    spans: readonly number[],
+  ) {
+    this.#text = text;
+    this.#items = items;
+    this.#levels = levels;
+    this.#unchanged = unchanged;
+    this.#spans = spans;
+  }
+
+  /**
+   * The `index`th event's text at `level`: it parses to the event as decoded with that level.
+   * Undefined when there is none (the event was converted or lost a null member as decoded, its
+   * item has no single unescaped `level` member).
+   */
+  at(index: number, level: Level): string | undefined {
+    const levelStart = this.#levels[2 * index] ?? -1;
+    if (levelStart < 0 || this.#unchanged[index] !== true) return undefined;
+    const levelEnd = this.#levels[2 * index + 1] as number;
+    const start = this.#items[2 * index] as number;
+    const end = this.#items[2 * index + 1] as number;
+    const text = this.#text;
+    const spans = this.#spans;
+    let out = '';
+    let at = start;
+    // The cuts inside the item, in order; the level's value lies between two of them, or around.
+    for (
+      let k = firstAtOrAfter(spans, start);
+      k < spans.length && (spans[k] as number) < end;
+      k += 2
+    ) {
+      const cut = spans[k] as number;
+      if (at <= levelStart && levelStart < cut) {
+        out += `${text.slice(at, levelStart)}"${level}"`;
+        at = levelEnd;
+      }
+      out += text.slice(at, cut);
+      at = spans[k + 1] as number;
+    }
+    if (at <= levelStart) {
+      out += `${text.slice(at, levelStart)}"${level}"`;
+      at = levelEnd;
+    }
+    out += text.slice(at, end);
+    // Escapes are rare outside bodies (Go writes `&` as one in a request URI): only a text with
+    // one is walked for a key that spells level with it.
+    return out.includes('\\') && spellsLevelEscaped(out) ? undefined : out;
+  }
+}
+
+/** The index of the first span of `spans` (pairs, in order) that starts at or after `offset`. */
+function firstAtOrAfter(spans: readonly number[], offset: number): number {
+  let low = 0;
+  let high = spans.length >> 1;
+  while (low < high) {
+    const mid = (low + high) >> 1;
+    if ((spans[2 * mid] as number) < offset) low = mid + 1;
+    else high = mid;
+  }
+  return 2 * low;
 }
 
 /**
@@ -138,6 +226,7 @@ function parseJson(body: string, omit: Omissions | null): unknown {
       // Reported below, as the whole text's error.
     }
     omit.items.length = 0;
+    omit.spans.length = 0;
   }
   try {
     return JSON.parse(body);
@@ -572,16 +661,28 @@ interface Omissions {
   end: number;
 }
 
+/** Where {@link scanJson} notes what it finds of the elements of an array at the second level. */
+interface Found {
+  /** Where each object begins and ends (the offsets of `{` and after `}`). */
+  readonly items: number[];
+  /**
+   * For each, where the value of its one `level` member begins and ends (the quotes of its
+   * string), or -1 and -1: no such member, more than one, a key with an escape (which might spell
+   * it), or a value that is not a string.
+   */
+  readonly levels: number[];
+}
+
 /**
- * {@link checkJsonDepth}; also adds to `items` where each object that is an element of an array
- * at the second level begins and ends (the offsets of `{` and after `}`), and to `omit`, when given,
- * the `requestObject` and `responseObject` members of the elements of `items` (see
- * {@link omitBody}). Valid JSON is assumed for `items`: they are only of use once it parsed.
+ * {@link checkJsonDepth}; also notes in `found` the objects that are elements of an array at the
+ * second level, and in `omit`, when given, the `requestObject` and `responseObject` members of
+ * the elements of `items` (see {@link omitBody}). Valid JSON is assumed for `found`: it is only of
+ * use once the text parsed.
  */
 function scanJson(
   text: string,
   maxDepth: number,
-  items: number[] | null,
+  found: Found | null,
   omit: Omissions | null,
 ): void {
   const n = text.length;
@@ -593,6 +694,9 @@ function scanJson(
   let itemsKey = false;
   // Whether the open value at the third level is an element of `items` that is an object.
   let inItem = false;
+  // The value of the open element's `level` member: its span, or -2 once it cannot be told.
+  let levelStart = -1;
+  let levelEnd = -1;
   let reader: JsonReader | undefined;
   for (let i = 0; i < n; i++) {
     const c = text.charCodeAt(i);
@@ -603,13 +707,31 @@ function scanJson(
       if (end === -1) return; // unterminated: JSON.parse reports it
       if (depth === 1) {
         itemsKey = end - i === 6 && text.startsWith('items', i + 1);
-      } else if (depth === 3 && inItem && omit !== null && isBodyKey(text, i, end)) {
-        reader ??= new JsonReader(text, maxDepth);
-        const valueEnd = omitBody(text, i, end + 1, reader, omit, (items?.length ?? 1) >> 1);
-        // A body read whole is skipped; one that is not valid JSON is scanned as any value.
-        if (valueEnd !== -1) {
-          i = valueEnd - 1;
-          continue;
+      } else if (depth === 3 && inItem) {
+        if (omit !== null && isBodyKey(text, i, end)) {
+          reader ??= new JsonReader(text, maxDepth);
+          const valueEnd = omitBody(
+            text,
+            i,
+            end + 1,
+            reader,
+            omit,
+            (found?.items.length ?? 1) >> 1,
+          );
+          // A body read whole is skipped; one that is not valid JSON is scanned as any value.
+          if (valueEnd !== -1) {
+            i = valueEnd - 1;
+            continue;
+          }
+        } else if (
+          end - i === 6 &&
+          found !== null &&
+          text.startsWith('level', i + 1) &&
+          isKey(text, i)
+        ) {
+          const value = skipSpace(text, skipSpace(text, end + 1) + 1);
+          levelStart = levelStart === -1 && text.charCodeAt(value) === 0x22 ? value : -2;
+          levelEnd = levelStart === -2 ? -1 : stringEnd(text, value) + 1;
         }
       }
       i = end;
@@ -625,16 +747,68 @@ function scanJson(
         inList = c === 0x5b;
         inItems = inList && itemsKey;
       } else if (depth === 3 && inList && c === 0x7b) {
-        items?.push(i);
+        found?.items.push(i);
         inItem = inItems;
+        levelStart = -1;
+        levelEnd = -1;
       } else if (depth === 3) {
         inItem = false;
       }
     } else if (c === 0x7d /* } */ || c === 0x5d /* ] */) {
-      if (depth === 3 && inList && c === 0x7d) items?.push(i + 1);
+      if (depth === 3 && inList && c === 0x7d && found !== null) {
+        found.items.push(i + 1);
+        const known = inItem && levelStart >= 0;
+        found.levels.push(known ? levelStart : -1, known ? levelEnd : -1);
+      }
       depth--;
     }
   }
+}
+
+/** Whether the string that opens at `quote`, at the third level, is a key: after `{` or `,`. */
+function isKey(text: string, quote: number): boolean {
+  const before = text.charCodeAt(lastNonSpace(text, quote));
+  return before === 0x7b /* { */ || before === 0x2c; /* , */
+}
+
+/**
+ * Whether an object's text has a key with an escape that spells `level`: `JSON.parse` takes it for the member of that name, the scan does not.
+ */
+function spellsLevelEscaped(text: string): boolean {
+  let depth = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22 /* " */) {
+      const close = stringEnd(text, i);
+      if (
+        depth === 1 &&
+        hasBackslash(text, i, close) &&
+        isKey(text, i) &&
+        JSON.parse(text.slice(i, close + 1)) === 'level'
+      ) {
+        return true;
+      }
+      i = close;
+    } else if (c === 0x7b /* { */ || c === 0x5b /* [ */) {
+      depth++;
+    } else if (c === 0x7d /* } */ || c === 0x5d /* ] */) {
+      depth--;
+    }
+  }
+  return false;
+}
+
+/** Whether the string from the quote at `start` to the one at `end` holds a backslash. */
+function hasBackslash(text: string, start: number, end: number): boolean {
+  for (let k = start + 1; k < end; k++) if (text.charCodeAt(k) === 0x5c) return true;
+  return false;
+}
+
+/** The closing quote of the string that opens at `quote` (-1 when there is none). */
+function stringEnd(text: string, quote: number): number {
+  let end = text.indexOf('"', quote + 1);
+  while (end !== -1 && isEscaped(text, end)) end = text.indexOf('"', end + 1);
+  return end;
 }
 
 /** Whether the string from the quote at `start` to the one at `end` is a body's key, unescaped. */

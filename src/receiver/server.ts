@@ -252,14 +252,15 @@ export function createReceiverApp(
         // No Content-Type and no body: nothing fastify's parser saw.
         if (typeof body !== 'string') throw new ReceiverError('UNSUPPORTED_MEDIA_TYPE');
         // Bodies no sink may keep are checked, not built; ingest() routes in this same turn.
-        const { events, sources } = parseAuditPayload(body, options.parseLimits, {
+        const payload = parseAuditPayload(body, options.parseLimits, {
           omitBodies: ingest.keepsBodies?.(to) === false,
         });
+        const { events } = payload;
         metrics.eventsReceived.inc({ endpoint }, events.length);
         if (events.length === 0) return reply.code(200).send({ accepted: 0 });
         let result: IngestResult;
         try {
-          result = await ingest.ingest(events, to, sources);
+          result = await ingest.ingest(events, to, payload);
         } catch (err) {
           options.log?.('error', { err, endpoint, events: events.length }, 'ingest failed');
           // 500 makes the apiserver retry; the cause stays in the log, not in the response.

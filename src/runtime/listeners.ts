@@ -113,8 +113,8 @@ export class DedicatedListeners {
     const port = sink.receiver?.port as number;
     const ingest: Ingest = {
       // Whatever the path, this listener feeds its own sink only.
-      ingest: (events, _target, sources) =>
-        registry.ingest(events, { kind: 'sink', key: sink.key }, sources),
+      ingest: (events, _target, texts) =>
+        registry.ingest(events, { kind: 'sink', key: sink.key }, texts),
       hasSink: (key) => key === sink.key && registry.hasSink(key),
       refusing: () => registry.refusing({ kind: 'sink', key: sink.key }),
       keepsBodies: () => registry.keepsBodies({ kind: 'sink', key: sink.key }),

@@ -1,5 +1,12 @@
 /** The contract between the receiver and the sinks it hands events to. */
+import type { DecodedPayload } from '../audit/parse.ts';
 import type { AuditEvent } from '../audit/types.ts';
+
+/**
+ * Per event, its JSON as received where that parses back to it, and its JSON at another level
+ * where the event has no bodies ({@link DecodedPayload.sources}, {@link DecodedPayload.levelled}).
+ */
+export type ReceivedTexts = Pick<DecodedPayload, 'sources' | 'levelled'>;
 
 /** Which sinks a batch is for: every sink (fan-in endpoint) or one sink by its key. */
 export type IngestTarget =
@@ -13,14 +20,11 @@ export type IngestResult =
 /** What the receiver hands events to: routing, queueing (and spooling) happen behind it. Resolves only once events are queued durably. */
 export interface Ingest {
   /**
-   * `sources`, when given, holds per event its JSON as received, where that parses back to the
-   * event (`DecodedPayload.sources`): what a spool stores of an event a sink keeps unchanged.
+   * `texts`, when given, are the texts the events came in, as parsed (the `DecodedPayload`): what
+   * a spool stores of an event a sink keeps as it came, or at another level only, instead of
+   * serialising it.
    */
-  ingest(
-    events: AuditEvent[],
-    target: IngestTarget,
-    sources?: readonly (string | undefined)[],
-  ): Promise<IngestResult>;
+  ingest(events: AuditEvent[], target: IngestTarget, texts?: ReceivedTexts): Promise<IngestResult>;
   hasSink(key: string): boolean;
   /**
    * Whether some sink of the target may keep a request or response body (its policy has a rule at

@@ -15,7 +15,7 @@ import type { Output, OutputKind } from '../outputs/types.ts';
 import { keepsBodies } from '../policy/checker.ts';
 import { encodedAs, QueueFullError, type SharedEncodings, type SinkQueue } from '../spool/index.ts';
 import { type DeadLetter, DeadLetterStore } from './dead-letter.ts';
-import type { IngestResult, IngestTarget } from './ingest.ts';
+import type { IngestResult, IngestTarget, ReceivedTexts } from './ingest.ts';
 import { EventRouting, RouteIndex, type RoutingSettings } from './router.ts';
 import { SinkStatus, type SinkStatusSnapshot } from './status.ts';
 import type { Sink } from './types.ts';
@@ -402,7 +402,7 @@ export class SinkRegistry {
   async ingest(
     events: readonly AuditEvent[],
     target: IngestTarget,
-    sources?: readonly (string | undefined)[],
+    texts?: ReceivedTexts,
   ): Promise<IngestResult> {
     // A request that outlived the receiver's close: a 500 makes the sender post it again
     // elsewhere, where a 200 with nothing queued would lose it.
@@ -410,11 +410,18 @@ export class SinkRegistry {
     const index = this.#routesFor(target);
     const tallies = new Map<Runtime, Tally>();
     // Each event serialised once for every sink that keeps it, in a map that dies with this call;
-    // an event kept as it came is stored as the text it came in.
+    // an event kept as it came is stored as the text it came in, and a copy of an event without
+    // bodies that differs from it in its level only as that text with the level given anew.
     let shared: SharedEncodings | undefined;
+    const sources = texts?.sources;
+    const levelled = texts?.levelled;
     for (let i = 0; i < events.length; i++) {
       const event = events[i] as AuditEvent;
       const source = sources?.[i];
+      const bodiless =
+        levelled !== undefined &&
+        event.requestObject === undefined &&
+        event.responseObject === undefined;
       const routing = new EventRouting(event, this.#options.routing);
       for (const runtime of index.candidates(routing)) {
         const outcome = routing.route(runtime.sink);
@@ -429,9 +436,14 @@ export class SinkRegistry {
         if (outcome.kept) {
           tally.inScope++;
           tally.kept.push(outcome.event);
-          if (source !== undefined && outcome.event === event) {
+          const copy = outcome.event;
+          if (source !== undefined && copy === event) {
             shared ??= new Map();
             if (!shared.has(event)) shared.set(event, encodedAs(event, source));
+          } else if (bodiless && copy !== event && !shared?.has(copy)) {
+            // A trimmed copy of an event without bodies: the event with another level.
+            const json = levelled.at(i, copy.level);
+            if (json !== undefined) (shared ??= new Map()).set(copy, encodedAs(copy, json));
           }
         } else if (outcome.reason === 'policy') {
           tally.inScope++;

@@ -149,7 +149,10 @@ describe('parseAuditPayload on batches recorded from kube-apiserver 1.20', () =>
   });
 });
 
-/** Every source a parse gives is one line that parses back to its event, keys in their order. */
+/**
+ * Every source a parse gives is one line that parses back to its event, keys in their order; every
+ * text at another level, to the event with that level. Returns how many sources it gave.
+ */
 function expectSourcesMatch(payload: DecodedPayload): number {
   let given = 0;
   for (const [i, source] of (payload.sources ?? []).entries()) {
@@ -157,6 +160,22 @@ function expectSourcesMatch(payload: DecodedPayload): number {
     given++;
     expect(source).not.toContain('\n');
     expect(JSON.stringify(JSON.parse(source))).toBe(JSON.stringify(payload.events[i]));
+  }
+  expectLevelledMatch(payload);
+  return given;
+}
+
+/** Every text at a level a parse gives parses to its event at that level. Returns how many. */
+function expectLevelledMatch(payload: DecodedPayload): number {
+  let given = 0;
+  for (const [i, event] of payload.events.entries()) {
+    for (const level of LEVELS) {
+      const text = payload.levelled?.at(i, level);
+      if (text === undefined) continue;
+      given++;
+      expect(text).not.toContain('\n');
+      expect(JSON.stringify(JSON.parse(text))).toBe(JSON.stringify({ ...event, level }));
+    }
   }
   return given;
 }
@@ -169,6 +188,76 @@ describe('parseAuditPayload sources: the events as received', () => {
     expect(expectSourcesMatch(payload)).toBe(count);
     // The item's own text, not the event serialised again.
     for (const source of payload.sources ?? []) expect(text).toContain(`${source}`);
+    expect(expectLevelledMatch(payload)).toBe(count * LEVELS.length);
+  });
+
+  it("gives the text at another level with the item's one level member replaced", () => {
+    const spaced = JSON.stringify(item({ level: 'Request' }))
+      .replace('"level":', '"level" :\t')
+      .replace(',"stage"', ' ,"stage"');
+    const payload = parseAuditPayload(
+      eventList([
+        item({ level: 'RequestResponse' }),
+        JSON.parse(spaced) as JsonRecord,
+        item({ level: 'Metadata', requestObject: { kind: 'Pod' } }),
+      ]).replace(JSON.stringify(JSON.parse(spaced)), spaced),
+    );
+    expect(payload.levelled?.at(0, 'Metadata')).toBe(
+      JSON.stringify(item({ level: 'RequestResponse' })).replace(
+        '"level":"RequestResponse"',
+        '"level":"Metadata"',
+      ),
+    );
+    expect(payload.levelled?.at(1, 'None')).toBe(
+      spaced.replace('"level" :\t"Request"', '"level" :\t"None"'),
+    );
+    // Bodies stay: only an event without bodies is its text at another level.
+    expect(payload.levelled?.at(2, 'Request')).toContain('"requestObject"');
+    expect(expectLevelledMatch(payload)).toBe(3 * LEVELS.length);
+  });
+
+  it('gives none at another level when a key spells level with an escape, level is repeated, or decoding changed the event', () => {
+    const plain = JSON.stringify(item());
+    const texts = [
+      // A key that spells level with an escape, before or after the plain one.
+      plain.replace('{', '{"\\u006cevel":"Request",'),
+      plain.replace(/\}$/, ',"\\u006cevel":"Request"}'),
+      // Two plain level members: JSON.parse keeps the last.
+      plain.replace(/\}$/, ',"level":"Request"}'),
+      // Decoding drops a null member.
+      JSON.stringify(item({ userAgent: null })),
+    ];
+    const payload = parseAuditPayload(
+      `{"kind":"EventList","apiVersion":"${V1}","items":[${texts.join(',')},${plain}]}`,
+    );
+    expect(payload.events).toHaveLength(texts.length + 1);
+    for (const [i] of texts.entries()) expect(payload.levelled?.at(i, 'Metadata')).toBeUndefined();
+    expect(payload.levelled?.at(texts.length, 'Metadata')).toBeDefined();
+    // An escaped key that spells another name, or escapes in values, change nothing.
+    const other = parseAuditPayload(
+      eventList([item({ requestURI: '/api/v1/pods?limit=500\u0026watch=1' })])
+        .replace('"verb"', '"v\\u0065rb"')
+        .replace('\u0026', '\\u0026'),
+    );
+    expect(other.events[0]?.requestURI).toBe('/api/v1/pods?limit=500&watch=1');
+    expect(expectLevelledMatch(other)).toBe(LEVELS.length);
+    // Neither a value that reads level nor a key that spells it in a nested object is the member.
+    const nested = parseAuditPayload(
+      eventList([
+        item({ userAgent: 'level' }),
+        item({ user: { username: 'u', extra: { level: ['x'] } } }),
+      ]).replace('"extra":{"level"', '"extra":{"\\u006cevel"'),
+    );
+    expect(nested.events[1]?.user.extra).toEqual({ level: ['x'] });
+    expect(expectLevelledMatch(nested)).toBe(2 * LEVELS.length);
+    // A value with an escape is replaced whole; one in a body or a nested object is not a member.
+    const escaped = parseAuditPayload(
+      eventList([
+        item(),
+        item({ user: { username: 'u', level: 'x' }, requestObject: { level: 'y' } }),
+      ]).replace('"level":"Metadata"', '"level":"Meta\\u0064ata"'),
+    );
+    expect(expectLevelledMatch(escaped)).toBe(2 * LEVELS.length);
   });
 
   it('gives none for an event that decoding changed, and the others still', () => {
@@ -212,6 +301,73 @@ describe('parseAuditPayload sources: the events as received', () => {
     const body = `{"kind":"EventList","apiVersion":"${V1}","metadata":{"a":[{"b":[{}]}]},"items":[${JSON.stringify(item({ requestObject: { spec: { list: [{ a: [1, { b: '}]' }] }] } } }))} , ${JSON.stringify(item({ annotations: { 'x/y': '[{"' } }))}]}`;
     const payload = parseAuditPayload(body);
     expect(expectSourcesMatch(payload)).toBe(2);
+  });
+});
+
+describe('parseAuditPayload levelled: the events as received at another level', () => {
+  it('gives only texts that parse to the event at that level, whatever spells level', () => {
+    // A key with some of its characters written as escapes, chosen by the bits of `mask`.
+    const spelt = (key: string, mask: number) =>
+      [...key]
+        .map((c, i) =>
+          (mask >> i) & 1 ? `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}` : c,
+        )
+        .join('');
+    const member = (key: string, value: unknown) =>
+      fc
+        .tuple(fc.nat({ max: 63 }), fc.boolean(), fc.constantFrom('', ' ', '\t'))
+        .map(([mask, escape, space]) =>
+          [
+            '"',
+            escape ? spelt(key, mask) : key,
+            '"',
+            space,
+            ':',
+            space,
+            JSON.stringify(value),
+          ].join(''),
+        );
+    const fields = Object.entries(item()).map(([key, value]) => member(key, value));
+    const extra = fc.constantFrom(
+      ...['level', 'requestObject', 'responseObject'].flatMap((key) =>
+        [LEVELS[1], LEVELS[2], { kind: 'Pod' }].map((value) => member(key, value)),
+      ),
+    );
+    const anItem = fc
+      .tuple(
+        fc.tuple(...fields),
+        fc.array(
+          extra.chain((m) => m),
+          { maxLength: 2 },
+        ),
+      )
+      .chain(([own, more]) =>
+        fc.shuffledSubarray([...own, ...more], { minLength: own.length + more.length }),
+      )
+      .map((members) => `{${members.join(',')}}`);
+    const seen = { given: 0, withheld: 0 };
+    fc.assert(
+      fc.property(
+        fc.array(anItem, { minLength: 1, maxLength: 4 }),
+        fc.boolean(),
+        (items, omitBodies) => {
+          const result = outcome(
+            `{"kind":"EventList","apiVersion":"${V1}","items":[${items.join(',')}]}`,
+            { omitBodies },
+          );
+          if (result instanceof AuditParseError) return;
+          expectSourcesMatch(result);
+          for (const i of result.events.keys()) {
+            if (result.levelled?.at(i, 'None') === undefined) seen.withheld++;
+            else seen.given++;
+          }
+        },
+      ),
+      { numRuns: 2000 },
+    );
+    // Both outcomes must be common, or the property checks less than it seems to.
+    expect(seen.given).toBeGreaterThan(500);
+    expect(seen.withheld).toBeGreaterThan(500);
   });
 });
 
@@ -268,8 +424,9 @@ describe('parseAuditPayload on single events', () => {
 
   it('decodes an already parsed value as parseAuditPayload decodes its text', () => {
     const text = fixture('batches/00002.json');
-    const { sources, ...decoded } = parseAuditPayload(text);
+    const { sources, levelled, ...decoded } = parseAuditPayload(text);
     expect(sources).toBeDefined();
+    expect(levelled).toBeDefined();
     expect(decodeAuditPayload(JSON.parse(text))).toEqual(decoded);
   });
 });

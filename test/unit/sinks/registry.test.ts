@@ -5,6 +5,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { parseAuditPayload } from '../../../src/audit/parse.ts';
 import type { AuditEvent } from '../../../src/audit/types.ts';
 import { DEFAULT_BACKOFF } from '../../../src/outputs/delivery.ts';
 import { type Output, OutputError } from '../../../src/outputs/types.ts';
@@ -17,7 +18,7 @@ import { SinkRegistry } from '../../../src/sinks/registry.ts';
 import { sinkFromResource } from '../../../src/sinks/spec.ts';
 import type { Sink } from '../../../src/sinks/types.ts';
 import { openQueue, type SharedEncodings, type SinkQueue } from '../../../src/spool/index.ts';
-import { recordedEvents } from '../../support/recorded.ts';
+import { recordedBatches, recordedEvents } from '../../support/recorded.ts';
 import { pipelineResource } from '../../support/resources.ts';
 import { eventually } from '../../support/wait.ts';
 
@@ -139,7 +140,7 @@ describe('sink registry', () => {
     await registry.apply([all, brief]);
     // Texts that parse to the events but that serialising them would not give.
     const sources = EVENTS.map((event) => JSON.stringify(event, null, 0).replace(/^\{/, '{ '));
-    await registry.ingest(EVENTS, { kind: 'all' }, sources);
+    await registry.ingest(EVENTS, { kind: 'all' }, { sources });
     const of = (sink: Sink) => appended.find((a) => a.sink === sink.key) as Appended;
     const whole = of(all);
     const trimmed = of(brief);
@@ -156,6 +157,54 @@ describe('sink registry', () => {
       const json = trimmed.shared?.get(copy)?.json;
       expect(sources).not.toContain(json);
       expect(JSON.parse(json ?? '')).toEqual(copy);
+    }
+  });
+
+  it('hands the queues the text a bodiless event came in with its level replaced, for copies that differ only in level', async () => {
+    const appended: Appended[] = [];
+    const { registry } = setup(undefined, undefined, appended);
+    const brief = pipeline('kube-audit', 'brief', 'Metadata');
+    const orders = pipeline('shop', 'orders', 'Metadata');
+    await registry.apply([brief, orders]);
+    let copies = 0;
+    for (const batch of recordedBatches()) {
+      // As the receiver parses when no sink keeps a body: the events come without them.
+      const payload = parseAuditPayload(batch, undefined, { omitBodies: true });
+      appended.length = 0;
+      await registry.ingest(payload.events, { kind: 'all' }, payload);
+      for (const { events, shared } of appended) {
+        for (const copy of events) {
+          const i = payload.events.findIndex((e) => e.auditID === copy.auditID);
+          const event = payload.events[i] as AuditEvent;
+          const json = shared?.get(copy)?.json;
+          if (copy === event) {
+            expect(json).toBe(payload.sources?.[i]);
+          } else {
+            copies++;
+            expect(copy.level).toBe('Metadata');
+            expect(json).toBe(payload.levelled?.at(i, 'Metadata'));
+            expect(JSON.stringify(JSON.parse(json ?? ''))).toBe(JSON.stringify(copy));
+          }
+        }
+      }
+    }
+    expect(copies).toBeGreaterThan(10);
+  });
+
+  it('serialises a trimmed copy of an event that has bodies', async () => {
+    const appended: Appended[] = [];
+    const { registry } = setup(undefined, undefined, appended);
+    await registry.apply([pipeline('kube-audit', 'brief', 'Metadata')]);
+    const [batch] = recordedBatches();
+    const payload = parseAuditPayload(batch ?? '');
+    await registry.ingest(payload.events, { kind: 'all' }, payload);
+    const [{ events, shared } = { events: [] }] = appended;
+    const trimmed = events.filter((copy) => !payload.events.includes(copy));
+    expect(trimmed.length).toBeGreaterThan(0);
+    for (const copy of trimmed) {
+      const json = shared?.get(copy)?.json ?? JSON.stringify(copy);
+      expect(json).not.toContain('Object"');
+      expect(JSON.parse(json)).toEqual(copy);
     }
   });
 
