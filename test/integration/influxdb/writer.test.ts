@@ -427,6 +427,35 @@ describe('the bodies InfluxOutput sends', () => {
       await closed(http);
     }
   });
+
+  it('counts bytes, not characters, against maxRequestBytes', async () => {
+    const { url, server: http, received } = await recorder();
+    try {
+      // Characters of two, three and four bytes in UTF-8.
+      const names = ['jürgen', '€uro', 'emoji-😀😀😀'];
+      const events = RECORDED.map((event, i) => ({
+        ...event,
+        requestURI: `/api/v1/namespaces/${names[i % names.length]}/${'€'.repeat(500 + (i % 500))}`,
+      }));
+      const limit = 10_000;
+      const out = new InfluxOutput({ ...destinationOn(server), url }, SINK, () => 't', {
+        maxRequestBytes: limit,
+      });
+      await out.write(events);
+      let lines = 0;
+      for (const { body } of received) {
+        const text = body.toString('utf8');
+        if (text.includes('\n')) expect(body.length).toBeLessThanOrEqual(limit);
+        lines += text.split('\n').length;
+      }
+      expect(received.length).toBeGreaterThan(5);
+      // Some body fills the limit to within a line: the count is not far too cautious either.
+      expect(Math.max(...received.map(({ body }) => body.length))).toBeGreaterThan(limit / 2);
+      expect(lines).toBe(events.length);
+    } finally {
+      await closed(http);
+    }
+  });
 });
 
 describe('InfluxOutput against servers that throttle or hang', () => {
