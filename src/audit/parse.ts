@@ -163,8 +163,8 @@ export class LevelledSources {
 
   /**
    * The `index`th event's text at `level`: it parses to the event as decoded with that level.
-   * Undefined when there is none (the event was converted or lost a null member as decoded, its
-   * item has no single unescaped `level` member).
+   * Undefined when there is none: the event was converted or lost a null member as decoded, or its
+   * item has no single `level` member spelt plainly, or a key that spells it with an escape.
    */
   at(index: number, level: Level): string | undefined {
     const levelStart = this.#levels[2 * index] ?? -1;
@@ -667,8 +667,8 @@ interface Found {
   readonly items: number[];
   /**
    * For each, where the value of its one `level` member begins and ends (the quotes of its
-   * string), or -1 and -1: no such member, more than one, a key with an escape (which might spell
-   * it), or a value that is not a string.
+   * string), or -1 and -1: no such member, more than one spelt plainly, or a value that is not a
+   * string. (A key that spells it with an escape is looked for when a text is asked for.)
    */
   readonly levels: number[];
 }
@@ -772,7 +772,8 @@ function isKey(text: string, quote: number): boolean {
 }
 
 /**
- * Whether an object's text has a key with an escape that spells `level`: `JSON.parse` takes it for the member of that name, the scan does not.
+ * Whether an object's text has a key that spells `level` with an escape: `JSON.parse` takes it for
+ * the member of that name, the scan does not.
  */
 function spellsLevelEscaped(text: string): boolean {
   let depth = 0;
