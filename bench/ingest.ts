@@ -2,8 +2,9 @@
  * Ingest benchmark: what one received event costs on one core before any I/O, through the same
  * code the receiver and the delivery loop run: parse and validate the EventList body, route every
  * event through the sinks' tenant index and policies (with redaction and trimming), make the
- * spool's line of what each sink keeps (the text it came in when kept unchanged, else serialised),
- * and encode it as line protocol. The baseline is `JSON.parse` of the same body, measured in the
+ * spool's line of what each sink keeps (the text it came in when kept unchanged, that text with its
+ * level replaced for a copy of an event without bodies, else serialised), and encode it as line
+ * protocol. The baseline is `JSON.parse` of the same body, measured in the
  * same run.
  *
  * Sinks: one cluster-wide AuditSink with a 10-rule policy (measured also without the spool's
