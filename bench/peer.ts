@@ -409,8 +409,8 @@ function telegrafConfig(
 [agent]
   interval = "10s"
   round_interval = false
-  # As the sink: writes of up to 1,000 points, at least every second.
-  metric_batch_size = 1000
+  # As the sink: writes of up to 2,500 points, at least every second.
+  metric_batch_size = 2500
   flush_interval = "1s"
   flush_jitter = "0s"
   # Per output, large enough that no point is dropped: the run waits for every one in the bucket.

@@ -26,7 +26,7 @@ describe('docs/resource-reference.md', () => {
     }
     expect(page).toContain('- `spec.policy.rules[].resources[].group` (string;');
     expect(page).toContain(
-      '- `spec.influxdb.batchSize` (integer (int32); default `1000`; 1 to 100000)',
+      '- `spec.influxdb.batchSize` (integer (int32); default `2500`; 1 to 100000)',
     );
   });
 });

@@ -136,11 +136,12 @@ export const INFLUXDB_SCHEMA: SchemaNode = {
     batchSize: {
       type: 'integer',
       format: 'int32',
-      description: 'Points per write request. Default 1000.',
+      description: 'Points per write request. Default 2500.',
       minimum: 1,
       maximum: 100_000,
-      // 1,000 points: the InfluxDB client's own default, a few apiserver batches per write.
-      default: 1_000,
+      // 2,500 points: influxd spends 15% less CPU per point than on 1,000 (the client library's
+      // default), for a few MiB more held while a write is in flight (ADR 0008).
+      default: 2_500,
     },
     flushInterval: {
       type: 'string',

@@ -109,7 +109,7 @@ describe('the CRDs on kube-apiserver 1.37', () => {
     ) as { spec: { influxdb: Record<string, unknown> } };
     expect(sink.spec.influxdb).toMatchObject({
       measurement: 'kubernetes_audit',
-      batchSize: 1000,
+      batchSize: 2500,
       flushInterval: '1s',
     });
   });

@@ -390,7 +390,7 @@ describe('AuditPipeline', () => {
       measurement: 'kubernetes_audit',
       createBucket: false,
       retentionSeconds: 0,
-      batchSize: 1_000,
+      batchSize: 2_500,
       flushIntervalMs: 1_000,
       tags: [
         'level',
