@@ -47,7 +47,7 @@ describe('the destination kinds', () => {
   });
 
   it.each([
-    ['influxdb', { influxdb: INFLUX }, { size: 1_000, flushIntervalMs: 1_000 }],
+    ['influxdb', { influxdb: INFLUX }, { size: 2_500, flushIntervalMs: 1_000 }],
     [
       'influxdb',
       { influxdb: { ...INFLUX, batchSize: 250, flushInterval: '50ms' } },
