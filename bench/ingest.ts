@@ -23,6 +23,7 @@ import { LineProtocolEncoder } from '../src/outputs/influxdb/line-protocol.ts';
 import { compilePolicy } from '../src/policy/index.ts';
 import type { Policy } from '../src/policy/types.ts';
 import { encodedAs, encodeEvent } from '../src/spool/format.ts';
+import { textOf } from '../src/sinks/ingest.ts';
 import { EventRouting, RouteIndex } from '../src/sinks/router.ts';
 import { TAG_NAMES } from '../src/outputs/influxdb/schema.ts';
 import type { Sink } from '../src/sinks/types.ts';
@@ -148,23 +149,16 @@ export function runIngestBench(options: HarnessOptions): IngestResult[] {
       const ingest = () => {
         let bytes = 0;
         // As the receiver does: bodies no sink may keep are checked, not built.
-        const { events, sources, levelled } = parseAuditPayload(body, undefined, {
-          omitBodies: !index.keepsBodies,
-        });
+        const payload = parseAuditPayload(body, undefined, { omitBodies: !index.keepsBodies });
+        const { events } = payload;
         for (const [i, event] of events.entries()) {
           const routing = new EventRouting(event, settings);
-          const bodiless = event.requestObject === undefined && event.responseObject === undefined;
           for (const entry of index.candidates(routing)) {
             const outcome = routing.route(entry.sink);
             if (!outcome.kept) continue;
             // As the receiver's sinks do: an event kept as it came is stored as its text, a copy
             // of one without bodies at another level as that text with the level replaced.
-            const source =
-              outcome.event === event
-                ? sources?.[i]
-                : bodiless
-                  ? levelled?.at(i, outcome.event.level)
-                  : undefined;
+            const source = textOf(payload, i, event, outcome.event);
             if (spool) {
               bytes += (
                 source === undefined ? encodeEvent(outcome.event) : encodedAs(outcome.event, source)

@@ -702,8 +702,7 @@ function scanJson(
     const c = text.charCodeAt(i);
     if (c === 0x22 /* " */) {
       // Jump to the closing quote: most of a payload is strings, and indexOf is native.
-      let end = text.indexOf('"', i + 1);
-      while (end !== -1 && isEscaped(text, end)) end = text.indexOf('"', end + 1);
+      const end = stringEnd(text, i);
       if (end === -1) return; // unterminated: JSON.parse reports it
       if (depth === 1) {
         itemsKey = end - i === 6 && text.startsWith('items', i + 1);

@@ -8,6 +8,23 @@ import type { AuditEvent } from '../audit/types.ts';
  */
 export type ReceivedTexts = Pick<DecodedPayload, 'sources' | 'levelled'>;
 
+/**
+ * The text a sink's share of the `index`th event can be stored as instead of being serialised:
+ * the event's own text when the sink keeps the event itself, its text at the copy's level when
+ * the sink keeps a trimmed copy of an event without bodies (the copy then differs only in its
+ * level), else undefined.
+ */
+export function textOf(
+  texts: ReceivedTexts | undefined,
+  index: number,
+  event: AuditEvent,
+  kept: AuditEvent,
+): string | undefined {
+  if (kept === event) return texts?.sources?.[index];
+  if (event.requestObject !== undefined || event.responseObject !== undefined) return undefined;
+  return texts?.levelled?.at(index, kept.level);
+}
+
 /** Which sinks a batch is for: every sink (fan-in endpoint) or one sink by its key. */
 export type IngestTarget =
   { readonly kind: 'all' } | { readonly kind: 'sink'; readonly key: string };

@@ -15,7 +15,7 @@ import type { Output, OutputKind } from '../outputs/types.ts';
 import { keepsBodies } from '../policy/checker.ts';
 import { encodedAs, QueueFullError, type SharedEncodings, type SinkQueue } from '../spool/index.ts';
 import { type DeadLetter, DeadLetterStore } from './dead-letter.ts';
-import type { IngestResult, IngestTarget, ReceivedTexts } from './ingest.ts';
+import { type IngestResult, type IngestTarget, type ReceivedTexts, textOf } from './ingest.ts';
 import { EventRouting, RouteIndex, type RoutingSettings } from './router.ts';
 import { SinkStatus, type SinkStatusSnapshot } from './status.ts';
 import type { Sink } from './types.ts';
@@ -413,15 +413,8 @@ export class SinkRegistry {
     // an event kept as it came is stored as the text it came in, and a copy of an event without
     // bodies that differs from it in its level only as that text with the level given anew.
     let shared: SharedEncodings | undefined;
-    const sources = texts?.sources;
-    const levelled = texts?.levelled;
     for (let i = 0; i < events.length; i++) {
       const event = events[i] as AuditEvent;
-      const source = sources?.[i];
-      const bodiless =
-        levelled !== undefined &&
-        event.requestObject === undefined &&
-        event.responseObject === undefined;
       const routing = new EventRouting(event, this.#options.routing);
       for (const runtime of index.candidates(routing)) {
         const outcome = routing.route(runtime.sink);
@@ -436,14 +429,10 @@ export class SinkRegistry {
         if (outcome.kept) {
           tally.inScope++;
           tally.kept.push(outcome.event);
-          const copy = outcome.event;
-          if (source !== undefined && copy === event) {
-            shared ??= new Map();
-            if (!shared.has(event)) shared.set(event, encodedAs(event, source));
-          } else if (bodiless && copy !== event && !shared?.has(copy)) {
-            // A trimmed copy of an event without bodies: the event with another level.
-            const json = levelled.at(i, copy.level);
-            if (json !== undefined) (shared ??= new Map()).set(copy, encodedAs(copy, json));
+          const kept = outcome.event;
+          if (texts !== undefined && !shared?.has(kept)) {
+            const json = textOf(texts, i, event, kept);
+            if (json !== undefined) (shared ??= new Map()).set(kept, encodedAs(kept, json));
           }
         } else if (outcome.reason === 'policy') {
           tally.inScope++;
