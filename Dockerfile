@@ -75,5 +75,9 @@ USER 65532
 # 8443: the receiver's conventional unprivileged HTTPS port (--listen).
 EXPOSE 8443
 
-ENTRYPOINT ["/nodejs/bin/node", "/app/dist/main.js"]
+# V8 optimises hot functions on the main thread instead of its worker threads: 13 to 24 MiB less
+# resident memory with 1, 100 and 1,000 sinks, for the same or more events per CPU second
+# (docs/adr/0021-memory.md). A V8 flag that NODE_OPTIONS does not accept, so it is given here;
+# test/harness/standalone.ts runs the process for benchmarks with this line's flags.
+ENTRYPOINT ["/nodejs/bin/node", "--no-concurrent-recompilation", "/app/dist/main.js"]
 CMD ["run"]

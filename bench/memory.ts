@@ -3,10 +3,10 @@
  * [--repeat <n>] [--batches <n>] [--candidate '<NODE_OPTIONS>']...`: what Node.js and V8 settings
  * cost and save.
  * Runs this project's `standalone` on the peer comparison's workloads (bench/peer.ts) once per
- * candidate `NODE_OPTIONS`, into one real influxd, and Telegraf once per workload as the
- * reference; prints peak RSS (VmHWM), where the memory went (heap spaces, external memory, array
- * buffers, sampled in the process by bench/memory-probe.ts), and events per CPU second, also as a
- * ratio to Telegraf's (`--no-peer` skips Telegraf). ADR 0021 holds the table that chose the
+ * candidate `NODE_OPTIONS` (each with the `node` flags of the image's ENTRYPOINT), into one real
+ * influxd, and Telegraf once per workload as the reference; prints peak RSS (VmHWM), where the
+ * memory went (heap spaces, external memory, array buffers, sampled in the process by
+ * bench/memory-probe.ts), and events per CPU second, also as a ratio to Telegraf's (`--no-peer` skips Telegraf). ADR 0021 holds the table that chose the
  * shipped settings (the Dockerfile's `ENV NODE_OPTIONS`, the last default candidate).
  *
  * `--outage` stops InfluxDB after the warm-up and starts it again 5 s after every batch is

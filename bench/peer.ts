@@ -48,7 +48,11 @@ import {
   startInfluxd,
 } from '../test/harness/influxd.ts';
 import { BATCH_SIZE, batches, type LevelMix } from './influxdb.ts';
-import { shippedNodeOptions, startStandalone } from '../test/harness/standalone.ts';
+import {
+  shippedNodeFlags,
+  shippedNodeOptions,
+  startStandalone,
+} from '../test/harness/standalone.ts';
 
 export const TELEGRAF_VERSION = 'v1.37.2';
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
@@ -351,7 +355,7 @@ function ourManifests(
 
 /**
  * Starts `standalone` with one AuditPipeline per bucket writing `fields` (every field when
- * undefined), under `nodeOptions`.
+ * undefined), under `nodeOptions` and the `node` flags of the image's ENTRYPOINT.
  */
 export async function startOurs(
   server: InfluxServer,
@@ -367,6 +371,7 @@ export async function startOurs(
     port: await freePort(),
     dataDir: join(dir, 'data'),
     nodeOptions,
+    nodeFlags: shippedNodeFlags(),
     // A thousand sinks open a thousand spools before the receiver is ready.
     readyTimeoutMs: 120_000,
   });

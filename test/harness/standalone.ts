@@ -30,6 +30,20 @@ export function shippedNodeOptions(): string {
   return options;
 }
 
+/**
+ * The flags the container image gives `node` before the main module (its Dockerfile's exec-form
+ * `ENTRYPOINT`): V8 flags that `NODE_OPTIONS` does not accept (ADR 0021).
+ */
+export function shippedNodeFlags(): string[] {
+  const dockerfile = readFileSync(join(ROOT, 'Dockerfile'), 'utf8');
+  const entrypoint = /^ENTRYPOINT (\[.*\])$/m.exec(dockerfile)?.[1];
+  if (entrypoint === undefined) throw new Error('Dockerfile: no exec-form ENTRYPOINT line');
+  const argv = JSON.parse(entrypoint) as string[];
+  const main = argv.findIndex((arg) => arg.endsWith('/dist/main.js'));
+  if (main < 1) throw new Error(`Dockerfile: ENTRYPOINT ${entrypoint} does not run dist/main.js`);
+  return argv.slice(1, main);
+}
+
 /** How to run it. */
 export interface StandaloneOptions {
   /** A manifest file or directory (`-f`). */
@@ -43,6 +57,8 @@ export interface StandaloneOptions {
   readonly args?: readonly string[];
   /** `NODE_OPTIONS` of the process (Node.js and V8 flags), as the container image sets it. */
   readonly nodeOptions?: string;
+  /** Flags given to `node` before the main module, as the image's ENTRYPOINT gives them. */
+  readonly nodeFlags?: readonly string[];
   readonly readyTimeoutMs?: number;
 }
 
@@ -63,6 +79,7 @@ export async function startStandalone(options: StandaloneOptions): Promise<Stand
   const child = spawn(
     process.execPath,
     [
+      ...(options.nodeFlags ?? []),
       MAIN,
       'standalone',
       '-f',

@@ -3,8 +3,10 @@
 // a non-root user, nothing in the runtime stage but the compiled code, the production
 // dependencies, package.json and the chart's data directory owned by that user, and a build CA
 // that reaches no layer. Pure: starts no process. test/e2e/image/ builds and runs the image.
+import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
+import { shippedNodeFlags } from '../harness/standalone.ts';
 
 const root = new URL('../../', import.meta.url);
 const read = (path: string) => readFileSync(new URL(path, root), 'utf8');
@@ -231,8 +233,25 @@ describe('Dockerfile', () => {
   });
 
   it('starts the compiled main module with `run` as the default command', () => {
-    expect(execForm(runtime, 'ENTRYPOINT')).toEqual(['/nodejs/bin/node', '/app/dist/main.js']);
+    expect(execForm(runtime, 'ENTRYPOINT')).toEqual([
+      '/nodejs/bin/node',
+      '--no-concurrent-recompilation',
+      '/app/dist/main.js',
+    ]);
     expect(execForm(runtime, 'CMD')).toEqual(['run']);
+  });
+
+  it('gives node only flags this Node.js accepts, and the benchmarks the same ones', () => {
+    const flags = shippedNodeFlags();
+    expect(flags).toEqual(['--no-concurrent-recompilation']);
+    // An unknown flag makes node exit 9 ("bad option") before it runs anything.
+    const run = spawnSync(process.execPath, [...flags, '-e', 'process.stdout.write("ok")'], {
+      encoding: 'utf8',
+      env: { ...process.env, NODE_OPTIONS: '' },
+    });
+    expect(run.stderr).toBe('');
+    expect(run.status).toBe(0);
+    expect(run.stdout).toBe('ok');
   });
 
   it('points at the file tsc writes for src/main.ts', () => {

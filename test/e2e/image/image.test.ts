@@ -93,7 +93,11 @@ describe('the image', () => {
   it('runs as user 65532, with the data directory as a volume and the default command run', async () => {
     const c = await config();
     expect(c.User).toBe(String(NONROOT));
-    expect(c.Entrypoint).toEqual(['/nodejs/bin/node', '/app/dist/main.js']);
+    expect(c.Entrypoint).toEqual([
+      '/nodejs/bin/node',
+      '--no-concurrent-recompilation',
+      '/app/dist/main.js',
+    ]);
     expect(c.Cmd).toEqual(['run']);
     expect(Object.keys(c.Volumes ?? {})).toEqual([DATA_DIR]);
     expect(c.Env).toContain(`KUBE_AUDIT_DATA_DIR=${DATA_DIR}`);
