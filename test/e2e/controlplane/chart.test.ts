@@ -372,6 +372,18 @@ describe('helm template of nodeOptions', () => {
     expect(nodeOptions(await render())).toEqual({ name: 'NODE_OPTIONS', value: imageNodeOptions });
   });
 
+  it('runs the image’s entrypoint, whose node flags NODE_OPTIONS cannot carry', async () => {
+    for (const [values, kind] of [
+      [[], 'Deployment'],
+      [['-f', FULL_VALUES], 'StatefulSet'],
+    ] as const) {
+      const container = operatorContainer(find(await render([...values]), kind));
+      // A `command` would replace the ENTRYPOINT and its --no-concurrent-recompilation (ADR 0021).
+      expect(container).not.toHaveProperty('command');
+      expect(container.args[0]).toBe('run');
+    }
+  });
+
   it('passes a user’s flags instead, and an empty NODE_OPTIONS (Node.js’s defaults) when set empty', async () => {
     const own = '--max-semi-space-size=8 --max-old-space-size=512';
     expect(nodeOptions(await render(['--set-string', `nodeOptions=${own}`]))).toEqual({
