@@ -2,7 +2,8 @@
 // needed): a multi-stage build, a distroless Node.js 24 runtime that matches the project's Node.js,
 // a non-root user, nothing in the runtime stage but the compiled code, the production
 // dependencies, package.json and the chart's data directory owned by that user, and a build CA
-// that reaches no layer. Pure: starts no process. test/e2e/image/ builds and runs the image.
+// that reaches no layer. Starts no process but this `node` once, with the entrypoint's flags.
+// test/e2e/image/ builds and runs the image.
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
