@@ -19,9 +19,8 @@ process.once('exit', () => {
 });
 
 /**
- * The `NODE_OPTIONS` the container image sets (its Dockerfile's `ENV NODE_OPTIONS`), so that
- * benchmarks and the load test run the process as it ships; the chart passes the same by default
- * (ADR 0021).
+ * The `NODE_OPTIONS` the container image sets (its Dockerfile's `ENV NODE_OPTIONS`), so that the
+ * benchmarks run the process as it ships; the chart passes the same by default (ADR 0021).
  */
 export function shippedNodeOptions(): string {
   const dockerfile = readFileSync(join(ROOT, 'Dockerfile'), 'utf8');
