@@ -7,6 +7,7 @@ import { InfluxDB } from '@influxdata/influxdb-client';
 import type { InfluxDestination } from './spec.ts';
 import type { OutputErrorCode } from '../types.ts';
 import { influxRequest, InfluxRequestError } from './http.ts';
+import { type RequestSlots, slotsFor } from './server-slots.ts';
 import { INFLUX_OUTPUT_DEFAULTS, influxTarget } from './writer.ts';
 
 /** The bucket as ensureBucket found or made it. */
@@ -58,6 +59,8 @@ export async function ensureBucket(
     readonly timeoutMs?: number;
     /** Aborts the requests in flight (a shutdown); the result is then an UNREACHABLE error. */
     readonly signal?: AbortSignal;
+    /** The server's request slots (by default the process's for its URL: {@link slotsFor}). */
+    readonly slots?: RequestSlots;
   } = {},
 ): Promise<BucketState> {
   const target = influxTarget(destination);
@@ -66,9 +69,18 @@ export async function ensureBucket(
   const org = encodeURIComponent(destination.org);
   const name = encodeURIComponent(destination.bucket);
   const signal = options.signal === undefined ? {} : { signal: options.signal };
+  const slots = options.slots ?? slotsFor(destination.url);
   const get = async (path: string): Promise<unknown> =>
-    (await influxRequest(client, target, { method: 'GET', path, token, timeoutMs, ...signal }))
-      .body;
+    (
+      await influxRequest(client, target, {
+        method: 'GET',
+        path,
+        token,
+        timeoutMs,
+        slots,
+        ...signal,
+      })
+    ).body;
 
   // The org first: a 2.x server answers a missing bucket and a missing org both with 404.
   let orgID: string | undefined;
@@ -116,6 +128,7 @@ export async function ensureBucket(
       },
       token,
       timeoutMs,
+      slots,
       ...signal,
     });
     return state(created.body as Bucket, true);

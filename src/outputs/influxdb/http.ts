@@ -5,6 +5,7 @@
  */
 import { HttpError, type InfluxDB, RequestTimedOutError } from '@influxdata/influxdb-client';
 import { errorForStatus, OutputError } from '../types.ts';
+import type { RequestSlots } from './server-slots.ts';
 
 /** A request, as the writer and the bucket check make it. */
 export interface InfluxRequest {
@@ -20,6 +21,11 @@ export interface InfluxRequest {
   readonly gzipThreshold?: number;
   /** Aborts the request, e.g. when the output closes; reported as `aborted`. */
   readonly signal?: AbortSignal;
+  /**
+   * The server's slots: the request waits for one before it is sent, and its deadline starts
+   * then (see `server-slots.ts`). Absent: sent at once.
+   */
+  readonly slots?: RequestSlots;
 }
 
 /** What a successful request returned. */
@@ -62,6 +68,31 @@ export class InfluxRequestError extends OutputError {
  * the deadline, UNREACHABLE for connection failures and aborts.
  */
 export async function influxRequest(
+  client: InfluxDB,
+  target: string,
+  request: InfluxRequest,
+): Promise<InfluxResponse> {
+  if (request.slots === undefined) return exchange(client, target, request);
+  let release: () => void;
+  try {
+    release = await request.slots.acquire(request.signal);
+  } catch (err) {
+    throw classify(err, target, {
+      anonymous: (request.token ?? '') === '',
+      timedOut: false,
+      aborted: true,
+      timeoutMs: request.timeoutMs,
+    });
+  }
+  try {
+    return await exchange(client, target, request);
+  } finally {
+    release();
+  }
+}
+
+/** {@link influxRequest} once it may be sent: the deadline starts here. */
+async function exchange(
   client: InfluxDB,
   target: string,
   request: InfluxRequest,

@@ -10,6 +10,7 @@ import { gunzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { epochMicros } from '../../../src/audit/time.ts';
 import type { AuditEvent } from '../../../src/audit/types.ts';
+import { RequestSlots } from '../../../src/outputs/influxdb/server-slots.ts';
 import { InfluxOutput } from '../../../src/outputs/influxdb/writer.ts';
 import { OutputError } from '../../../src/outputs/types.ts';
 import type { InfluxDestination } from '../../../src/outputs/influxdb/spec.ts';
@@ -123,6 +124,28 @@ describe('InfluxOutput against a real influxd', () => {
       expect(columns).toEqual(documentedPoint(event));
       // Time: the stage timestamp's microsecond, then a slot below one microsecond.
       expect(timeNs).toMatch(new RegExp(`^${epochMicros(event.stageTimestamp)}\\d{3}$`));
+    }
+  });
+
+  it('stores every batch of many sinks sharing two request slots to the server', async () => {
+    let mostWaiting = 0;
+    const slots = new (class extends RequestSlots {
+      override acquire(signal?: AbortSignal): Promise<() => void> {
+        const granted = super.acquire(signal);
+        mostWaiting = Math.max(mostWaiting, this.waiting);
+        return granted;
+      }
+    })(2);
+    const destinations = await Promise.all(Array.from({ length: 12 }, () => freshBucket()));
+    const outputs = destinations.map(
+      (destination) => new InfluxOutput(destination, SINK, () => server.token, { slots }),
+    );
+    await Promise.all(outputs.map((out) => out.write(RECORDED)));
+    // Some waited for a slot, and every one got one.
+    expect(mostWaiting).toBeGreaterThan(0);
+    expect([slots.busy, slots.waiting]).toEqual([0, 0]);
+    for (const destination of destinations) {
+      expect(await points(destination.bucket)).toHaveLength(RECORDED.length);
     }
   });
 
@@ -504,6 +527,62 @@ describe('InfluxOutput against servers that throttle or hang', () => {
       expect(err.code).toBe('TIMEOUT');
       expect(err.retryable).toBe(true);
       expect(performance.now() - started).toBeLessThan(5_000);
+    } finally {
+      await closed(http);
+    }
+  });
+
+  it('sends no more requests at once than the slots allow, each deadline starting when it is sent', async () => {
+    let open = 0;
+    let most = 0;
+    const { url, server: http } = await standIn((res) => {
+      most = Math.max(most, ++open);
+      setTimeout(() => {
+        open--;
+        res.writeHead(204);
+        res.end();
+      }, 250);
+    });
+    try {
+      const slots = new RequestSlots(1);
+      const outputs = Array.from(
+        { length: 3 },
+        () =>
+          new InfluxOutput({ ...destinationOn(server), url }, SINK, () => 't', {
+            slots,
+            timeoutMs: 400,
+          }),
+      );
+      const started = performance.now();
+      // The last one waits 500 ms for its slot, longer than its deadline: it counts from the send.
+      await Promise.all(outputs.map((out) => out.write(RECORDED)));
+      expect(performance.now() - started).toBeGreaterThanOrEqual(700);
+      expect(most).toBe(1);
+    } finally {
+      await closed(http);
+    }
+  });
+
+  it("stops waiting for a slot as soon as the write's signal aborts, sending nothing", async () => {
+    let requests = 0;
+    const { url, server: http } = await standIn(() => requests++);
+    try {
+      const slots = new RequestSlots(1);
+      const out = new InfluxOutput({ ...destinationOn(server), url }, SINK, () => 't', { slots });
+      const holding = failure(out.write(RECORDED, AbortSignal.timeout(500)));
+      const waiting = new AbortController();
+      const pending = failure(out.write(RECORDED, waiting.signal));
+      await new Promise((r) => setTimeout(r, 100));
+      expect([slots.busy, slots.waiting]).toEqual([1, 1]);
+      const started = performance.now();
+      waiting.abort();
+      const err = await pending;
+      expect(performance.now() - started).toBeLessThan(100);
+      expect(err).toMatchObject({ code: 'UNREACHABLE', retryable: true });
+      expect(err.message).toContain('request aborted');
+      expect(slots.waiting).toBe(0);
+      expect((await holding).message).toContain('request aborted');
+      expect([requests, slots.busy]).toEqual([1, 0]);
     } finally {
       await closed(http);
     }
