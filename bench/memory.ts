@@ -202,6 +202,8 @@ const table = rows.map((r) => {
     'visible events/s': r.result.eventsPerSecond,
     'visible after ack s': r.result.visibleAfterAckSeconds,
     'influxd CPU-s/100k': r.result.influxdCpuSecondsPer100k,
+    'influxd counts CPU-s': r.result.influxdCountsCpuSeconds,
+    'influxd cores until ack': r.result.influxdCoresUntilAck,
   };
 });
 console.log('\nMemory by NODE_OPTIONS (MiB; heap figures are peaks sampled in the process)\n');

@@ -149,10 +149,16 @@ export interface SystemResult {
   readonly visibleAfterAckSeconds: number;
   /**
    * CPU seconds per 100k events of influxd over the same window, from the first post until every
-   * point is visible: the cost of the points each one writes (it includes the Flux counts polled
-   * meanwhile).
+   * point is visible, less the Flux counts polled meanwhile: the cost of the points each one writes.
    */
   readonly influxdCpuSecondsPer100k: number;
+  /** The estimate of what those counts cost influxd, taken out of the figure above. */
+  readonly influxdCountsCpuSeconds: number;
+  /**
+   * influxd's CPU seconds per second from the first post to the last ack: how much of the shared
+   * cores it got while the system took the load.
+   */
+  readonly influxdCoresUntilAck: number;
   /** Tag and field keys found in the first bucket, to check that both write comparable points. */
   readonly tagKeys: readonly string[];
   readonly fieldKeys: readonly string[];
@@ -505,15 +511,20 @@ async function schemaKeys(
   return { tagKeys: await keys('tagKeys'), fieldKeys: await keys('fieldKeys') };
 }
 
-/** Waits until bucket i holds `expected[i]` points, polling only the buckets still short. */
+/**
+ * Waits until bucket i holds `expected[i]` points, polling only the buckets still short; returns
+ * how many bucket counts it asked influxd for.
+ */
 async function untilVisible(
   server: InfluxServer,
   buckets: readonly string[],
   expected: readonly number[],
-): Promise<void> {
+): Promise<number> {
   const deadline = Date.now() + VISIBLE_TIMEOUT_MS;
   let pending = buckets.map((_, i) => i).filter((i) => (expected[i] ?? 0) > 0);
+  let counted = 0;
   while (Date.now() < deadline) {
+    counted += pending.length;
     const chunks = Array.from({ length: Math.ceil(pending.length / BUCKETS_PER_QUERY) }, (_, c) =>
       pending.slice(c * BUCKETS_PER_QUERY, (c + 1) * BUCKETS_PER_QUERY),
     );
@@ -526,7 +537,7 @@ async function untilVisible(
       )
     ).flat();
     pending = pending.filter((i, k) => (seen[k] ?? 0) < (expected[i] ?? 0));
-    if (pending.length === 0) return;
+    if (pending.length === 0) return counted;
     await sleep(100);
   }
   const first = pending[0] ?? 0;
@@ -534,6 +545,30 @@ async function untilVisible(
     `${pending.length} buckets short after ${VISIBLE_TIMEOUT_MS} ms, e.g. ${buckets[first]} ` +
       `expecting ${expected[first]} points`,
   );
+}
+
+/**
+ * influxd's CPU seconds per bucket counted, once every point is in: the median of three rounds
+ * counting every bucket as {@link untilVisible} does. The counts polled while a run's last points
+ * trail its acks cost influxd CPU that is not the points' (a few tens of milliseconds per query),
+ * and the system whose points trail longer is polled longer.
+ */
+async function countCost(
+  server: InfluxServer,
+  influxd: number,
+  buckets: readonly string[],
+): Promise<number> {
+  const rounds: number[] = [];
+  for (let r = 0; r < 3; r++) {
+    const before = cpuSeconds(influxd);
+    const chunks = Array.from({ length: Math.ceil(buckets.length / BUCKETS_PER_QUERY) }, (_, c) =>
+      buckets.slice(c * BUCKETS_PER_QUERY, (c + 1) * BUCKETS_PER_QUERY),
+    );
+    await mapLimit(chunks, INFLUX_CALLS_IN_FLIGHT, (chunk) => countPoints(server, chunk));
+    rounds.push(cpuSeconds(influxd) - before);
+  }
+  rounds.sort((a, b) => a - b);
+  return (rounds[1] as number) / buckets.length;
 }
 
 /** Posts every body, `IN_FLIGHT` at a time; returns each ack's latency in milliseconds. */
@@ -643,20 +678,27 @@ export async function runSystem(
       const started = performance.now();
       let latencies: number[];
       let acked: number;
+      let influxdAtAck = influxdBefore;
       try {
         latencies = await postAll(running.url, load.measured);
         acked = (performance.now() - started) / 1000;
+        if (outageMs === undefined) influxdAtAck = cpuSeconds(influxd);
         if (outageMs !== undefined) await sleep(outageMs);
       } finally {
         if (outageMs !== undefined) await server.restart();
       }
       // Visible after the last ack, or after influxd came back from an outage.
       const from = outageMs === undefined ? acked : (performance.now() - started) / 1000;
-      await untilVisible(server, buckets, load.totalPoints);
+      const counted = await untilVisible(server, buckets, load.totalPoints);
       const visible = (performance.now() - started) / 1000;
       // Until every point is stored: a system whose points trail its acks has influxd store them
-      // after the last ack.
+      // after the last ack. Less what the counts polled meanwhile cost it (estimated once every
+      // point is in, so a little more than they cost while points were still arriving).
       const influxdCpu = outageMs === undefined ? cpuSeconds(influxd) - influxdBefore : 0;
+      const countsCpu =
+        outageMs === undefined
+          ? Math.min(influxdCpu, counted * (await countCost(server, influxd, buckets)))
+          : 0;
       progress(
         `  ${system}: acked after ${acked.toFixed(1)} s, visible after ${visible.toFixed(1)} s`,
       );
@@ -676,7 +718,12 @@ export async function runSystem(
         ackP99Millis: percentile(latencies, 0.99),
         peakRssMiB: peak,
         visibleAfterAckSeconds: Number((visible - from).toFixed(1)),
-        influxdCpuSecondsPer100k: Number(((influxdCpu * 100_000) / events).toFixed(3)),
+        influxdCpuSecondsPer100k: Number(
+          (((influxdCpu - countsCpu) * 100_000) / events).toFixed(3),
+        ),
+        influxdCountsCpuSeconds: Number(countsCpu.toFixed(3)),
+        influxdCoresUntilAck:
+          outageMs === undefined ? Number(((influxdAtAck - influxdBefore) / acked).toFixed(2)) : 0,
         ...schema,
       };
     } finally {
@@ -782,6 +829,8 @@ export function printPeerResults(results: readonly PeerResult[]): void {
           'ack p50 ms': s.ackP50Millis,
           'ack p99 ms': s.ackP99Millis,
           'peak RSS MiB': s.peakRssMiB,
+          'influxd CPU s/100k': s.influxdCpuSecondsPer100k,
+          'influxd cores until ack': s.influxdCoresUntilAck,
           'ours/peer': system === 'ours' ? r.ratioEventsPerCpuSecond : '',
         };
       }),
