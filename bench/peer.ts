@@ -525,9 +525,7 @@ async function untilVisible(
   let counted = 0;
   while (Date.now() < deadline) {
     counted += pending.length;
-    const chunks = Array.from({ length: Math.ceil(pending.length / BUCKETS_PER_QUERY) }, (_, c) =>
-      pending.slice(c * BUCKETS_PER_QUERY, (c + 1) * BUCKETS_PER_QUERY),
-    );
+    const chunks = inQueries(pending);
     const seen = (
       await mapLimit(chunks, INFLUX_CALLS_IN_FLIGHT, (chunk) =>
         countPoints(
@@ -547,6 +545,13 @@ async function untilVisible(
   );
 }
 
+/** `items` cut into the groups that one count query takes ({@link BUCKETS_PER_QUERY}). */
+function inQueries<T>(items: readonly T[]): T[][] {
+  return Array.from({ length: Math.ceil(items.length / BUCKETS_PER_QUERY) }, (_, c) =>
+    items.slice(c * BUCKETS_PER_QUERY, (c + 1) * BUCKETS_PER_QUERY),
+  );
+}
+
 /**
  * influxd's CPU seconds per bucket counted, once every point is in: the median of three rounds
  * counting every bucket as {@link untilVisible} does. The counts polled while a run's last points
@@ -561,10 +566,9 @@ async function countCost(
   const rounds: number[] = [];
   for (let r = 0; r < 3; r++) {
     const before = cpuSeconds(influxd);
-    const chunks = Array.from({ length: Math.ceil(buckets.length / BUCKETS_PER_QUERY) }, (_, c) =>
-      buckets.slice(c * BUCKETS_PER_QUERY, (c + 1) * BUCKETS_PER_QUERY),
+    await mapLimit(inQueries(buckets), INFLUX_CALLS_IN_FLIGHT, (chunk) =>
+      countPoints(server, chunk),
     );
-    await mapLimit(chunks, INFLUX_CALLS_IN_FLIGHT, (chunk) => countPoints(server, chunk));
     rounds.push(cpuSeconds(influxd) - before);
   }
   rounds.sort((a, b) => a - b);

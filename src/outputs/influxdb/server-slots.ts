@@ -84,7 +84,7 @@ const servers = new Map<string, RequestSlots>();
 
 /**
  * The process's slots for the server at `url` (by origin: scheme, host and port), made on first use
- * with {@link REQUESTS_PER_SERVER}. One entry per server ever written to: a handful.
+ * with {@link REQUESTS_PER_SERVER}. One small entry per server ever written to, kept for the process.
  */
 export function slotsFor(url: string): RequestSlots {
   const origin = new URL(url).origin;
