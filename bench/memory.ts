@@ -6,8 +6,9 @@
  * candidate `NODE_OPTIONS` (each with the `node` flags of the image's ENTRYPOINT), into one real
  * influxd, and Telegraf once per workload as the reference; prints peak RSS (VmHWM), where the
  * memory went (heap spaces, external memory, array buffers, sampled in the process by
- * bench/memory-probe.ts), and events per CPU second, also as a ratio to Telegraf's (`--no-peer` skips Telegraf). ADR 0021 holds the table that chose the
- * shipped settings (the Dockerfile's `ENV NODE_OPTIONS`, the last default candidate).
+ * bench/memory-probe.ts), and events per CPU second, also as a ratio to Telegraf's (`--no-peer`
+ * skips Telegraf). ADR 0021 holds the table that chose the shipped settings (the Dockerfile's
+ * `ENV NODE_OPTIONS`, the last default candidate).
  *
  * `--outage` stops InfluxDB after the warm-up and starts it again 5 s after every batch is
  * acknowledged (no Telegraf): the peaks are what the sinks hold while they retry, "visible after

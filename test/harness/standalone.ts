@@ -18,12 +18,17 @@ process.once('exit', () => {
   for (const child of running) child.kill('SIGKILL');
 });
 
+/** The project's Dockerfile, which says how the image runs the process. */
+function readDockerfile(): string {
+  return readFileSync(join(ROOT, 'Dockerfile'), 'utf8');
+}
+
 /**
  * The `NODE_OPTIONS` the container image sets (its Dockerfile's `ENV NODE_OPTIONS`), so that the
  * benchmarks run the process as it ships; the chart passes the same by default (ADR 0021).
  */
 export function shippedNodeOptions(): string {
-  const dockerfile = readFileSync(join(ROOT, 'Dockerfile'), 'utf8');
+  const dockerfile = readDockerfile();
   const options = /^ENV NODE_OPTIONS="([^"]*)"$/m.exec(dockerfile)?.[1];
   if (options === undefined) throw new Error('Dockerfile: no ENV NODE_OPTIONS="..." line');
   return options;
@@ -34,7 +39,7 @@ export function shippedNodeOptions(): string {
  * `ENTRYPOINT`): V8 flags that `NODE_OPTIONS` does not accept (ADR 0021).
  */
 export function shippedNodeFlags(): string[] {
-  const dockerfile = readFileSync(join(ROOT, 'Dockerfile'), 'utf8');
+  const dockerfile = readDockerfile();
   const entrypoint = /^ENTRYPOINT (\[.*\])$/m.exec(dockerfile)?.[1];
   if (entrypoint === undefined) throw new Error('Dockerfile: no exec-form ENTRYPOINT line');
   const argv = JSON.parse(entrypoint) as string[];
