@@ -82,6 +82,13 @@ export function addReceiverOptions(command: Command): Command {
         'close a connection at its first answer after this age ±10 %, 0: never (default 60)',
       ),
     )
+    .addOption(
+      env(
+        '--influxdb-max-requests-per-server <n>',
+        'INFLUXDB_MAX_REQUESTS_PER_SERVER',
+        'requests in flight to one InfluxDB server, shared by its sinks (default 128)',
+      ),
+    )
     .addOption(env('--log-level <level>', 'LOG_LEVEL', 'fatal|error|warn|info|debug|trace|silent'));
 }
 
@@ -102,6 +109,7 @@ export interface ReceiverFlags {
   shutdownGraceSeconds?: string;
   maxRequestsPerConnection?: string;
   maxConnectionAgeSeconds?: string;
+  influxdbMaxRequestsPerServer?: string;
   logLevel?: string;
 }
 
@@ -136,6 +144,7 @@ export function settingsFromFlags(flags: ReceiverFlags): SettingsInput {
   set('shutdownGraceSeconds', flags.shutdownGraceSeconds);
   set('maxRequestsPerConnection', flags.maxRequestsPerConnection);
   set('maxConnectionAgeSeconds', flags.maxConnectionAgeSeconds);
+  set('influxdbMaxRequestsPerServer', flags.influxdbMaxRequestsPerServer);
   set('logLevel', flags.logLevel);
   return input;
 }

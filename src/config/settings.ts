@@ -43,6 +43,11 @@ export interface Settings {
   readonly maxRequestsPerConnection: number;
   /** Receivers close a connection at its first answer after this age (±10 %); 0: no limit. */
   readonly maxConnectionAgeSeconds: number;
+  /**
+   * Requests in flight to one InfluxDB server (scheme, host and port) at most, shared by every
+   * sink writing there; further writes and bucket checks wait their turn.
+   */
+  readonly influxdbMaxRequestsPerServer: number;
   readonly logLevel: LogLevel;
   /** `run`: a kubeconfig file; absent means the pod's service account (in cluster). */
   readonly kubeconfig: string | undefined;
@@ -103,6 +108,12 @@ export const SETTINGS_DEFAULTS = Object.freeze({
    * by the keep-alive timeout instead.
    */
   maxConnectionAgeSeconds: 60,
+  /**
+   * 128: with a thousand sinks on one influxd (2 cores), unbounded requests outlived their 10 s
+   * deadline by the thousand under load, 256 still some, 128 none; fewer made points visible
+   * later (ADR 0008). A sink holds at most two, so up to 64 sinks never wait.
+   */
+  influxdbMaxRequestsPerServer: 128,
   logLevel: 'info',
   /** 5 s: fresh enough for `kubectl get`, a few writes per minute per resource at most. */
   statusIntervalSeconds: 5,
@@ -237,6 +248,12 @@ export function validateSettings(
       SETTINGS_DEFAULTS.maxConnectionAgeSeconds,
       0,
       86_400,
+    ),
+    influxdbMaxRequestsPerServer: int(
+      'influxdbMaxRequestsPerServer',
+      SETTINGS_DEFAULTS.influxdbMaxRequestsPerServer,
+      1,
+      100_000,
     ),
     logLevel: logLevel as LogLevel,
     kubeconfig: optionalStr('kubeconfig'),

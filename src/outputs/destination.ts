@@ -5,6 +5,7 @@
  */
 import type { FieldCheck } from '../resource/check.ts';
 import type { PrinterColumn, SchemaNode } from '../resource/schema.ts';
+import type { ServerSlots } from './server-slots.ts';
 import type { Output } from './types.ts';
 
 /** A reference to one key of a Secret in the sink's own namespace (or the operator's, for AuditSink). */
@@ -30,6 +31,11 @@ export interface OutputContext {
    * rotated Secret applies at once; undefined while the Secret or key is missing.
    */
   readonly secret: (ref: SecretKeyRef) => string | undefined;
+  /**
+   * The process's requests in flight per server, shared by every output writing to one server
+   * (InfluxDB outputs take a slot for each request; ADR 0008).
+   */
+  readonly serverSlots: ServerSlots;
 }
 
 /** One kind of destination, `D` being what a resource's `spec.<field>` becomes. */

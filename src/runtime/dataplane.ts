@@ -10,6 +10,7 @@ import type { Settings } from '../config/settings.ts';
 import { LineProtocolFileOutput, lineProtocolPath } from '../outputs/file/file-output.ts';
 import { INFLUX_DEFAULTS, TAG_NAMES } from '../outputs/influxdb/index.ts';
 import { createOutputs } from '../outputs/kinds.ts';
+import { ServerSlots } from '../outputs/server-slots.ts';
 import type { Output } from '../outputs/types.ts';
 import { LINE_PROTOCOL_CATCH_UP, LINE_PROTOCOL_ENCODING } from '../outputs/turn-budget.ts';
 import {
@@ -26,7 +27,7 @@ import type { Sink } from '../sinks/types.ts';
 import { openQueue } from '../spool/index.ts';
 import { openLogQueue } from '../spool/log/index.ts';
 import type { Logger } from '../telemetry/logger.ts';
-import { SinkMetrics } from '../telemetry/metrics.ts';
+import { registerServerSlotMetrics, SinkMetrics } from '../telemetry/metrics.ts';
 import { SinkLog } from '../telemetry/sink-log.ts';
 import { SinkTokens, tokenLines } from './credentials.ts';
 import { connectionLimits, DedicatedListeners } from './listeners.ts';
@@ -234,6 +235,8 @@ export function createRegistry(
   log: Logger,
   mode: RegistryMode,
 ): SinkRegistry {
+  const serverSlots = new ServerSlots(settings.influxdbMaxRequestsPerServer);
+  registerServerSlotMetrics(metrics, serverSlots);
   const registry: SinkRegistry = new SinkRegistry({
     routing: { allowSecretPayloads: settings.allowSecretPayloads },
     factory: {
@@ -251,7 +254,7 @@ export function createRegistry(
             })
           : openQueue({ maxBytes: settings.spoolMaxBytes }),
       createOutputs: (sink) =>
-        Promise.resolve(outputsFor(sink, settings, secrets, mode.embeddedDestination)),
+        Promise.resolve(outputsFor(sink, settings, secrets, serverSlots, mode.embeddedDestination)),
       openDeadLetters: (sink) =>
         new DeadLetterStore({
           path: deadLetterPath(settings.dataDir, sink.ref),
@@ -293,12 +296,14 @@ function outputsFor(
   sink: Sink,
   settings: Settings,
   secrets: () => SecretStore,
+  serverSlots: ServerSlots,
   embeddedDestination: boolean,
 ): Output[] {
   const namespace = secretNamespace(sink.ref, settings.namespace);
   const outputs = createOutputs(sink, {
     label: sink.label,
     secret: (ref) => secrets().get(`${namespace}/${ref.name}`)?.[ref.key],
+    serverSlots,
   });
   if (outputs.length === 0 && embeddedDestination) {
     // The embedded default destination, so standalone mode works without an InfluxDB.

@@ -3,6 +3,7 @@
  * failed, queue depth and write latency; and of the operator's reconciles, per kind.
  */
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import type { ServerSlots } from '../outputs/server-slots.ts';
 import type { Output } from '../outputs/types.ts';
 import type { DeadLetter } from '../sinks/dead-letter.ts';
 import type { SinkObserver } from '../sinks/registry.ts';
@@ -187,4 +188,47 @@ export class ReconcileMetrics {
     this.#total.inc({ kind, result });
     this.#duration.observe({ kind }, seconds);
   }
+}
+
+/**
+ * Requests to each destination server against the process's limit
+ * (`--influxdb-max-requests-per-server`), read from the slots at each scrape. Labelled by the
+ * server's origin (scheme, host and port): one series per server, never per sink.
+ */
+export function registerServerSlotMetrics(registry: Registry, slots: ServerSlots): void {
+  const registers = [registry];
+  new Gauge({
+    name: 'kube_audit_output_server_requests_in_flight',
+    help: 'Requests in flight to a destination server (InfluxDB), all sinks together.',
+    labelNames: ['server'],
+    registers,
+    collect() {
+      this.reset();
+      for (const load of slots.load()) this.set({ server: load.server }, load.inFlight);
+    },
+  });
+  new Gauge({
+    name: 'kube_audit_output_server_requests_waiting',
+    help: 'Requests waiting for a slot of a destination server, its limit of requests in flight reached.',
+    labelNames: ['server'],
+    registers,
+    collect() {
+      this.reset();
+      for (const load of slots.load()) this.set({ server: load.server }, load.waiting);
+    },
+  });
+  const counted = new Map<string, number>();
+  new Counter({
+    name: 'kube_audit_output_server_wait_seconds_total',
+    help: 'Seconds requests spent waiting for a slot of a destination server, summed; its rate is the average number of requests waiting.',
+    labelNames: ['server'],
+    registers,
+    collect() {
+      // A counter only adds: it takes what the slots counted since the last read.
+      for (const load of slots.load()) {
+        this.inc({ server: load.server }, load.waitedSeconds - (counted.get(load.server) ?? 0));
+        counted.set(load.server, load.waitedSeconds);
+      }
+    },
+  });
 }

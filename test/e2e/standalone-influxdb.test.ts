@@ -115,6 +115,19 @@ async function untilHolds(bucket: string, distinct: number, timeoutMs = 30_000):
   );
 }
 
+/** The `/metrics` series of the requests to `server` (an origin), by metric name. */
+async function serverRequests(url: string, server: string): Promise<Map<string, number>> {
+  const label = `{server="${server}"} `;
+  const values = new Map<string, number>();
+  for (const line of (await (await fetch(`${url}/metrics`)).text()).split('\n')) {
+    const at = line.indexOf(label);
+    if (line.startsWith('kube_audit_output_server_') && at !== -1) {
+      values.set(line.slice(0, at), Number(line.slice(at + label.length)));
+    }
+  }
+  return values;
+}
+
 async function emptyBuckets(): Promise<void> {
   for (const bucket of ['cluster-audit', 'shop-audit']) {
     await fetch(`${influx.url}/api/v2/delete?org=${influx.org}&bucket=${bucket}`, {
@@ -231,5 +244,34 @@ describe('standalone mode into a real InfluxDB', () => {
       buckets: { retentionRules: { everySeconds: number }[] }[];
     };
     expect(buckets[0]?.retentionRules[0]?.everySeconds).toBe(48 * 3600);
+  });
+
+  it('keeps --influxdb-max-requests-per-server requests in flight to a hung server, the others waiting in /metrics, and delivers all once it answers', async () => {
+    await emptyBuckets();
+    const running = await start(await manifests(), await freePort(), [
+      '--influxdb-max-requests-per-server=1',
+    ]);
+    const server = new URL(influx.url).origin;
+    // Paused, influxd takes connections and answers nothing: the first write holds the one slot
+    // until its 10 s deadline, and the other sink's write waits for it in the process.
+    influx.pause();
+    try {
+      await postAll(running.url, again('one-slot'));
+      await waitFor(
+        'one request in flight to the paused influxd and one waiting',
+        () => serverRequests(running.url, server),
+        (m) =>
+          m.get('kube_audit_output_server_requests_in_flight') === 1 &&
+          (m.get('kube_audit_output_server_requests_waiting') ?? 0) >= 1,
+        8_000,
+      );
+    } finally {
+      influx.resume();
+    }
+    await untilHolds('cluster-audit', EVENTS.length, 60_000);
+    await untilHolds('shop-audit', SHOP, 60_000);
+    const after = await serverRequests(running.url, server);
+    expect(after.get('kube_audit_output_server_requests_waiting')).toBe(0);
+    expect(after.get('kube_audit_output_server_wait_seconds_total')).toBeGreaterThan(0);
   });
 });

@@ -64,6 +64,13 @@ export interface InfluxServer {
   kill(): Promise<void>;
   /** Starts the server again on the same port and data, after stop or kill. */
   restart(): Promise<void>;
+  /**
+   * SIGSTOP, as a hung server: its port still takes connections (the kernel accepts them) and
+   * nothing is answered until {@link resume}.
+   */
+  pause(): void;
+  /** SIGCONT after {@link pause}: the server answers what waited. */
+  resume(): void;
   /** Stops the server and removes its data. Safe to call more than once. */
   dispose(): Promise<void>;
 }
@@ -260,10 +267,13 @@ class InfluxdProcess {
     }
   }
 
-  async signal(signal: 'SIGTERM' | 'SIGKILL'): Promise<void> {
+  async signal(signal: 'SIGTERM' | 'SIGKILL' | 'SIGSTOP' | 'SIGCONT'): Promise<void> {
     const child = this.#child;
     if (child === undefined || child.exitCode !== null || child.signalCode !== null) return;
     child.kill(signal);
+    if (signal === 'SIGSTOP' || signal === 'SIGCONT') return;
+    // A paused server takes SIGTERM only once it runs again.
+    child.kill('SIGCONT');
     const timer = setTimeout(() => child.kill('SIGKILL'), STOP_TIMEOUT_MS);
     await this.#exited;
     clearTimeout(timer);
@@ -383,6 +393,8 @@ async function onboard(proc: InfluxdProcess, dir: string): Promise<InfluxServer>
       await proc.signal('SIGTERM');
       await proc.start();
     },
+    pause: () => void proc.signal('SIGSTOP'),
+    resume: () => void proc.signal('SIGCONT'),
     async dispose() {
       if (disposed) return;
       disposed = true;

@@ -8,8 +8,9 @@ import { readFileSync } from 'node:fs';
 import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { InfluxOutput } from '../../src/outputs/influxdb/writer.ts';
+import { ServerSlots } from '../../src/outputs/server-slots.ts';
 import { receiverMetrics } from '../../src/receiver/metrics.ts';
-import { SinkMetrics } from '../../src/telemetry/metrics.ts';
+import { registerServerSlotMetrics, SinkMetrics } from '../../src/telemetry/metrics.ts';
 import { destinationOn, type InfluxServer, type Row, startInfluxd } from '../harness/influxd.ts';
 import { movedToNow, recordedEvents } from '../support/recorded.ts';
 
@@ -277,6 +278,7 @@ describe('the dashboard Prometheus queries', () => {
   const registry = new Registry();
   new SinkMetrics(registry, () => new Map());
   receiverMetrics(registry);
+  registerServerSlotMetrics(registry, new ServerSlots());
 
   /** A metric name as PromQL reads it: histograms expose `_bucket`, `_sum` and `_count`. */
   function registered(name: string): { labelNames: readonly string[] } | undefined {

@@ -5,6 +5,7 @@
 import type { AuditEvent } from '../../audit/types.ts';
 import type { InfluxDestination } from './spec.ts';
 import { OutputError, type PreparedWrite, type PreparingOutput } from '../types.ts';
+import type { RequestSlots } from '../server-slots.ts';
 import { BucketError, ensureBucket } from './buckets.ts';
 
 /** Wraps an InfluxDB output so that its bucket exists before it writes. */
@@ -14,6 +15,7 @@ export class BucketCreatingOutput implements PreparingOutput {
   readonly #output: PreparingOutput;
   readonly #destination: InfluxDestination;
   readonly #token: () => string | undefined;
+  readonly #slots: RequestSlots | undefined;
   readonly #closing = new AbortController();
   #ready = false;
 
@@ -21,11 +23,14 @@ export class BucketCreatingOutput implements PreparingOutput {
     output: PreparingOutput,
     destination: InfluxDestination,
     token: () => string | undefined,
+    /** The server's request slots, shared with the writes; absent, checks are sent at once. */
+    slots?: RequestSlots,
   ) {
     this.#output = output;
     this.target = output.target;
     this.#destination = destination;
     this.#token = token;
+    this.#slots = slots;
   }
 
   async write(events: readonly AuditEvent[], signal?: AbortSignal): Promise<void> {
@@ -58,7 +63,7 @@ export class BucketCreatingOutput implements PreparingOutput {
     const abort =
       signal === undefined ? this.#closing.signal : AbortSignal.any([this.#closing.signal, signal]);
     try {
-      await ensureBucket(this.#destination, this.#token(), { signal: abort });
+      await ensureBucket(this.#destination, this.#token(), { signal: abort, slots: this.#slots });
     } catch (err) {
       if (!(err instanceof BucketError)) throw err;
       throw new OutputError(

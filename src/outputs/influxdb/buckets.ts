@@ -7,7 +7,7 @@ import { InfluxDB } from '@influxdata/influxdb-client';
 import type { InfluxDestination } from './spec.ts';
 import type { OutputErrorCode } from '../types.ts';
 import { influxRequest, InfluxRequestError } from './http.ts';
-import { type RequestSlots, slotsFor } from './server-slots.ts';
+import type { RequestSlots } from '../server-slots.ts';
 import { INFLUX_OUTPUT_DEFAULTS, influxTarget } from './writer.ts';
 
 /** The bucket as ensureBucket found or made it. */
@@ -59,8 +59,8 @@ export async function ensureBucket(
     readonly timeoutMs?: number;
     /** Aborts the requests in flight (a shutdown); the result is then an UNREACHABLE error. */
     readonly signal?: AbortSignal;
-    /** The server's request slots (by default the process's for its URL: {@link slotsFor}). */
-    readonly slots?: RequestSlots;
+    /** The server's request slots, shared with its writes; absent, requests are sent at once. */
+    readonly slots?: RequestSlots | undefined;
   } = {},
 ): Promise<BucketState> {
   const target = influxTarget(destination);
@@ -69,7 +69,7 @@ export async function ensureBucket(
   const org = encodeURIComponent(destination.org);
   const name = encodeURIComponent(destination.bucket);
   const signal = options.signal === undefined ? {} : { signal: options.signal };
-  const slots = options.slots ?? slotsFor(destination.url);
+  const slots = options.slots === undefined ? {} : { slots: options.slots };
   const get = async (path: string): Promise<unknown> =>
     (
       await influxRequest(client, target, {
@@ -77,7 +77,7 @@ export async function ensureBucket(
         path,
         token,
         timeoutMs,
-        slots,
+        ...slots,
         ...signal,
       })
     ).body;
@@ -128,7 +128,7 @@ export async function ensureBucket(
       },
       token,
       timeoutMs,
-      slots,
+      ...slots,
       ...signal,
     });
     return state(created.body as Bucket, true);

@@ -5,7 +5,7 @@
  */
 import { HttpError, type InfluxDB, RequestTimedOutError } from '@influxdata/influxdb-client';
 import { errorForStatus, OutputError } from '../types.ts';
-import type { RequestSlots } from './server-slots.ts';
+import type { RequestSlots } from '../server-slots.ts';
 
 /** A request, as the writer and the bucket check make it. */
 export interface InfluxRequest {
@@ -23,9 +23,9 @@ export interface InfluxRequest {
   readonly signal?: AbortSignal;
   /**
    * The server's slots: the request waits for one before it is sent, and its deadline starts
-   * then (see `server-slots.ts`). Absent: sent at once.
+   * then (see `outputs/server-slots.ts`). Absent: sent at once.
    */
-  readonly slots?: RequestSlots;
+  readonly slots?: RequestSlots | undefined;
 }
 
 /** What a successful request returned. */

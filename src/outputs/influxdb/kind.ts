@@ -19,8 +19,12 @@ export const INFLUXDB: DestinationKind<InfluxDestination> = {
   create(destination, context) {
     const ref = destination.tokenSecretRef;
     const token = () => (ref === undefined ? undefined : context.secret(ref));
-    const output = new InfluxOutput(destination, context.label, token);
-    return destination.createBucket ? new BucketCreatingOutput(output, destination, token) : output;
+    // Writes and bucket checks to one server share its slots.
+    const slots = context.serverSlots.for(destination.url);
+    const output = new InfluxOutput(destination, context.label, token, { slots });
+    return destination.createBucket
+      ? new BucketCreatingOutput(output, destination, token, slots)
+      : output;
   },
   columns: [
     {

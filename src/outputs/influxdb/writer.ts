@@ -15,7 +15,7 @@ import { OutputError, type PreparedWrite, type PreparingOutput } from '../types.
 import { LINE_PROTOCOL_ENCODING } from '../turn-budget.ts';
 import { influxRequest } from './http.ts';
 import { LineProtocolEncoder, type PointTimestamps } from './line-protocol.ts';
-import { type RequestSlots, slotsFor } from './server-slots.ts';
+import type { RequestSlots } from '../server-slots.ts';
 
 /**
  * Reads the current token (from the sink's Secret) for every request, so a rotated Secret is used
@@ -45,8 +45,8 @@ export interface InfluxOutputOptions {
   /** The sub-microsecond slots to use (by default the encoder's own). */
   readonly timestamps?: PointTimestamps;
   /**
-   * The requests in flight to the destination's server, shared with every output writing there
-   * (by default the process's for its URL: {@link slotsFor}).
+   * The slots of the destination's server, shared with every output writing there (the
+   * process's `ServerSlots`); absent, requests are sent at once.
    */
   readonly slots?: RequestSlots;
 }
@@ -83,7 +83,7 @@ export class InfluxOutput implements PreparingOutput {
   readonly #timeoutMs: number;
   readonly #gzipThreshold: number;
   readonly #maxRequestBytes: number;
-  readonly #slots: RequestSlots;
+  readonly #slots: RequestSlots | undefined;
   readonly #closing = new AbortController();
 
   /** `sink` is the sink's label, the value of the `sink` tag. */
@@ -97,7 +97,7 @@ export class InfluxOutput implements PreparingOutput {
     this.#timeoutMs = options.timeoutMs ?? INFLUX_OUTPUT_DEFAULTS.timeoutMs;
     this.#gzipThreshold = options.gzipThreshold ?? INFLUX_OUTPUT_DEFAULTS.gzipThreshold;
     this.#maxRequestBytes = options.maxRequestBytes ?? INFLUX_OUTPUT_DEFAULTS.maxRequestBytes;
-    this.#slots = options.slots ?? slotsFor(destination.url);
+    this.#slots = options.slots;
     // No token here: the transport would keep it for its lifetime; it is sent per request.
     this.#client = new InfluxDB({ url: destination.url, timeout: this.#timeoutMs });
     this.#path =

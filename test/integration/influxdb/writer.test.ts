@@ -10,7 +10,7 @@ import { gunzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { epochMicros } from '../../../src/audit/time.ts';
 import type { AuditEvent } from '../../../src/audit/types.ts';
-import { RequestSlots } from '../../../src/outputs/influxdb/server-slots.ts';
+import { RequestSlots } from '../../../src/outputs/server-slots.ts';
 import { InfluxOutput } from '../../../src/outputs/influxdb/writer.ts';
 import { OutputError } from '../../../src/outputs/types.ts';
 import type { InfluxDestination } from '../../../src/outputs/influxdb/spec.ts';

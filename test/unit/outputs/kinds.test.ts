@@ -8,6 +8,7 @@ import {
   DESTINATION_NAMES,
   destinationSecrets,
 } from '../../../src/outputs/kinds.ts';
+import { ServerSlots } from '../../../src/outputs/server-slots.ts';
 import { sinkFromResource } from '../../../src/sinks/spec.ts';
 import type { Sink } from '../../../src/sinks/types.ts';
 import { type Json, pipelineResource } from '../../support/resources.ts';
@@ -22,7 +23,11 @@ function sink(spec: Json): Sink {
   return sinkFromResource(pipelineResource({ policy: POLICY, ...spec }), SETTINGS);
 }
 
-const context = { label: 'shop/orders', secret: () => 'secret-token' };
+const context = {
+  label: 'shop/orders',
+  secret: () => 'secret-token',
+  serverSlots: new ServerSlots(),
+};
 
 describe('the destination kinds', () => {
   it('are influxdb and webhook, in the order their outputs are made', () => {
@@ -36,6 +41,18 @@ describe('the destination kinds', () => {
     ['both', { webhook: WEBHOOK, influxdb: INFLUX }, ['influxdb', 'webhook']],
   ])('make one output per destination: %s', (_, spec, kinds) => {
     expect(createOutputs(sink(spec), context).map((o) => o.kind)).toEqual(kinds);
+  });
+
+  it("take an InfluxDB output's request slots from the process's set for its server", () => {
+    const serverSlots = new ServerSlots(3);
+    createOutputs(sink({ webhook: WEBHOOK, influxdb: INFLUX }), { ...context, serverSlots });
+    createOutputs(sink({ influxdb: { ...INFLUX, bucket: 'other', createBucket: true } }), {
+      ...context,
+      serverSlots,
+    });
+    expect([...serverSlots.load()].map((load) => load.server)).toEqual([
+      'http://influxdb.monitoring:8086',
+    ]);
   });
 
   it.each([

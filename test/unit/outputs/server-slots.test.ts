@@ -1,10 +1,10 @@
 // The slots that bound the requests in flight to one InfluxDB server: pure, no I/O.
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import {
   REQUESTS_PER_SERVER,
   RequestSlots,
-  slotsFor,
-} from '../../../src/outputs/influxdb/server-slots.ts';
+  ServerSlots,
+} from '../../../src/outputs/server-slots.ts';
 
 /** Settles pending promise callbacks. */
 const settle = () => new Promise<void>((resolve) => setImmediate(resolve));
@@ -103,18 +103,73 @@ describe('RequestSlots', () => {
   });
 });
 
-describe('slotsFor', () => {
-  it('shares one set of slots per server origin, whatever the path', () => {
-    const a = slotsFor('http://influxdb.monitoring:8086');
-    expect(slotsFor('http://influxdb.monitoring:8086/')).toBe(a);
-    expect(slotsFor('http://influxdb.monitoring:8086/influx')).toBe(a);
-    expect(slotsFor('https://influxdb.monitoring:8086')).not.toBe(a);
-    expect(slotsFor('http://influxdb.monitoring:8087')).not.toBe(a);
+describe('waitedSeconds', () => {
+  it('sums the time requests waited, granted or abandoned, and nothing for a free slot', async () => {
+    vi.useFakeTimers({ toFake: ['performance'] });
+    try {
+      const slots = new RequestSlots(1);
+      const held = await slots.acquire();
+      const granted = slots.acquire();
+      const abort = new AbortController();
+      const abandoned = slots.acquire(abort.signal);
+      vi.advanceTimersByTime(1_500);
+      held();
+      const release = await granted;
+      vi.advanceTimersByTime(500);
+      abort.abort(new Error('gone'));
+      await expect(abandoned).rejects.toThrow('gone');
+      expect(slots.waitedSeconds).toBeCloseTo(1.5 + 2, 6);
+      release();
+      (await slots.acquire())();
+      expect(slots.waitedSeconds).toBeCloseTo(3.5, 6);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+});
+
+describe('ServerSlots', () => {
+  it('shares one set of slots per server origin, whatever the path or user info', () => {
+    const servers = new ServerSlots();
+    const a = servers.for('http://influxdb.monitoring:8086');
+    expect(servers.for('http://influxdb.monitoring:8086/')).toBe(a);
+    expect(servers.for('http://influxdb.monitoring:8086/influx')).toBe(a);
+    expect(servers.for('http://user:secret@influxdb.monitoring:8086')).toBe(a);
+    expect(servers.for('https://influxdb.monitoring:8086')).not.toBe(a);
+    expect(servers.for('http://influxdb.monitoring:8087')).not.toBe(a);
     expect(a.limit).toBe(REQUESTS_PER_SERVER);
   });
 
-  it('allows 128 requests in flight per server', () => {
+  it('gives each server the configured limit, and the process another set', async () => {
+    const servers = new ServerSlots(1);
+    const a = servers.for('http://a:8086');
+    const b = servers.for('http://b:8086');
+    expect([a.limit, b.limit]).toEqual([1, 1]);
+    const held = await a.acquire();
+    // Another server's slot is free; another ServerSlots does not share this one's.
+    (await b.acquire())();
+    (await new ServerSlots(1).for('http://a:8086').acquire())();
+    held();
+  });
+
+  it('reports each server by origin, never with user info', async () => {
+    const servers = new ServerSlots(1);
+    const slots = servers.for('http://user:secret@influxdb:8086/base');
+    const held = await slots.acquire();
+    void slots.acquire();
+    expect([...servers.load()]).toEqual([
+      { server: 'http://influxdb:8086', inFlight: 1, waiting: 1, waitedSeconds: 0 },
+    ]);
+    held();
+  });
+
+  it('refuses a limit that is not a positive integer when made', () => {
+    expect(() => new ServerSlots(0)).toThrow(RangeError);
+  });
+
+  it('allows 128 requests in flight per server by default', () => {
     // 128: measured with 1,000 sinks on one influxd (ADR 0008).
     expect(REQUESTS_PER_SERVER).toBe(128);
+    expect(new ServerSlots().limit).toBe(128);
   });
 });

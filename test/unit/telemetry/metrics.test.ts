@@ -1,8 +1,9 @@
-// Sink metrics as Prometheus reads them.
+// Sink and destination server metrics as Prometheus reads them.
 import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
+import { ServerSlots } from '../../../src/outputs/server-slots.ts';
 import type { Sink } from '../../../src/sinks/types.ts';
-import { SinkMetrics } from '../../../src/telemetry/metrics.ts';
+import { registerServerSlotMetrics, SinkMetrics } from '../../../src/telemetry/metrics.ts';
 
 const sink = (key: string) => ({ key }) as Sink;
 
@@ -66,5 +67,34 @@ describe('sink metrics', () => {
     expect(text).toContain(
       'kube_audit_sink_dropped_events_total{sink="AuditPipeline/shop/orders",reason="policy"} 1',
     );
+  });
+});
+
+describe('destination server metrics', () => {
+  it("read each server's requests in flight and waiting at each scrape, and add up the seconds waited", async () => {
+    const registry = new Registry();
+    const servers = new ServerSlots(1);
+    registerServerSlotMetrics(registry, servers);
+    const slots = servers.for('http://user:secret@influxdb.monitoring:8086/base');
+    const held = await slots.acquire();
+    const waiting = slots.acquire();
+    const label = '{server="http://influxdb.monitoring:8086"}';
+    let text = await registry.metrics();
+    expect(text).toContain(`kube_audit_output_server_requests_in_flight${label} 1`);
+    expect(text).toContain(`kube_audit_output_server_requests_waiting${label} 1`);
+    expect(text).toContain(`kube_audit_output_server_wait_seconds_total${label} 0`);
+    expect(text).not.toContain('secret');
+    await new Promise((resolve) => setTimeout(resolve, 30));
+    held();
+    (await waiting)();
+    const first = slots.waitedSeconds;
+    expect(first).toBeGreaterThan(0.02);
+    text = await registry.metrics();
+    expect(text).toContain(`kube_audit_output_server_requests_in_flight${label} 0`);
+    expect(text).toContain(`kube_audit_output_server_requests_waiting${label} 0`);
+    // Read twice, the counter holds the same total: what was waited is added once.
+    await registry.metrics();
+    text = await registry.metrics();
+    expect(text).toContain(`kube_audit_output_server_wait_seconds_total${label} ${first}`);
   });
 });

@@ -8,11 +8,12 @@
  */
 
 /**
- * Requests in flight per server: 128. Measured with 1,000 sinks on one influxd (`bench:memory`,
- * the Mix with 1,000 sinks; ADR 0008): unbounded, 1,247 to 1,990 writes of each run timed out;
- * with 128 none did in any of 5 runs, and events per CPU second rose by 12% on average. 256 still
- * let some time out; 32 or fewer made points visible later (influxd syncs a write-ahead log per
- * bucket, and more writes at once let the file system commit their syncs together).
+ * Requests in flight per server by default (`--influxdb-max-requests-per-server`): 128. Measured
+ * with 1,000 sinks on one influxd (`bench:memory`, the Mix with 1,000 sinks; ADR 0008): unbounded,
+ * 1,247 to 1,990 writes of each run timed out; with 128 none did in any of 5 runs, and events per
+ * CPU second rose by 12% on average. 256 still let some time out; 32 or fewer made points visible
+ * later (influxd syncs a write-ahead log per bucket, and more writes at once let the file system
+ * commit their syncs together).
  */
 export const REQUESTS_PER_SERVER = 128;
 
@@ -21,6 +22,8 @@ export class RequestSlots {
   readonly limit: number;
   #busy = 0;
   readonly #waiting: (() => void)[] = [];
+  /** Milliseconds spent waiting by requests that got their slot or gave up. */
+  #waitedMs = 0;
 
   constructor(limit: number) {
     if (!Number.isSafeInteger(limit) || limit < 1) {
@@ -40,20 +43,32 @@ export class RequestSlots {
   }
 
   /**
+   * Seconds requests have spent waiting for a slot, summed, counted when each wait ends (granted or
+   * aborted). Its rate is the average number of requests waiting: above zero for long, the limit
+   * holds writes back.
+   */
+  get waitedSeconds(): number {
+    return this.#waitedMs / 1000;
+  }
+
+  /**
    * Resolves with the function that gives the slot back (once; later calls do nothing) when one is
    * free. Rejects with `signal`'s reason, holding nothing, when it aborts first.
    */
   acquire(signal?: AbortSignal): Promise<() => void> {
     if (signal?.aborted === true) return Promise.reject(abortReason(signal));
     if (this.#busy < this.limit) return Promise.resolve(this.#take());
+    const since = performance.now();
     return new Promise((resolve, reject) => {
       const grant = () => {
         signal?.removeEventListener('abort', abandon);
+        this.#waitedMs += performance.now() - since;
         resolve(this.#take());
       };
       const abandon = () => {
         const at = this.#waiting.indexOf(grant);
         if (at !== -1) this.#waiting.splice(at, 1);
+        this.#waitedMs += performance.now() - since;
         reject(abortReason(signal as AbortSignal));
       };
       signal?.addEventListener('abort', abandon, { once: true });
@@ -80,18 +95,49 @@ function abortReason(signal: AbortSignal): Error {
   return reason instanceof Error ? reason : new Error(`aborted: ${String(reason)}`);
 }
 
-const servers = new Map<string, RequestSlots>();
+/** Where requests to one server stand: in flight, waiting, and the seconds spent waiting so far. */
+export interface ServerLoad {
+  /** The server's origin: scheme, host and port (never user info). */
+  readonly server: string;
+  readonly inFlight: number;
+  readonly waiting: number;
+  readonly waitedSeconds: number;
+}
 
 /**
- * The process's slots for the server at `url` (by origin: scheme, host and port), made on first use
- * with {@link REQUESTS_PER_SERVER}. One small entry per server ever written to, kept for the process.
+ * The process's request slots, one set per server origin (scheme, host and port), each allowing
+ * `limit` requests in flight: every output writing to one server shares its set, whatever the
+ * number of sinks. The composition root makes one from `--influxdb-max-requests-per-server`.
  */
-export function slotsFor(url: string): RequestSlots {
-  const origin = new URL(url).origin;
-  let slots = servers.get(origin);
-  if (slots === undefined) {
-    slots = new RequestSlots(REQUESTS_PER_SERVER);
-    servers.set(origin, slots);
+export class ServerSlots {
+  readonly limit: number;
+  readonly #servers = new Map<string, RequestSlots>();
+
+  constructor(limit: number = REQUESTS_PER_SERVER) {
+    // Checked here too, so that a bad limit fails at start rather than at the first write.
+    this.limit = new RequestSlots(limit).limit;
   }
-  return slots;
+
+  /** The slots of the server at `url`, made on first use; one small entry per server, kept. */
+  for(url: string): RequestSlots {
+    const origin = new URL(url).origin;
+    let slots = this.#servers.get(origin);
+    if (slots === undefined) {
+      slots = new RequestSlots(this.limit);
+      this.#servers.set(origin, slots);
+    }
+    return slots;
+  }
+
+  /** Each server written to so far, for the metrics. */
+  *load(): IterableIterator<ServerLoad> {
+    for (const [server, slots] of this.#servers) {
+      yield {
+        server,
+        inFlight: slots.busy,
+        waiting: slots.waiting,
+        waitedSeconds: slots.waitedSeconds,
+      };
+    }
+  }
 }
