@@ -20,7 +20,7 @@ const LAYERS = {
   outputs: ['audit', 'config', 'resource'],
   sinks: ['audit', 'outputs', 'policy', 'resource', 'spool'],
   receiver: ['audit', 'config', 'sinks'],
-  telemetry: ['config', 'outputs', 'sinks'],
+  telemetry: ['config', 'outputs', 'sinks', 'spool'],
   runtime: ['config', 'outputs', 'receiver', 'sinks', 'spool', 'telemetry'],
   operator: ['audit', 'config', 'outputs', 'policy', 'receiver', 'runtime', 'sinks', 'telemetry'],
   standalone: ['audit', 'config', 'runtime', 'sinks', 'telemetry'],

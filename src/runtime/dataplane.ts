@@ -27,7 +27,7 @@ import type { Sink } from '../sinks/types.ts';
 import { openQueue } from '../spool/index.ts';
 import { openLogQueue } from '../spool/log/index.ts';
 import type { Logger } from '../telemetry/logger.ts';
-import { registerServerSlotMetrics, SinkMetrics } from '../telemetry/metrics.ts';
+import { LogMetrics, registerServerSlotMetrics, SinkMetrics } from '../telemetry/metrics.ts';
 import { SinkLog } from '../telemetry/sink-log.ts';
 import { SinkTokens, tokenLines } from './credentials.ts';
 import { connectionLimits, DedicatedListeners } from './listeners.ts';
@@ -237,6 +237,7 @@ export function createRegistry(
 ): SinkRegistry {
   const serverSlots = new ServerSlots(settings.influxdbMaxRequestsPerServer);
   registerServerSlotMetrics(metrics, serverSlots);
+  const logMetrics = new LogMetrics(metrics);
   const registry: SinkRegistry = new SinkRegistry({
     routing: { allowSecretPayloads: settings.allowSecretPayloads },
     factory: {
@@ -251,6 +252,7 @@ export function createRegistry(
               // gets more of each turn until they caught up (ADR 0022).
               onCacheGrowth: (grown) =>
                 LINE_PROTOCOL_ENCODING.scale(grown ? LINE_PROTOCOL_CATCH_UP : 1),
+              observer: logMetrics,
             })
           : openQueue({ maxBytes: settings.spoolMaxBytes }),
       createOutputs: (sink) =>

@@ -8,6 +8,7 @@ import type { Output } from '../outputs/types.ts';
 import type { DeadLetter } from '../sinks/dead-letter.ts';
 import type { SinkObserver } from '../sinks/registry.ts';
 import type { Sink, SinkKind } from '../sinks/types.ts';
+import type { LogObserver, LogStats } from '../spool/log/index.ts';
 
 /**
  * What one sink was routed since the last scrape, and its counters' children. Routing reports every
@@ -231,4 +232,84 @@ export function registerServerSlotMetrics(registry: Registry, slots: ServerSlots
       }
     },
   });
+}
+
+/**
+ * The process's durable log (ADR 0019): its size on disk, which the data volume must hold, and its
+ * syncs, which every acknowledgement waits for. Counters continue across a reopened log.
+ */
+export class LogMetrics implements LogObserver {
+  readonly #sync: Histogram;
+  readonly #written: Counter;
+  #stats: (() => LogStats) | undefined;
+  // What the open log had counted at the last scrape: its counters start at 0 when it opens.
+  #counted = { segmentReads: 0, relocations: 0 };
+
+  constructor(registry: Registry) {
+    const registers = [registry];
+    const stats = () => this.#stats?.();
+    this.#sync = new Histogram({
+      name: 'kube_audit_log_sync_duration_seconds',
+      help: "Time the durable log's fdatasync of one record took; every acknowledgement waits for its record's.",
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers,
+    });
+    this.#written = new Counter({
+      name: 'kube_audit_log_written_bytes_total',
+      help: 'Bytes of records written to the durable log: each received batch once, whatever the number of sinks.',
+      registers,
+    });
+    new Gauge({
+      name: 'kube_audit_log_bytes',
+      help: 'Bytes of the durable log on disk: the segments some sink still needs. The data volume must hold it.',
+      registers,
+      collect() {
+        const now = stats();
+        if (now !== undefined) this.set(now.bytes);
+      },
+    });
+    new Gauge({
+      name: 'kube_audit_log_segments',
+      help: 'Segment files of the durable log on disk.',
+      registers,
+      collect() {
+        const now = stats();
+        if (now !== undefined) this.set(now.segments);
+      },
+    });
+    const counted = this.#counted;
+    new Counter({
+      name: 'kube_audit_log_segment_reads_total',
+      help: "Records read back from disk for a sink, having left the log's memory: sinks behind the others or their destination.",
+      registers,
+      collect() {
+        const now = stats();
+        if (now === undefined) return;
+        this.inc(now.segmentReads - counted.segmentReads);
+        counted.segmentReads = now.segmentReads;
+      },
+    });
+    new Counter({
+      name: 'kube_audit_log_relocations_total',
+      help: "Relocations of a sink far behind: its retained events copied forward so that the log's oldest segments can go.",
+      registers,
+      collect() {
+        const now = stats();
+        if (now === undefined) return;
+        this.inc(now.relocations - counted.relocations);
+        counted.relocations = now.relocations;
+      },
+    });
+  }
+
+  opened(log: { stats(): LogStats }): void {
+    this.#stats = () => log.stats();
+    this.#counted.segmentReads = 0;
+    this.#counted.relocations = 0;
+  }
+
+  wrote(bytes: number, syncSeconds: number | undefined): void {
+    this.#written.inc(bytes);
+    if (syncSeconds !== undefined) this.#sync.observe(syncSeconds);
+  }
 }

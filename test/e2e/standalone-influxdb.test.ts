@@ -151,6 +151,16 @@ describe('standalone mode into a real InfluxDB', () => {
       distinct: EVENTS.length,
     });
     expect(await counts('shop-audit')).toEqual({ points: SHOP, distinct: SHOP });
+    // Every batch answered 200 was synced to the durable log first, which /metrics shows.
+    const metrics = new Map(
+      (await (await fetch(`${running.url}/metrics`)).text())
+        .split('\n')
+        .filter((line) => line.startsWith('kube_audit_log_'))
+        .map((line) => [line.slice(0, line.lastIndexOf(' ')), Number(line.split(' ').at(-1))]),
+    );
+    expect(metrics.get('kube_audit_log_bytes')).toBeGreaterThan(0);
+    expect(metrics.get('kube_audit_log_written_bytes_total')).toBeGreaterThan(0);
+    expect(metrics.get('kube_audit_log_sync_duration_seconds_count')).toBeGreaterThanOrEqual(1);
   });
 
   it('keeps answering 200 while InfluxDB is down, then delivers everything, also across SIGKILL', async () => {

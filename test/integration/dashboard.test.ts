@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { InfluxOutput } from '../../src/outputs/influxdb/writer.ts';
 import { ServerSlots } from '../../src/outputs/server-slots.ts';
 import { receiverMetrics } from '../../src/receiver/metrics.ts';
-import { registerServerSlotMetrics, SinkMetrics } from '../../src/telemetry/metrics.ts';
+import { LogMetrics, registerServerSlotMetrics, SinkMetrics } from '../../src/telemetry/metrics.ts';
 import { destinationOn, type InfluxServer, type Row, startInfluxd } from '../harness/influxd.ts';
 import { movedToNow, recordedEvents } from '../support/recorded.ts';
 
@@ -279,6 +279,7 @@ describe('the dashboard Prometheus queries', () => {
   new SinkMetrics(registry, () => new Map());
   receiverMetrics(registry);
   registerServerSlotMetrics(registry, new ServerSlots());
+  new LogMetrics(registry);
 
   /** A metric name as PromQL reads it: histograms expose `_bucket`, `_sum` and `_count`. */
   function registered(name: string): { labelNames: readonly string[] } | undefined {

@@ -10,7 +10,7 @@ import { encodeEvent, parseCursorFileName, parseSegmentFileName } from '../forma
 import { DEFAULT_RETRY_AFTER_SECONDS, DEFAULT_SEGMENT_BYTES, openQueueOn } from '../queue.ts';
 import { SegmentStore } from '../segments.ts';
 import type { Delay, SinkQueue } from '../types.ts';
-import { DurableLog } from './log.ts';
+import { DurableLog, type LogObserver } from './log.ts';
 import { LogStream } from './stream.ts';
 
 export {
@@ -19,8 +19,10 @@ export {
   DurableLog,
   LOG_CACHE_BYTES,
   LOG_READ_HANDLES,
+  type LogObserver,
   type LogOptions,
   type LogRecovery,
+  type LogStats,
 } from './log.ts';
 export { LogStream } from './stream.ts';
 
@@ -46,6 +48,8 @@ export interface LogQueueOptions {
    * it; every sink of a process passes the same.
    */
   readonly onCacheGrowth?: (grown: boolean) => void;
+  /** The log's observer (metrics); set by the first sink to open the log, as `onCacheGrowth`. */
+  readonly observer?: LogObserver;
   readonly retryAfterSeconds?: number;
   readonly delay?: Delay;
 }
@@ -73,6 +77,7 @@ function sharedLog(options: LogQueueOptions): Promise<DurableLog> {
         : { relocateAfterBytes: options.relocateAfterBytes }),
       ...(options.readCacheBytes === undefined ? {} : { readCacheBytes: options.readCacheBytes }),
       ...(options.onCacheGrowth === undefined ? {} : { onCacheGrowth: options.onCacheGrowth }),
+      ...(options.observer === undefined ? {} : { observer: options.observer }),
     });
   })();
   logs.set(dir, opening);

@@ -132,7 +132,22 @@ export interface LogOptions {
    * the same records fell further apart than it holds) and when it is back to it (false).
    */
   readonly onCacheGrowth?: (grown: boolean) => void;
+  /** Told when the log is open and after each record it writes, for metrics. */
+  readonly observer?: LogObserver;
 }
+
+/** What the log tells its observer (the process's metrics). */
+export interface LogObserver {
+  /** The log is open: its counters are read from `log` until the next `opened`. */
+  opened(log: { stats(): LogStats }): void;
+  /**
+   * A record was written and, with fsync on, synced: its size, and the seconds its sync took (its
+   * `fdatasync`, and the directory's when a new segment began; undefined with fsync off).
+   */
+  wrote(bytes: number, syncSeconds: number | undefined): void;
+}
+
+const NO_OBSERVER: LogObserver = { opened: () => undefined, wrote: () => undefined };
 
 /** What opening the log found on disk. */
 export interface LogRecovery {
@@ -398,6 +413,7 @@ export class DurableLog {
   readonly #cacheBytes: number;
   readonly #now: () => number;
   readonly #onCacheGrowth: (grown: boolean) => void;
+  readonly #observer: LogObserver;
   // The current limit of #cachedBytes, from #cacheBytes up to LOG_CACHE_GROWTH times it.
   #cacheLimit: number;
   // Records of several readers the limit made the cache let go, by record: when, oldest first.
@@ -465,6 +481,7 @@ export class DurableLog {
     this.#cacheLimit = options.readCacheBytes;
     this.#now = options.now;
     this.#onCacheGrowth = options.onCacheGrowth;
+    this.#observer = options.observer;
     this.#decodedCacheBytes = options.decodedCacheBytes;
     this.#readHandles = options.readHandles;
     this.#relocateAfterBytes = options.relocateAfterBytes;
@@ -492,6 +509,7 @@ export class DurableLog {
       relocateAfterBytes: options.relocateAfterBytes ?? DEFAULT_RELOCATE_AFTER_BYTES,
       now: options.now ?? (() => performance.now()),
       onCacheGrowth: options.onCacheGrowth ?? (() => undefined),
+      observer: options.observer ?? NO_OBSERVER,
     };
     if (!Number.isSafeInteger(settings.segmentBytes) || settings.segmentBytes <= 0) {
       throw new RangeError(`segmentBytes must be a positive integer, got ${settings.segmentBytes}`);
@@ -511,6 +529,7 @@ export class DurableLog {
     try {
       const log = await DurableLog.#load(settings);
       await log.collect();
+      settings.observer.opened(log);
       return log;
     } catch (error) {
       openLogs.delete(settings.dir);
@@ -1237,6 +1256,7 @@ export class DurableLog {
     const { segment, handle } = await this.#writer(buf.length);
     const at = segment.size;
     let syncing = false;
+    let syncSeconds: number | undefined;
     try {
       // The payload goes to the file first; the frame's header (marker, length, checksum), which
       // makes it a record, follows. Neither is acknowledged before the sync, and a crash between
@@ -1248,8 +1268,10 @@ export class DurableLog {
       writeFullySync(handle.fd, buf.subarray(0, FRAME_HEADER_BYTES), at);
       if (this.#fsync) {
         syncing = true;
+        const since = this.#now();
         await handle.datasync();
         if (this.#directoryDirty) await syncDirectory(this.dir);
+        syncSeconds = (this.#now() - since) / 1000;
       }
     } catch (error) {
       try {
@@ -1267,6 +1289,7 @@ export class DurableLog {
     segment.size = at + buf.length;
     segment.end = record + 1;
     this.#locations.set(record, { segment, offset: at, size: buf.length });
+    this.#observer.wrote(buf.length, syncSeconds);
   }
 
   async #writer(bytes: number): Promise<{ segment: Segment; handle: FileHandle }> {

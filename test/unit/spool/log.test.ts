@@ -747,3 +747,43 @@ describe('records in memory', () => {
     expect(log.stats().segmentReads).toBe(2);
   });
 });
+
+describe("the log's observer", () => {
+  async function observed(fsync: boolean) {
+    const told: { opened: unknown[]; wrote: [number, number | undefined][] } = {
+      opened: [],
+      wrote: [],
+    };
+    const log = await DurableLog.open({
+      dir: await temp.make(),
+      fsync,
+      observer: {
+        opened: (opened) => told.opened.push(opened),
+        wrote: (bytes, syncSeconds) => told.wrote.push([bytes, syncSeconds]),
+      },
+    });
+    logs.push(log);
+    const stream = new LogStream(log, await log.openStream('sinks/a'));
+    await stream.write(events('a', 0, 3).map(encodeEvent));
+    await stream.write(events('b', 0, 5).map(encodeEvent));
+    return { log, told };
+  }
+
+  it('is told the log it may read counters from, and the size and sync time of each record', async () => {
+    const { log, told } = await observed(true);
+    expect(told.opened).toEqual([log]);
+    expect(told.wrote).toHaveLength(2);
+    // The records are the whole segment: what the log reports as its size on disk.
+    expect(told.wrote[0]?.[0]).toBeGreaterThan(0);
+    expect(told.wrote.reduce((sum, [bytes]) => sum + bytes, 0)).toBe(log.stats().bytes);
+    for (const [, syncSeconds] of told.wrote) {
+      expect(syncSeconds).toBeGreaterThan(0);
+      expect(syncSeconds).toBeLessThan(10);
+    }
+  });
+
+  it('reports no sync time when fsync is off', async () => {
+    const { told } = await observed(false);
+    expect(told.wrote.map(([, syncSeconds]) => syncSeconds)).toEqual([undefined, undefined]);
+  });
+});

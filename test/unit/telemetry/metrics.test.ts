@@ -1,9 +1,14 @@
-// Sink and destination server metrics as Prometheus reads them.
+// Sink, destination server and durable log metrics as Prometheus reads them.
 import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
 import { ServerSlots } from '../../../src/outputs/server-slots.ts';
 import type { Sink } from '../../../src/sinks/types.ts';
-import { registerServerSlotMetrics, SinkMetrics } from '../../../src/telemetry/metrics.ts';
+import type { LogStats } from '../../../src/spool/log/index.ts';
+import {
+  LogMetrics,
+  registerServerSlotMetrics,
+  SinkMetrics,
+} from '../../../src/telemetry/metrics.ts';
 
 const sink = (key: string) => ({ key }) as Sink;
 
@@ -96,5 +101,60 @@ describe('destination server metrics', () => {
     await registry.metrics();
     text = await registry.metrics();
     expect(text).toContain(`kube_audit_output_server_wait_seconds_total${label} ${first}`);
+  });
+});
+
+describe('durable log metrics', () => {
+  const stats = (over: Partial<LogStats>): LogStats => ({
+    segments: 1,
+    records: 0,
+    bytes: 0,
+    writes: 0,
+    streams: 1,
+    relocations: 0,
+    readHandles: 0,
+    cachedRecords: 0,
+    cachedBytes: 0,
+    cacheLimitBytes: 0,
+    segmentReads: 0,
+    ...over,
+  });
+
+  it('shows the log on disk and its syncs, and keeps counting across a reopened log', async () => {
+    const registry = new Registry();
+    const metrics = new LogMetrics(registry);
+    // Before the log opens: nothing on disk, nothing counted.
+    let text = await registry.metrics();
+    expect(text).toContain('kube_audit_log_bytes 0');
+    expect(text).toContain('kube_audit_log_sync_duration_seconds_count 0');
+
+    let current = stats({ bytes: 4096, segments: 2, segmentReads: 7, relocations: 1 });
+    metrics.opened({ stats: () => current });
+    metrics.wrote(3000, 0.002);
+    metrics.wrote(1096, 0.03);
+    text = await registry.metrics();
+    expect(text).toContain('kube_audit_log_bytes 4096');
+    expect(text).toContain('kube_audit_log_segments 2');
+    expect(text).toContain('kube_audit_log_written_bytes_total 4096');
+    expect(text).toContain('kube_audit_log_sync_duration_seconds_bucket{le="0.0025"} 1');
+    expect(text).toContain('kube_audit_log_sync_duration_seconds_bucket{le="0.05"} 2');
+    expect(text).toContain('kube_audit_log_segment_reads_total 7');
+    expect(text).toContain('kube_audit_log_relocations_total 1');
+
+    current = stats({ bytes: 4096, segmentReads: 10, relocations: 1 });
+    text = await registry.metrics();
+    expect(text).toContain('kube_audit_log_segment_reads_total 10');
+
+    // Closed with its last sink and opened again: the new log counts from 0, the metrics go on.
+    current = stats({ bytes: 512, segmentReads: 2 });
+    metrics.opened({ stats: () => current });
+    metrics.wrote(512, undefined);
+    text = await registry.metrics();
+    expect(text).toContain('kube_audit_log_bytes 512');
+    expect(text).toContain('kube_audit_log_segment_reads_total 12');
+    expect(text).toContain('kube_audit_log_relocations_total 1');
+    expect(text).toContain('kube_audit_log_written_bytes_total 4608');
+    // Without fsync there is no sync to time.
+    expect(text).toContain('kube_audit_log_sync_duration_seconds_count 2');
   });
 });
