@@ -234,20 +234,24 @@ export function registerServerSlotMetrics(registry: Registry, slots: ServerSlots
   });
 }
 
+/** Counters of {@link LogStats} that {@link LogMetrics} carries over to Prometheus. */
+type LogCount = 'segmentReads' | 'relocations';
+
 /**
  * The process's durable log (ADR 0019): its size on disk, which the data volume must hold, and its
- * syncs, which every acknowledgement waits for. Counters continue across a reopened log.
+ * syncs, which every acknowledgement waits for. Counters go on across a log closed with its last
+ * sink and opened again.
  */
 export class LogMetrics implements LogObserver {
   readonly #sync: Histogram;
   readonly #written: Counter;
-  #stats: (() => LogStats) | undefined;
-  // What the open log had counted at the last scrape: its counters start at 0 when it opens.
-  #counted = { segmentReads: 0, relocations: 0 };
+  readonly #counters = new Map<LogCount, Counter>();
+  #log: { stats(): LogStats } | undefined;
+  // What the open log had counted when last carried over: a log's counters start at 0.
+  #counted: Record<LogCount, number> = { segmentReads: 0, relocations: 0 };
 
   constructor(registry: Registry) {
     const registers = [registry];
-    const stats = () => this.#stats?.();
     this.#sync = new Histogram({
       name: 'kube_audit_log_sync_duration_seconds',
       help: "Time the durable log's fdatasync of one record took; every acknowledgement waits for its record's.",
@@ -256,60 +260,66 @@ export class LogMetrics implements LogObserver {
     });
     this.#written = new Counter({
       name: 'kube_audit_log_written_bytes_total',
-      help: 'Bytes of records written to the durable log: each received batch once, whatever the number of sinks.',
+      help: 'Bytes of records written to the durable log: each received batch once, whatever the number of sinks, and the copies relocations make.',
       registers,
     });
-    new Gauge({
-      name: 'kube_audit_log_bytes',
-      help: 'Bytes of the durable log on disk: the segments some sink still needs. The data volume must hold it.',
-      registers,
-      collect() {
-        const now = stats();
-        if (now !== undefined) this.set(now.bytes);
-      },
-    });
-    new Gauge({
-      name: 'kube_audit_log_segments',
-      help: 'Segment files of the durable log on disk.',
-      registers,
-      collect() {
-        const now = stats();
-        if (now !== undefined) this.set(now.segments);
-      },
-    });
-    const counted = this.#counted;
-    new Counter({
-      name: 'kube_audit_log_segment_reads_total',
-      help: "Records read back from disk for a sink, having left the log's memory: sinks behind the others or their destination.",
-      registers,
-      collect() {
-        const now = stats();
-        if (now === undefined) return;
-        this.inc(now.segmentReads - counted.segmentReads);
-        counted.segmentReads = now.segmentReads;
-      },
-    });
-    new Counter({
-      name: 'kube_audit_log_relocations_total',
-      help: "Relocations of a sink far behind: its retained events copied forward so that the log's oldest segments can go.",
-      registers,
-      collect() {
-        const now = stats();
-        if (now === undefined) return;
-        this.inc(now.relocations - counted.relocations);
-        counted.relocations = now.relocations;
-      },
-    });
+    const gauge = (name: string, help: string, read: (stats: LogStats) => number) => {
+      const log = () => this.#log;
+      new Gauge({
+        name,
+        help,
+        registers,
+        collect() {
+          const open = log();
+          if (open !== undefined) this.set(read(open.stats()));
+        },
+      });
+    };
+    gauge(
+      'kube_audit_log_bytes',
+      'Bytes of the durable log on disk: the segments some sink still needs. The data volume must hold it.',
+      (stats) => stats.bytes,
+    );
+    gauge(
+      'kube_audit_log_segments',
+      'Segment files of the durable log on disk.',
+      (stats) => stats.segments,
+    );
+    const counter = (count: LogCount, name: string, help: string) => {
+      const carryOver = () => this.#carryOver();
+      this.#counters.set(count, new Counter({ name, help, registers, collect: carryOver }));
+    };
+    counter(
+      'segmentReads',
+      'kube_audit_log_segment_reads_total',
+      "Records read back from disk for a sink, having left the log's memory: sinks behind the others or their destination.",
+    );
+    counter(
+      'relocations',
+      'kube_audit_log_relocations_total',
+      "Relocations of a sink far behind: its retained events copied forward so that the log's oldest segments can go.",
+    );
   }
 
   opened(log: { stats(): LogStats }): void {
-    this.#stats = () => log.stats();
-    this.#counted.segmentReads = 0;
-    this.#counted.relocations = 0;
+    // What the previous log counted since the last scrape is kept before its counts are left.
+    this.#carryOver();
+    this.#log = log;
+    this.#counted = { segmentReads: 0, relocations: 0 };
   }
 
   wrote(bytes: number, syncSeconds: number | undefined): void {
     this.#written.inc(bytes);
     if (syncSeconds !== undefined) this.#sync.observe(syncSeconds);
+  }
+
+  /** Adds to each counter what the open log counted since the last time. */
+  #carryOver(): void {
+    const stats = this.#log?.stats();
+    if (stats === undefined) return;
+    for (const [count, counter] of this.#counters) {
+      counter.inc(stats[count] - this.#counted[count]);
+      this.#counted[count] = stats[count];
+    }
   }
 }

@@ -145,13 +145,15 @@ describe('durable log metrics', () => {
     text = await registry.metrics();
     expect(text).toContain('kube_audit_log_segment_reads_total 10');
 
-    // Closed with its last sink and opened again: the new log counts from 0, the metrics go on.
-    current = stats({ bytes: 512, segmentReads: 2 });
-    metrics.opened({ stats: () => current });
+    // One more read, then closed with its last sink and opened again before the next scrape: the
+    // read is kept, the new log counts from 0, the metrics go on.
+    current = stats({ bytes: 4096, segmentReads: 11, relocations: 1 });
+    const reopened = stats({ bytes: 512, segmentReads: 2 });
+    metrics.opened({ stats: () => reopened });
     metrics.wrote(512, undefined);
     text = await registry.metrics();
     expect(text).toContain('kube_audit_log_bytes 512');
-    expect(text).toContain('kube_audit_log_segment_reads_total 12');
+    expect(text).toContain('kube_audit_log_segment_reads_total 13');
     expect(text).toContain('kube_audit_log_relocations_total 1');
     expect(text).toContain('kube_audit_log_written_bytes_total 4608');
     // Without fsync there is no sync to time.
