@@ -115,17 +115,15 @@ async function untilHolds(bucket: string, distinct: number, timeoutMs = 30_000):
   );
 }
 
-/** The `/metrics` series of the requests to `server` (an origin), by metric name. */
-async function serverRequests(url: string, server: string): Promise<Map<string, number>> {
-  const label = `{server="${server}"} `;
-  const values = new Map<string, number>();
+/** Every series of `/metrics` (its name and labels, as written) with its value. */
+async function scrape(url: string): Promise<Map<string, number>> {
+  const series = new Map<string, number>();
   for (const line of (await (await fetch(`${url}/metrics`)).text()).split('\n')) {
-    const at = line.indexOf(label);
-    if (line.startsWith('kube_audit_output_server_') && at !== -1) {
-      values.set(line.slice(0, at), Number(line.slice(at + label.length)));
-    }
+    if (line === '' || line.startsWith('#')) continue;
+    const at = line.lastIndexOf(' ');
+    series.set(line.slice(0, at), Number(line.slice(at + 1)));
   }
-  return values;
+  return series;
 }
 
 async function emptyBuckets(): Promise<void> {
@@ -152,12 +150,7 @@ describe('standalone mode into a real InfluxDB', () => {
     });
     expect(await counts('shop-audit')).toEqual({ points: SHOP, distinct: SHOP });
     // Every batch answered 200 was synced to the durable log first, which /metrics shows.
-    const metrics = new Map(
-      (await (await fetch(`${running.url}/metrics`)).text())
-        .split('\n')
-        .filter((line) => line.startsWith('kube_audit_log_'))
-        .map((line) => [line.slice(0, line.lastIndexOf(' ')), Number(line.split(' ').at(-1))]),
-    );
+    const metrics = await scrape(running.url);
     expect(metrics.get('kube_audit_log_bytes')).toBeGreaterThan(0);
     expect(metrics.get('kube_audit_log_written_bytes_total')).toBeGreaterThan(0);
     expect(metrics.get('kube_audit_log_sync_duration_seconds_count')).toBeGreaterThanOrEqual(1);
@@ -261,7 +254,7 @@ describe('standalone mode into a real InfluxDB', () => {
     const running = await start(await manifests(), await freePort(), [
       '--influxdb-max-requests-per-server=1',
     ]);
-    const server = new URL(influx.url).origin;
+    const server = (name: string) => `${name}{server="${new URL(influx.url).origin}"}`;
     // Paused, influxd takes connections and answers nothing: the first write holds the one slot
     // until its 10 s deadline, and the other sink's write waits for it in the process.
     influx.pause();
@@ -269,10 +262,10 @@ describe('standalone mode into a real InfluxDB', () => {
       await postAll(running.url, again('one-slot'));
       await waitFor(
         'one request in flight to the paused influxd and one waiting',
-        () => serverRequests(running.url, server),
+        () => scrape(running.url),
         (m) =>
-          m.get('kube_audit_output_server_requests_in_flight') === 1 &&
-          (m.get('kube_audit_output_server_requests_waiting') ?? 0) >= 1,
+          m.get(server('kube_audit_output_server_requests_in_flight')) === 1 &&
+          (m.get(server('kube_audit_output_server_requests_waiting')) ?? 0) >= 1,
         8_000,
       );
     } finally {
@@ -280,8 +273,8 @@ describe('standalone mode into a real InfluxDB', () => {
     }
     await untilHolds('cluster-audit', EVENTS.length, 60_000);
     await untilHolds('shop-audit', SHOP, 60_000);
-    const after = await serverRequests(running.url, server);
-    expect(after.get('kube_audit_output_server_requests_waiting')).toBe(0);
-    expect(after.get('kube_audit_output_server_wait_seconds_total')).toBeGreaterThan(0);
+    const after = await scrape(running.url);
+    expect(after.get(server('kube_audit_output_server_requests_waiting'))).toBe(0);
+    expect(after.get(server('kube_audit_output_server_wait_seconds_total'))).toBeGreaterThan(0);
   });
 });
