@@ -26,10 +26,7 @@ export class RequestSlots {
   #waitedMs = 0;
 
   constructor(limit: number) {
-    if (!Number.isSafeInteger(limit) || limit < 1) {
-      throw new RangeError(`limit must be a positive integer, got ${String(limit)}`);
-    }
-    this.limit = limit;
+    this.limit = positiveLimit(limit);
   }
 
   /** Requests holding a slot now. */
@@ -89,6 +86,14 @@ export class RequestSlots {
   }
 }
 
+/** `limit`, when it is a positive integer; throws a RangeError otherwise. */
+function positiveLimit(limit: number): number {
+  if (!Number.isSafeInteger(limit) || limit < 1) {
+    throw new RangeError(`limit must be a positive integer, got ${String(limit)}`);
+  }
+  return limit;
+}
+
 /** Why `signal` aborted, as an Error (its reason when that is one, as AbortSignal's own are). */
 function abortReason(signal: AbortSignal): Error {
   const reason: unknown = signal.reason;
@@ -114,8 +119,8 @@ export class ServerSlots {
   readonly #servers = new Map<string, RequestSlots>();
 
   constructor(limit: number = REQUESTS_PER_SERVER) {
-    // Checked here too, so that a bad limit fails at start rather than at the first write.
-    this.limit = new RequestSlots(limit).limit;
+    // Checked here, so that a bad limit fails at start rather than at the first write.
+    this.limit = positiveLimit(limit);
   }
 
   /** The slots of the server at `url`, made on first use; one small entry per server, kept. */

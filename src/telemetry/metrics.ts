@@ -3,7 +3,7 @@
  * failed, queue depth and write latency; and of the operator's reconciles, per kind.
  */
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
-import type { ServerSlots } from '../outputs/server-slots.ts';
+import type { ServerLoad, ServerSlots } from '../outputs/server-slots.ts';
 import type { Output } from '../outputs/types.ts';
 import type { DeadLetter } from '../sinks/dead-letter.ts';
 import type { SinkObserver } from '../sinks/registry.ts';
@@ -198,26 +198,27 @@ export class ReconcileMetrics {
  */
 export function registerServerSlotMetrics(registry: Registry, slots: ServerSlots): void {
   const registers = [registry];
-  new Gauge({
-    name: 'kube_audit_output_server_requests_in_flight',
-    help: 'Requests in flight to a destination server (InfluxDB), all sinks together.',
-    labelNames: ['server'],
-    registers,
-    collect() {
-      this.reset();
-      for (const load of slots.load()) this.set({ server: load.server }, load.inFlight);
-    },
-  });
-  new Gauge({
-    name: 'kube_audit_output_server_requests_waiting',
-    help: 'Requests waiting for a slot of a destination server, its limit of requests in flight reached.',
-    labelNames: ['server'],
-    registers,
-    collect() {
-      this.reset();
-      for (const load of slots.load()) this.set({ server: load.server }, load.waiting);
-    },
-  });
+  const gauge = (name: string, help: string, read: (load: ServerLoad) => number) =>
+    new Gauge({
+      name,
+      help,
+      labelNames: ['server'],
+      registers,
+      collect() {
+        this.reset();
+        for (const load of slots.load()) this.set({ server: load.server }, read(load));
+      },
+    });
+  gauge(
+    'kube_audit_output_server_requests_in_flight',
+    'Requests in flight to a destination server (InfluxDB), all sinks together.',
+    (load) => load.inFlight,
+  );
+  gauge(
+    'kube_audit_output_server_requests_waiting',
+    'Requests waiting for a slot of a destination server, its limit of requests in flight reached.',
+    (load) => load.waiting,
+  );
   const counted = new Map<string, number>();
   new Counter({
     name: 'kube_audit_output_server_wait_seconds_total',
