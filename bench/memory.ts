@@ -1,7 +1,7 @@
 /**
  * `node bench/memory.ts [--full] [--outage] [--every-field] [--only <workload>] [--no-peer]
- * [--repeat <n>] [--batches <n>] [--candidate '<NODE_OPTIONS>']...`: what Node.js and V8 settings
- * cost and save.
+ * [--repeat <n>] [--batches <n>] [--pace <batches/s>] [--candidate '<NODE_OPTIONS>']...`: what
+ * Node.js and V8 settings cost and save.
  * Runs this project's `standalone` on the peer comparison's workloads (bench/peer.ts) once per
  * candidate `NODE_OPTIONS` (each with the `node` flags of the image's ENTRYPOINT), into one real
  * influxd, and Telegraf once per workload as the reference; prints peak RSS (VmHWM), where the
@@ -18,7 +18,8 @@
  * The default workloads are the quick bench's 1-sink ones and the Mix with 100 sinks; `--full`
  * adds the Mix with 10 and with 1,000 sinks. `--batches` sends that many batches in every
  * workload instead of the quick bench's 150 to 250: backlogs that build up over the full run only
- * show in longer runs. `--every-field` has our sinks write every field of the schema, as a sink
+ * show in longer runs. `--pace` offers that many batches a second, open loop, instead of two in
+ * flight as fast as they are answered (bench/peer.ts). `--every-field` has our sinks write every field of the schema, as a sink
  * does by default, instead of the peer's two (bench/peer.ts). Needs `npm run build` and Telegraf
  * built, as bench/peer.ts does.
  */
@@ -62,6 +63,7 @@ function flags(): {
   repeat: number;
   only: string;
   batches: number | undefined;
+  pace: number | undefined;
   candidates: string[];
 } {
   const argv = process.argv.slice(2);
@@ -69,11 +71,13 @@ function flags(): {
   let repeat = 1;
   let only = '';
   let batches: number | undefined;
+  let pace: number | undefined;
   for (let i = 0; i < argv.length; i++) {
     if (argv[i] === '--candidate') candidates.push(argv[++i] ?? '');
     else if (argv[i] === '--only') only = argv[++i] ?? '';
     else if (argv[i] === '--repeat') repeat = Number(argv[++i]);
     else if (argv[i] === '--batches') batches = Number(argv[++i]);
+    else if (argv[i] === '--pace') pace = Number(argv[++i]);
     else if (!['--full', '--no-peer', '--outage', '--every-field'].includes(argv[i] as string))
       throw new Error(`unknown argument ${argv[i]}`);
   }
@@ -81,6 +85,7 @@ function flags(): {
   if (batches !== undefined && (!Number.isInteger(batches) || batches < 1)) {
     throw new Error('--batches takes a positive integer');
   }
+  if (pace !== undefined && !(pace > 0)) throw new Error('--pace takes a positive number');
   const list = candidates.length > 0 ? candidates : [...DEFAULT_CANDIDATES, shippedNodeOptions()];
   return {
     full: argv.includes('--full'),
@@ -90,6 +95,7 @@ function flags(): {
     repeat,
     only,
     batches,
+    pace,
     candidates: [...new Set(list)],
   };
 }
@@ -108,15 +114,25 @@ const progress = (line: string) => console.error(line);
 /** With `--outage`: how long InfluxDB stays down after the last batch is acknowledged. */
 const OUTAGE_HOLD_MS = 5_000;
 
-const { full, peer: withPeer, outage, everyField, repeat, only, batches, candidates } = flags();
+const {
+  full,
+  peer: withPeer,
+  outage,
+  everyField,
+  repeat,
+  only,
+  batches,
+  pace,
+  candidates,
+} = flags();
 
 const fields = everyField ? 'every' : 'peer';
 const matrix: Workload[] = [
-  workload('Metadata', 1, batches ?? 250, fields),
-  workload('RequestResponse', 1, batches ?? 250, fields),
-  ...(full ? [workload('Mix', 10, batches ?? 150, fields)] : []),
-  workload('Mix', 100, batches ?? 150, fields),
-  ...(full ? [workload('Mix', 1000, batches ?? 150, fields)] : []),
+  workload('Metadata', 1, batches ?? 250, fields, pace),
+  workload('RequestResponse', 1, batches ?? 250, fields, pace),
+  ...(full ? [workload('Mix', 10, batches ?? 150, fields, pace)] : []),
+  workload('Mix', 100, batches ?? 150, fields, pace),
+  ...(full ? [workload('Mix', 1000, batches ?? 150, fields, pace)] : []),
 ].filter((w) => w.name.includes(only));
 const telegraf = ensureTelegraf();
 const server = await startInfluxd();

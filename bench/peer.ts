@@ -22,7 +22,9 @@
  *   Telegraf user routes tenants to buckets of their own.
  *
  * Both get identical 400-event EventList batches (the recorded apiserver 1.20 events, every event
- * its own auditID and microsecond), two requests in flight, after a warm-up of 10 batches. A run
+ * its own auditID and microsecond), two requests in flight (capacity), or for the workloads named
+ * `..., 10 batches/s` one batch every 100 ms whatever is in flight (the most one apiserver sends by
+ * default), after a warm-up of 10 batches. A run
  * ends when every point is visible in its bucket (counted with Flux). Reported per workload and
  * system: events/s to the acks and to visible points, CPU seconds per 100k events of the server
  * process (utime + stime from /proc/<pid>/stat), events per CPU second, ack latency p50/p99, peak
@@ -82,6 +84,13 @@ export interface Workload {
    * same points, or every field of the schema (16 with these events), the default of a sink.
    */
   readonly fields: 'peer' | 'every';
+  /**
+   * Batches per second offered at a steady pace, each sent when due whatever is still in flight
+   * (an open loop, as the apiserver's webhook batching sends: at most 10 batches a second by
+   * default, `--audit-webhook-batch-throttle-qps`); absent, {@link IN_FLIGHT} batches at a time
+   * as fast as they are answered, which measures capacity.
+   */
+  readonly pace?: number;
 }
 
 /** The fields Telegraf's json_v2 configuration below writes; ours are set to the same. */
@@ -92,22 +101,30 @@ export function workload(
   sinks: number,
   count: number,
   fields: Workload['fields'] = 'peer',
+  pace?: number,
 ): Workload {
+  const paced = pace === undefined ? '' : `, ${pace} batches/s`;
   return {
-    name: `${levels}, ${sinks} sink${sinks === 1 ? '' : 's'}${fields === 'every' ? ', every field' : ''}`,
+    name: `${levels}, ${sinks} sink${sinks === 1 ? '' : 's'}${fields === 'every' ? ', every field' : ''}${paced}`,
     levels,
     sinks,
     batches: count,
     fields,
+    ...(pace === undefined ? {} : { pace }),
   };
 }
+
+/** The most batches one kube-apiserver's audit webhook sends per second by default. */
+export const APISERVER_PACE = 10;
 
 /**
  * The matrix. Full: every level blend with one sink, and the Mix with 10, 100 and 1000 sinks, with
  * fewer batches at 100 and 1000 sinks, where the rate is lower and the warm-up long (influxd
  * creates a shard per bucket on its first write); then Metadata and RequestResponse with one sink
- * writing every field of the schema, as a sink does by default. Quick: three of them with fewer
- * batches, within three minutes on two cores.
+ * writing every field of the schema, as a sink does by default; then three at the pace one
+ * apiserver sends at most (its default throttle), for the acknowledgement's latency, the delay
+ * until visible and the memory at a real cluster's rate rather than at capacity. Quick: four of
+ * them with fewer batches, within three minutes on two cores.
  */
 export function workloads(quick: boolean): Workload[] {
   if (quick) {
@@ -115,6 +132,7 @@ export function workloads(quick: boolean): Workload[] {
       workload('Metadata', 1, 250),
       workload('RequestResponse', 1, 250),
       workload('Mix', 100, 150),
+      workload('Metadata', 1, 100, 'peer', APISERVER_PACE),
     ];
   }
   return [
@@ -127,6 +145,9 @@ export function workloads(quick: boolean): Workload[] {
     workload('Mix', 1000, 150),
     workload('Metadata', 1, 1000, 'every'),
     workload('RequestResponse', 1, 1000, 'every'),
+    workload('Metadata', 1, 300, 'peer', APISERVER_PACE),
+    workload('RequestResponse', 1, 300, 'peer', APISERVER_PACE),
+    workload('Mix', 100, 300, 'peer', APISERVER_PACE),
   ];
 }
 
@@ -575,8 +596,23 @@ async function countCost(
   return (rounds[1] as number) / buckets.length;
 }
 
-/** Posts every body, `IN_FLIGHT` at a time; returns each ack's latency in milliseconds. */
-async function postAll(url: string, bodies: readonly string[]): Promise<number[]> {
+/**
+ * Posts every body, `IN_FLIGHT` at a time, or with `pace` one every `1 / pace` seconds whatever
+ * is in flight; returns each ack's latency in milliseconds. A paced batch's latency counts from
+ * when it was due, so that a client running late adds to it rather than hiding it.
+ */
+async function postAll(url: string, bodies: readonly string[], pace?: number): Promise<number[]> {
+  if (pace !== undefined) {
+    const start = performance.now();
+    return Promise.all(
+      bodies.map(async (body, i) => {
+        const due = start + (i * 1000) / pace;
+        await sleep(Math.max(due - performance.now(), 0));
+        await post(url, body);
+        return performance.now() - due;
+      }),
+    );
+  }
   const latencies: number[] = [];
   let next = 0;
   await Promise.all(
@@ -584,19 +620,23 @@ async function postAll(url: string, bodies: readonly string[]): Promise<number[]
       while (next < bodies.length) {
         const body = bodies[next++] as string;
         const started = performance.now();
-        const res = await fetch(url, {
-          method: 'POST',
-          headers: { 'content-type': 'application/json' },
-          body,
-        });
-        const text = await res.text();
-        if (res.status < 200 || res.status > 299)
-          throw new Error(`POST ${url}: ${res.status} ${text.slice(0, 300)}`);
+        await post(url, body);
         latencies.push(performance.now() - started);
       }
     }),
   );
   return latencies;
+}
+
+async function post(url: string, body: string): Promise<void> {
+  const res = await fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body,
+  });
+  const text = await res.text();
+  if (res.status < 200 || res.status > 299)
+    throw new Error(`POST ${url}: ${res.status} ${text.slice(0, 300)}`);
 }
 
 function percentile(sorted: readonly number[], q: number): number {
@@ -684,7 +724,7 @@ export async function runSystem(
       let acked: number;
       let influxdAtAck = influxdBefore;
       try {
-        latencies = await postAll(running.url, load.measured);
+        latencies = await postAll(running.url, load.measured, w.pace);
         acked = (performance.now() - started) / 1000;
         if (outageMs === undefined) influxdAtAck = cpuSeconds(influxd);
         if (outageMs !== undefined) await sleep(outageMs);
