@@ -7,6 +7,7 @@ import {
   type BackoffOptions,
   DEFAULT_BACKOFF,
   type DeliveryObserver,
+  flushPhaseOf,
   type Refusal,
   runDelivery,
 } from '../outputs/delivery.ts';
@@ -300,6 +301,7 @@ export class SinkRegistry {
           {
             batchSize: batching.size,
             flushIntervalMs: batching.flushIntervalMs,
+            flushPhase: flushPhaseOf(runtime.sink.key),
             idleWaitMs: this.#options.idleWaitMs ?? 1_000,
             backoff: this.#options.backoff ?? DEFAULT_BACKOFF,
           },

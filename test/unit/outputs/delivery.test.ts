@@ -6,10 +6,13 @@ import { describe, expect, it } from 'vitest';
 import type { AuditEvent } from '../../../src/audit/types.ts';
 import {
   DEFAULT_BACKOFF,
+  FLUSH_PHASES,
+  flushPhaseOf,
   type DeliveryObserver,
   type DeliveryOptions,
   retryDelay,
   runDelivery,
+  untilFlush,
   writeIsolating,
 } from '../../../src/outputs/delivery.ts';
 import {
@@ -237,6 +240,9 @@ describe('delivery loop', () => {
       observer?: DeliveryObserver;
       written: () => boolean;
       sleep: (ms: number) => Promise<void>;
+      /** The loop's clock (0 when absent: every wait is the whole interval). */
+      now?: () => number;
+      flushPhase?: number;
     },
   ): Promise<void> {
     const stop = new AbortController();
@@ -255,9 +261,11 @@ describe('delivery loop', () => {
       {
         batchSize: 10,
         flushIntervalMs: 250,
+        ...(options.flushPhase === undefined ? {} : { flushPhase: options.flushPhase }),
         idleWaitMs: 10,
         backoff: DEFAULT_BACKOFF,
         sleep: options.sleep,
+        now: options.now ?? (() => 0),
       },
       { stop: stop.signal, abort: new AbortController().signal },
     );
@@ -289,6 +297,29 @@ describe('delivery loop', () => {
     expect(waits).toEqual([250]);
     expect(log).toEqual(['delivered 5']);
     expect(output.written).toEqual(['e0', 'e1', 'e2', 'e3', 'e4']);
+  });
+
+  it('waits for the next tick of the flush interval, at the loop’s phase, so that sinks write together', async () => {
+    const waits: number[] = [];
+    for (const [clock, flushPhase] of [
+      [1_100, undefined],
+      [1_100, 0.5],
+      [1_000, 0],
+    ] as const) {
+      const queue = new ListQueue(2);
+      await lingering(queue, new ScriptedOutput(), {
+        written: () => true,
+        sleep: (ms) => {
+          waits.push(ms);
+          return Promise.resolve();
+        },
+        now: () => clock,
+        ...(flushPhase === undefined ? {} : { flushPhase }),
+      });
+    }
+    // Ticks every 250 ms from 0: 1,250 is next. From 125 (half the interval): 1,125. At a tick
+    // itself, the whole interval.
+    expect(waits).toEqual([150, 25, 250]);
   });
 
   it('reads events that already wait, fewer than a batch, once: after the flush interval', async () => {
@@ -1026,6 +1057,31 @@ describe('delivery loop with an output that encodes before it sends', () => {
       'delivered 2',
       'delivered 1',
     ]);
+  });
+});
+
+describe('flush ticks', () => {
+  it('are at most the interval away, whatever the clock reads', () => {
+    expect(untilFlush(0, 1_000, 0)).toBe(1_000);
+    expect(untilFlush(999.5, 1_000, 0)).toBe(0.5);
+    expect(untilFlush(2_300, 1_000, 0)).toBe(700);
+    expect(untilFlush(2_300, 1_000, 500)).toBe(200);
+    expect(untilFlush(2_300, 1_000, 300)).toBe(1_000);
+    // A clock that reads less than the phase (a process that just started).
+    expect(untilFlush(100, 1_000, 875)).toBe(775);
+  });
+
+  it('fall at one of a few phases per sink, the same for the same sink', () => {
+    const phases = new Set<number>();
+    for (let i = 0; i < 200; i++) {
+      const phase = flushPhaseOf(`audit/tenant-${String(i)}`);
+      expect(phase).toBe(flushPhaseOf(`audit/tenant-${String(i)}`));
+      expect(phase * FLUSH_PHASES).toBe(Math.floor(phase * FLUSH_PHASES));
+      phases.add(phase);
+    }
+    expect([...phases].sort()).toEqual(
+      Array.from({ length: FLUSH_PHASES }, (_, i) => i / FLUSH_PHASES),
+    );
   });
 });
 
