@@ -19,9 +19,9 @@
  * adds the Mix with 10 and with 1,000 sinks. `--batches` sends that many batches in every
  * workload instead of the quick bench's 150 to 250: backlogs that build up over the full run only
  * show in longer runs. `--pace` offers that many batches a second, open loop, instead of two in
- * flight as fast as they are answered (bench/peer.ts). `--every-field` has our sinks write every field of the schema, as a sink
- * does by default, instead of the peer's two (bench/peer.ts). Needs `npm run build` and Telegraf
- * built, as bench/peer.ts does.
+ * flight as fast as they are answered (bench/peer.ts). `--every-field` has our sinks write every
+ * field of the schema, as a sink does by default, instead of the peer's two (bench/peer.ts). Needs
+ * `npm run build` and Telegraf built, as bench/peer.ts does.
  */
 import { readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';

@@ -24,12 +24,12 @@
  * Both get identical 400-event EventList batches (the recorded apiserver 1.20 events, every event
  * its own auditID and microsecond), two requests in flight (capacity), or for the workloads named
  * `..., 10 batches/s` one batch every 100 ms whatever is in flight (the most one apiserver sends by
- * default), after a warm-up of 10 batches. A run
- * ends when every point is visible in its bucket (counted with Flux). Reported per workload and
- * system: events/s to the acks and to visible points, CPU seconds per 100k events of the server
- * process (utime + stime from /proc/<pid>/stat), events per CPU second, ack latency p50/p99, peak
- * RSS (VmHWM), and the ours/peer ratio of events per CPU second. Buckets are deleted after each run
- * so that influxd carries no more than one run's shards.
+ * default), after a warm-up of 10 batches. A run ends when every point is visible in its bucket
+ * (counted with Flux). Reported per workload and system: events/s to the acks and to visible
+ * points, CPU seconds per 100k events of the server process (utime + stime from /proc/<pid>/stat),
+ * events per CPU second, ack latency p50/p99 (of a paced batch, from when it was due), peak RSS
+ * (VmHWM), and the ours/peer ratio of events per CPU second. Buckets are deleted after each run so
+ * that influxd carries no more than one run's shards.
  *
  * `node bench/peer.ts [--quick]` (needs `npm run build` and Telegraf built) runs only this
  * comparison and writes bench/results/bench-results.json; `npm run bench` runs it after the

@@ -1079,7 +1079,7 @@ describe('flush ticks', () => {
       expect(phase * FLUSH_PHASES).toBe(Math.floor(phase * FLUSH_PHASES));
       phases.add(phase);
     }
-    expect([...phases].sort()).toEqual(
+    expect([...phases].sort((a, b) => a - b)).toEqual(
       Array.from({ length: FLUSH_PHASES }, (_, i) => i / FLUSH_PHASES),
     );
   });
