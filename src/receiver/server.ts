@@ -72,6 +72,14 @@ const REVIEW_FAILURE_LOG_INTERVAL_MS = 10_000;
 
 const JSON_CHARSET = /;\s*charset\s*=\s*"?([^";\s]*)"?/i;
 
+// No route declares a JSON schema: bodies are parsed and checked by parseAuditPayload, answers are
+// written as they are. Compilers of our own keep fastify from loading its defaults, Ajv and
+// fast-json-stringify (5 MiB of resident memory, for code that would never run); a schema added
+// to a route fails when the route is registered, not when it is first called.
+const noSchemas = () => () => {
+  throw new Error('the receiver declares no JSON schemas: parse and check in the handler');
+};
+
 /** The fastify application of a receiver, for `inject()` tests and for {@link startReceiver}. */
 export interface ReceiverApp {
   readonly app: FastifyInstance;
@@ -116,6 +124,9 @@ export function createReceiverApp(
     return503OnClosing: false,
     forceCloseConnections: 'idle',
     routerOptions: { maxParamLength: MAX_NAME_LENGTH },
+    schemaController: {
+      compilersFactory: { buildValidator: noSchemas, buildSerializer: noSchemas },
+    },
     serverFactory: (handler, opts) => {
       const server = serverFactory(handler, opts);
       // With a server factory fastify leaves the timeouts to us.

@@ -1,5 +1,6 @@
 // The receiver's HTTP behaviour through fastify's inject() (no socket), with an Ingest that records
 // what it is handed. Starts no process.
+import { createRequire } from 'node:module';
 import { Readable } from 'node:stream';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { AccessDecision } from '../../../src/receiver/metrics-access.ts';
@@ -292,6 +293,32 @@ describe('POST /audit/v1/events', () => {
       (await post(app, '/audit/v1/events', 'a', { 'content-type': 'text/plain' })).statusCode,
     ).toBe(415);
     expect((await post(app, '/audit/v1/events', eventList([item()]))).statusCode).toBe(200);
+  });
+});
+
+describe('JSON schemas', () => {
+  it('has no route with one: fastify loads no compiler, and a schema fails at start', async () => {
+    const { app } = receiver();
+    // Ajv and fast-json-stringify's compiler take 5 MiB of resident memory once loaded
+    // (the precompiled error serializer needs only fast-json-stringify's small runtime).
+    const compilers = Object.keys(createRequire(import.meta.url).cache).filter((path) =>
+      /[\\/]node_modules[\\/](ajv|@fastify[\\/]\w+-compiler|fast-json-stringify[\\/]index)/.test(
+        path,
+      ),
+    );
+    expect(compilers).toEqual([]);
+    app.post('/extra', { schema: { body: { type: 'object' } } }, () => 'never');
+    await expect(app.ready()).rejects.toThrow(/declares no JSON schemas/);
+  });
+
+  it('answers objects and errors without a serializer compiler', async () => {
+    const { app } = receiver();
+    const response = await post(app, '/audit/v1/events', eventList([item()]));
+    expect(response.statusCode).toBe(200);
+    expect(response.json()).toMatchObject({ accepted: 1 });
+    const missing = await app.inject({ method: 'GET', url: '/nowhere' });
+    expect(missing.statusCode).toBe(404);
+    expect(missing.json()).toMatchObject({ code: 'NOT_FOUND' });
   });
 });
 
