@@ -75,7 +75,7 @@ const JSON_CHARSET = /;\s*charset\s*=\s*"?([^";\s]*)"?/i;
 // No route declares a JSON schema: bodies are parsed and checked by parseAuditPayload, answers are
 // written as they are. Compilers of our own keep fastify from loading its defaults, Ajv and
 // fast-json-stringify (5 MiB of resident memory, for code that would never run); a schema added
-// to a route fails when the route is registered, not when it is first called.
+// to a route fails when the application starts, not when the route is first called.
 const noSchemas = () => () => {
   throw new Error('the receiver declares no JSON schemas: parse and check in the handler');
 };
