@@ -222,13 +222,23 @@ async function everyReplicaReportedSince(since: Date, timeoutMs = 150_000): Prom
 }
 
 /** Every sink of the scenario holds exactly what the oracle expects. */
-async function everyBucketExact(timeoutMs = 120_000): Promise<void> {
-  for (const name of Object.keys(SINKS)) {
-    await oracle.expectExactly(
-      SINKS[name] as WrittenBy,
-      async () => oracle.expectedFor(resources[name], await oracle.loggedEvents()),
-      timeoutMs,
-    );
+async function everyBucketExact(timeoutMs = 120_000, logSince?: number): Promise<void> {
+  try {
+    for (const name of Object.keys(SINKS)) {
+      await oracle.expectExactly(
+        SINKS[name] as WrittenBy,
+        async () => oracle.expectedFor(resources[name], await oracle.loggedEvents()),
+        timeoutMs,
+      );
+    }
+  } catch (error) {
+    // Events missing from a bucket were either lost here or never sent: the apiserver's webhook
+    // backend says which (it logs each batch it gave up on), so a failure carries its words.
+    if (logSince !== undefined && error instanceof Error) {
+      const errors = await webhookErrors(logSince);
+      error.message += `\napiserver webhook errors since the scenario began (${errors.length}): ${JSON.stringify(errors.slice(0, 10))}`;
+    }
+    throw error;
   }
 }
 
@@ -874,7 +884,7 @@ describe(`the chart installed with the README's command`, () => {
     stream = undefined;
     const stoppedAt = Date.now();
     expect(result.failed).toEqual([]);
-    await everyBucketExact();
+    await everyBucketExact(undefined, logEnd);
     await watch.poll();
     // Counters scraped after the stream from every running replica: one whose /metrics did not
     // answer would look idle.
@@ -940,7 +950,7 @@ describe(`the chart installed with the README's command`, () => {
     const result = await stream.stop();
     stream = undefined;
     expect(result.failed).toEqual([]);
-    await everyBucketExact();
+    await everyBucketExact(undefined, logEnd);
     await watch.poll();
     figures.rollingUpdate = {
       ...(await streamLedger(result)),
@@ -982,7 +992,7 @@ describe(`the chart installed with the README's command`, () => {
       await influx.restart();
       influxAway = false;
       // What the killed container had acknowledged and not written is only in its spool.
-      await everyBucketExact(180_000);
+      await everyBucketExact(180_000, logEnd);
       await watch.poll();
       const written = watch.containers().find((r) => r.id === restarted.id)?.last?.written;
       figures.containerKill = {
@@ -1115,7 +1125,7 @@ describe(`the chart installed with the README's command`, () => {
       expect(result.failed).toEqual([]);
       await influx.restart();
       influxAway = false;
-      await everyBucketExact(180_000);
+      await everyBucketExact(180_000, logEnd);
       await watch.poll();
       const written = watch.containers().find((r) => r.id === after.id)?.last?.written;
       figures.persistentSpool = {
@@ -1243,7 +1253,7 @@ describe(`the chart installed with the README's command`, () => {
     for (const ns of ['team-payments', 'team-a']) {
       await kubectl(['create', 'configmap', 'after-reinstall', '-n', ns]);
     }
-    await everyBucketExact();
+    await everyBucketExact(undefined, logEnd);
     // Batches the apiserver began while no replica ran end in "connection refused" once their
     // retries run out, which can be after the new replicas are ready; what was sent since is
     // checked above. Any other webhook error (a certificate the apiserver no longer trusts) fails.
