@@ -7,11 +7,12 @@ import Fastify, {
   type FastifyRequest,
   type FastifyServerFactory,
 } from 'fastify';
-import { createServer as createHttpServer } from 'node:http';
+import { createServer as createHttpServer, type IncomingMessage } from 'node:http';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
 import { AuditParseError, parseAuditPayload } from '../audit/parse.ts';
+import { ReusedBuffer } from '../audit/reused-buffer.ts';
 import type { Ingest, IngestResult, IngestTarget } from '../sinks/ingest.ts';
 import { sinkKey } from '../sinks/types.ts';
 import {
@@ -22,6 +23,7 @@ import {
   type Credentials,
   nativeSignatureMatches,
 } from './auth.ts';
+import { BODY_BUFFER_MAX_BYTES, readBodyText } from './body.ts';
 import { ConnectionLimits } from './connections.ts';
 import { type ErrorBody, RECEIVER_ERRORS, ReceiverError } from './errors.ts';
 import type { AccessDecision } from './metrics-access.ts';
@@ -137,24 +139,27 @@ export function createReceiverApp(
   });
 
   // Only JSON, kept as text: parseAuditPayload checks nesting depth before JSON.parse runs, which a
-  // pre-parsed body would defeat. Every other content type is answered 415 by fastify.
+  // pre-parsed body would defeat. Every other content type is answered 415 by fastify. The body is
+  // read by readBodyText, through a buffer this receiver reuses, rather than by fastify's reader.
+  const bodyBuffer = new ReusedBuffer(BODY_BUFFER_MAX_BYTES);
   app.removeAllContentTypeParsers();
   app.addContentTypeParser(
     'application/json',
-    { parseAs: 'buffer' },
-    (request, body: Buffer, done) => {
+    async (request: FastifyRequest, payload: IncomingMessage) => {
       const charset = JSON_CHARSET.exec(request.headers['content-type'] ?? '')?.[1]?.toLowerCase();
       if (charset !== undefined && charset !== 'utf-8' && charset !== 'utf8') {
         // Kubernetes JSON is UTF-8 only; decoding another charset as UTF-8 would corrupt it silently.
-        done(
-          new ReceiverError('UNSUPPORTED_MEDIA_TYPE', {
-            detail: `charset ${charset.slice(0, 40)}`,
-          }),
-        );
-        return;
+        throw new ReceiverError('UNSUPPORTED_MEDIA_TYPE', {
+          detail: `charset ${charset.slice(0, 40)}`,
+        });
       }
-      metrics.bodyBytes.observe({ endpoint: endpointOf(request) }, body.length);
-      done(null, body.toString('utf8'));
+      const body = await readBodyText(payload, {
+        limit: options.bodyLimitBytes,
+        contentLength: request.headers['content-length'],
+        buffer: bodyBuffer,
+      });
+      metrics.bodyBytes.observe({ endpoint: endpointOf(request) }, body.bytes);
+      return body.text;
     },
   );
 

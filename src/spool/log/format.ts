@@ -18,6 +18,7 @@
  * Pure: no I/O.
  */
 import { crc32 } from 'node:zlib';
+import type { ReusedBuffer } from '../../audit/reused-buffer.ts';
 import type { AuditEvent } from '../../audit/types.ts';
 import { singleSelection } from './stream-index.ts';
 
@@ -120,12 +121,14 @@ export function encodeLogRecord(
 /**
  * {@link encodeLogRecord} without its checksum, which {@link sealLogFrame} adds: the log writes
  * the payload while the checksum is computed, and the frame's header only after it. Until then
- * the frame is no record: a scan finds no marker where it starts.
+ * the frame is no record: a scan finds no marker where it starts. With `into`, the frame is
+ * written into that buffer (valid until its next use) instead of a new one.
  */
 export function encodeLogFrame(
   record: number,
   variants: readonly LogLine[],
   shares: readonly StreamShare[],
+  into?: ReusedBuffer,
 ): Buffer {
   const header = JSON.stringify({
     r: record,
@@ -143,7 +146,8 @@ export function encodeLogFrame(
   });
   let payloadBytes = Buffer.byteLength(header, 'utf8') + 1;
   for (const variant of variants) payloadBytes += variant.bytes;
-  const buf = Buffer.allocUnsafe(FRAME_HEADER_BYTES + payloadBytes);
+  const size = FRAME_HEADER_BYTES + payloadBytes;
+  const buf = into === undefined ? Buffer.allocUnsafe(size) : into.take(size);
   buf.fill(0, 0, FRAME_HEADER_BYTES);
   let at = FRAME_HEADER_BYTES;
   at += buf.write(header, at, 'utf8');

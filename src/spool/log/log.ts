@@ -13,6 +13,7 @@
  */
 import { type FileHandle, open, readdir, readFile, rename, unlink } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
+import { ReusedBuffer } from '../../audit/reused-buffer.ts';
 import type { AuditEvent } from '../../audit/types.ts';
 import { QueueError } from '../errors.ts';
 import {
@@ -101,6 +102,13 @@ export const LOG_READ_HANDLES = 64;
  * the log, is relocated (its retained events copied forward) so that the segment can go.
  */
 export const DEFAULT_RELOCATE_AFTER_BYTES = 4 * DEFAULT_LOG_SEGMENT_BYTES;
+
+/**
+ * The most the log keeps for writing the frames of records with one reader: a record of one
+ * sink's 400-event batches is a few hundred kilobytes at Metadata, a few MiB with bodies. A
+ * larger record gets a buffer of its own.
+ */
+export const LOG_FRAME_BUFFER_BYTES = 4 * 1024 * 1024;
 
 /** Bytes of events per record of a relocation copy: what one step holds in memory. */
 const RELOCATION_CHUNK_BYTES = 4 * 1024 * 1024;
@@ -440,6 +448,8 @@ export class DurableLog {
   #segmentReads = 0;
   // Decoded records for reads, oldest first.
   readonly #cache = new Map<number, CachedRecord>();
+  // The frames of records that nothing keeps once written (ADR 0012): one buffer, written again.
+  readonly #frames = new ReusedBuffer(LOG_FRAME_BUFFER_BYTES);
   // Reads from segments under way, by record: later readers of the same record share them.
   readonly #reading = new Map<number, Promise<CachedRecord | null>>();
   #cachedBytes = 0;
@@ -1218,7 +1228,11 @@ export class DurableLog {
       previous = { records, selection };
     }
     const record = this.#nextRecord;
-    const buf = encodeLogFrame(record, variants, shares);
+    // A record with one consumer is not kept in memory once written (below: that consumer decodes
+    // it from its segment), so its frame goes into the log's reused buffer rather than a new one
+    // of a few hundred kilobytes (ADR 0012). A consumer added meanwhile reads it from its segment.
+    const readers = this.#readersOf(shares);
+    const buf = encodeLogFrame(record, variants, shares, readers > 1 ? undefined : this.#frames);
     await this.#writeRecord(record, buf);
     const starts = eventStarts(variants.map((v) => v.bytes));
     for (const [i, { stream }] of group.entries()) {
@@ -1234,16 +1248,15 @@ export class DurableLog {
     // also keep at least half of the record: one with a small share (a tenant among many) fills
     // its batch slowly and reads a flush interval later, after its objects were promoted to the
     // old generation, which costs more than decoding them (ADR 0012).
-    const readers = this.#readersOf(shares);
-    const soon =
-      readers > 1 &&
-      group.some(
+    if (readers > 1) {
+      const soon = group.some(
         ({ stream }, i) =>
           (shares[i] as StreamShare).selection.length * 2 >= variants.length &&
           stream.index.retainedBytes <= this.#decodedCacheBytes,
       );
-    const events = soon ? variants.map((v) => v.event) : null;
-    this.#cacheRecord(record, new CachedRecord(events, buf, undefined, buf.length, readers));
+      const events = soon ? variants.map((v) => v.event) : null;
+      this.#cacheRecord(record, new CachedRecord(events, buf, undefined, buf.length, readers));
+    }
     for (const append of group) append.resolve();
   }
 

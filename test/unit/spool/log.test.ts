@@ -574,6 +574,37 @@ describe('records in memory', () => {
     expect(log.stats().segmentReads).toBe(2);
   });
 
+  it('writes the frames of single-reader records through one reused buffer, never over a kept record', async () => {
+    // No objects: the kept record is read from its frame, which a reused buffer would overwrite.
+    const { log, streams } = await memoryLog(['sinks/a', 'sinks/b'], 1, { decodedCacheBytes: 0 });
+    const [a, b] = streams as [LogStream, LogStream];
+    // One reader each: the larger record first, so that the smaller ones reuse its buffer.
+    await a.write(events('big', 0, 6).map(encodeEvent));
+    await a.write(events('small', 0, 2).map(encodeEvent));
+    // Two readers: kept in memory with a frame of its own.
+    const shared = events('shared', 0, 3).map(encodeEvent);
+    await Promise.all([a.write(shared), b.write(shared)]);
+    await a.write(events('after', 0, 4).map(encodeEvent));
+    await a.write(events('last', 0, 1).map(encodeEvent));
+    expect(log.stats()).toMatchObject({ records: 5, cachedRecords: 1 });
+    expect(auditIDs(await b.read(0, 10))).toEqual(['shared-0', 'shared-1', 'shared-2']);
+    expect(log.stats().segmentReads).toBe(0);
+    const expected = [
+      ...['big', 'small', 'shared', 'after', 'last'].flatMap((prefix, r) =>
+        events(prefix, 0, [6, 2, 3, 4, 1][r] as number).map((e) => e.auditID),
+      ),
+    ];
+    expect(auditIDs(await a.read(0, 100))).toEqual(expected);
+    // Every record intact on disk: reopened, each is read from its segment.
+    await closeAll();
+    await log.close();
+    const reopened = await DurableLog.open({ dir: log.dir, fsync: false, readCacheBytes: 0 });
+    logs.push(reopened);
+    const stream = new LogStream(reopened, await reopened.openStream('sinks/a'));
+    expect(auditIDs(await stream.read(0, 100))).toEqual(expected);
+    expect(reopened.recovery).toMatchObject({ records: 5, tornBytes: 0, corruptRecords: 0 });
+  });
+
   it('keeps a record that several consumers read after the first has read it', async () => {
     const one = await memoryLog(['sinks/a'], 2);
     const [a] = one.streams as [LogStream];
