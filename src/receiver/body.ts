@@ -2,12 +2,12 @@
  * A request's body read as UTF-8 text within the receiver's body limit. It does what fastify's
  * own reader (`parseAs: 'buffer'`) did here: a Content-Length above the limit is refused before
  * anything is read, reading stops at the chunk that passes the limit, and a body whose size
- * differs from its Content-Length is refused. The chunks are copied into one buffer the receiver
- * reuses, then decoded, where fastify's reader made a new buffer of the body's size for every
- * request (ADR 0012, "Later: buffers used once per batch are reused").
+ * differs from its Content-Length is refused. The chunks are copied into one buffer that every
+ * receiver of the process reuses, then decoded, where fastify's reader made a new buffer of the
+ * body's size for every request (ADR 0012, "Later: buffers used once per batch are reused").
  */
 import type { Readable } from 'node:stream';
-import type { ReusedBuffer } from '../audit/reused-buffer.ts';
+import { ReusedBuffer } from '../audit/reused-buffer.ts';
 import { ReceiverError } from './errors.ts';
 
 /**
@@ -16,13 +16,19 @@ import { ReceiverError } from './errors.ts';
  */
 export const BODY_BUFFER_MAX_BYTES = 4 * 1024 * 1024;
 
+/**
+ * The buffer of every receiver of the process (the main listener and the sinks' dedicated ones):
+ * each copies and decodes a body in one turn, so one buffer serves them all, however many.
+ */
+export const RECEIVED_BODIES = new ReusedBuffer(BODY_BUFFER_MAX_BYTES);
+
 /** What {@link readBodyText} needs besides the body. */
 export interface BodyReading {
   /** Most bytes accepted (`bodyLimitBytes`). */
   readonly limit: number;
   /** The request's Content-Length header, if it sent one. */
   readonly contentLength: string | undefined;
-  /** Where the chunks are copied together, decoded before the next body is. */
+  /** Where the chunks are copied together ({@link RECEIVED_BODIES} in the receiver). */
   readonly buffer: ReusedBuffer;
 }
 

@@ -12,7 +12,6 @@ import { createServer as createHttpsServer, type Server as HttpsServer } from 'n
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
 import { AuditParseError, parseAuditPayload } from '../audit/parse.ts';
-import { ReusedBuffer } from '../audit/reused-buffer.ts';
 import type { Ingest, IngestResult, IngestTarget } from '../sinks/ingest.ts';
 import { sinkKey } from '../sinks/types.ts';
 import {
@@ -23,7 +22,7 @@ import {
   type Credentials,
   nativeSignatureMatches,
 } from './auth.ts';
-import { BODY_BUFFER_MAX_BYTES, readBodyText } from './body.ts';
+import { RECEIVED_BODIES, readBodyText } from './body.ts';
 import { ConnectionLimits } from './connections.ts';
 import { type ErrorBody, RECEIVER_ERRORS, ReceiverError } from './errors.ts';
 import type { AccessDecision } from './metrics-access.ts';
@@ -140,8 +139,7 @@ export function createReceiverApp(
 
   // Only JSON, kept as text: parseAuditPayload checks nesting depth before JSON.parse runs, which a
   // pre-parsed body would defeat. Every other content type is answered 415 by fastify. The body is
-  // read by readBodyText, through a buffer this receiver reuses, rather than by fastify's reader.
-  const bodyBuffer = new ReusedBuffer(BODY_BUFFER_MAX_BYTES);
+  // read by readBodyText, through the process's reused buffer, rather than by fastify's reader.
   app.removeAllContentTypeParsers();
   app.addContentTypeParser(
     'application/json',
@@ -156,7 +154,7 @@ export function createReceiverApp(
       const body = await readBodyText(payload, {
         limit: options.bodyLimitBytes,
         contentLength: request.headers['content-length'],
-        buffer: bodyBuffer,
+        buffer: RECEIVED_BODIES,
       });
       metrics.bodyBytes.observe({ endpoint: endpointOf(request) }, body.bytes);
       return body.text;

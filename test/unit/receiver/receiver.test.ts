@@ -3,6 +3,7 @@
 import { createRequire } from 'node:module';
 import { Readable } from 'node:stream';
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import { RECEIVED_BODIES } from '../../../src/receiver/body.ts';
 import type { AccessDecision } from '../../../src/receiver/metrics-access.ts';
 import type { IngestResult } from '../../../src/sinks/ingest.ts';
 import {
@@ -283,6 +284,36 @@ describe('POST /audit/v1/events', () => {
     });
     expectError(response, 413, 'BODY_TOO_LARGE');
     expect(ingest.calls).toEqual([]);
+  });
+
+  it('reads bodies of several chunks through the process’s one buffer, whichever receiver gets them', async () => {
+    const inChunks = (text: string): Readable => {
+      const bytes = Buffer.from(text);
+      const cut = bytes.length >> 1;
+      return Readable.from([bytes.subarray(0, cut), bytes.subarray(cut)]);
+    };
+    const send = (app: TestReceiver['app'], text: string) =>
+      app.inject({
+        method: 'POST',
+        url: '/audit/v1/events',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${TOKEN}` },
+        payload: inChunks(text),
+      });
+    const small = eventList(Array.from({ length: 3 }, (_, i) => item({ auditID: `small-${i}` })));
+    const large = eventList(
+      Array.from({ length: 2000 }, (_, i) => item({ auditID: `large-${i}` })),
+    );
+    const first = receiver();
+    const second = receiver();
+    expect((await send(first.app, small)).json()).toEqual({ accepted: 3 });
+    const held = RECEIVED_BODIES.bytes;
+    expect(held).toBeGreaterThanOrEqual(Buffer.byteLength(small));
+    expect(Buffer.byteLength(large)).toBeGreaterThan(held);
+    // The other receiver's larger body grows the same buffer, and both decode whole.
+    expect((await send(second.app, large)).json()).toEqual({ accepted: 2000 });
+    expect(RECEIVED_BODIES.bytes).toBeGreaterThanOrEqual(Buffer.byteLength(large));
+    expect(second.ingest.calls[0]?.events.map((e) => e.auditID).at(-1)).toBe('large-1999');
+    expect((await send(first.app, small)).json()).toEqual({ accepted: 3 });
   });
 
   it('keeps serving after malformed, oversized and unsupported input', async () => {
