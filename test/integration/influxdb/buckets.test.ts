@@ -16,6 +16,7 @@ import {
   startInfluxd,
 } from '../../harness/influxd.ts';
 import { movedToNow, recordedEvents } from '../../support/recorded.ts';
+import { rejectionOf } from '../../support/rejection.ts';
 
 let server: InfluxServer;
 
@@ -37,15 +38,6 @@ async function listed(name: string): Promise<{ id: string; retention: number } |
   };
   const bucket = body.buckets[0];
   return bucket && { id: bucket.id, retention: bucket.retentionRules[0]?.everySeconds ?? 0 };
-}
-
-async function failure(promise: Promise<unknown>): Promise<BucketError> {
-  const err = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(BucketError);
-  return err as BucketError;
 }
 
 describe('ensureBucket against a real influxd', () => {
@@ -106,8 +98,9 @@ describe('ensureBucket against a real influxd', () => {
   });
 
   it('answers a missing org with NOT_FOUND, not retryable', async () => {
-    const err = await failure(
+    const err = await rejectionOf(
       ensureBucket(destinationOn(server, { org: 'no-such-org', bucket: 'b' }), server.token),
+      BucketError,
     );
     expect(err.code).toBe('NOT_FOUND');
     expect(err.retryable).toBe(false);
@@ -115,7 +108,10 @@ describe('ensureBucket against a real influxd', () => {
   });
 
   it('answers a bad token with UNAUTHORIZED, not retryable', async () => {
-    const err = await failure(ensureBucket(destinationOn(server, { bucket: 'b' }), 'bad-token'));
+    const err = await rejectionOf(
+      ensureBucket(destinationOn(server, { bucket: 'b' }), 'bad-token'),
+      BucketError,
+    );
     expect(err.code).toBe('UNAUTHORIZED');
     expect(err.retryable).toBe(false);
     expect(err.message).not.toContain('bad-token');
@@ -123,8 +119,9 @@ describe('ensureBucket against a real influxd', () => {
 
   it('answers a token that may only write to a bucket with a clear error, not retryable', async () => {
     const token = await server.createToken([{ action: 'write', bucket: server.bucket }]);
-    const err = await failure(
+    const err = await rejectionOf(
       ensureBucket(destinationOn(server, { bucket: 'needs-rights' }), token),
+      BucketError,
     );
     // The org is invisible to such a token: influxd lists no orgs rather than answering 403.
     expect(err.code).toBe('NOT_FOUND');
@@ -134,7 +131,10 @@ describe('ensureBucket against a real influxd', () => {
 
   it('reports an unreachable server as UNREACHABLE, retryable', async () => {
     const url = `http://127.0.0.1:${await freePort()}`;
-    const err = await failure(ensureBucket({ ...destinationOn(server), url }, server.token));
+    const err = await rejectionOf(
+      ensureBucket({ ...destinationOn(server), url }, server.token),
+      BucketError,
+    );
     expect(err.code).toBe('UNREACHABLE');
     expect(err.retryable).toBe(true);
   });
@@ -149,8 +149,9 @@ describe('ensureBucket against a server that never answers', () => {
     try {
       const url = `http://127.0.0.1:${(http.address() as AddressInfo).port}`;
       const deadline = new AbortController();
-      const pending = failure(
+      const pending = rejectionOf(
         ensureBucket({ ...destinationOn(server), url }, server.token, { signal: deadline.signal }),
+        BucketError,
       );
       await new Promise((r) => setTimeout(r, 100));
       const started = performance.now();
@@ -180,8 +181,9 @@ describe('ensureBucket against a server without the buckets API', () => {
     await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve));
     try {
       const url = `http://127.0.0.1:${(http.address() as AddressInfo).port}`;
-      const err = await failure(
+      const err = await rejectionOf(
         ensureBucket({ ...destinationOn(server), url, bucket: 'audit/autogen' }, 'user:password'),
+        BucketError,
       );
       expect(err.code).toBe('UNSUPPORTED');
       expect(err.retryable).toBe(false);

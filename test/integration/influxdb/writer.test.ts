@@ -16,6 +16,7 @@ import { OutputError } from '../../../src/outputs/types.ts';
 import type { InfluxDestination } from '../../../src/outputs/influxdb/spec.ts';
 import { destinationOn, type InfluxServer, type Row, startInfluxd } from '../../harness/influxd.ts';
 import { recordedEvents } from '../../support/recorded.ts';
+import { rejectionOf } from '../../support/rejection.ts';
 
 const RECORDED = recordedEvents();
 const SINK = 'audit/trail';
@@ -49,16 +50,6 @@ function points(bucket: string): Promise<Row[]> {
     |> filter(fn: (r) => r._measurement == "kubernetes_audit")
     |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")
     |> map(fn: (r) => ({ r with time_ns: string(v: int(v: r._time)) }))`);
-}
-
-/** The write's failure, which the test expects. */
-async function failure(write: Promise<void>): Promise<OutputError> {
-  const err = await write.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(OutputError);
-  return err as OutputError;
 }
 
 /** What docs/influxdb-schema.md says a point of `event` holds, written out independently. */
@@ -254,7 +245,7 @@ describe('InfluxOutput against a real influxd', () => {
   it('answers a bad token with UNAUTHORIZED, not retryable, and never shows the token', async () => {
     const destination = await freshBucket();
     const secret = 'not-a-real-token-5f2c9a';
-    const err = await failure(output(destination, secret).write(RECORDED));
+    const err = await rejectionOf(output(destination, secret).write(RECORDED), OutputError);
     expect(err.code).toBe('UNAUTHORIZED');
     expect(err.retryable).toBe(false);
     expect(err.message).toContain('401');
@@ -265,7 +256,7 @@ describe('InfluxOutput against a real influxd', () => {
   it('says when no token is configured', async () => {
     const destination = await freshBucket();
     const anonymous = new InfluxOutput(destination, SINK, () => undefined);
-    const err = await failure(anonymous.write(RECORDED));
+    const err = await rejectionOf(anonymous.write(RECORDED), OutputError);
     expect(err.code).toBe('UNAUTHORIZED');
     expect(err.message).toContain('no token configured');
   });
@@ -274,15 +265,16 @@ describe('InfluxOutput against a real influxd', () => {
     const destination = await freshBucket();
     const other = await freshBucket();
     const token = await server.createToken([{ action: 'write', bucket: other.bucket }]);
-    const err = await failure(output(destination, token).write(RECORDED));
+    const err = await rejectionOf(output(destination, token).write(RECORDED), OutputError);
     expect(err.code).toBe('UNAUTHORIZED');
     expect(err.retryable).toBe(false);
     expect(err.message).toContain('403');
   });
 
   it('answers a missing bucket with NOT_FOUND, not retryable', async () => {
-    const err = await failure(
+    const err = await rejectionOf(
       output(destinationOn(server, { bucket: 'no-such-bucket' })).write(RECORDED),
+      OutputError,
     );
     expect(err.code).toBe('NOT_FOUND');
     expect(err.retryable).toBe(false);
@@ -290,8 +282,9 @@ describe('InfluxOutput against a real influxd', () => {
   });
 
   it('answers a missing org with NOT_FOUND, not retryable', async () => {
-    const err = await failure(
+    const err = await rejectionOf(
       output(destinationOn(server, { org: 'no-such-org' })).write(RECORDED),
+      OutputError,
     );
     expect(err.code).toBe('NOT_FOUND');
     expect(err.retryable).toBe(false);
@@ -301,7 +294,7 @@ describe('InfluxOutput against a real influxd', () => {
     // "time" is a reserved tag key: influxd answers 400 for the whole batch.
     const destination = await freshBucket();
     const reserved = output({ ...destination, staticTags: { time: 'x' } });
-    const err = await failure(reserved.write(RECORDED));
+    const err = await rejectionOf(reserved.write(RECORDED), OutputError);
     expect(err.code).toBe('REJECTED');
     expect(err.retryable).toBe(false);
     expect(err.message).toContain('400');
@@ -309,7 +302,7 @@ describe('InfluxOutput against a real influxd', () => {
 
   it('answers events older than the bucket retention with REJECTED (422)', async () => {
     const destination = await freshBucket(3600);
-    const err = await failure(output(destination).write(RECORDED.slice(0, 1)));
+    const err = await rejectionOf(output(destination).write(RECORDED.slice(0, 1)), OutputError);
     expect(err.code).toBe('REJECTED');
     expect(err.message).toContain('422');
   });
@@ -321,7 +314,9 @@ describe('InfluxOutput against a real influxd', () => {
     const out = new InfluxOutput(destination, SINK, () => current);
     await out.write(RECORDED.slice(0, 5));
     current = 'revoked-token';
-    expect((await failure(out.write(RECORDED.slice(5, 10)))).code).toBe('UNAUTHORIZED');
+    expect((await rejectionOf(out.write(RECORDED.slice(5, 10)), OutputError)).code).toBe(
+      'UNAUTHORIZED',
+    );
     current = second;
     await out.write(RECORDED.slice(5, 10));
     expect(await points(destination.bucket)).toHaveLength(10);
@@ -333,7 +328,7 @@ describe('InfluxOutput against a real influxd', () => {
     const out = new InfluxOutput(destination, SINK, () => current);
     const prepared = await out.prepare(RECORDED);
     expect(prepared.count).toBe(RECORDED.length);
-    expect((await failure(prepared.send())).code).toBe('UNAUTHORIZED');
+    expect((await rejectionOf(prepared.send(), OutputError)).code).toBe('UNAUTHORIZED');
     current = server.token;
     await prepared.send();
     // Sent once more: an identical point overwrites itself.
@@ -348,7 +343,7 @@ describe('InfluxOutput against a real influxd', () => {
     const out = output(destination);
     await server.stop();
     try {
-      const err = await failure(out.write(RECORDED));
+      const err = await rejectionOf(out.write(RECORDED), OutputError);
       expect(err.code).toBe('UNREACHABLE');
       expect(err.retryable).toBe(true);
       expect(err.message).toContain('ECONNREFUSED');
@@ -489,7 +484,7 @@ describe('InfluxOutput against servers that throttle or hang', () => {
     });
     try {
       const out = new InfluxOutput({ ...destinationOn(server), url }, SINK, () => 't');
-      const err = await failure(out.write(RECORDED));
+      const err = await rejectionOf(out.write(RECORDED), OutputError);
       expect(err.code).toBe('THROTTLED');
       expect(err.retryable).toBe(true);
       expect(err.retryAfterMs).toBe(7000);
@@ -506,7 +501,7 @@ describe('InfluxOutput against servers that throttle or hang', () => {
     });
     try {
       const out = new InfluxOutput({ ...destinationOn(server), url }, SINK, () => 't');
-      const err = await failure(out.write(RECORDED));
+      const err = await rejectionOf(out.write(RECORDED), OutputError);
       expect(err.code).toBe('SERVER_ERROR');
       expect(err.retryable).toBe(true);
       expect(err.retryAfterMs).toBeGreaterThan(55_000);
@@ -523,7 +518,7 @@ describe('InfluxOutput against servers that throttle or hang', () => {
         timeoutMs: 300,
       });
       const started = performance.now();
-      const err = await failure(out.write(RECORDED));
+      const err = await rejectionOf(out.write(RECORDED), OutputError);
       expect(err.code).toBe('TIMEOUT');
       expect(err.retryable).toBe(true);
       expect(performance.now() - started).toBeLessThan(5_000);
@@ -569,9 +564,9 @@ describe('InfluxOutput against servers that throttle or hang', () => {
     try {
       const slots = new RequestSlots(1);
       const out = new InfluxOutput({ ...destinationOn(server), url }, SINK, () => 't', { slots });
-      const holding = failure(out.write(RECORDED, AbortSignal.timeout(500)));
+      const holding = rejectionOf(out.write(RECORDED, AbortSignal.timeout(500)), OutputError);
       const waiting = new AbortController();
-      const pending = failure(out.write(RECORDED, waiting.signal));
+      const pending = rejectionOf(out.write(RECORDED, waiting.signal), OutputError);
       await new Promise((r) => setTimeout(r, 100));
       expect([slots.busy, slots.waiting]).toEqual([1, 1]);
       const started = performance.now();
@@ -593,7 +588,7 @@ describe('InfluxOutput against servers that throttle or hang', () => {
     try {
       const out = new InfluxOutput({ ...destinationOn(server), url }, SINK, () => 't');
       const deadline = new AbortController();
-      const pending = failure(out.write(RECORDED, deadline.signal));
+      const pending = rejectionOf(out.write(RECORDED, deadline.signal), OutputError);
       await new Promise((r) => setTimeout(r, 100));
       const started = performance.now();
       deadline.abort();
@@ -603,7 +598,7 @@ describe('InfluxOutput against servers that throttle or hang', () => {
       expect(err).toMatchObject({ code: 'UNREACHABLE', retryable: true });
       expect(err.message).toContain('request aborted');
       // The signal was this write's: the output itself stays usable.
-      const next = failure(out.write(RECORDED, AbortSignal.timeout(50)));
+      const next = rejectionOf(out.write(RECORDED, AbortSignal.timeout(50)), OutputError);
       expect((await next).message).toContain('request aborted');
     } finally {
       await closed(http);
@@ -614,7 +609,7 @@ describe('InfluxOutput against servers that throttle or hang', () => {
     const { url, server: http } = await standIn(() => undefined);
     try {
       const out = new InfluxOutput({ ...destinationOn(server), url }, SINK, () => 't');
-      const pending = failure(out.write(RECORDED));
+      const pending = rejectionOf(out.write(RECORDED), OutputError);
       await new Promise((r) => setTimeout(r, 100));
       await out.close();
       const err = await pending;

@@ -5,6 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { ReusedBuffer } from '../../../src/audit/reused-buffer.ts';
 import { readBodyText } from '../../../src/receiver/body.ts';
 import { ReceiverError } from '../../../src/receiver/errors.ts';
+import { rejectionOf } from '../../support/rejection.ts';
 
 const LIMIT = 1024;
 
@@ -15,13 +16,13 @@ function chunked(text: string, size: number): Buffer[] {
   return chunks;
 }
 
-async function refusal(promise: Promise<unknown>): Promise<ReceiverError> {
-  const error: unknown = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(error).toBeInstanceOf(ReceiverError);
-  return error as ReceiverError;
+/** readBodyText with the test's limit, and a buffer of its own unless given one. */
+function read(
+  body: Readable,
+  contentLength?: string,
+  buffer = new ReusedBuffer(LIMIT),
+): ReturnType<typeof readBodyText> {
+  return readBodyText(body, { limit: LIMIT, contentLength, buffer });
 }
 
 describe('readBodyText', () => {
@@ -30,11 +31,7 @@ describe('readBodyText', () => {
     const text = `{"items":["é€ x","${'ab€'.repeat(40)}"]}`;
     const chunks = chunked(text, 4);
     const buffer = new ReusedBuffer(LIMIT);
-    const body = await readBodyText(Readable.from(chunks), {
-      limit: LIMIT,
-      contentLength: String(Buffer.byteLength(text)),
-      buffer,
-    });
+    const body = await read(Readable.from(chunks), String(Buffer.byteLength(text)), buffer);
     expect(body).toEqual({ text, bytes: Buffer.byteLength(text) });
     expect(buffer.bytes).toBeGreaterThanOrEqual(body.bytes);
   });
@@ -43,8 +40,7 @@ describe('readBodyText', () => {
     const buffer = new ReusedBuffer(LIMIT);
     const a = new PassThrough();
     const b = new PassThrough();
-    const reading = { limit: LIMIT, contentLength: undefined, buffer };
-    const texts = [readBodyText(a, reading), readBodyText(b, reading)];
+    const texts = [read(a, undefined, buffer), read(b, undefined, buffer)];
     const long = 'a'.repeat(600);
     const short = 'b'.repeat(300);
     for (let at = 0; at < 600; at += 100) {
@@ -61,24 +57,14 @@ describe('readBodyText', () => {
 
   it('decodes a single chunk without copying it', async () => {
     const buffer = new ReusedBuffer(LIMIT);
-    const body = await readBodyText(Readable.from([Buffer.from('{"a":1}')]), {
-      limit: LIMIT,
-      contentLength: undefined,
-      buffer,
-    });
+    const body = await read(Readable.from([Buffer.from('{"a":1}')]), undefined, buffer);
     expect(body.text).toBe('{"a":1}');
     expect(buffer.bytes).toBe(0);
   });
 
   it('refuses a Content-Length above the limit before reading anything', async () => {
     const stream = Readable.from([Buffer.alloc(10)]);
-    const error = await refusal(
-      readBodyText(stream, {
-        limit: LIMIT,
-        contentLength: String(LIMIT + 1),
-        buffer: new ReusedBuffer(LIMIT),
-      }),
-    );
+    const error = await rejectionOf(read(stream, String(LIMIT + 1)), ReceiverError);
     expect(error.code).toBe('BODY_TOO_LARGE');
     expect(error.message).toContain(`limit ${LIMIT} bytes`);
     expect(stream.readableFlowing).toBeNull();
@@ -86,36 +72,25 @@ describe('readBodyText', () => {
 
   it('refuses a body without Content-Length once its chunks pass the limit, before it ends', async () => {
     const stream = new PassThrough();
-    const reading = readBodyText(stream, {
-      limit: LIMIT,
-      contentLength: undefined,
-      buffer: new ReusedBuffer(LIMIT),
-    });
+    const reading = read(stream);
     // Five chunks of 256 bytes pass 1,024; the body never ends.
     for (let i = 0; i < 5; i++) stream.write(Buffer.alloc(256, 0x20));
-    const error = await refusal(reading);
+    const error = await rejectionOf(reading, ReceiverError);
     expect(error.code).toBe('BODY_TOO_LARGE');
     stream.destroy();
   });
 
   it('accepts a body of exactly the limit', async () => {
     const text = ' '.repeat(LIMIT);
-    const body = await readBodyText(Readable.from(chunked(text, 300)), {
-      limit: LIMIT,
-      contentLength: String(LIMIT),
-      buffer: new ReusedBuffer(LIMIT),
-    });
+    const body = await read(Readable.from(chunked(text, 300)), String(LIMIT));
     expect(body.text).toBe(text);
   });
 
   it('refuses a body shorter or longer than its Content-Length', async () => {
     for (const declared of ['9', '11']) {
-      const error = await refusal(
-        readBodyText(Readable.from(chunked('0123456789', 3)), {
-          limit: LIMIT,
-          contentLength: declared,
-          buffer: new ReusedBuffer(LIMIT),
-        }),
+      const error = await rejectionOf(
+        read(Readable.from(chunked('0123456789', 3)), declared),
+        ReceiverError,
       );
       expect(error.code).toBe('BAD_REQUEST');
       expect(error.message).toContain('Content-Length');
@@ -124,15 +99,11 @@ describe('readBodyText', () => {
 
   it('refuses a body whose stream fails, keeping the failure as the cause', async () => {
     const stream = new PassThrough();
-    const reading = readBodyText(stream, {
-      limit: LIMIT,
-      contentLength: undefined,
-      buffer: new ReusedBuffer(LIMIT),
-    });
+    const reading = read(stream);
     stream.write('{"items":[');
     const broken = new Error('aborted');
     stream.destroy(broken);
-    const error = await refusal(reading);
+    const error = await rejectionOf(reading, ReceiverError);
     expect(error.code).toBe('BAD_REQUEST');
     expect(error.cause).toBe(broken);
   });
