@@ -10,8 +10,8 @@ WORKDIR /app
 
 # The lockfile first, so a change to the sources alone reuses the installed dependencies.
 COPY package.json package-lock.json ./
-# Installs the dev dependencies too: tsc, and the `node` package whose install script (allowed in
-# package.json `allowScripts`) provides the Node.js 24 that every npm script runs on.
+# Installs the dev dependencies too: tsc, esbuild, and the `node` package whose install script
+# (allowed in package.json `allowScripts`) provides the Node.js 24 that every npm script runs on.
 # Behind a TLS-intercepting proxy npm must trust the proxy's CA: give it as the optional build
 # secret `build-ca` (`docker build --secret id=build-ca,src=<PEM bundle>`). A secret is mounted
 # for this one instruction and written to no layer, so the CA never reaches the image.
@@ -19,7 +19,10 @@ RUN --mount=type=secret,id=build-ca \
     if [ -s /run/secrets/build-ca ]; then export NODE_EXTRA_CA_CERTS=/run/secrets/build-ca; fi && \
     npm ci --no-fund --no-audit
 
+# tsc, then the part of the Kubernetes client the operator uses bundled into its one module that
+# imports it (scripts/bundle-kube-client.ts, docs/adr/0025-kube-client-bundle.md).
 COPY tsconfig.json tsconfig.build.json ./
+COPY scripts/bundle-kube-client.ts ./scripts/bundle-kube-client.ts
 COPY src ./src
 RUN npm run build
 

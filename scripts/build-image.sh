@@ -20,8 +20,8 @@
 #                    started with --bridge=none
 #   --force          build even when the image exists (env IMAGE_FORCE=1)
 #
-# The inputs: Dockerfile, .dockerignore, package.json, package-lock.json, tsconfig*.json and
-# every file under src/, names and contents. Their hash is also the image's label
+# The inputs: Dockerfile, .dockerignore, package.json, package-lock.json, tsconfig*.json,
+# scripts/bundle-kube-client.ts and every file under src/, names and contents. Their hash is also the image's label
 # dev.kube-audit.inputs, which is how a given --tag is known to be current. The base images are
 # not part of it: --force rebuilds on newer ones.
 set -euo pipefail
@@ -69,7 +69,7 @@ fi
 sha256() { if command -v sha256sum >/dev/null 2>&1; then sha256sum; else shasum -a 256; fi; }
 inputs_hash() {
   {
-    printf '%s\n' Dockerfile .dockerignore package.json package-lock.json tsconfig*.json
+    printf '%s\n' Dockerfile .dockerignore package.json package-lock.json tsconfig*.json scripts/bundle-kube-client.ts
     find src -type f
   } | LC_ALL=C sort -u | while IFS= read -r file; do
     [[ -f "$file" ]] || die "input $file is missing"

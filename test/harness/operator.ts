@@ -20,6 +20,8 @@ process.once('exit', () => {
 export interface OperatorProcess {
   /** Everything it logged, across restarts. */
   readonly logFile: string;
+  /** The process id of the current (or last) run. */
+  readonly pid: number | undefined;
   log(): string;
   /** Sends a signal and waits for the exit; resolves with the exit code (null when killed). */
   stop(signal?: NodeJS.Signals): Promise<number | null>;
@@ -67,6 +69,9 @@ export async function startOperatorProcess(
   await start();
   return {
     logFile,
+    get pid() {
+      return child?.pid;
+    },
     log: () => readFileSync(logFile, 'utf8'),
     async stop(signal = 'SIGTERM') {
       if (child?.exitCode === null && child.signalCode === null) child.kill(signal);

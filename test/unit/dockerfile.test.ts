@@ -131,7 +131,13 @@ describe('Dockerfile', () => {
           .slice(0, -1),
       );
     expect(sources).toEqual(
-      expect.arrayContaining(['package.json', 'package-lock.json', 'tsconfig.build.json', 'src']),
+      expect.arrayContaining([
+        'package.json',
+        'package-lock.json',
+        'tsconfig.build.json',
+        'scripts/bundle-kube-client.ts',
+        'src',
+      ]),
     );
     for (const source of sources) expect(source).not.toMatch(/^(test|bench|\.)($|\/)/);
   });
@@ -284,10 +290,16 @@ describe('.dockerignore', () => {
           .slice(0, -1),
       );
     for (const path of copied) {
-      const excluded = entries.some(
-        (e) =>
-          !e.startsWith('!') && (e === path || (e.startsWith('*') && path.endsWith(e.slice(1)))),
-      );
+      // Docker applies the entries in order, the last match winning; `!` brings a path back in.
+      let excluded = false;
+      for (const e of entries) {
+        const pattern = e.startsWith('!') ? e.slice(1) : e;
+        const matches =
+          pattern === path ||
+          path.startsWith(`${pattern}/`) ||
+          (pattern.startsWith('*') && path.endsWith(pattern.slice(1)));
+        if (matches) excluded = !e.startsWith('!');
+      }
       expect(excluded, `${path} is excluded by .dockerignore`).toBe(false);
     }
   });

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { stringify } from 'yaml';
+import { parse, stringify } from 'yaml';
 import { parseAuditLogLine } from '../../../src/audit/parse.ts';
 import type { AuditEvent } from '../../../src/audit/types.ts';
 import { type ControlPlane, startControlPlane } from '../../harness/controlplane.ts';
@@ -29,6 +29,9 @@ import { AuditOracle, type WrittenBy } from './oracle.ts';
 const OPERATOR_NS = 'kube-audit';
 const MAIN = fileURLToPath(new URL('../../../dist/main.js', import.meta.url));
 const execFileAsync = promisify(execFile);
+const VALUES = fileURLToPath(
+  new URL('../../../charts/kube-audit-operator/values.yaml', import.meta.url),
+);
 
 interface Env {
   cp: ControlPlane;
@@ -606,6 +609,23 @@ describe('the operator against a real kube-apiserver', () => {
     expect(log).not.toContain(env.receiverToken);
     expect(log).not.toContain(env.influx.token);
     expect(log).not.toContain(env.cp.users.operator.token);
+  });
+
+  it("stays within the chart's memory request through all of the above", async () => {
+    const values = parse(await readFile(VALUES, 'utf8')) as {
+      resources: { requests: { memory: string } };
+    };
+    const request = /^(\d+)Mi$/.exec(values.resources.requests.memory)?.[1];
+    expect(request).toBeDefined();
+    const status = await readFile(`/proc/${String(env.operator.pid)}/status`, 'utf8');
+    const mib = (field: string): number =>
+      Number(new RegExp(`^${field}:\\s+(\\d+) kB$`, 'm').exec(status)?.[1]) / 1024;
+    // The process started again after its SIGKILL above: ready, watching, and receiving since.
+    console.log(
+      `operator resident memory: ${mib('VmRSS').toFixed(0)} MiB now, ${mib('VmHWM').toFixed(0)} MiB at most`,
+    );
+    expect(mib('VmHWM')).toBeGreaterThan(0);
+    expect(mib('VmHWM')).toBeLessThan(Number(request));
   });
 
   it('writes nothing but JSON log records, stdout and stderr together as a container log is', () => {

@@ -123,7 +123,7 @@ describe('the image', () => {
     expect(String(seen.node)).toMatch(/^24\./);
   });
 
-  it('holds every production dependency of the lockfile and no dev one', async () => {
+  it("holds every production dependency of the lockfile and no dev one, and the bundled ones' licenses", async () => {
     const lock = JSON.parse(readFileSync(join(ROOT, 'package-lock.json'), 'utf8')) as {
       packages: Record<string, { dev?: boolean; optional?: boolean; devOptional?: boolean }>;
     };
@@ -136,7 +136,9 @@ describe('the image', () => {
       .map(([path]) => path);
     expect(dev).toContain('node_modules/typescript');
     expect(dev).toContain('node_modules/node');
-    expect(prod).toContain('node_modules/@kubernetes/client-node');
+    // Bundled into dist/operator/kube-client.js by the build, with the licenses beside it.
+    expect(dev).toContain('node_modules/@kubernetes/client-node');
+    expect(prod).toContain('node_modules/fastify');
     const present = JSON.parse(
       await nodeIn(`
         const fs = await import('node:fs');
@@ -145,6 +147,11 @@ describe('the image', () => {
     ) as string[];
     expect(present.filter((p) => dev.includes(p))).toEqual([]);
     expect(prod.filter((p) => !present.includes(p))).toEqual([]);
+    const licenses = await nodeIn(`
+        const fs = await import('node:fs');
+        process.stdout.write(fs.readFileSync('/app/dist/operator/kube-client.licenses.txt', 'utf8'));`);
+    expect(licenses).toContain('\n@kubernetes/client-node ');
+    expect(licenses).toContain('Apache License');
   });
 
   it('holds no certificate of the CA file the build trusted, in any layer or its configuration', async () => {
