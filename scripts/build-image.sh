@@ -21,9 +21,9 @@
 #   --force          build even when the image exists (env IMAGE_FORCE=1)
 #
 # The inputs: Dockerfile, .dockerignore, package.json, package-lock.json, tsconfig*.json,
-# scripts/bundle-kube-client.ts and every file under src/, names and contents. Their hash is also the image's label
-# dev.kube-audit.inputs, which is how a given --tag is known to be current. The base images are
-# not part of it: --force rebuilds on newer ones.
+# scripts/bundle-kube-client.ts and every file under src/, names and contents. Their hash is also
+# the image's label dev.kube-audit.inputs, which is how a given --tag is known to be current. The
+# base images are not part of it: --force rebuilds on newer ones.
 set -euo pipefail
 
 BUILD_NAME=build-image

@@ -5,11 +5,11 @@
  * The package's entry point, and the module of its `KubeConfig`, load the clients of all 73 API
  * groups it generates, each with its three wrappers: about 35 MiB more resident memory in the
  * operator than the five it calls. esbuild keeps only the code reached from the names
- * `src/operator/kube-client.ts` imports. The
- * project's own modules stay outside the bundle, imported from the files tsc wrote beside it, so
- * the process has one instance of each (one `KubeApiError` class for `instanceof`). Whitespace is
- * left out and syntax shortened: the module's text stays in memory; names are kept, so stack
- * traces still name their functions.
+ * `src/operator/kube-client.ts` imports. The project's own modules stay outside the bundle,
+ * imported from the files tsc wrote beside it, so the process has one instance of each (one
+ * `KubeApiError` class for `instanceof`). Whitespace is left out and syntax shortened, since a
+ * module's text stays in memory while it runs; names are kept, so stack traces still name their
+ * functions, and the source map beside it serves `node --enable-source-maps`.
  */
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, sep } from 'node:path';
