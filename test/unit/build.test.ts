@@ -3,7 +3,7 @@
 // @kubernetes/client-node it uses and imports the project's own modules from the files tsc wrote.
 // Runs `npm run build` once first if dist/main.js is missing.
 import { execFile } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { builtinModules } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -74,6 +74,19 @@ describe('the Kubernetes client bundle', () => {
       (i) => !i.path.startsWith('.') && !builtins.has(i.path) && !optional.includes(i.path),
     );
     expect(others.map((i) => i.path)).toEqual([]);
+  });
+
+  it('is the only built module that loads the client, which the image does not carry', () => {
+    const modules = readdirSync(join(ROOT, 'dist'), { recursive: true, encoding: 'utf8' }).filter(
+      (file) => file.endsWith('.js') && join('dist', file) !== OUTFILE,
+    );
+    expect(modules.length).toBeGreaterThan(50);
+    const loading = modules.filter((file) =>
+      /(?:from|import\s*\()\s*['"]@kubernetes\/client-node/.test(
+        readFileSync(join(ROOT, 'dist', file), 'utf8'),
+      ),
+    );
+    expect(loading).toEqual([]);
   });
 
   it('is what dist/ holds, and loads', async () => {
