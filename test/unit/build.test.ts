@@ -20,7 +20,10 @@ import {
 } from '../../scripts/bundle-kube-client.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
-const CLIENT = 'node_modules/@kubernetes/client-node/';
+const NODE_MODULES = 'node_modules/';
+const CLIENT = `${NODE_MODULES}@kubernetes/client-node/`;
+/** An import of the client in built JavaScript: tsc writes `from '…'`, esbuild `from"…"`. */
+const LOADS_CLIENT = /(?:from|import\s*\()\s*['"]@kubernetes\/client-node['"]/;
 
 let meta: Metafile;
 
@@ -82,16 +85,14 @@ describe('the Kubernetes client bundle', () => {
     );
     expect(modules.length).toBeGreaterThan(50);
     const loading = modules.filter((file) =>
-      /(?:from|import\s*\()\s*['"]@kubernetes\/client-node/.test(
-        readFileSync(join(ROOT, 'dist', file), 'utf8'),
-      ),
+      LOADS_CLIENT.test(readFileSync(join(ROOT, 'dist', file), 'utf8')),
     );
     expect(loading).toEqual([]);
   });
 
   it('is what dist/ holds, and loads', async () => {
     const built = readFileSync(join(ROOT, OUTFILE), 'utf8');
-    expect(built).not.toMatch(/from\s*"@kubernetes\/client-node"/);
+    expect(built).not.toMatch(LOADS_CLIENT);
     expect(built).toContain('kube-client.js.map');
     const { stdout } = await promisify(execFile)(process.execPath, [
       '--input-type=module',
@@ -108,12 +109,12 @@ describe('the Kubernetes client bundle', () => {
     const packages = new Set(
       Object.keys(output().inputs).flatMap((i) => {
         const dir = packageDirOf(i);
-        return dir === null ? [] : [dir.slice(dir.lastIndexOf('node_modules/') + 13)];
+        return dir === null ? [] : [dir.slice(dir.lastIndexOf(NODE_MODULES) + NODE_MODULES.length)];
       }),
     );
     expect(packages.size).toBeGreaterThan(10);
-    for (const name of packages)
-      expect(text).toMatch(new RegExp(`\\n${name.replace('/', '\\/')} \\d`));
+    // Each under a heading of its name, version and license.
+    for (const name of packages) expect(text).toContain(`\n${name} `);
     expect(text).toContain('Permission is hereby granted');
   });
 });
