@@ -70,6 +70,13 @@ export function addReceiverOptions(command: Command): Command {
     )
     .addOption(
       env(
+        '--shutdown-delay-seconds <n>',
+        'SHUTDOWN_DELAY_SECONDS',
+        'first part of that shutdown in which listeners still accept, readiness off (default 0)',
+      ),
+    )
+    .addOption(
+      env(
         '--max-requests-per-connection <n>',
         'MAX_REQUESTS_PER_CONNECTION',
         'close a connection after this many requests, 0: never (default 100)',
@@ -107,6 +114,7 @@ export interface ReceiverFlags {
   clusterWideNamespaces?: string;
   allowSecretPayloads?: boolean | string;
   shutdownGraceSeconds?: string;
+  shutdownDelaySeconds?: string;
   maxRequestsPerConnection?: string;
   maxConnectionAgeSeconds?: string;
   influxdbMaxRequestsPerServer?: string;
@@ -142,6 +150,7 @@ export function settingsFromFlags(flags: ReceiverFlags): SettingsInput {
   set('clusterWideNamespaces', flags.clusterWideNamespaces);
   set('allowSecretPayloads', flags.allowSecretPayloads);
   set('shutdownGraceSeconds', flags.shutdownGraceSeconds);
+  set('shutdownDelaySeconds', flags.shutdownDelaySeconds);
   set('maxRequestsPerConnection', flags.maxRequestsPerConnection);
   set('maxConnectionAgeSeconds', flags.maxConnectionAgeSeconds);
   set('influxdbMaxRequestsPerServer', flags.influxdbMaxRequestsPerServer);

@@ -37,6 +37,11 @@ export interface Settings {
   /** Time to drain queues on SIGTERM before exiting. */
   readonly shutdownGraceSeconds: number;
   /**
+   * The first seconds of that shutdown: readiness off, listeners still accepting and every answer
+   * closing its connection, while load balancers stop sending new connections here.
+   */
+  readonly shutdownDelaySeconds: number;
+  /**
    * Receivers close a connection after this many requests, so that kube-proxy spreads the
    * apiserver's webhook over the replicas; 0: no limit.
    */
@@ -95,6 +100,12 @@ export const SETTINGS_DEFAULTS = Object.freeze({
   allowSecretPayloads: false,
   /** 25 s: inside Kubernetes' default 30 s termination grace period, with room to exit. */
   shutdownGraceSeconds: 25,
+  /**
+   * 0: a process that no load balancer routes to closes its listeners at once. Behind a Service
+   * (the chart sets 5 s), the seconds in which kube-proxy still sends new connections to a replica
+   * that is going away: a refused connection costs the apiserver its batch (docs/adr/0026).
+   */
+  shutdownDelaySeconds: 0,
   /**
    * 100 requests: under load the apiserver posts a batch about every second per connection (up to
    * 10 a second, its default webhook throttle), so a busy connection moves every 10 to 100 s; one
@@ -237,6 +248,12 @@ export function validateSettings(
       0,
       3600,
     ),
+    shutdownDelaySeconds: int(
+      'shutdownDelaySeconds',
+      SETTINGS_DEFAULTS.shutdownDelaySeconds,
+      0,
+      3600,
+    ),
     maxRequestsPerConnection: int(
       'maxRequestsPerConnection',
       SETTINGS_DEFAULTS.maxRequestsPerConnection,
@@ -283,6 +300,14 @@ export function validateSettings(
   if (settings.advertiseUrl !== undefined && !isHttpUrl(settings.advertiseUrl)) {
     problems.push(
       `advertiseUrl: expected an http(s) URL without path, query or credentials, got ${JSON.stringify(settings.advertiseUrl)}`,
+    );
+  }
+  if (
+    settings.shutdownDelaySeconds > 0 &&
+    settings.shutdownDelaySeconds >= settings.shutdownGraceSeconds
+  ) {
+    problems.push(
+      `shutdownDelaySeconds: must be less than shutdownGraceSeconds (${settings.shutdownGraceSeconds}), which it is part of, got ${settings.shutdownDelaySeconds}`,
     );
   }
   const namespaceFields: [string, readonly string[]][] = [

@@ -189,7 +189,8 @@ export async function startOperator(settings: Settings, log: Logger): Promise<Op
       // The grace period runs from now; the drain leaves a fifth of it (at most 5 s) for the
       // final status and the Lease release, and what has not finished by its end is abandoned.
       const budget = shutdownBudget(settings.shutdownGraceSeconds * 1000, AFTER_DRAIN.operator);
-      plane.setReady(false);
+      // Readiness off, batches still accepted for the shutdown delay (docs/adr/0026).
+      plane.leave();
       // Acknowledged events first: stop watching and drain the queues; only then the final
       // report and status, and the Lease last.
       await within(controller.stop(), budget.drain);

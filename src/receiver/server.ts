@@ -84,6 +84,11 @@ const noSchemas = () => () => {
 /** The fastify application of a receiver, for `inject()` tests and for {@link startReceiver}. */
 export interface ReceiverApp {
   readonly app: FastifyInstance;
+  /**
+   * From now on `/readyz` answers 503, and every answer to a request read in full closes its
+   * connection; audit requests are still accepted.
+   */
+  readonly markLeaving: () => void;
   /** From now on audit requests are answered 503 with Retry-After and the connection is closed. */
   readonly markClosing: () => void;
 }
@@ -105,6 +110,7 @@ export function createReceiverApp(
     maxAgeMs: options.maxConnectionAgeMs,
   });
   let closing = false;
+  let leaving = false;
   const credentials = (): Credentials => ({
     receiverTokens: options.tokens(),
     sinkTokens: options.sinkTokens(),
@@ -185,18 +191,25 @@ export function createReceiverApp(
       limits.arrived(request.raw.socket);
       done();
     });
-    // The answer that reaches a limit says so, and Node.js closes the connection once it is sent:
-    // the client opens a new one for its next request, which kube-proxy may send to another
-    // replica. Never a reset while a request is under way.
-    app.addHook('onSend', (request, reply, payload, done) => {
-      const limit = limits.closes(request.raw.socket, request.raw.complete);
+  }
+  // The answer that reaches a limit says so, and Node.js closes the connection once it is sent:
+  // the client opens a new one for its next request, which kube-proxy may send to another
+  // replica. While leaving, every answer does: the new connection goes where the Service now
+  // points. Never once the body is still arriving, which would make the kernel reset the
+  // connection and the client might lose the answer.
+  app.addHook('onSend', (request, reply, payload, done) => {
+    const read = readInFull(request.raw);
+    if (leaving) {
+      if (read) reply.header('connection', 'close');
+    } else if (limits.enabled) {
+      const limit = limits.closes(request.raw.socket, read);
       if (limit !== undefined) {
         reply.header('connection', 'close');
         metrics.connectionsClosed.inc({ limit });
       }
-      done(null, payload);
-    });
-  }
+    }
+    done(null, payload);
+  });
 
   app.addHook('onResponse', async (request, reply) => {
     const endpoint = endpointOf(request);
@@ -311,7 +324,7 @@ export function createReceiverApp(
 
   app.get(RECEIVER_ROUTES.healthz, () => ({ status: 'ok' }));
   app.get(RECEIVER_ROUTES.readyz, () => {
-    if (closing) throw shuttingDown();
+    if (closing || leaving) throw shuttingDown();
     if (!options.readiness()) throw notReady();
     return { status: 'ok' };
   });
@@ -367,6 +380,9 @@ export function createReceiverApp(
 
   return {
     app,
+    markLeaving: () => {
+      leaving = true;
+    },
     markClosing: () => {
       closing = true;
     },
@@ -393,11 +409,16 @@ export async function startReceiver(
   const material = files === undefined ? undefined : await loadTlsMaterial(files);
 
   let tlsServer: HttpsServer | undefined;
-  const { app, markClosing } = createReceiverApp(options, ingest, metrics, (handler) => {
-    if (material === undefined) return createHttpServer(handler);
-    tlsServer = createHttpsServer(tlsServerOptions(material), handler);
-    return tlsServer;
-  });
+  const { app, markLeaving, markClosing } = createReceiverApp(
+    options,
+    ingest,
+    metrics,
+    (handler) => {
+      if (material === undefined) return createHttpServer(handler);
+      tlsServer = createHttpsServer(tlsServerOptions(material), handler);
+      return tlsServer;
+    },
+  );
   try {
     await app.listen({ host: options.host, port: options.port });
   } catch (err) {
@@ -416,6 +437,7 @@ export async function startReceiver(
   let closed: Promise<void> | undefined;
   return {
     url: `${material === undefined ? 'http' : 'https'}://${host}:${address.port}`,
+    leave: markLeaving,
     close() {
       closed ??= (async () => {
         markClosing();
@@ -426,6 +448,18 @@ export async function startReceiver(
     },
     reloadCertificates: () => reloader?.reload() ?? Promise.resolve(),
   };
+}
+
+/**
+ * Whether the request has been read to its end: its body consumed, or none announced (a GET's
+ * `complete` stays false until someone reads the empty body, which no route does).
+ */
+function readInFull(request: IncomingMessage): boolean {
+  if (request.complete) return true;
+  const length = request.headers['content-length'];
+  return (
+    (length === undefined || length === '0') && request.headers['transfer-encoding'] === undefined
+  );
 }
 
 // A name with a slash (sent percent-encoded) could make two different sinks share one key.

@@ -14,6 +14,12 @@ export type ReceiverLogger = (
 export interface Receiver {
   /** Base URL it listens on, e.g. `https://127.0.0.1:8443`. */
   readonly url: string;
+  /**
+   * Starts leaving the load balancers that route here: `/readyz` answers 503, so that the
+   * replica's endpoint is removed, while audit requests are still accepted and every answer
+   * closes its connection, so that the client's next one goes where the Service now points.
+   */
+  leave(): void;
   /** Stops accepting requests, finishes those in flight, releases the port. */
   close(): Promise<void>;
   /**

@@ -5,6 +5,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { collectDefaultMetrics, Registry } from 'prom-client';
 import type { Settings } from '../config/settings.ts';
 import { LineProtocolFileOutput, lineProtocolPath } from '../outputs/file/file-output.ts';
@@ -71,9 +72,15 @@ export interface DataPlane {
   /** Turns readiness on or off (`/readyz` answers 503 while off). */
   setReady(ready: boolean): void;
   /**
-   * Readiness off, stop receiving, drain queues until `budget.drain` (in-flight writes are then
-   * aborted, their batches stay spooled), release everything. Without a budget, the grace period
-   * starts now and keeps only what releasing the queues needs.
+   * The first step of a shutdown, at the signal: every listener leaves its load balancers
+   * ({@link Receiver.leave}) and keeps accepting for `--shutdown-delay-seconds` from now.
+   */
+  leave(): void;
+  /**
+   * Leaves (if not yet) and waits for the rest of the delay, then stops receiving, drains queues
+   * until `budget.drain` (in-flight writes are then aborted, their batches stay spooled) and
+   * releases everything. Without a budget, the grace period starts now and keeps only what
+   * releasing the queues needs.
    */
   shutdown(budget?: ShutdownBudget): Promise<void>;
 }
@@ -168,6 +175,20 @@ export async function startDataPlane(
     (err) => log.error({ err }, 'token files could not be reloaded; keeping the current tokens'),
   );
 
+  let leftAt: number | undefined;
+  const leave = () => {
+    if (leftAt !== undefined) return;
+    leftAt = performance.now();
+    receiver.leave();
+    listeners.leave();
+    if (settings.shutdownDelaySeconds > 0) {
+      log.info(
+        { delaySeconds: settings.shutdownDelaySeconds },
+        'leaving: readiness off, listeners still accept and close each connection after its answer',
+      );
+    }
+  };
+
   return {
     url: receiver.url,
     registry,
@@ -177,9 +198,16 @@ export async function startDataPlane(
     setReady(value) {
       ready = value;
     },
+    leave,
     async shutdown(
       budget = shutdownBudget(settings.shutdownGraceSeconds * 1000, AFTER_DRAIN.release),
     ) {
+      leave();
+      // Cut short by the drain's deadline, which a delay shorter than the grace period precedes.
+      const left = (leftAt ?? 0) + settings.shutdownDelaySeconds * 1000 - performance.now();
+      if (left > 0) {
+        await sleep(left, undefined, { signal: budget.drain, ref: false }).catch(() => undefined);
+      }
       ready = false;
       await tokenWatch.stop();
       // Requests in flight are answered and queued first. One still open at the deadline (a

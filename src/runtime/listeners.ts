@@ -55,6 +55,7 @@ export interface ListenerContext {
 export class DedicatedListeners {
   readonly #listeners = new Map<string, Listener>();
   readonly #context: ListenerContext;
+  #leaving = false;
 
   constructor(context: ListenerContext) {
     this.#context = context;
@@ -85,12 +86,19 @@ export class DedicatedListeners {
       if (this.#listeners.has(key)) continue;
       try {
         const receiver = await this.#start(sink);
+        if (this.#leaving) receiver.leave();
         this.#listeners.set(key, { signature: this.#signature(sink), receiver });
         this.#context.log.info({ sink: key, url: receiver.url }, 'dedicated listener ready');
       } catch (err) {
         this.#context.log.error({ err, sink: key }, 'dedicated listener could not start');
       }
     }
+  }
+
+  /** Every dedicated listener, and any started from now on, leaves ({@link Receiver.leave}). */
+  leave(): void {
+    this.#leaving = true;
+    for (const listener of this.#listeners.values()) listener.receiver.leave();
   }
 
   /** Stops every dedicated listener. */

@@ -78,6 +78,7 @@ export async function startStandalone(
     async shutdown() {
       // The grace period runs from the signal, including the wait for a reload.
       const budget = shutdownBudget(settings.shutdownGraceSeconds * 1000, AFTER_DRAIN.release);
+      plane.leave();
       // A reload in progress finishes first, so that it cannot start listeners after they closed.
       await manifestWatch.stop();
       await plane.shutdown(budget);

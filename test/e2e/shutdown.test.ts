@@ -103,7 +103,7 @@ interface Setup {
   readonly bucket: string;
   /** Points the sinks at these destinations (written before each start). */
   destinations(influxUrl: string, webhookUrl: string): Promise<void>;
-  start(graceSeconds: number): Promise<StandaloneProcess>;
+  start(graceSeconds: number, args?: readonly string[]): Promise<StandaloneProcess>;
 }
 
 async function setup(name: string, batchSize = 1_000): Promise<Setup> {
@@ -147,12 +147,12 @@ metadata: {name: influx, namespace: kube-audit}
 stringData: {token: ${influx.token}}
 `,
       ),
-    start: async (graceSeconds) => {
+    start: async (graceSeconds, args = []) => {
       const running = await startStandalone({
         manifests: join(dir, 'manifests'),
         port,
         dataDir: join(dir, 'data'),
-        args: ['--shutdown-grace-seconds', String(graceSeconds)],
+        args: ['--shutdown-grace-seconds', String(graceSeconds), ...args],
       });
       cleanups.push(async () => {
         await running.stop('SIGKILL');
@@ -284,6 +284,68 @@ describe('shutdown within the grace period', () => {
     expect(ms).toBeLessThan(9_000);
     expect(logLines(running, 'stay spooled')).toEqual([]);
     // Everything arrived before the exit, each once, without a restart.
+    await expectEachOnceInInflux(s.bucket, acknowledged.length);
+    expect(webhook.auditIDs).toEqual(acknowledged);
+  }, 120_000);
+
+  it('with a shutdown delay, keeps accepting batches with readiness off until the delay has passed, each answer closing its connection, and delivers them all', async () => {
+    const s = await setup('delay');
+    const webhook = await startEventListReceiver();
+    await s.destinations(influx.url, webhook.url);
+    const running = await s.start(10, ['--shutdown-delay-seconds', '2', '--log-level', 'info']);
+    const client = new AuditWebhookClient(`${running.url}/audit/v1/events`);
+    const events = new RecordedEvents('delay');
+    const acknowledged: string[] = [];
+    const send = async () => {
+      const batch = events.batch();
+      await client.send(batch);
+      acknowledged.push(...batch.auditIDs);
+    };
+    await send();
+
+    const signalled = performance.now();
+    process.kill(running.pid, 'SIGTERM');
+    await eventually(
+      '/readyz to answer 503',
+      async () => (await fetch(`${running.url}/readyz`)).status === 503,
+      2_000,
+      20,
+    );
+    // Batches still arrive while load balancers catch up: each is taken, none refused.
+    const answers: { status: number; connection: string | null }[] = [];
+    while (performance.now() - signalled < 1_500) {
+      await send();
+      const res = await fetch(`${running.url}/healthz`);
+      answers.push({ status: res.status, connection: res.headers.get('connection') });
+      await res.text();
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    expect(answers.length).toBeGreaterThanOrEqual(5);
+    expect(answers.every((a) => a.status === 200 && a.connection === 'close')).toBe(true);
+    expect(client.counts.attempts).toBe(client.counts.acked);
+    // Then the listener closes: refused, as the load balancers no longer send anything here.
+    await eventually(
+      'the listener to close',
+      async () => {
+        try {
+          await fetch(`${running.url}/healthz`);
+          return false;
+        } catch {
+          return true;
+        }
+      },
+      5_000,
+      20,
+    );
+    const closedAfter = performance.now() - signalled;
+    console.log(
+      `shutdown delay 2 s: ${answers.length} batches taken while leaving, listener closed ${Math.round(closedAfter)} ms after SIGTERM`,
+    );
+    expect(closedAfter).toBeGreaterThanOrEqual(2_000);
+    expect(await running.exited).toBe(0);
+    expect(logLines(running, 'leaving')).toMatchObject([{ level: 30, delaySeconds: 2 }]);
+    expect(logLines(running, 'stay spooled')).toEqual([]);
+    // Everything acknowledged, before and during the delay, delivered before the exit, once.
     await expectEachOnceInInflux(s.bucket, acknowledged.length);
     expect(webhook.auditIDs).toEqual(acknowledged);
   }, 120_000);

@@ -242,7 +242,7 @@ describe('helm template with the default values', () => {
     expect(Object.keys(container.resources.limits ?? {}).sort()).toEqual(['cpu', 'memory']);
   });
 
-  it('runs `run` with the mounted certificate, token and spool, draining for 25 s of a 30 s grace period', () => {
+  it('runs `run` with the mounted certificate, token and spool, leaving for 5 s and draining within 25 s of a 30 s grace period', () => {
     const deployment = find(manifests, 'Deployment');
     const pod = (deployment as unknown as Workload).spec.template.spec;
     const { args, env, volumeMounts } = operatorContainer(deployment);
@@ -261,6 +261,8 @@ describe('helm template with the default values', () => {
       'https://$(KUBE_AUDIT_KUBE_AUDIT_OPERATOR_SERVICE_HOST):443',
     );
     expect(flag(args, 'shutdown-grace-seconds')).toBe('25');
+    // Readiness off and batches still taken for 5 s of it, while kube-proxy catches up (ADR 0026).
+    expect(flag(args, 'shutdown-delay-seconds')).toBe('5');
     expect(pod.terminationGracePeriodSeconds).toBe(30);
     expect(env.find((e) => e.name === 'POD_NAME')?.valueFrom).toEqual({
       fieldRef: { fieldPath: 'metadata.name' },
@@ -531,6 +533,27 @@ describe('values.schema.json', () => {
     expect(result.code).not.toBe(0);
     expect(result.stderr).toContain("values don't meet the specifications of the schema");
     expect(result.stderr).toContain(named);
+  });
+
+  it.each([
+    [
+      ['shutdownGraceSeconds=30'],
+      'shutdownGraceSeconds must be less than terminationGracePeriodSeconds',
+    ],
+    [['shutdownDelaySeconds=25'], 'shutdownDelaySeconds must be less than shutdownGraceSeconds'],
+    [
+      ['shutdownGraceSeconds=4', 'shutdownDelaySeconds=5'],
+      'shutdownDelaySeconds must be less than shutdownGraceSeconds',
+    ],
+  ])('refuses --set %j, whose periods do not nest', async (sets, message) => {
+    const result = await helm([
+      'template',
+      RELEASE,
+      CHART,
+      ...sets.flatMap((set) => ['--set', set]),
+    ]);
+    expect(result.code).not.toBe(0);
+    expect(result.stderr).toContain(message);
   });
 });
 

@@ -75,6 +75,7 @@ async function receiver(
   url: string;
   ingest: RecordingIngest;
   closed: () => Promise<Record<string, number>>;
+  receiver: Receiver;
 }> {
   const registry = new Registry();
   const r = await startReceiver(
@@ -89,7 +90,7 @@ async function receiver(
     const values = (await metric?.get())?.values ?? [];
     return Object.fromEntries(values.map((v) => [String(v.labels.limit), v.value]));
   };
-  return { url: r.url, ingest, closed };
+  return { url: r.url, ingest, closed, receiver: r };
 }
 
 /** A client that keeps one connection open and reuses it, as Go's http.Transport does. */
@@ -223,5 +224,57 @@ describe('connection limits on real sockets', () => {
     expect(new Set(answers.map((a) => a.port)).size).toBe(1);
     expect(answers.some((a) => a.connection === 'close')).toBe(false);
     expect(await closed()).toEqual({});
+  });
+});
+
+describe('leaving the load balancers at a shutdown, on real sockets', () => {
+  it('answers /readyz 503 and accepts every batch, closing each connection after its answer, until close() refuses connections', async () => {
+    const {
+      url,
+      ingest,
+      closed,
+      receiver: r,
+    } = await receiver({
+      maxRequestsPerConnection: 0,
+      maxConnectionAgeMs: 0,
+    });
+    const post = keepAliveClient(url);
+    const before = [await post(), await post()];
+    expect(before.map((a) => a.connection)).toEqual(['keep-alive', 'keep-alive']);
+    r.leave();
+    const readyz = await fetch(`${url}/readyz`);
+    expect(readyz.status).toBe(503);
+    expect(((await readyz.json()) as { code: string }).code).toBe('SHUTTING_DOWN');
+    expect((await fetch(`${url}/healthz`)).status).toBe(200);
+    const during: Answer[] = [];
+    for (let i = 0; i < 4; i++) during.push(await post());
+    expect(during.map((a) => [a.status, a.connection])).toEqual(
+      Array.from({ length: 4 }, () => [200, 'close']),
+    );
+    // The first still came on the connection opened before; each of the others on its own.
+    expect(during[0]?.port).toBe(before[0]?.port);
+    expect(new Set(during.map((a) => a.port)).size).toBe(4);
+    expect(ingest.batches).toBe(6);
+    // Not a connection limit: not counted as one.
+    expect(await closed()).toEqual({});
+    await r.close();
+    await expect(post()).rejects.toMatchObject({ code: 'ECONNREFUSED' });
+  });
+
+  it('keeps the connection while leaving when it refuses a large body before reading it', async () => {
+    const ingest = new RecordingIngest();
+    const { url, receiver: r } = await receiver(
+      { maxRequestsPerConnection: 0, maxConnectionAgeMs: 0 },
+      ingest,
+    );
+    const post = keepAliveClient(url);
+    const first = await post();
+    r.leave();
+    ingest.wait = 1;
+    const large = `{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[],"pad":"${'x'.repeat(8 * 1024 * 1024)}"}`;
+    const refused = await post(large);
+    expect(refused).toMatchObject({ status: 429, connection: 'keep-alive', port: first.port });
+    ingest.wait = undefined;
+    expect(await post()).toMatchObject({ status: 200, connection: 'close', port: first.port });
   });
 });

@@ -43,6 +43,7 @@ describe('settings defaults', () => {
       namespace: 'kube-audit',
       allowSecretPayloads: false,
       shutdownGraceSeconds: 25,
+      shutdownDelaySeconds: 0,
       maxRequestsPerConnection: 100,
       maxConnectionAgeSeconds: 60,
       influxdbMaxRequestsPerServer: 128,
@@ -70,6 +71,7 @@ describe('settings defaults', () => {
       clusterWideNamespaces: ['kube-audit'],
       allowSecretPayloads: false,
       shutdownGraceSeconds: 25,
+      shutdownDelaySeconds: 0,
       maxRequestsPerConnection: 100,
       maxConnectionAgeSeconds: 60,
       influxdbMaxRequestsPerServer: 128,
@@ -130,6 +132,9 @@ describe('settings errors', () => {
     ['shutdownGraceSeconds', -1],
     ['shutdownGraceSeconds', 3601],
     ['shutdownGraceSeconds', '25s'],
+    ['shutdownDelaySeconds', -1],
+    ['shutdownDelaySeconds', '5s'],
+    ['shutdownDelaySeconds', 25],
     ['maxRequestsPerConnection', -1],
     ['maxRequestsPerConnection', 1.5],
     ['maxRequestsPerConnection', 1_000_001],
@@ -296,6 +301,20 @@ describe('values as environment variables give them', () => {
     });
     expect(settings.spoolMaxBytes).toBe(2_097_152);
     expect(settings.shutdownGraceSeconds).toBe(0);
+  });
+
+  it('takes a shutdown delay shorter than the grace period it is part of, and refuses one as long', () => {
+    expect(
+      validateSettings({ insecure: true, shutdownDelaySeconds: '5' }).shutdownDelaySeconds,
+    ).toBe(5);
+    expect(validateSettings({ insecure: true, shutdownGraceSeconds: 0 }).shutdownDelaySeconds).toBe(
+      0,
+    );
+    expect(
+      problems({ insecure: true, shutdownGraceSeconds: 10, shutdownDelaySeconds: 10 }),
+    ).toEqual([
+      'shutdownDelaySeconds: must be less than shutdownGraceSeconds (10), which it is part of, got 10',
+    ]);
   });
 
   it('takes 0 as "no limit" for the connection limits and "no cache" for the /metrics decisions', () => {

@@ -71,6 +71,7 @@ export interface TestReceiver {
   readonly ingest: RecordingIngest;
   readonly registry: Registry;
   readonly tokens: Set<string>;
+  readonly markLeaving: () => void;
   readonly markClosing: () => void;
 }
 
@@ -94,8 +95,8 @@ export function testReceiver(
     tokens: () => tokens,
     ...overrides,
   });
-  const { app, markClosing } = createReceiverApp(options, ingest, registry);
-  return { app, ingest, registry, tokens, markClosing };
+  const { app, markLeaving, markClosing } = createReceiverApp(options, ingest, registry);
+  return { app, ingest, registry, tokens, markLeaving, markClosing };
 }
 
 /** Headers of a request as the apiserver sends it, minus the names given in `without`. */

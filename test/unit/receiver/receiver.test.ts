@@ -652,6 +652,20 @@ describe('health, readiness and shutdown', () => {
     expect(ingest.calls).toEqual([]);
   });
 
+  // Connections closing after an audit request, read in full, are checked on real sockets
+  // (test/integration/receiver/connections.test.ts): inject() never marks a request complete.
+  it('while leaving, answers /readyz 503 but takes audit requests, and closes connections after bodyless ones', async () => {
+    const { app, ingest, markLeaving } = receiver();
+    markLeaving();
+    expectError(await app.inject({ method: 'GET', url: '/readyz' }), 503, 'SHUTTING_DOWN');
+    const response = await post(app, '/audit/v1/events', eventList([item()]));
+    expect(response.statusCode).toBe(200);
+    expect(ingest.calls).toHaveLength(1);
+    const health = await app.inject({ method: 'GET', url: '/healthz' });
+    expect(health.statusCode).toBe(200);
+    expect(health.headers.connection).toBe('close');
+  });
+
   it('answers 503 with Retry-After and closes the connection once shutting down', async () => {
     const { app, markClosing } = receiver();
     markClosing();
