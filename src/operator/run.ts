@@ -189,10 +189,10 @@ export async function startOperator(settings: Settings, log: Logger): Promise<Op
       // The grace period runs from now; the drain leaves a fifth of it (at most 5 s) for the
       // final status and the Lease release, and what has not finished by its end is abandoned.
       const budget = shutdownBudget(settings.shutdownGraceSeconds * 1000, AFTER_DRAIN.operator);
-      // Readiness off, batches still accepted for the shutdown delay (docs/adr/0026).
-      plane.leave();
-      // Acknowledged events first: stop watching and drain the queues; only then the final
-      // report and status, and the Lease last.
+      // Readiness off; batches still accepted, and resources still applied, for the shutdown
+      // delay (docs/adr/0026). Then acknowledged events first: stop watching and drain the
+      // queues; only then the final report and status, and the Lease last.
+      await plane.leave(budget.drain);
       await within(controller.stop(), budget.drain);
       await plane.shutdown(budget);
       reporter.stop();

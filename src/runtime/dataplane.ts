@@ -73,9 +73,11 @@ export interface DataPlane {
   setReady(ready: boolean): void;
   /**
    * The first step of a shutdown, at the signal: every listener leaves its load balancers
-   * ({@link Receiver.leave}) and keeps accepting for `--shutdown-delay-seconds` from now.
+   * ({@link Receiver.leave}) and keeps accepting, and sinks keep being applied, for
+   * `--shutdown-delay-seconds` from the first call. Resolves once that delay is over, or when
+   * `until` aborts (the drain's deadline).
    */
-  leave(): void;
+  leave(until: AbortSignal): Promise<void>;
   /**
    * Leaves (if not yet) and waits for the rest of the delay, then stops receiving, drains queues
    * until `budget.drain` (in-flight writes are then aborted, their batches stay spooled) and
@@ -176,17 +178,20 @@ export async function startDataPlane(
   );
 
   let leftAt: number | undefined;
-  const leave = () => {
-    if (leftAt !== undefined) return;
-    leftAt = performance.now();
-    receiver.leave();
-    listeners.leave();
-    if (settings.shutdownDelaySeconds > 0) {
-      log.info(
-        { delaySeconds: settings.shutdownDelaySeconds },
-        'leaving: readiness off, listeners still accept and close each connection after its answer',
-      );
+  const leave = async (until: AbortSignal) => {
+    if (leftAt === undefined) {
+      leftAt = performance.now();
+      receiver.leave();
+      listeners.leave();
+      if (settings.shutdownDelaySeconds > 0) {
+        log.info(
+          { delaySeconds: settings.shutdownDelaySeconds },
+          'leaving: readiness off, listeners still accept and close each connection after its answer',
+        );
+      }
     }
+    const left = leftAt + settings.shutdownDelaySeconds * 1000 - performance.now();
+    if (left > 0) await sleep(left, undefined, { signal: until }).catch(() => undefined);
   };
 
   return {
@@ -202,12 +207,7 @@ export async function startDataPlane(
     async shutdown(
       budget = shutdownBudget(settings.shutdownGraceSeconds * 1000, AFTER_DRAIN.release),
     ) {
-      leave();
-      // Cut short by the drain's deadline, which a delay shorter than the grace period precedes.
-      const left = (leftAt ?? 0) + settings.shutdownDelaySeconds * 1000 - performance.now();
-      if (left > 0) {
-        await sleep(left, undefined, { signal: budget.drain, ref: false }).catch(() => undefined);
-      }
+      await leave(budget.drain);
       ready = false;
       await tokenWatch.stop();
       // Requests in flight are answered and queued first. One still open at the deadline (a

@@ -78,7 +78,8 @@ export async function startStandalone(
     async shutdown() {
       // The grace period runs from the signal, including the wait for a reload.
       const budget = shutdownBudget(settings.shutdownGraceSeconds * 1000, AFTER_DRAIN.release);
-      plane.leave();
+      // Manifests still reloaded while the listeners take batches (docs/adr/0026).
+      await plane.leave(budget.drain);
       // A reload in progress finishes first, so that it cannot start listeners after they closed.
       await manifestWatch.stop();
       await plane.shutdown(budget);

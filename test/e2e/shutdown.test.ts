@@ -288,11 +288,11 @@ describe('shutdown within the grace period', () => {
     expect(webhook.auditIDs).toEqual(acknowledged);
   }, 120_000);
 
-  it('with a shutdown delay, keeps accepting batches with readiness off until the delay has passed, each answer closing its connection, and delivers them all', async () => {
+  it('with a shutdown delay, keeps accepting batches with readiness off until the delay has passed, each answer closing its connection, applies a sink added meanwhile, and delivers them all', async () => {
     const s = await setup('delay');
     const webhook = await startEventListReceiver();
     await s.destinations(influx.url, webhook.url);
-    const running = await s.start(10, ['--shutdown-delay-seconds', '2', '--log-level', 'info']);
+    const running = await s.start(10, ['--shutdown-delay-seconds', '3', '--log-level', 'info']);
     const client = new AuditWebhookClient(`${running.url}/audit/v1/events`);
     const events = new RecordedEvents('delay');
     const acknowledged: string[] = [];
@@ -311,9 +311,37 @@ describe('shutdown within the grace period', () => {
       2_000,
       20,
     );
+    // A sink created now still starts: the replica serves until the delay is over.
+    const late = await startEventListReceiver();
+    await writeFile(
+      join(s.dir, 'manifests', 'late.yaml'),
+      `apiVersion: kube-audit.dev/v1alpha1
+kind: AuditSink
+metadata: {name: late}
+spec:
+  policy: {level: Metadata, stages: [ResponseComplete]}
+  webhook:
+    clientConfig: {url: ${late.url}}
+`,
+    );
+    const lateBatch = events.batch();
+    await eventually(
+      'the late sink to take a batch',
+      async () => {
+        const res = await fetch(`${running.url}/audit/v1/sinks/late?timeout=30s`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: lateBatch.body,
+        });
+        await res.text();
+        return res.status === 200;
+      },
+      2_500,
+      100,
+    );
     // Batches still arrive while load balancers catch up: each is taken, none refused.
     const answers: { status: number; connection: string | null }[] = [];
-    while (performance.now() - signalled < 1_500) {
+    while (performance.now() - signalled < 2_500) {
       await send();
       const res = await fetch(`${running.url}/healthz`);
       answers.push({ status: res.status, connection: res.headers.get('connection') });
@@ -339,14 +367,18 @@ describe('shutdown within the grace period', () => {
     );
     const closedAfter = performance.now() - signalled;
     console.log(
-      `shutdown delay 2 s: ${answers.length} batches taken while leaving, listener closed ${Math.round(closedAfter)} ms after SIGTERM`,
+      `shutdown delay 3 s: ${answers.length} batches taken while leaving, listener closed ${Math.round(closedAfter)} ms after SIGTERM`,
     );
-    expect(closedAfter).toBeGreaterThanOrEqual(2_000);
+    expect(closedAfter).toBeGreaterThanOrEqual(3_000);
     expect(await running.exited).toBe(0);
-    expect(logLines(running, 'leaving')).toMatchObject([{ level: 30, delaySeconds: 2 }]);
+    expect(logLines(running, 'leaving')).toMatchObject([{ level: 30, delaySeconds: 3 }]);
     expect(logLines(running, 'stay spooled')).toEqual([]);
     // Everything acknowledged, before and during the delay, delivered before the exit, once.
     await expectEachOnceInInflux(s.bucket, acknowledged.length);
     expect(webhook.auditIDs).toEqual(acknowledged);
+    // Its own batch first, then what the shared endpoint took after it was applied.
+    expect(late.auditIDs.slice(0, lateBatch.auditIDs.length)).toEqual(lateBatch.auditIDs);
+    const taken = new Set(acknowledged);
+    expect(late.auditIDs.slice(lateBatch.auditIDs.length).every((id) => taken.has(id))).toBe(true);
   }, 120_000);
 });
