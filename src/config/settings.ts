@@ -103,7 +103,8 @@ export const SETTINGS_DEFAULTS = Object.freeze({
   /**
    * 0: a process that no load balancer routes to closes its listeners at once. Behind a Service
    * (the chart sets 5 s), the seconds in which kube-proxy still sends new connections to a replica
-   * that is going away: a refused connection costs the apiserver its batch (docs/adr/0026).
+   * that is going away: a refused connection costs the apiserver a retry after its backoff, and
+   * the batch when every attempt is refused (docs/adr/0026).
    */
   shutdownDelaySeconds: 0,
   /**

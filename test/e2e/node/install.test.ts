@@ -969,8 +969,8 @@ describe(`the chart installed with the README's command`, () => {
     if (victim === undefined) throw new Error('no operator container');
     watch.ending(victim.podUid);
     // Each request on a connection of its own, balanced anew by kube-proxy, as the apiserver's
-    // next connection is. 200 from a replica that stays, 503 from the one leaving.
-    // Four clients at once: the window before kube-proxy knows may be a tenth of a second.
+    // next connection is: 200 from a replica that stays, 503 from the one leaving. Four clients
+    // at once, since the window before kube-proxy knows may be a tenth of a second.
     const answers: { at: number; status: number | string }[] = [];
     let probing = true;
     const began = performance.now();
