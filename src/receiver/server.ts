@@ -64,8 +64,10 @@ const REQUEST_TIMEOUT_MS = 60_000;
 const KEEP_ALIVE_TIMEOUT_MS = 72_000;
 // Kubernetes object names are DNS subdomains of up to 253 characters; fastify's default is 100.
 const MAX_NAME_LENGTH = 253;
-// The apiserver retries a 503 only when it carries Retry-After; 1 s, because readiness and a
-// shutdown (the next connection reaches another replica) both resolve within seconds.
+// With Retry-After the apiserver's client retries a 503 after that many seconds; without it, the
+// audit webhook retries only after its backoff (10 s by default), spending one of its five
+// attempts. 1 s, because readiness and a shutdown (the next connection reaches another replica)
+// both resolve within seconds.
 const UNAVAILABLE_RETRY_AFTER_SECONDS = 1;
 
 // 10 s: a failing review is reported within one scrape interval, and at most 6 times a minute.
@@ -127,7 +129,7 @@ export function createReceiverApp(
     logger: false,
     bodyLimit: options.bodyLimitBytes,
     // Our own 503 during shutdown carries Retry-After; fastify's does not, and the apiserver would
-    // drop the batch instead of retrying it.
+    // retry the batch only after its backoff.
     return503OnClosing: false,
     forceCloseConnections: 'idle',
     routerOptions: { maxParamLength: MAX_NAME_LENGTH },
