@@ -74,8 +74,8 @@ export interface DataPlane {
   /**
    * The first step of a shutdown, at the signal: every listener leaves its load balancers
    * ({@link Receiver.leave}) and keeps accepting, and sinks keep being applied, for
-   * `--shutdown-delay-seconds` from the first call. Resolves once that delay is over, or when
-   * `until` aborts (the drain's deadline).
+   * `--shutdown-delay-seconds` from the first call (no time at all if readiness was never on).
+   * Resolves once that delay is over, or when `until` aborts (the drain's deadline).
    */
   leave(until: AbortSignal): Promise<void>;
   /**
@@ -177,20 +177,24 @@ export async function startDataPlane(
     (err) => log.error({ err }, 'token files could not be reloaded; keeping the current tokens'),
   );
 
+  // A replica that never was ready never was an endpoint: nothing to wait for (a failed start).
+  let served = false;
   let leftAt: number | undefined;
+  let delayMs = 0;
   const leave = async (until: AbortSignal) => {
     if (leftAt === undefined) {
       leftAt = performance.now();
+      delayMs = served ? settings.shutdownDelaySeconds * 1000 : 0;
       receiver.leave();
       listeners.leave();
-      if (settings.shutdownDelaySeconds > 0) {
+      if (delayMs > 0) {
         log.info(
           { delaySeconds: settings.shutdownDelaySeconds },
           'leaving: readiness off, listeners still accept and close each connection after its answer',
         );
       }
     }
-    const left = leftAt + settings.shutdownDelaySeconds * 1000 - performance.now();
+    const left = leftAt + delayMs - performance.now();
     if (left > 0) await sleep(left, undefined, { signal: until }).catch(() => undefined);
   };
 
@@ -202,6 +206,7 @@ export async function startDataPlane(
     dedicatedUrls: () => listeners.urls(),
     setReady(value) {
       ready = value;
+      if (value) served = true;
     },
     leave,
     async shutdown(
