@@ -3,7 +3,8 @@
 // connections, read every byte and never respond), then restarted on the same spool with working
 // destinations: a real influxd (test/harness/influxd.ts) and a node:http EventList receiver; and
 // with both destinations answering slowly (influxd behind test/harness/faulty-proxy.ts, the
-// receiver after a delay). Starts those servers and the standalone processes.
+// receiver after a delay); and with a shutdown delay, batches and a new sink's manifest arriving
+// after SIGTERM. Starts those servers and the standalone processes.
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer as createTcpServer, type Socket } from 'node:net';

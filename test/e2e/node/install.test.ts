@@ -5,8 +5,8 @@
 // its pinned ClusterIP over HTTPS with the chart's token and CA, and a real influxd on this
 // machine that the pods write to. Every bucket must hold exactly what its sink's policy and tenant
 // scope allow of what the apiserver recorded (the oracle of the control-plane tests), through a
-// rolling update, a killed container, a deleted pod with a persistent spool, an uninstall and a
-// reinstall.
+// rolling update, a pod deleted under new connections to the Service, a killed container, a
+// deleted pod with a persistent spool, an uninstall and a reinstall.
 //
 // Real processes: the run's single-node cluster (etcd, kube-apiserver, controller-manager,
 // scheduler, kubelet, kube-proxy, containerd; test/harness/node.ts), the operator's image in
