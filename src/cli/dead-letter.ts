@@ -12,6 +12,7 @@ import { RECEIVER_DEFAULTS } from '../receiver/options.ts';
 import {
   type DeadLetterFile,
   type DeadLetterRecord,
+  deadLetterAuditId,
   deadLetterFiles,
   deadLetterPath,
   purgeDeadLetters,
@@ -47,11 +48,14 @@ export function registerDeadLetterCommands(program: Command, io: CommandIO): voi
 
   withSelection(group.command('export'))
     .description(
-      "a sink's dead-lettered events: an EventList to POST to the sink's endpoint, or JSON lines for replay --events",
+      "a sink's dead-lettered events: an EventList to POST to the sink's endpoint, JSON lines for replay --events, or the line protocol of the points an InfluxDB sink stored (for influx write)",
     )
     .addOption(
-      new Option('--format <format>', 'eventlist (audit.k8s.io/v1 EventList) or jsonl')
-        .choices(['eventlist', 'jsonl'])
+      new Option(
+        '--format <format>',
+        'eventlist (audit.k8s.io/v1 EventList), jsonl, or line-protocol (the records that hold points)',
+      )
+        .choices(['eventlist', 'jsonl', 'line-protocol'])
         .default('eventlist'),
     )
     .option('--skip <n>', 'leave out the first n records', count, 0)
@@ -197,7 +201,7 @@ async function listCommand(
         sinkKey(file.ref),
         cell(record.output),
         cell(record.reason),
-        cell(record.event.auditID),
+        cell(deadLetterAuditId(record)),
         cut(cell(record.message), MESSAGE_WIDTH),
       ]);
     }
@@ -238,7 +242,7 @@ function table(header: readonly string[], rows: readonly (readonly string[])[]):
 }
 
 interface ExportFlags {
-  format: 'eventlist' | 'jsonl';
+  format: 'eventlist' | 'jsonl' | 'line-protocol';
   skip: number;
   limit?: number;
 }
@@ -246,24 +250,34 @@ interface ExportFlags {
 async function exportCommand(flags: SelectFlags & ExportFlags, io: CommandIO): Promise<void> {
   const ref = requiredSink(flags);
   const file: DeadLetterFile = { ref, path: deadLetterPath(dataDir(flags), ref) };
+  const points = flags.format === 'line-protocol';
+  // Records of the other kind (events for line protocol, points otherwise), left out and named.
+  let other = 0;
   const chosen = async function* (quiet: boolean) {
     let index = 0;
     let taken = 0;
+    other = 0;
     const silent: CommandIO = { ...io, stderr: quiet ? nowhere : io.stderr };
     for await (const record of records(file, silent)) {
+      const line = points ? record.point : record.event && eventLine(record.event);
+      if (line === undefined) {
+        other++;
+        continue;
+      }
       if (index++ < flags.skip) continue;
       if (flags.limit !== undefined && taken >= flags.limit) return;
       taken++;
-      yield eventLine(record.event);
+      yield line;
     }
   };
-  if (flags.format === 'jsonl') {
+  if (flags.format !== 'eventlist') {
     let n = 0;
-    for await (const event of chosen(false)) {
-      await write(io.stdout, `${event}\n`);
+    for await (const line of chosen(false)) {
+      await write(io.stdout, `${line}\n`);
       n++;
     }
     if (n === 0) io.stderr.write(`no dead letters for ${sinkKey(ref)}\n`);
+    leftOut(other, points, ref, io);
     return;
   }
   // One request must fit the receiver's limits: check them before printing anything.
@@ -290,6 +304,18 @@ async function exportCommand(flags: SelectFlags & ExportFlags, io: CommandIO): P
   }
   await write(io.stdout, EVENT_LIST_TAIL);
   if (events === 0) io.stderr.write(`no dead letters for ${sinkKey(ref)}\n`);
+  leftOut(other, points, ref, io);
+}
+
+/** Names the records an export left out because they are of the other kind. */
+function leftOut(count: number, points: boolean, ref: SinkRef, io: CommandIO): void {
+  if (count === 0) return;
+  const s = count === 1 ? '' : 's';
+  io.stderr.write(
+    points
+      ? `left out ${count} dead letter${s} of ${sinkKey(ref)} that hold events: export them with --format eventlist or jsonl\n`
+      : `left out ${count} dead letter${s} of ${sinkKey(ref)} that hold InfluxDB points: export them with --format line-protocol (for influx write)\n`,
+  );
 }
 
 /**

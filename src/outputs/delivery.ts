@@ -4,12 +4,12 @@
  * destination has it, so an event acknowledged to the apiserver survives any output outage.
  */
 import { createHash } from 'node:crypto';
-import type { AuditEvent } from '../audit/types.ts';
+import type { QueuedEvent } from '../audit/stored-point.ts';
 import { type Output, OutputError, type PreparedWrite } from './types.ts';
 
 /** What the loop needs of a batch. */
 export interface DeliveryBatch {
-  readonly events: readonly AuditEvent[];
+  readonly events: readonly QueuedEvent[];
   /** Lets the events go once the output holds them encoded (see {@link Output.prepare}). */
   release?(): void;
 }
@@ -70,9 +70,9 @@ export const DEFAULT_BACKOFF: BackoffOptions = Object.freeze({
   permanentMs: 60_000,
 });
 
-/** An event the destination refused on its own (or its output cannot encode), and why. */
+/** An event (or point) the destination refused on its own (or its output cannot encode), and why. */
 export interface Refusal {
-  readonly event: AuditEvent;
+  readonly event: QueuedEvent;
   readonly error: OutputError;
 }
 
@@ -367,7 +367,7 @@ export async function runDelivery<B extends DeliveryBatch>(
   }
 
   /** Writes `events`, isolating the ones the destination refuses (see {@link writeIsolating}). */
-  async function isolate(events: readonly AuditEvent[]): Promise<Outcome> {
+  async function isolate(events: readonly QueuedEvent[]): Promise<Outcome> {
     try {
       return { refusals: await writeIsolating(events, output, abort) };
     } catch (error) {
@@ -425,7 +425,7 @@ export async function runDelivery<B extends DeliveryBatch>(
  * the batch is then retried whole.
  */
 export async function writeIsolating(
-  events: readonly AuditEvent[],
+  events: readonly QueuedEvent[],
   output: Output,
   signal: AbortSignal,
 ): Promise<Refusal[]> {
@@ -434,7 +434,7 @@ export async function writeIsolating(
     return [];
   } catch (err) {
     if (signal.aborted || !isRefusal(err)) throw err;
-    if (events.length === 1) return [{ event: events[0] as AuditEvent, error: err }];
+    if (events.length === 1) return [{ event: events[0] as QueuedEvent, error: err }];
     const middle = Math.ceil(events.length / 2);
     const left = await writeIsolating(events.slice(0, middle), output, signal);
     const right = await writeIsolating(events.slice(middle), output, signal);

@@ -2,6 +2,7 @@
  * What every output (InfluxDB, webhook, line-protocol file) offers the delivery loop, and how it
  * says what should happen after a failure.
  */
+import { type QueuedEvent, StoredPoint } from '../audit/stored-point.ts';
 import type { AuditEvent } from '../audit/types.ts';
 import type { DestinationName } from './kinds.ts';
 
@@ -25,9 +26,12 @@ export interface Output {
    * `signal` aborts the write and every wait inside it (the end of the shutdown grace period):
    * it then rejects promptly, and whether the destination got the batch is unknown.
    *
+   * An output without {@link pointOf} refuses a point among the events (`UNENCODABLE`): one that
+   * was made for the sink's InfluxDB destination before this output was added to the sink.
+   *
    * @throws OutputError saying whether a retry can help.
    */
-  write(events: readonly AuditEvent[], signal?: AbortSignal): Promise<void>;
+  write(events: readonly QueuedEvent[], signal?: AbortSignal): Promise<void>;
   /**
    * Encodes a batch for its destination without sending it, for outputs whose encoding is much
    * smaller than the events (InfluxDB's line protocol): the delivery loop then lets the events go
@@ -36,7 +40,15 @@ export interface Output {
    *
    * @throws OutputError `UNENCODABLE` when an event cannot be encoded.
    */
-  prepare?(events: readonly AuditEvent[]): Promise<PreparedWrite>;
+  prepare?(events: readonly QueuedEvent[]): Promise<PreparedWrite>;
+  /**
+   * The point this output writes for `event`, made when the event is queued, for a sink whose only
+   * output this is: the sink's queue then stores the point in the event's place and the output
+   * writes it as it is (ADR 0027). Undefined when the event cannot be encoded (it is stored as an
+   * event, and isolated at delivery) or its line holds a line break (the log frames lines by
+   * them). Outputs that send events, not points, have none.
+   */
+  pointOf?(event: AuditEvent): StoredPoint | undefined;
   /** Aborts writes in flight (their batches stay queued), releases connections and files. */
   close(): Promise<void>;
 }
@@ -56,7 +68,27 @@ export interface PreparedWrite {
 
 /** An output that encodes before it sends. */
 export interface PreparingOutput extends Output {
-  prepare(events: readonly AuditEvent[]): Promise<PreparedWrite>;
+  prepare(events: readonly QueuedEvent[]): Promise<PreparedWrite>;
+}
+
+/**
+ * The events of a batch for an output that sends events: a point among them (made for the sink's
+ * InfluxDB destination before this output was added to the sink) cannot be sent, and is refused
+ * as unencodable, so that the delivery loop isolates it and keeps it as a dead letter.
+ *
+ * @throws OutputError `UNENCODABLE` when `events` holds a point.
+ */
+export function eventsOnly(events: readonly QueuedEvent[], target: string): readonly AuditEvent[] {
+  for (const event of events) {
+    if (event instanceof StoredPoint) {
+      throw new OutputError(
+        'UNENCODABLE',
+        `${target}: event ${JSON.stringify(event.auditID.slice(0, 100))} was queued as an InfluxDB point, before this destination was added to the sink`,
+        { retryable: false },
+      );
+    }
+  }
+  return events as readonly AuditEvent[];
 }
 
 /** Why an output failed; stable, for status reasons and metrics labels. */

@@ -6,7 +6,9 @@
  *
  * One JSON-lines file per sink, `<dataDir>/dead-letter/sinks/<name>.jsonl` or
  * `<dataDir>/dead-letter/pipelines/<namespace>/<name>.jsonl`, one record per line:
- * `{"version":1,"time":…,"sink":…,"output":…,"reason":…,"code":…,"message":…,"event":{…}}`.
+ * `{"version":1,"time":…,"sink":…,"output":…,"reason":…,"code":…,"message":…,"event":{…}}`, or,
+ * for an event its sink stored as an InfluxDB point (ADR 0027), `…,"auditID":…,"point":"<line>"}`
+ * in place of `"event"`.
  * Appended and fsynced before the delivery loop commits past the event; a line cut by a crash was
  * never acknowledged as kept (its event is still in the spool) and is cut when the file is next
  * opened for writing. The file is capped: what would pass the cap is not kept, and the caller
@@ -16,6 +18,7 @@ import { mkdir, open, readdir, readFile, rm, stat, truncate } from 'node:fs/prom
 import { createReadStream } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { jsonLines } from '../audit/lines.ts';
+import { type QueuedEvent, StoredPoint } from '../audit/stored-point.ts';
 import type { AuditEvent } from '../audit/types.ts';
 import { syncDirectory } from '../spool/files.ts';
 import type { OutputKind } from '../outputs/types.ts';
@@ -42,16 +45,32 @@ export interface DeadLetter {
   readonly code: string;
   /** The destination's or encoder's message, as status shows it; never credentials. */
   readonly message: string;
-  readonly event: AuditEvent;
+  /** The event, or the point its sink stored in its place. */
+  readonly event: QueuedEvent;
 }
 
-/** A dead letter as stored. */
-export interface DeadLetterRecord extends DeadLetter {
+/** A dead letter as stored: its event, or its point's line and the event's auditID. */
+export interface DeadLetterRecord {
   readonly version: number;
   /** When it was stored, RFC 3339. */
   readonly time: string;
   /** The sink's label: `<name>` or `<namespace>/<name>`. */
   readonly sink: string;
+  readonly output: OutputKind;
+  readonly reason: DeadLetterReason;
+  readonly code: string;
+  readonly message: string;
+  /** The event, when it was queued as one. */
+  readonly event?: AuditEvent;
+  /** The event's auditID, beside a point. */
+  readonly auditID?: string;
+  /** The point's line protocol, for an event queued as a point. */
+  readonly point?: string;
+}
+
+/** The auditID of a stored dead letter, whether it holds an event or a point. */
+export function deadLetterAuditId(record: DeadLetterRecord): unknown {
+  return record.event === undefined ? record.auditID : record.event.auditID;
 }
 
 /** The file of a sink's dead letters under `dataDir`. */
@@ -236,7 +255,9 @@ function recordOf(letter: DeadLetter, sink: string, time: string): DeadLetterRec
     reason: letter.reason,
     code: letter.code,
     message: letter.message,
-    event: letter.event,
+    ...(letter.event instanceof StoredPoint
+      ? { auditID: letter.event.auditID, point: letter.event.line }
+      : { event: letter.event }),
   };
 }
 
@@ -273,12 +294,15 @@ function parseLine(text: string, line: number): DeadLetterLine {
   } catch (err) {
     return { ok: false, line, error: `not JSON: ${(err as Error).message}` };
   }
+  const record = value as { version?: unknown; event?: unknown; point?: unknown } | null;
   if (
-    typeof value !== 'object' ||
-    value === null ||
-    (value as { version?: unknown }).version !== DEAD_LETTER_VERSION ||
-    typeof (value as { event?: unknown }).event !== 'object' ||
-    (value as { event?: unknown }).event === null
+    typeof record !== 'object' ||
+    record === null ||
+    record.version !== DEAD_LETTER_VERSION ||
+    !(
+      (typeof record.event === 'object' && record.event !== null) ||
+      typeof record.point === 'string'
+    )
   ) {
     return { ok: false, line, error: `not a version ${DEAD_LETTER_VERSION} dead-letter record` };
   }

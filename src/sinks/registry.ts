@@ -14,7 +14,13 @@ import {
 import { batchingFor, destinationsOf } from '../outputs/kinds.ts';
 import type { Output, OutputKind } from '../outputs/types.ts';
 import { keepsBodies } from '../policy/checker.ts';
-import { encodedAs, QueueFullError, type SharedEncodings, type SinkQueue } from '../spool/index.ts';
+import {
+  encodedAs,
+  encodeEvent,
+  QueueFullError,
+  type SharedEncodings,
+  type SinkQueue,
+} from '../spool/index.ts';
 import { type DeadLetter, DeadLetterStore } from './dead-letter.ts';
 import { type IngestResult, type IngestTarget, type ReceivedTexts, textOf } from './ingest.ts';
 import { EventRouting, RouteIndex, type RoutingSettings } from './router.ts';
@@ -448,7 +454,7 @@ export class SinkRegistry {
     });
     if (appending.length > 1) shared ??= new Map();
     const appended = await Promise.allSettled(
-      appending.map(([r, batch]) => r.queue.append(batch, shared)),
+      appending.map(([r, batch]) => r.queue.append(batch, pointsOf(r, batch, shared) ?? shared)),
     );
     const refused = refusal(appended, target);
     if (refused !== null) return refused;
@@ -560,6 +566,30 @@ export class SinkRegistry {
  * back after another sink took its share would make one stuck sink hold up the apiserver's
  * buffer, and so every other sink's events.
  */
+/**
+ * The points a sink stores in place of its events, when its one output writes line protocol
+ * (ADR 0027): made now, so that the log holds what delivery sends, and no event is decoded back
+ * from the log to be encoded. An event without a point (one the output cannot encode, or whose
+ * line would hold a line break) keeps its encoding, as for other sinks. Undefined for any other
+ * sink: its events are stored as events.
+ */
+function pointsOf(
+  runtime: Runtime,
+  events: readonly AuditEvent[],
+  shared: SharedEncodings | undefined,
+): SharedEncodings | undefined {
+  const outputs = runtime.delivery.outputs;
+  const output = outputs.length === 1 ? outputs[0] : undefined;
+  if (output?.pointOf === undefined) return undefined;
+  const points: SharedEncodings = new Map();
+  for (const event of events) {
+    const point = output.pointOf(event);
+    const encoded = point === undefined ? shared?.get(event) : encodeEvent(point);
+    if (encoded !== undefined) points.set(event, encoded);
+  }
+  return points;
+}
+
 function refusal(
   appended: readonly PromiseSettledResult<void>[],
   target: IngestTarget,

@@ -23,6 +23,7 @@
  * Pure: no I/O.
  */
 import { bodyJson } from '../audit/body-json.ts';
+import { type QueuedEvent, StoredPoint } from '../audit/stored-point.ts';
 import type { AuditEvent } from '../audit/types.ts';
 
 /** Version written into cursor files; bump it with any change to this format. */
@@ -34,15 +35,42 @@ const CURSOR = /^cursor-(.+)\.json$/;
 // Consumer names become file names: keep them to characters that are safe on every filesystem.
 const CONSUMER_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
 
-/** An event serialized for a segment: its JSON, and the size of its line (JSON and `\n`). */
+/**
+ * An event serialized for a segment: its line without the `\n` (the event's JSON, or a point's
+ * line protocol, written after {@link POINT_MARKER}), and the size of its line with the marker and
+ * the `\n`.
+ */
 export interface EncodedEvent {
-  readonly event: AuditEvent;
+  readonly event: QueuedEvent;
   readonly json: string;
   readonly bytes: number;
+  /** Set for a point: `json` is its line protocol, written after the marker. */
+  readonly point?: true;
 }
 
-/** Serializes an event for a segment. */
-export function encodeEvent(event: AuditEvent): EncodedEvent {
+/**
+ * The first character of a point's line in the durable log (ADR 0027); an event's line, a JSON
+ * object, always starts with `{`.
+ */
+export const POINT_MARKER = '!';
+
+/** The marker's byte. */
+export const POINT_MARKER_BYTE = POINT_MARKER.charCodeAt(0);
+
+/**
+ * Serializes an event, or a point, for a segment. A point's line is not copied behind its marker
+ * (the writer puts the marker's byte first): it is flattened once, when it is checked for line
+ * breaks, and written from there.
+ */
+export function encodeEvent(event: QueuedEvent): EncodedEvent {
+  if (event instanceof StoredPoint) {
+    return {
+      event,
+      json: event.line,
+      bytes: Buffer.byteLength(event.line, 'utf8') + 2,
+      point: true,
+    };
+  }
   return encodedAs(event, eventJson(event));
 }
 
@@ -56,7 +84,8 @@ export function encodedAs(event: AuditEvent, json: string): EncodedEvent {
 
 /**
  * The encodings of one received batch's events, shared by the queues of every sink it is appended
- * to, so that an event several sinks keep is serialised once. It lives for that one append and
+ * to, so that an event several sinks keep is serialised once; or one sink's own, when it stores
+ * points (an event's encoding then holds the point its output made, ADR 0027). It lives for that one append and
  * holds at most the batch: a cache that outlived it (a WeakMap by event, even one cleared every
  * turn) made the scavenger keep events and their JSON alive until they were promoted (ADR 0023).
  */
@@ -100,6 +129,7 @@ export function encodeLines(records: readonly EncodedEvent[], bytes: number): Bu
   const buf = Buffer.allocUnsafe(bytes);
   let at = 0;
   for (const record of records) {
+    if (record.point === true) buf[at++] = POINT_MARKER_BYTE;
     at += buf.write(record.json, at, 'utf8');
     buf[at++] = NEWLINE;
   }

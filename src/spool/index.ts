@@ -11,7 +11,7 @@ export {
   openQueue,
   timerDelay,
 } from './queue.ts';
-export { encodedAs, type SharedEncodings } from './format.ts';
+export { encodedAs, encodeEvent, type SharedEncodings } from './format.ts';
 export type {
   Delay,
   QueueBatch,

@@ -9,6 +9,7 @@
  * - sequence numbers are never reused, so a cursor never skips a later event.
  */
 import { resolve } from 'node:path';
+import type { QueuedEvent } from '../audit/stored-point.ts';
 import type { AuditEvent } from '../audit/types.ts';
 import { QueueError, QueueFullError } from './errors.ts';
 import { type EncodedEvent, encodeShared, isConsumerName, type SharedEncodings } from './format.ts';
@@ -59,17 +60,17 @@ const openDirectories = new Set<string>();
 // Where each batch ends, kept outside the batch so its position stays opaque to outputs.
 const batchEnds = new WeakMap<QueueBatch, { readonly consumer: Consumer; readonly end: number }>();
 
-const RELEASED: readonly AuditEvent[] = Object.freeze([]);
+const RELEASED: readonly QueuedEvent[] = Object.freeze([]);
 
 /** A batch as `next` returns it; its events can be let go before it is committed. */
 class Batch implements QueueBatch {
-  #events: readonly AuditEvent[];
+  #events: readonly QueuedEvent[];
 
-  constructor(events: readonly AuditEvent[]) {
+  constructor(events: readonly QueuedEvent[]) {
     this.#events = events;
   }
 
-  get events(): readonly AuditEvent[] {
+  get events(): readonly QueuedEvent[] {
     return this.#events;
   }
 

@@ -6,7 +6,7 @@
  * Memory is bounded twice: per store, and across every store of the process (many sinks, each with
  * a backlog, must not add up). A write that does not fit starts the cache over after it.
  */
-import type { AuditEvent } from '../audit/types.ts';
+import type { QueuedEvent } from '../audit/stored-point.ts';
 import type { EncodedEvent } from './format.ts';
 
 /** Serialized bytes the caches of one process may hold together. */
@@ -24,7 +24,7 @@ let processBytes = 0;
 /** The cached events of one store: a contiguous run of sequence numbers ending at its end. */
 export class RecentRecords {
   readonly #limit: number;
-  #events: AuditEvent[] = [];
+  #events: QueuedEvent[] = [];
   #sizes: number[] = [];
   #head = 0;
   // Sequence number of #events[#head].
@@ -75,7 +75,7 @@ export class RecentRecords {
    * Up to `max` events from sequence number `from` on, if the cache holds `from` and everything
    * after it up to the store's end; null otherwise (read the file).
    */
-  read(from: number, max: number): AuditEvent[] | null {
+  read(from: number, max: number): QueuedEvent[] | null {
     if (from < this.#start || from >= this.#end) return null;
     const index = this.#head + from - this.#start;
     return this.#events.slice(index, index + max);
@@ -109,7 +109,7 @@ export class RecentRecords {
 
   #shift(): void {
     const size = this.#sizes[this.#head] as number;
-    this.#events[this.#head] = undefined as unknown as AuditEvent;
+    this.#events[this.#head] = undefined as unknown as QueuedEvent;
     this.#head++;
     this.#start++;
     this.#bytes -= size;

@@ -6,12 +6,12 @@
  * Every event gets a sequence number, in append order, never reused: a cursor that has passed a
  * number can never skip a later event.
  */
-import type { AuditEvent } from '../audit/types.ts';
+import type { QueuedEvent } from '../audit/stored-point.ts';
 import type { EncodedEvent } from './format.ts';
 
 /** Events read from a store. */
 export interface StoreRead {
-  readonly events: AuditEvent[];
+  readonly events: QueuedEvent[];
   /** Sequence number after the last record read (the position to commit). */
   readonly end: number;
   /** Sequence numbers of records that could not be decoded and were skipped. */
@@ -70,7 +70,7 @@ export class MemoryStore implements EventStore {
   readonly writeLimit = Number.POSITIVE_INFINITY;
   readonly cursors: ReadonlyMap<string, number> = new Map();
   readonly recovery: StoreRecovery = { segments: 0, events: 0, tornBytes: 0, resetCursors: [] };
-  #events: AuditEvent[] = [];
+  #events: QueuedEvent[] = [];
   // #offsets[i]: bytes appended before #events[i], so any range's size is one subtraction.
   #offsets: number[] = [];
   #head = 0;

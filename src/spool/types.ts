@@ -2,6 +2,7 @@
  * The public shape of the per-sink queue (SPEC 4.4): the receiver appends, each output consumes
  * through its own cursor, and an event acknowledged by `append()` is never lost.
  */
+import type { QueuedEvent } from '../audit/stored-point.ts';
 import type { AuditEvent } from '../audit/types.ts';
 import type { SharedEncodings } from './format.ts';
 
@@ -56,8 +57,11 @@ export interface QueueRecovery {
 
 /** Events read by one consumer; commit it once they are delivered. */
 export interface QueueBatch {
-  /** Events in append order; shared, never to be mutated. Empty once released. */
-  readonly events: readonly AuditEvent[];
+  /**
+   * Events in append order, or the points made of them for a sink that stores points (ADR 0027);
+   * shared, never to be mutated. Empty once released.
+   */
+  readonly events: readonly QueuedEvent[];
   /**
    * Lets the events go (an output holds them encoded while its destination stores them); the
    * batch still commits, and `next` still reads after it.

@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { parseAuditLogLine, parseAuditPayload } from '../../src/audit/parse.ts';
+import { StoredPoint } from '../../src/audit/stored-point.ts';
 import type { AuditEvent } from '../../src/audit/types.ts';
 import { run } from '../../src/cli/program.ts';
 import {
@@ -57,6 +58,16 @@ function letter(auditID: string, message = 'partial write: field type conflict')
     code: 'REJECTED',
     message,
     event: event(auditID),
+  };
+}
+
+/** A dead letter of an event its sink stored as an InfluxDB point (ADR 0027). */
+function pointLetter(auditID: string): DeadLetter {
+  return {
+    ...letter(auditID),
+    event: new StoredPoint(
+      `kubernetes_audit,sink=main,verb=create audit_id="${auditID}",user="alice" 1772359199100000000`,
+    ),
   };
 }
 
@@ -203,9 +214,9 @@ describe('dead-letter list', () => {
     process.env.KUBE_AUDIT_DATA_DIR = dir;
     try {
       const r = await cli(['dead-letter', 'list', '-o', 'json']);
-      expect(lines(r.stdout).map((l) => (JSON.parse(l) as DeadLetterRecord).event.auditID)).toEqual(
-        ['a-1'],
-      );
+      expect(
+        lines(r.stdout).map((l) => (JSON.parse(l) as DeadLetterRecord).event?.auditID),
+      ).toEqual(['a-1']);
     } finally {
       delete process.env.KUBE_AUDIT_DATA_DIR;
     }
@@ -248,7 +259,7 @@ describe('dead-letter export', () => {
       MAIN_SINK,
       Array.from({ length: 10_001 }, (_, i) => ({
         ...one,
-        event: { ...one.event, auditID: `x-${i}` },
+        event: { ...(one.event as AuditEvent), auditID: `x-${i}` },
       })),
     );
     const whole = await cli(['dead-letter', 'export', '--data-dir', dir, '--sink', 'main']);
@@ -295,6 +306,43 @@ describe('dead-letter export', () => {
     ]);
     expect(r).toMatchObject({ code: 0, stderr: '' });
     expect(lines(r.stdout).map((l) => parseAuditLogLine(l))).toEqual(letters.map((l) => l.event));
+  });
+
+  it('exports the points an InfluxDB sink stored as line protocol, and names the records each format leaves out', async () => {
+    await store(MAIN_SINK, [letter('a-1'), pointLetter('p-1'), pointLetter('p-2'), letter('a-2')]);
+    const listed = await cli(['dead-letter', 'list', '--data-dir', dir]);
+    expect(
+      lines(listed.stdout)
+        .slice(1)
+        .map((row) => row.split(/\s+/)[4]),
+    ).toEqual(['a-1', 'p-1', 'p-2', 'a-2']);
+    const lp = await cli([
+      'dead-letter',
+      'export',
+      '--data-dir',
+      dir,
+      '--sink',
+      'main',
+      '--format',
+      'line-protocol',
+      '--skip',
+      '1',
+    ]);
+    expect(lp.code).toBe(0);
+    expect(lp.stdout).toBe(`${(pointLetter('p-2').event as StoredPoint).line}\n`);
+    expect(lp.stderr).toBe(
+      'left out 2 dead letters of AuditSink/main that hold events: export them with --format eventlist or jsonl\n',
+    );
+    const list = await cli(['dead-letter', 'export', '--data-dir', dir, '--sink', 'main']);
+    expect(parseAuditPayload(list.stdout).events.map((e) => e.auditID)).toEqual(['a-1', 'a-2']);
+    expect(list.stderr).toBe(
+      'left out 2 dead letters of AuditSink/main that hold InfluxDB points: export them with --format line-protocol (for influx write)\n',
+    );
+    const json = await cli(['dead-letter', 'list', '--data-dir', dir, '-o', 'json']);
+    expect(JSON.parse(lines(json.stdout)[1] ?? '')).toMatchObject({
+      auditID: 'p-1',
+      point: (pointLetter('p-1').event as StoredPoint).line,
+    });
   });
 
   it('skips a garbage line with a warning and exports the rest', async () => {
@@ -358,7 +406,7 @@ describe('dead-letter purge', () => {
     expect((await cli(['dead-letter', 'purge', '--data-dir', dir, '--sink', 'main'])).code).toBe(0);
     expect(await running.add([letter('a-3')])).toBe(1);
     const kept = lines(await readFile(path, 'utf8')).map(
-      (l) => (JSON.parse(l) as DeadLetterRecord).event.auditID,
+      (l) => (JSON.parse(l) as DeadLetterRecord).event?.auditID,
     );
     expect(kept).toEqual(['a-3']);
   });

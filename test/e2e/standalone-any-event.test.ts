@@ -576,9 +576,12 @@ async function delivered(): Promise<Delivered> {
       strayLetters.push(`line ${line.line}: ${line.error}`);
       continue;
     }
-    const n = markOf(line.record.event.requestURI);
+    // The sink's one destination is InfluxDB: an event kept as a point has its URI in a field.
+    const n = markOf(line.record.event?.requestURI ?? requestUriOfPoint(line.record.point));
     if (n === undefined)
-      strayLetters.push(`line ${line.line}: ${shown(line.record.event.auditID)}`);
+      strayLetters.push(
+        `line ${line.line}: ${shown(line.record.event?.auditID ?? line.record.auditID)}`,
+      );
     else deadLetters.set(n, line.record);
   }
   return {
@@ -589,6 +592,12 @@ async function delivered(): Promise<Delivered> {
     deadLetters,
     strayLetters,
   };
+}
+
+/** The `request_uri` field of a point's line protocol, unescaped. */
+function requestUriOfPoint(point: string | undefined): string | undefined {
+  const quoted = point === undefined ? null : /[ ,]request_uri="((?:[^"\\]|\\.)*)"/.exec(point);
+  return quoted?.[1]?.replace(/\\(.)/g, '$1');
 }
 
 function markOf(uri: unknown): number | undefined {
@@ -617,7 +626,7 @@ function broken(posts: readonly Posted[], finalIds: readonly string[], now: Deli
           !['refused', 'unencodable'].includes(letter.reason))
       ) {
         problems.push(
-          `${describeCase(p)}: dead letter without a reason: ${shown({ ...letter, event: undefined })}`,
+          `${describeCase(p)}: dead letter without a reason: ${shown({ ...letter, event: undefined, point: undefined })}`,
         );
       }
     } else {

@@ -5,9 +5,12 @@
 // own is set aside as a dead letter while the other 100 are written; a body that no sink keeps
 // (and the receiver does not build) is still refused when it is not JSON; and the sink keeps
 // writing what comes next. Starts one influxd for the file and one standalone process per test.
+import { execFile } from 'node:child_process';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { AuditEvent } from '../../src/audit/types.ts';
 import { type DeadLetterRecord, readDeadLetters } from '../../src/sinks/dead-letter.ts';
@@ -17,6 +20,7 @@ import { type StandaloneProcess, startStandalone } from '../harness/standalone.t
 import { recordedEvents } from '../support/recorded.ts';
 import { waitFor } from '../support/wait.ts';
 
+const MAIN = fileURLToPath(new URL('../../dist/main.js', import.meta.url));
 const BUCKET = 'bad-events';
 const RECORDED = recordedEvents();
 
@@ -286,14 +290,42 @@ describe('one bad event among 100 good ones, against standalone and a real influ
       () => deadLetters(join(dir, 'data', 'dead-letter', 'sinks', 'trail.jsonl')),
       (records) => records.length === 1,
     );
+    // The sink's one destination is InfluxDB: it stored the point, which is what is kept.
     expect(letters[0]).toMatchObject({
       sink: 'trail',
       output: 'influxdb',
       reason: 'refused',
       code: 'REJECTED',
-      event: { auditID: bad.auditID, objectRef: { resource: 'r'.repeat(70_000) } },
+      auditID: bad.auditID,
     });
+    expect(letters[0]?.event).toBeUndefined();
+    expect(letters[0]?.point).toContain(`resource_full="${'r'.repeat(70_000)}"`);
     expect(letters[0]?.message).toContain('field type conflict');
+    // Exported as line protocol, the point is written as it is once the cause is fixed: here,
+    // into a bucket without the conflicting field.
+    const exported = await runCli([
+      'dead-letter',
+      'export',
+      '--data-dir',
+      join(dir, 'data'),
+      '--sink',
+      'trail',
+      '--format',
+      'line-protocol',
+    ]);
+    expect(exported.stdout).toBe(`${letters[0]?.point}\n`);
+    const fixed = `${bucket}-fixed`;
+    await influx.createBucket(fixed);
+    const replayed = await fetch(
+      `${influx.url}/api/v2/write?org=${influx.org}&bucket=${fixed}&precision=ns`,
+      {
+        method: 'POST',
+        headers: { authorization: `Token ${influx.token}` },
+        body: exported.stdout,
+      },
+    );
+    expect(replayed.status).toBe(204);
+    expect(await written(run, fixed)).toEqual(new Set([bad.auditID]));
     const metrics = await (await fetch(`${url}/metrics`)).text();
     expect(metrics).toContain(
       'kube_audit_sink_dead_letter_events_total{sink="AuditSink/trail",output="influxdb",reason="refused"} 1',
@@ -314,6 +346,11 @@ describe('one bad event among 100 good ones, against standalone and a real influ
     await untilWritten('after-conflict', 101, bucket);
   });
 });
+
+/** Runs the built CLI. */
+async function runCli(args: readonly string[]): Promise<{ stdout: string; stderr: string }> {
+  return promisify(execFile)(process.execPath, [MAIN, ...args], { maxBuffer: 16 * 1024 * 1024 });
+}
 
 /** The records of a dead-letter file. */
 async function deadLetters(path: string): Promise<DeadLetterRecord[]> {

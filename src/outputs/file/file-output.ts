@@ -4,6 +4,7 @@
  */
 import { mkdir, open, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
+import { type QueuedEvent, StoredPoint } from '../../audit/stored-point.ts';
 import type { AuditEvent } from '../../audit/types.ts';
 import type { Batching } from '../destination.ts';
 import { LineProtocolEncoder, type PointSchema } from '../influxdb/line-protocol.ts';
@@ -48,7 +49,11 @@ export class LineProtocolFileOutput implements Output {
    * delivery loop stops waiting for the rest when it aborts (so a hung network file system holds
    * up only this write, not the shutdown).
    */
-  async write(events: readonly AuditEvent[], signal?: AbortSignal): Promise<void> {
+  pointOf(event: AuditEvent): StoredPoint | undefined {
+    return this.#encoder.point(event);
+  }
+
+  async write(events: readonly QueuedEvent[], signal?: AbortSignal): Promise<void> {
     if (this.#closed) {
       throw new OutputError('IO_ERROR', `${this.target}: the output is closed`, {
         retryable: true,
@@ -59,9 +64,11 @@ export class LineProtocolFileOutput implements Output {
     // together never encode them all in one turn of the event loop.
     let text = '';
     for (const event of events) {
-      const wait = LINE_PROTOCOL_ENCODING.take();
-      if (wait !== undefined) await wait;
-      text += `${this.#encoder.encode(event)}\n`;
+      if (!(event instanceof StoredPoint)) {
+        const wait = LINE_PROTOCOL_ENCODING.take();
+        if (wait !== undefined) await wait;
+      }
+      text += `${this.#encoder.lineOf(event)}\n`;
     }
     try {
       signal?.throwIfAborted();

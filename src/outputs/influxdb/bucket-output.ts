@@ -2,6 +2,7 @@
  * `createBucket: true`: the bucket is made (with its retention) before the first write succeeds,
  * and again if it disappears; until then writes fail with the bucket error, so status says why.
  */
+import type { QueuedEvent, StoredPoint } from '../../audit/stored-point.ts';
 import type { AuditEvent } from '../../audit/types.ts';
 import type { InfluxDestination } from './spec.ts';
 import { OutputError, type PreparedWrite, type PreparingOutput } from '../types.ts';
@@ -33,11 +34,15 @@ export class BucketCreatingOutput implements PreparingOutput {
     this.#slots = slots;
   }
 
-  async write(events: readonly AuditEvent[], signal?: AbortSignal): Promise<void> {
+  pointOf(event: AuditEvent): StoredPoint | undefined {
+    return this.#output.pointOf?.(event);
+  }
+
+  async write(events: readonly QueuedEvent[], signal?: AbortSignal): Promise<void> {
     await (await this.prepare(events)).send(signal);
   }
 
-  async prepare(events: readonly AuditEvent[]): Promise<PreparedWrite> {
+  async prepare(events: readonly QueuedEvent[]): Promise<PreparedWrite> {
     const prepared = await this.#output.prepare(events);
     return { count: prepared.count, send: (signal) => this.#send(prepared, signal) };
   }

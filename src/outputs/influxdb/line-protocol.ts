@@ -27,6 +27,7 @@
  * writes the rest of its batch.
  */
 import { bodyJson } from '../../audit/body-json.ts';
+import { type QueuedEvent, StoredPoint } from '../../audit/stored-point.ts';
 import { epochMicros, isPointTime } from '../../audit/time.ts';
 import { type AuditEvent, POINT_TIME_RANGE } from '../../audit/types.ts';
 import { OutputError } from '../types.ts';
@@ -222,6 +223,25 @@ export class LineProtocolEncoder {
    * @throws OutputError `UNENCODABLE` when the event was not checked by `audit/parse.ts` and cannot
    * be a point: the data itself is wrong, so retrying cannot help.
    */
+  /**
+   * The point of `event`, to be stored in its place (ADR 0027); undefined when the event cannot be
+   * encoded or its line holds a line break (a string field's value with one).
+   */
+  point(event: AuditEvent): StoredPoint | undefined {
+    let line: string;
+    try {
+      line = this.#encode(event);
+    } catch {
+      return undefined;
+    }
+    return line.includes('\n') ? undefined : new StoredPoint(line);
+  }
+
+  /** The line of an event, or of a point as it was made. */
+  lineOf(queued: QueuedEvent): string {
+    return queued instanceof StoredPoint ? queued.line : this.encode(queued);
+  }
+
   encode(event: AuditEvent): string {
     try {
       return this.#encode(event);

@@ -9,6 +9,7 @@
  * delivery loop owns retries and the durable queue (docs/adr/0008-influxdb-output.md).
  */
 import { InfluxDB } from '@influxdata/influxdb-client';
+import { type QueuedEvent, StoredPoint } from '../../audit/stored-point.ts';
 import type { AuditEvent } from '../../audit/types.ts';
 import type { InfluxDestination } from './spec.ts';
 import { OutputError, type PreparedWrite, type PreparingOutput } from '../types.ts';
@@ -116,7 +117,11 @@ export class InfluxOutput implements PreparingOutput {
     this.#token = token;
   }
 
-  async write(events: readonly AuditEvent[], signal?: AbortSignal): Promise<void> {
+  pointOf(event: AuditEvent): StoredPoint | undefined {
+    return this.#encoder.point(event);
+  }
+
+  async write(events: readonly QueuedEvent[], signal?: AbortSignal): Promise<void> {
     await (await this.prepare(events)).send(signal);
   }
 
@@ -124,7 +129,7 @@ export class InfluxOutput implements PreparingOutput {
    * The batch as line protocol, in bodies of at most maxRequestBytes, to send once or, after a
    * failure, again: a batch's bodies are about a third of the size of its events as objects.
    */
-  async prepare(events: readonly AuditEvent[]): Promise<PreparedWrite> {
+  async prepare(events: readonly QueuedEvent[]): Promise<PreparedWrite> {
     this.#refuseIfClosed();
     const bodies = await this.#bodies(events);
     return { count: events.length, send: (signal) => this.#send(bodies, signal) };
@@ -152,18 +157,20 @@ export class InfluxOutput implements PreparingOutput {
   }
 
   /**
-   * Encodes the events into bodies of at most maxRequestBytes. Encoding takes its events from the
-   * process's {@link LINE_PROTOCOL_ENCODING} budget, so that neither a large batch nor many sinks
-   * flushing together hold up the receiver's answers for long.
+   * Encodes the events into bodies of at most maxRequestBytes, points as they were made. Encoding
+   * takes its events from the process's {@link LINE_PROTOCOL_ENCODING} budget, so that neither a
+   * large batch nor many sinks flushing together hold up the receiver's answers for long.
    */
-  async #bodies(events: readonly AuditEvent[]): Promise<string[]> {
+  async #bodies(events: readonly QueuedEvent[]): Promise<string[]> {
     const bodies: string[] = [];
     let body = '';
     let bytes = 0;
     for (const event of events) {
-      const wait = LINE_PROTOCOL_ENCODING.take();
-      if (wait !== undefined) await wait;
-      const line = this.#encoder.encode(event);
+      if (!(event instanceof StoredPoint)) {
+        const wait = LINE_PROTOCOL_ENCODING.take();
+        if (wait !== undefined) await wait;
+      }
+      const line = this.#encoder.lineOf(event);
       const size = Buffer.byteLength(line);
       if (body !== '' && bytes + size + 1 > this.#maxRequestBytes) {
         bodies.push(body);

@@ -6,9 +6,9 @@
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { setTimeout as setTimeoutPromise } from 'node:timers/promises';
-import type { AuditEvent } from '../../audit/types.ts';
+import type { QueuedEvent } from '../../audit/stored-point.ts';
 import type { WebhookDestination } from './spec.ts';
-import { errorForStatus, type Output, OutputError } from '../types.ts';
+import { errorForStatus, eventsOnly, type Output, OutputError } from '../types.ts';
 
 /** 30 s per request: the apiserver's own webhook request timeout. */
 export const WEBHOOK_TIMEOUT_MS = 30_000;
@@ -79,13 +79,14 @@ export class WebhookOutput implements Output {
     this.#timeoutMs = options.timeoutMs ?? WEBHOOK_TIMEOUT_MS;
   }
 
-  async write(events: readonly AuditEvent[], signal?: AbortSignal): Promise<void> {
+  async write(queued: readonly QueuedEvent[], signal?: AbortSignal): Promise<void> {
     if (this.#closing.signal.aborted) {
       throw new OutputError('UNREACHABLE', `${this.target}: the output is closed`, {
         retryable: true,
       });
     }
-    if (events.length === 0) return;
+    if (queued.length === 0) return;
+    const events = eventsOnly(queued, this.target);
     const abort =
       signal === undefined ? this.#closing.signal : AbortSignal.any([this.#closing.signal, signal]);
     await this.#throttle.take(abort);

@@ -6,8 +6,10 @@
  * - A record is one group commit: every batch appended while the previous write was syncing, for
  *   every stream (sink) at once. Its frame is `KAL1`, the payload's length (u32 LE), the payload's
  *   CRC-32 (u32 LE), then the payload: a header line, `{"r":n,"s":[[id,"key",[first,length,...]]]}`
- *   (`r` the record's number, so that numbering survives a damaged record being skipped), then each distinct event once, as one JSON line (the spool's event JSON, `../format.ts`). Each
- *   stream lists the events it keeps, in order, as runs of consecutive event indexes. A share
+ *   (`r` the record's number, so that numbering survives a damaged record being skipped), then
+ *   each distinct event once, as one JSON line (the spool's event JSON, `../format.ts`), or a
+ *   point (ADR 0027) as `!` and its line protocol. Each stream lists the events it keeps, in
+ *   order, as runs of consecutive event indexes. A share
  *   copied forward by a relocation has two more items, `base` (the first record of the copy) and
  *   `final` (1 in the record completing it): `[id,"key",[runs],base,final]`.
  * - `<dir>/state.json`: the streams (key, id, the base of the last completed relocation when it
@@ -19,7 +21,9 @@
  */
 import { crc32 } from 'node:zlib';
 import type { ReusedBuffer } from '../../audit/reused-buffer.ts';
+import { type QueuedEvent, StoredPoint } from '../../audit/stored-point.ts';
 import type { AuditEvent } from '../../audit/types.ts';
+import { POINT_MARKER_BYTE } from '../format.ts';
 import { singleSelection } from './stream-index.ts';
 
 /** Version of the state file; bump it with any change to this format. */
@@ -50,10 +54,14 @@ export interface StreamShare {
   readonly relocation?: Relocation;
 }
 
-/** What a record needs of an event: its JSON line and its size with the newline. */
+/**
+ * What a record needs of an event: its JSON line, or a point's line protocol (`point`, written
+ * after the marker), and its size with the marker and the newline.
+ */
 export interface LogLine {
   readonly json: string;
   readonly bytes: number;
+  readonly point?: true;
 }
 
 /** File name of the segment whose first record is `first`. */
@@ -153,6 +161,7 @@ export function encodeLogFrame(
   at += buf.write(header, at, 'utf8');
   buf[at++] = NEWLINE;
   for (const variant of variants) {
+    if (variant.point === true) buf[at++] = POINT_MARKER_BYTE;
     at += buf.write(variant.json, at, 'utf8');
     buf[at++] = NEWLINE;
   }
@@ -274,11 +283,19 @@ export function decodeLogRecord(payload: Buffer): LogRecord | null {
   return { record: record as number, shares, payload, lines };
 }
 
-/** The event on line `index` of a decoded record; null when it does not parse. */
-export function decodeLogEvent(record: LogRecord, index: number): AuditEvent | null {
+/**
+ * The event on line `index` of a decoded record, or the point (ADR 0027) when the line is one;
+ * null when it does not parse.
+ */
+export function decodeLogEvent(record: LogRecord, index: number): QueuedEvent | null {
   const start = record.lines[index];
   const end = record.lines[index + 1];
   if (start === undefined || end === undefined) return null;
+  if (record.payload[start] === POINT_MARKER_BYTE) {
+    return end - 1 > start + 1
+      ? new StoredPoint(record.payload.toString('utf8', start + 1, end - 1))
+      : null;
+  }
   try {
     const value: unknown = JSON.parse(record.payload.toString('utf8', start, end - 1));
     return typeof value === 'object' && value !== null && !Array.isArray(value)

@@ -14,7 +14,7 @@
 import { type FileHandle, open, readdir, readFile, rename, unlink } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { ReusedBuffer } from '../../audit/reused-buffer.ts';
-import type { AuditEvent } from '../../audit/types.ts';
+import type { QueuedEvent } from '../../audit/stored-point.ts';
 import { QueueError } from '../errors.ts';
 import {
   createDirectory,
@@ -26,7 +26,7 @@ import {
   truncateFile,
   writeFullySync,
 } from '../files.ts';
-import { type EncodedEvent, encodeEvent } from '../format.ts';
+import { type EncodedEvent, encodeEvent, POINT_MARKER_BYTE } from '../format.ts';
 import {
   decodeLogEvent,
   decodeLogRecord,
@@ -251,7 +251,7 @@ interface Relocation {
  * (consumers that keep up take them as they are), then only its bytes, decoded on each read.
  */
 class CachedRecord {
-  #events: (AuditEvent | null | undefined)[] | null;
+  #events: (QueuedEvent | null | undefined)[] | null;
   // The decoded frame; undefined until it is first needed.
   #record: LogRecord | null | undefined;
   readonly #frame: Buffer | null;
@@ -263,7 +263,7 @@ class CachedRecord {
   readonly readers: number;
 
   constructor(
-    events: (AuditEvent | null | undefined)[] | null,
+    events: (QueuedEvent | null | undefined)[] | null,
     frame: Buffer | null,
     record: LogRecord | null | undefined,
     bytes: number,
@@ -305,7 +305,7 @@ class CachedRecord {
   }
 
   /** The record's `index`th event, or null when it cannot be decoded. */
-  event(index: number): AuditEvent | null {
+  event(index: number): QueuedEvent | null {
     const events = this.#events;
     let event = events?.[index];
     if (event === undefined) {
@@ -326,6 +326,13 @@ class CachedRecord {
     const start = record.lines[index];
     const end = record.lines[index + 1];
     if (start === undefined || end === undefined) return null;
+    if (record.payload[start] === POINT_MARKER_BYTE) {
+      return {
+        json: record.payload.toString('utf8', start + 1, end - 1),
+        bytes: end - start,
+        point: true,
+      };
+    }
     return { json: record.payload.toString('utf8', start, end - 1), bytes: end - start };
   }
 }
@@ -1184,7 +1191,7 @@ export class DurableLog {
     // Each event object once: sinks keeping an event at the same level share one trimmed copy.
     const variants: EncodedEvent[] = [];
     // Which variant each event object is; built only when a second, different share comes.
-    let numbers: Map<AuditEvent, number> | null = null;
+    let numbers: Map<QueuedEvent, number> | null = null;
     const shares: StreamShare[] = [];
     // Distinct selections by their first index and length, so that equal ones are one instance.
     const selections = new Map<number, Uint32Array[]>();

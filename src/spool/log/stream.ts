@@ -3,7 +3,7 @@
  * (`../queue.ts`) runs on, so that its byte cap (the sink's budget), consumers, cursors and
  * waiting stay exactly those of the per-sink spool, while writes go to the shared log.
  */
-import type { AuditEvent } from '../../audit/types.ts';
+import type { QueuedEvent } from '../../audit/stored-point.ts';
 import type { EncodedEvent } from '../format.ts';
 import type { EventStore, StoreRead, StoreRecovery } from '../store.ts';
 import type { DurableLog, LogStreamState } from './log.ts';
@@ -55,7 +55,7 @@ export class LogStream implements EventStore {
     const index = this.#stream.index;
     let seq = Math.max(from, index.start);
     const last = Math.min(seq + max, index.end);
-    const events: AuditEvent[] = [];
+    const events: QueuedEvent[] = [];
     const corrupt: number[] = [];
     while (seq < last) {
       const entry = index.entryOf(seq);

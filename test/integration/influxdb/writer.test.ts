@@ -8,6 +8,7 @@ import type { AddressInfo } from 'node:net';
 import { inspect } from 'node:util';
 import { gunzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { StoredPoint } from '../../../src/audit/stored-point.ts';
 import { epochMicros } from '../../../src/audit/time.ts';
 import type { AuditEvent } from '../../../src/audit/types.ts';
 import { RequestSlots } from '../../../src/outputs/server-slots.ts';
@@ -116,6 +117,31 @@ describe('InfluxOutput against a real influxd', () => {
       // Time: the stage timestamp's microsecond, then a slot below one microsecond.
       expect(timeNs).toMatch(new RegExp(`^${epochMicros(event.stageTimestamp)}\\d{3}$`));
     }
+  });
+
+  it('writes the points it made when the events were queued as the events themselves, mixed in one batch', async () => {
+    const destination = await freshBucket();
+    const out = output(destination);
+    // Every other event queued as its point (ADR 0027), the others as events, as after a restart
+    // across the change or for an event whose line would hold a line break.
+    const queued = RECORDED.map((event, i) =>
+      i % 2 === 0 ? event : (out.pointOf(event) as StoredPoint),
+    );
+    expect(queued.filter((q) => q instanceof StoredPoint)).toHaveLength(
+      Math.floor(RECORDED.length / 2),
+    );
+    await out.write(queued);
+    const rows = await points(destination.bucket);
+    expect(rows).toHaveLength(RECORDED.length);
+    const byId = new Map(rows.map((r) => [r.audit_id as string, r]));
+    for (const event of RECORDED) {
+      const { time_ns: timeNs, ...columns } = withoutEmpty(byId.get(event.auditID) as Row);
+      expect(columns).toEqual(documentedPoint(event));
+      expect(timeNs).toMatch(new RegExp(`^${epochMicros(event.stageTimestamp)}\\d{3}$`));
+    }
+    // Written again as events by an output with a new encoder (a replay): the same points.
+    await output(destination).write(RECORDED);
+    expect(await points(destination.bucket)).toHaveLength(RECORDED.length);
   });
 
   it('stores every batch of many sinks sharing two request slots to the server', async () => {

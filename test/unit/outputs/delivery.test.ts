@@ -3,7 +3,7 @@
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { describe, expect, it } from 'vitest';
-import type { AuditEvent } from '../../../src/audit/types.ts';
+import { type QueuedEvent, StoredPoint } from '../../../src/audit/stored-point.ts';
 import {
   DEFAULT_BACKOFF,
   FLUSH_PHASES,
@@ -17,6 +17,7 @@ import {
 } from '../../../src/outputs/delivery.ts';
 import {
   errorForStatus,
+  eventsOnly,
   type Output,
   OutputError,
   type PreparedWrite,
@@ -24,13 +25,13 @@ import {
 } from '../../../src/outputs/types.ts';
 
 interface Batch {
-  readonly events: readonly AuditEvent[];
+  readonly events: readonly QueuedEvent[];
   readonly upTo: number;
 }
 
 /** A queue of numbered events; `next` never waits (tests drive time themselves). */
 class ListQueue {
-  readonly events: AuditEvent[];
+  readonly events: QueuedEvent[];
   committed = 0;
   constructor(count: number) {
     this.events = Array.from({ length: count }, (_, i) => ({
@@ -70,7 +71,7 @@ class ScriptedOutput implements Output {
   constructor(failures: OutputError[] = []) {
     this.#failures = failures;
   }
-  write(events: readonly AuditEvent[]): Promise<void> {
+  write(events: readonly QueuedEvent[]): Promise<void> {
     const failure = this.#failures.shift();
     if (failure !== undefined) return Promise.reject(failure);
     this.written.push(...events.map((e) => e.auditID));
@@ -96,7 +97,7 @@ class RefusingOutput implements Output {
     this.#bad = new Set(bad);
     this.#code = code;
   }
-  write(events: readonly AuditEvent[]): Promise<void> {
+  write(events: readonly QueuedEvent[]): Promise<void> {
     this.requests++;
     const refused = events.find((e) => this.#bad.has(e.auditID));
     if (refused !== undefined) {
@@ -130,7 +131,7 @@ class HeldOutput implements Output {
     this.#honoursAbort = honoursAbort;
     this.writesInFlight = writesInFlight;
   }
-  write(events: readonly AuditEvent[], signal?: AbortSignal): Promise<void> {
+  write(events: readonly QueuedEvent[], signal?: AbortSignal): Promise<void> {
     this.signals.push(signal);
     return new Promise((resolve, reject) => {
       this.waiting.push(events[0]?.auditID ?? '');
@@ -481,6 +482,29 @@ describe('delivery loop', () => {
     await run(queue, output, observer).done;
     expect(output.written.sort()).toEqual(['e0', 'e1']);
     expect(log).toEqual(['failed UNENCODABLE 1 #1', 'refused e2 UNENCODABLE', 'delivered 2']);
+  });
+
+  it('sets aside, as unencodable, the points an output that sends events meets (queued before it was added to the sink)', async () => {
+    const queue = new ListQueue(6);
+    // Events 2 and 3 were queued as points for the sink's InfluxDB destination.
+    queue.events[2] = new StoredPoint('audit,verb=get audit_id="e2" 1');
+    queue.events[3] = new StoredPoint('audit,verb=get audit_id="e3" 2');
+    const sent: string[] = [];
+    const output: Output = {
+      kind: 'webhook',
+      target: 'https://receiver.example/audit',
+      write: (events) => {
+        sent.push(...eventsOnly(events, 'https://receiver.example/audit').map((e) => e.auditID));
+        return Promise.resolve();
+      },
+      close: () => Promise.resolve(),
+    };
+    const { log, observer } = recorder();
+    await run(queue, output, observer).done;
+    expect(sent.sort()).toEqual(['e0', 'e1', 'e4', 'e5']);
+    expect(queue.committed).toBe(6);
+    expect(log).toContain('refused e2 UNENCODABLE');
+    expect(log).toContain('refused e3 UNENCODABLE');
   });
 
   it('keeps the refused events before it commits their batch', async () => {
@@ -900,7 +924,7 @@ describe('delivery loop with an output that encodes before it sends', () => {
     readonly #failures: OutputError[];
     readonly #bad: ReadonlySet<string>;
     readonly #unencodable: ReadonlySet<string>;
-    readonly #batches: (() => readonly AuditEvent[])[] = [];
+    readonly #batches: (() => readonly QueuedEvent[])[] = [];
     /** The events the loop's batch still held at each send. */
     readonly heldAtSend: number[] = [];
     constructor(
@@ -913,13 +937,13 @@ describe('delivery loop with an output that encodes before it sends', () => {
       this.writesInFlight = writesInFlight;
     }
     /** Watches the batches the loop writes, to see what they hold when they are sent. */
-    watch(batch: () => readonly AuditEvent[]): void {
+    watch(batch: () => readonly QueuedEvent[]): void {
       this.#batches.push(batch);
     }
-    async write(events: readonly AuditEvent[], signal?: AbortSignal): Promise<void> {
+    async write(events: readonly QueuedEvent[], signal?: AbortSignal): Promise<void> {
       await (await this.prepare(events)).send(signal);
     }
-    prepare(events: readonly AuditEvent[]): Promise<PreparedWrite> {
+    prepare(events: readonly QueuedEvent[]): Promise<PreparedWrite> {
       const bad = events.find((e) => this.#unencodable.has(e.auditID));
       if (bad !== undefined) {
         const error = new OutputError('UNENCODABLE', `cannot encode ${bad.auditID}`, {
@@ -1131,7 +1155,7 @@ describe('HTTP status classification', () => {
 });
 
 describe('isolating refused events', () => {
-  const events = (count: number): AuditEvent[] => new ListQueue(count).events;
+  const events = (count: number): QueuedEvent[] => new ListQueue(count).events;
   const never = new AbortController().signal;
 
   it('finds every refused event of a batch, in order, and writes all the others', async () => {

@@ -56,7 +56,7 @@ describe('dead-letter store', () => {
     expect(await store.add([letter(2)])).toBe(1);
     const read = await lines(path);
     expect(
-      read.map((l) => l.ok && [l.record.sink, l.record.reason, l.record.event.auditID]),
+      read.map((l) => l.ok && [l.record.sink, l.record.reason, l.record.event?.auditID]),
     ).toEqual([
       ['shop/orders', 'refused', EVENTS[0]?.auditID],
       ['shop/orders', 'unencodable', EVENTS[1]?.auditID],
@@ -104,7 +104,7 @@ describe('dead-letter store', () => {
     const store = new DeadLetterStore({ path, sink: 'trail', maxBytes: 1 << 20 });
     expect(await store.add([letter(1)])).toBe(1);
     const read = await lines(path);
-    expect(read.map((l) => l.ok && l.record.event.auditID)).toEqual([
+    expect(read.map((l) => l.ok && l.record.event?.auditID)).toEqual([
       EVENTS[0]?.auditID,
       EVENTS[1]?.auditID,
     ]);
@@ -183,7 +183,7 @@ describe('reading dead letters back', () => {
     const agents = ['a\u2028b', 'c\u2029d', 'e\u0085f', 'g\r\nh\ri', 'plain'];
     expect(await store.add(agents.map((agent, i) => withAgent(`id-${i}`, agent)))).toBe(5);
     const read = await lines(path);
-    expect(read.map((l) => (l.ok ? l.record.event.userAgent : l.error))).toEqual(agents);
+    expect(read.map((l) => (l.ok ? l.record.event?.userAgent : l.error))).toEqual(agents);
     expect(read.map((l) => l.line)).toEqual([1, 2, 3, 4, 5]);
   });
 

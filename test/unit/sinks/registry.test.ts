@@ -683,7 +683,7 @@ describe('sink registry and refused events', () => {
     );
     const kept: string[] = [];
     for await (const line of readDeadLetters(deadLetterPath(dir, shop.ref))) {
-      if (line.ok) kept.push(`${line.record.event.auditID} ${line.record.message}`);
+      if (line.ok) kept.push(`${line.record.event?.auditID} ${line.record.message}`);
     }
     expect(kept).toEqual(bad.map((id) => `${id} 422: field type conflict (${id})`));
     expect(registry.status(shop.key)).toMatchObject({

@@ -13,8 +13,15 @@ import {
 } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { type QueuedEvent, StoredPoint } from '../../../src/audit/stored-point.ts';
+import { LineProtocolEncoder } from '../../../src/outputs/influxdb/line-protocol.ts';
 import type { AuditEvent } from '../../../src/audit/types.ts';
-import { openQueue, QueueFullError, type SinkQueue } from '../../../src/spool/index.ts';
+import {
+  openQueue,
+  QueueFullError,
+  type SharedEncodings,
+  type SinkQueue,
+} from '../../../src/spool/index.ts';
 import { encodeEvent } from '../../../src/spool/format.ts';
 import {
   encodeLogFrame,
@@ -52,6 +59,14 @@ afterEach(async () => {
   await Promise.all(logs.splice(0).map((log) => log.close()));
   await temp.removeAll();
 });
+
+/** A sink's points, as its line-protocol output makes them. */
+const POINT_SCHEMA = {
+  measurement: 'audit',
+  tags: ['verb' as const],
+  staticTags: {},
+  sink: 'quiet',
+};
 
 async function sink(
   logDir: string,
@@ -315,11 +330,25 @@ describe('the durable log', () => {
   });
 
   it.each([
-    ['from memory', {}],
-    ['from disk', { readCacheBytes: 0 }],
+    ['from memory', {}, false],
+    ['from disk', { readCacheBytes: 0 }, false],
+    ['from disk, the quiet sink storing points', { readCacheBytes: 0 }, true],
   ])(
     'keeps disk bounded while a quiet sink’s destination is down, copying its share forward, and keeps every position (reads %s)',
-    async (_, reads) => {
+    async (_, reads, points) => {
+      // Points as a line-protocol output makes them (ADR 0027): copied forward as they are.
+      const encoder = new LineProtocolEncoder(POINT_SCHEMA);
+      const made = new Map<string, string>();
+      const pointsOf = (batch: readonly AuditEvent[]): SharedEncodings | undefined => {
+        if (!points) return undefined;
+        const map: SharedEncodings = new Map();
+        for (const e of batch) {
+          const point = present(encoder.point(e));
+          made.set(e.auditID, point.line);
+          map.set(e, encodeEvent(point));
+        }
+        return map;
+      };
       const dir = await realpath(await temp.make());
       const options = { segmentBytes: 8192, relocateAfterBytes: 32 * 1024, ...reads };
       const busy = await sink(dir, 'sinks/busy', options);
@@ -333,8 +362,10 @@ describe('the durable log', () => {
         // A trickle in every record: without relocation the quiet sink holds every segment.
         const trickle = events(`q${i}`, 0, 1);
         const batch = events(`b${i}`, 0, 40);
-        await Promise.all([busy.append(batch), quiet.append(trickle)]);
-        const trickleBytes = lineBytes(trickle[0] as AuditEvent);
+        const trickled = pointsOf(trickle);
+        await Promise.all([busy.append(batch), quiet.append(trickle, trickled)]);
+        const trickleBytes =
+          trickled?.get(trickle[0] as AuditEvent)?.bytes ?? lineBytes(trickle[0] as AuditEvent);
         share += trickleBytes;
         written += batch.reduce((n, e) => n + lineBytes(e), trickleBytes);
         await drain(out);
@@ -359,6 +390,13 @@ describe('the durable log', () => {
       await log.close();
       const again = await sink(dir, 'sinks/quiet', options);
       expect(await peek(again.consumer('influxdb'))).toEqual(expected);
+      if (points) {
+        const read = present(await again.consumer('influxdb').next(1000, 0)).events;
+        expect(read.every((e) => e instanceof StoredPoint)).toBe(true);
+        expect(read.map((p) => (p as StoredPoint).line)).toEqual(
+          expected.map((id) => made.get(id)),
+        );
+      }
       expect(await drain(again.consumer('webhook'))).toEqual(expected.slice(40));
       // No descriptor left on a segment, deleted or not.
       await closeAll();
@@ -557,7 +595,7 @@ describe('records in memory', () => {
     return { log, streams };
   }
 
-  const auditIDs = (read: { events: AuditEvent[] }) => read.events.map((e) => e.auditID);
+  const auditIDs = (read: { events: QueuedEvent[] }) => read.events.map((e) => e.auditID);
 
   it('keeps no record of a single reader in memory: it reads the segment, once per share', async () => {
     const { log, streams } = await memoryLog(['sinks/a'], 1);
