@@ -46,8 +46,3 @@ export function auditIdOfLine(line: string): string {
   }
   return '';
 }
-
-/** Whether a queued event is a point. */
-export function isStoredPoint(queued: QueuedEvent): queued is StoredPoint {
-  return queued instanceof StoredPoint;
-}

@@ -83,7 +83,7 @@ export function eventsOnly(events: readonly QueuedEvent[], target: string): read
     if (event instanceof StoredPoint) {
       throw new OutputError(
         'UNENCODABLE',
-        `${target}: event ${JSON.stringify(event.auditID.slice(0, 100))} was queued as an InfluxDB point, before this destination was added to the sink`,
+        `${target}: event ${JSON.stringify(event.auditID.slice(0, 100))} was queued as a line-protocol point, before this destination was added to the sink`,
         { retryable: false },
       );
     }

@@ -85,9 +85,10 @@ export function encodedAs(event: AuditEvent, json: string): EncodedEvent {
 /**
  * The encodings of one received batch's events, shared by the queues of every sink it is appended
  * to, so that an event several sinks keep is serialised once; or one sink's own, when it stores
- * points (an event's encoding then holds the point its output made, ADR 0027). It lives for that one append and
- * holds at most the batch: a cache that outlived it (a WeakMap by event, even one cleared every
- * turn) made the scavenger keep events and their JSON alive until they were promoted (ADR 0023).
+ * points (an event's encoding then holds the point its output made, ADR 0027). It lives for that
+ * one append and holds at most the batch: a cache that outlived it (a WeakMap by event, even one
+ * cleared every turn) made the scavenger keep events and their JSON alive until they were
+ * promoted (ADR 0023).
  */
 export type SharedEncodings = Map<AuditEvent, EncodedEvent>;
 
@@ -137,11 +138,14 @@ export function encodeLines(records: readonly EncodedEvent[], bytes: number): Bu
 }
 
 /**
- * The event stored in `buf[start, end)`, a line including its `\n`; null when the bytes are not a
- * complete record (torn or corrupt).
+ * The event (or point) stored in `buf[start, end)`, a line including its `\n`; null when the bytes
+ * are not a complete record (torn or corrupt).
  */
-export function decodeRecord(buf: Buffer, start: number, end: number): AuditEvent | null {
+export function decodeRecord(buf: Buffer, start: number, end: number): QueuedEvent | null {
   if (end <= start || buf[end - 1] !== NEWLINE) return null;
+  if (buf[start] === POINT_MARKER_BYTE) {
+    return end - 1 > start + 1 ? new StoredPoint(buf.toString('utf8', start + 1, end - 1)) : null;
+  }
   let value: unknown;
   try {
     value = JSON.parse(buf.toString('utf8', start, end - 1));

@@ -15,6 +15,7 @@ import {
   scanSegment,
   segmentFileName,
 } from '../../../src/spool/format.ts';
+import { StoredPoint } from '../../../src/audit/stored-point.ts';
 import type { AuditEvent, JsonValue } from '../../../src/audit/types.ts';
 import { event } from './support.ts';
 
@@ -35,6 +36,19 @@ describe('records', () => {
     const buf = Buffer.from(encoded);
     expect(encodeEvent(e).bytes).toBe(buf.length);
     expect(decodeRecord(buf, 0, buf.length)).toEqual(e);
+  });
+
+  it('stores a point as the marker and its line, of the size it counts, and reads it back', () => {
+    const point = new StoredPoint('kubernetes_audit,verb=get audit_id="a",user="µ 😀" 1');
+    const encoded = encodeEvent(point);
+    const buf = encodeLines([encoded], encoded.bytes);
+    expect(buf.toString('utf8')).toBe(`!${point.line}\n`);
+    expect(buf.length).toBe(encoded.bytes);
+    const read = decodeRecord(buf, 0, buf.length);
+    expect(read).toBeInstanceOf(StoredPoint);
+    expect((read as StoredPoint).line).toBe(point.line);
+    expect((read as StoredPoint).auditID).toBe('a');
+    expect(decodeRecord(Buffer.from('!\n'), 0, 2)).toBeNull();
   });
 
   it('stores an event with bodies as JSON that reads back equal, of the size JSON.stringify gives', () => {
