@@ -2,9 +2,11 @@
 // of a real influxd (test/harness): 50 recorded events, one a hostile client made, 50 more. An
 // event no destination can take is refused with a 400 naming it, before anything is acknowledged;
 // an event with tags too long for a series key is written, cut; an event influxd refuses on its
-// own is set aside as a dead letter while the other 100 are written; a body that no sink keeps
-// (and the receiver does not build) is still refused when it is not JSON; and the sink keeps
-// writing what comes next. Starts one influxd for the file and one standalone process per test.
+// own is set aside as a dead letter (the point the sink stored, exported with the built CLI as
+// line protocol and written into a bucket without the conflict) while the other 100 are written;
+// a body that no sink keeps (and the receiver does not build) is still refused when it is not
+// JSON; and the sink keeps writing what comes next. Starts one influxd for the file and one
+// standalone process per test.
 import { execFile } from 'node:child_process';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
