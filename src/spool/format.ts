@@ -138,14 +138,20 @@ export function encodeLines(records: readonly EncodedEvent[], bytes: number): Bu
 }
 
 /**
+ * The point on the line `buf[start, end)` (its `\n` included) that starts with the marker; null
+ * when the marker has no line after it.
+ */
+export function decodePoint(buf: Buffer, start: number, end: number): StoredPoint | null {
+  return end - 1 > start + 1 ? new StoredPoint(buf.toString('utf8', start + 1, end - 1)) : null;
+}
+
+/**
  * The event (or point) stored in `buf[start, end)`, a line including its `\n`; null when the bytes
  * are not a complete record (torn or corrupt).
  */
 export function decodeRecord(buf: Buffer, start: number, end: number): QueuedEvent | null {
   if (end <= start || buf[end - 1] !== NEWLINE) return null;
-  if (buf[start] === POINT_MARKER_BYTE) {
-    return end - 1 > start + 1 ? new StoredPoint(buf.toString('utf8', start + 1, end - 1)) : null;
-  }
+  if (buf[start] === POINT_MARKER_BYTE) return decodePoint(buf, start, end);
   let value: unknown;
   try {
     value = JSON.parse(buf.toString('utf8', start, end - 1));

@@ -21,9 +21,9 @@
  */
 import { crc32 } from 'node:zlib';
 import type { ReusedBuffer } from '../../audit/reused-buffer.ts';
-import { type QueuedEvent, StoredPoint } from '../../audit/stored-point.ts';
+import type { QueuedEvent } from '../../audit/stored-point.ts';
 import type { AuditEvent } from '../../audit/types.ts';
-import { POINT_MARKER_BYTE } from '../format.ts';
+import { decodePoint, POINT_MARKER_BYTE } from '../format.ts';
 import { singleSelection } from './stream-index.ts';
 
 /** Version of the state file; bump it with any change to this format. */
@@ -291,11 +291,7 @@ export function decodeLogEvent(record: LogRecord, index: number): QueuedEvent | 
   const start = record.lines[index];
   const end = record.lines[index + 1];
   if (start === undefined || end === undefined) return null;
-  if (record.payload[start] === POINT_MARKER_BYTE) {
-    return end - 1 > start + 1
-      ? new StoredPoint(record.payload.toString('utf8', start + 1, end - 1))
-      : null;
-  }
+  if (record.payload[start] === POINT_MARKER_BYTE) return decodePoint(record.payload, start, end);
   try {
     const value: unknown = JSON.parse(record.payload.toString('utf8', start, end - 1));
     return typeof value === 'object' && value !== null && !Array.isArray(value)
