@@ -224,19 +224,27 @@ export function scanLogSegment(buf: Buffer): LogSegmentScan {
   return { records, corrupt, validBytes: last === undefined ? 0 : last.offset + last.size };
 }
 
-/** A decoded record: the streams' shares, and where each event's JSON line is in the payload. */
-export interface LogRecord {
-  /** The record's number. */
-  readonly record: number;
-  readonly shares: readonly StreamShare[];
+/** A record's event lines: what a read of its events needs. */
+export interface LogLines {
   /** Payload (without the frame header). */
   readonly payload: Buffer;
   /** Start of each event's line in `payload`; one more entry for the end of the last line. */
   readonly lines: readonly number[];
 }
 
-/** Decodes a framed record's payload; null when it is not one this version writes. */
-export function decodeLogRecord(payload: Buffer): LogRecord | null {
+/** A decoded record: its number and the streams' shares, with its event lines. */
+export interface LogRecord extends LogLines {
+  /** The record's number. */
+  readonly record: number;
+  readonly shares: readonly StreamShare[];
+}
+
+/**
+ * Where each event's line is in a framed record's payload, its header left undecoded: a read of a
+ * stream's share takes the selection from the stream's index, so the shares of every other stream
+ * (a hundred tenants of one record) are neither parsed nor kept. Null when it has no header line.
+ */
+export function decodeLogLines(payload: Buffer): LogLines | null {
   const headerEnd = payload.indexOf(NEWLINE);
   if (headerEnd === -1) return null;
   const lines: number[] = [];
@@ -248,6 +256,16 @@ export function decodeLogRecord(payload: Buffer): LogRecord | null {
     at = newline + 1;
   }
   lines.push(at);
+  return { payload, lines };
+}
+
+/** Decodes a framed record's payload; null when it is not one this version writes. */
+export function decodeLogRecord(payload: Buffer): LogRecord | null {
+  const decoded = decodeLogLines(payload);
+  if (decoded === null) return null;
+  const { lines } = decoded;
+  // The header line ends where the first event's line starts.
+  const headerEnd = (lines[0] as number) - 1;
   let header: unknown;
   try {
     header = JSON.parse(payload.toString('utf8', 0, headerEnd));
@@ -287,7 +305,7 @@ export function decodeLogRecord(payload: Buffer): LogRecord | null {
  * The event on line `index` of a decoded record, or the point (ADR 0027) when the line is one;
  * null when it does not parse.
  */
-export function decodeLogEvent(record: LogRecord, index: number): QueuedEvent | null {
+export function decodeLogEvent(record: LogLines, index: number): QueuedEvent | null {
   const start = record.lines[index];
   const end = record.lines[index + 1];
   if (start === undefined || end === undefined) return null;

@@ -29,6 +29,7 @@ import {
 import { type EncodedEvent, encodeEvent, POINT_MARKER_BYTE } from '../format.ts';
 import {
   decodeLogEvent,
+  decodeLogLines,
   decodeLogRecord,
   decodeLogState,
   encodeLogFrame,
@@ -38,7 +39,7 @@ import {
   frameAt,
   type LogLine,
   type LogPosition,
-  type LogRecord,
+  type LogLines,
   logSegmentFileName,
   parseLogSegmentFileName,
   scanLogSegment,
@@ -252,8 +253,8 @@ interface Relocation {
  */
 class CachedRecord {
   #events: (QueuedEvent | null | undefined)[] | null;
-  // The decoded frame; undefined until it is first needed.
-  #record: LogRecord | null | undefined;
+  // The frame's event lines; undefined until first needed (its shares are in the streams' indexes).
+  #record: LogLines | null | undefined;
   readonly #frame: Buffer | null;
   readonly bytes: number;
   /**
@@ -265,7 +266,7 @@ class CachedRecord {
   constructor(
     events: (QueuedEvent | null | undefined)[] | null,
     frame: Buffer | null,
-    record: LogRecord | null | undefined,
+    record: LogLines | null | undefined,
     bytes: number,
     readers: number,
   ) {
@@ -296,10 +297,10 @@ class CachedRecord {
     this.#events = null;
   }
 
-  #decoded(): LogRecord | null {
+  #decoded(): LogLines | null {
     if (this.#record === undefined) {
       this.#record =
-        this.#frame === null ? null : decodeLogRecord(this.#frame.subarray(FRAME_HEADER_BYTES));
+        this.#frame === null ? null : decodeLogLines(this.#frame.subarray(FRAME_HEADER_BYTES));
     }
     return this.#record;
   }
@@ -840,7 +841,9 @@ export class DurableLog {
     const decoded =
       size === 0 ? null : decodeLogRecord(buf.subarray(FRAME_HEADER_BYTES, location.size));
     const readers = this.#readersOf(decoded?.shares ?? []);
-    const entry = new CachedRecord([], null, decoded, location.size, readers);
+    // Only its lines are kept: the shares of every stream would sit in memory unread.
+    const lines = decoded === null ? null : { payload: decoded.payload, lines: decoded.lines };
+    const entry = new CachedRecord([], null, lines, location.size, readers);
     this.#cacheRecord(record, entry);
     return entry;
   }
