@@ -243,6 +243,7 @@ describe('Dockerfile', () => {
     expect(execForm(runtime, 'ENTRYPOINT')).toEqual([
       '/nodejs/bin/node',
       '--no-concurrent-recompilation',
+      '--no-allocation-site-pretenuring',
       '/app/dist/main.js',
     ]);
     expect(execForm(runtime, 'CMD')).toEqual(['run']);
@@ -250,7 +251,7 @@ describe('Dockerfile', () => {
 
   it('gives node only flags this Node.js accepts, and the benchmarks the same ones', () => {
     const flags = shippedNodeFlags();
-    expect(flags).toEqual(['--no-concurrent-recompilation']);
+    expect(flags).toEqual(['--no-concurrent-recompilation', '--no-allocation-site-pretenuring']);
     // An unknown flag makes node exit 9 ("bad option") before it runs anything.
     const run = spawnSync(process.execPath, [...flags, '-e', 'process.stdout.write("ok")'], {
       encoding: 'utf8',

@@ -380,7 +380,7 @@ describe('helm template of nodeOptions', () => {
       [['-f', FULL_VALUES], 'StatefulSet'],
     ] as const) {
       const container = operatorContainer(find(await render([...values]), kind));
-      // A `command` would replace the ENTRYPOINT and its --no-concurrent-recompilation (ADR 0021).
+      // A `command` would replace the ENTRYPOINT and its V8 flags (ADR 0021).
       expect(container).not.toHaveProperty('command');
       expect(container.args[0]).toBe('run');
     }

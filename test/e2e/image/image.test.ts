@@ -96,6 +96,7 @@ describe('the image', () => {
     expect(c.Entrypoint).toEqual([
       '/nodejs/bin/node',
       '--no-concurrent-recompilation',
+      '--no-allocation-site-pretenuring',
       '/app/dist/main.js',
     ]);
     expect(c.Cmd).toEqual(['run']);
