@@ -80,10 +80,10 @@ EXPOSE 8443
 
 # V8 optimises hot functions on the main thread instead of its worker threads: 13 to 24 MiB less
 # resident memory with 1, 100 and 1,000 sinks, for the same or more events per CPU second. And it
-# never allocates objects straight into the old generation for an allocation site whose objects
-# survived young collections: a batch's objects, alive while its write syncs, otherwise send every
-# later batch there, to die at full collections (twice as many; 20 to 30% fewer events per CPU
-# second). V8 flags that NODE_OPTIONS does not accept, so they are given here
+# never allocates a place's objects straight into the old generation because earlier ones survived
+# young collections: a batch's objects, alive while its write syncs, would send every later
+# batch's objects there, to wait for full collections (about twice as many of them, and 20 to 30%
+# fewer events per CPU second). V8 flags that NODE_OPTIONS does not accept, so they are given here
 # (docs/adr/0021-memory.md); test/harness/standalone.ts runs the process for benchmarks with this
 # line's flags.
 ENTRYPOINT ["/nodejs/bin/node", "--no-concurrent-recompilation", "--no-allocation-site-pretenuring", "/app/dist/main.js"]
