@@ -78,6 +78,9 @@ export interface StandaloneProcess {
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
+/** How long one readiness probe may take: a loaded CI machine answers within it. */
+const READY_PROBE_MS = 2_000;
+
 /** Starts `standalone` and waits until it is ready. */
 export async function startStandalone(options: StandaloneOptions): Promise<StandaloneProcess> {
   const child = spawn(
@@ -126,7 +129,12 @@ export async function startStandalone(options: StandaloneOptions): Promise<Stand
   const url = `http://127.0.0.1:${options.port}`;
   const deadline = Date.now() + (options.readyTimeoutMs ?? 15_000);
   for (;;) {
-    const ready = await fetch(`${url}/readyz`).then(
+    // Each probe has a deadline of its own: something else listening on the port (it was free when
+    // picked, but another process may have bound it since, and this one then exits on EADDRINUSE),
+    // or a process that accepts but never answers, would otherwise hold the loop past its deadline.
+    const ready = await fetch(`${url}/readyz`, {
+      signal: AbortSignal.timeout(READY_PROBE_MS),
+    }).then(
       (r) => r.ok,
       () => false,
     );
