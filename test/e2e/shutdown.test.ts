@@ -113,7 +113,6 @@ async function setup(name: string, batchSize = 1_000): Promise<Setup> {
   await mkdir(join(dir, 'manifests'));
   const bucket = `${name}-cluster`;
   await influx.createBucket(bucket);
-  const port = await freePort();
   return {
     dir,
     bucket,
@@ -149,9 +148,11 @@ stringData: {token: ${influx.token}}
 `,
       ),
     start: async (graceSeconds, args = []) => {
+      // Picked at each start, after the test's own servers took theirs: a port picked earlier
+      // could have gone to one of them meanwhile.
       const running = await startStandalone({
         manifests: join(dir, 'manifests'),
-        port,
+        port: await freePort(),
         dataDir: join(dir, 'data'),
         args: ['--shutdown-grace-seconds', String(graceSeconds), ...args],
       });
